@@ -1,1 +1,28 @@
-//! placeholder
+//! Zhengzhao's domain core: identifiers and codes from the national standards,
+//! the licence-type and licence models, the lifecycle state machine and
+//! canonical JSON. Pure: no I/O, no gRPC, no database.
+
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod citizen_id;
+pub mod date;
+pub mod document;
+pub mod holder;
+pub mod identifier;
+pub mod mod3736;
+pub mod status;
+pub mod uscc;
+pub mod violation;
+
+pub use catalog::{
+    Authority, AuthorityLevel, FaceTemplate, FieldDefinition, FieldKind, LicenceTypeDefinition,
+    TypeCode, ValidityRange,
+};
+pub use citizen_id::CitizenId;
+pub use document::{LicenceDocument, canonical_json};
+pub use holder::{Holder, HolderCategory, HolderIdType, mask_id_number};
+pub use identifier::{CheckForm, IdError, IssuerCode, LicenceId};
+pub use status::{LicenceStatus, LifecycleAction, TransitionError};
+pub use uscc::Uscc;
+pub use violation::{FieldViolation, Violations};

@@ -1,0 +1,427 @@
+//! Licence types as the catalogue defines them (GB/T 36902): type code,
+//! authorities, holder category, validity range, and the face template every
+//! licence of the type is checked against.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::Date;
+
+use crate::date::parse_date;
+use crate::holder::HolderCategory;
+use crate::uscc::Uscc;
+use crate::violation::{FieldViolation, Violations};
+
+/// A 21-character licence type code: the defining authority's unified social
+/// credit code followed by a 3-digit number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TypeCode(String);
+
+impl TypeCode {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.chars().count() != 21 || !s.is_ascii() {
+            return Err(format!("must be 21 letters and digits, got {:?}", s));
+        }
+        Uscc::parse(&s[..18]).map_err(|e| format!("first 18 characters are not a unified social credit code: {e}"))?;
+        if !s[18..].bytes().all(|b| b.is_ascii_digit()) {
+            return Err("last 3 characters must be digits".into());
+        }
+        Ok(TypeCode(s.to_owned()))
+    }
+
+    /// The type code numbered `n` (0..=999) under a defining authority.
+    pub fn new(authority: &Uscc, n: u16) -> Result<Self, String> {
+        if n > 999 {
+            return Err("type number must be at most 999".into());
+        }
+        Ok(TypeCode(format!("{}{n:03}", authority.as_str())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The defining authority's code (first 18 characters).
+    pub fn authority(&self) -> &str {
+        &self.0[..18]
+    }
+}
+
+impl fmt::Display for TypeCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Level of a defining or issuing authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorityLevel {
+    National,
+    Provincial,
+    City,
+    District,
+    Township,
+    Other,
+}
+
+/// A defining or issuing authority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authority {
+    pub name: String,
+    pub code: String,
+    pub level: AuthorityLevel,
+}
+
+/// How long a licence of a type is valid: `N/Y`, `N/M`, `N/D` or `long-term`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValidityRange {
+    LongTerm,
+    Years(u32),
+    Months(u32),
+    Days(u32),
+}
+
+impl ValidityRange {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "long-term" {
+            return Ok(ValidityRange::LongTerm);
+        }
+        let err = || format!("{s:?} is not a validity range: use N/Y, N/M, N/D or long-term");
+        let (n, unit) = s.split_once('/').ok_or_else(err)?;
+        let n: u32 = n.parse().map_err(|_| err())?;
+        if n == 0 || n > 100 * 366 {
+            return Err(err());
+        }
+        match unit {
+            "Y" if n <= 100 => Ok(ValidityRange::Years(n)),
+            "M" if n <= 1200 => Ok(ValidityRange::Months(n)),
+            "D" => Ok(ValidityRange::Days(n)),
+            _ => Err(err()),
+        }
+    }
+
+    /// The last day of validity for a licence valid from `from`: `from` plus
+    /// the range, minus one day (validity dates are inclusive). `None` for long-term.
+    pub fn end_date(self, from: Date) -> Option<Date> {
+        let add_months = |months: u32| -> Option<Date> {
+            let total = from.year() * 12 + (from.month() as i32 - 1) + months as i32;
+            let (year, month0) = (total.div_euclid(12), total.rem_euclid(12));
+            let month = time::Month::try_from(month0 as u8 + 1).ok()?;
+            let day = from.day().min(month.length(year));
+            Date::from_calendar_date(year, month, day).ok()
+        };
+        let end = match self {
+            ValidityRange::LongTerm => return None,
+            ValidityRange::Years(n) => add_months(n * 12)?,
+            ValidityRange::Months(n) => add_months(n)?,
+            ValidityRange::Days(n) => from.checked_add(time::Duration::days(i64::from(n)))?,
+        };
+        end.previous_day()
+    }
+}
+
+impl fmt::Display for ValidityRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ValidityRange::LongTerm => f.write_str("long-term"),
+            ValidityRange::Years(n) => write!(f, "{n}/Y"),
+            ValidityRange::Months(n) => write!(f, "{n}/M"),
+            ValidityRange::Days(n) => write!(f, "{n}/D"),
+        }
+    }
+}
+
+impl Serialize for ValidityRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ValidityRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ValidityRange::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Type of a face field's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    Text,
+    Date,
+    Integer,
+}
+
+/// One face field (照面信息项).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDefinition {
+    pub key: String,
+    pub label: String,
+    pub kind: FieldKind,
+    #[serde(default)]
+    pub required: bool,
+    /// Maximum length in characters (text only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u32>,
+    /// Regular expression the whole value must match (text only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+}
+
+/// Most fields a template may define.
+pub const MAX_FIELDS: usize = 200;
+/// Longest face field value accepted, whatever the template says.
+pub const MAX_VALUE_LEN: usize = 4000;
+
+/// A face template: the ordered fields of a licence face.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaceTemplate {
+    /// Set by the catalogue; 1 for the first version.
+    #[serde(default)]
+    pub version: u32,
+    pub fields: Vec<FieldDefinition>,
+}
+
+fn valid_key(k: &str) -> bool {
+    let mut chars = k.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && k.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl FaceTemplate {
+    fn validate(&self, out: &mut Vec<FieldViolation>) {
+        if self.fields.len() > MAX_FIELDS {
+            out.push(FieldViolation::new("template.fields", format!("at most {MAX_FIELDS} fields")));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, f) in self.fields.iter().enumerate() {
+            let at = |p: &str| format!("template.fields[{i}].{p}");
+            if !valid_key(&f.key) {
+                out.push(FieldViolation::new(at("key"), "lower-case letter first, then a-z, 0-9 or _, at most 64"));
+            } else if !seen.insert(f.key.as_str()) {
+                out.push(FieldViolation::new(at("key"), format!("duplicate key {:?}", f.key)));
+            }
+            if f.label.trim().is_empty() || f.label.chars().count() > 100 {
+                out.push(FieldViolation::new(at("label"), "1 to 100 characters"));
+            }
+            if f.kind != FieldKind::Text && (f.max_length.is_some() || f.pattern.is_some()) {
+                out.push(FieldViolation::new(at("kind"), "max_length and pattern apply to text fields only"));
+            }
+            if f.max_length == Some(0) {
+                out.push(FieldViolation::new(at("max_length"), "must be at least 1"));
+            }
+            if let Some(p) = &f.pattern {
+                if p.len() > 500 || regex::Regex::new(&format!("^(?:{p})$")).is_err() {
+                    out.push(FieldViolation::new(at("pattern"), "not a valid regular expression (at most 500 bytes)"));
+                }
+            }
+        }
+    }
+
+    /// Checks face field values against the template; every offending field is named.
+    pub fn check_values(&self, values: &BTreeMap<String, String>) -> Result<(), Violations> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            let at = format!("face_fields.{}", f.key);
+            let Some(v) = values.get(&f.key).filter(|v| !v.is_empty()) else {
+                if f.required {
+                    out.push(FieldViolation::new(at, format!("required ({})", f.label)));
+                }
+                continue;
+            };
+            let n = v.chars().count();
+            if n > MAX_VALUE_LEN || v.chars().any(|c| c.is_control() && c != '\n') {
+                out.push(FieldViolation::new(at, format!("at most {MAX_VALUE_LEN} characters, no control characters")));
+                continue;
+            }
+            match f.kind {
+                FieldKind::Text => {
+                    if let Some(max) = f.max_length.filter(|m| n > *m as usize) {
+                        out.push(FieldViolation::new(&at, format!("at most {max} characters, got {n}")));
+                    }
+                    if let Some(p) = &f.pattern {
+                        let ok = regex::Regex::new(&format!("^(?:{p})$")).map(|r| r.is_match(v)).unwrap_or(false);
+                        if !ok {
+                            out.push(FieldViolation::new(&at, format!("does not match pattern {p}")));
+                        }
+                    }
+                }
+                FieldKind::Date => {
+                    if let Err(e) = parse_date(v) {
+                        out.push(FieldViolation::new(at, e));
+                    }
+                }
+                FieldKind::Integer => {
+                    if v.parse::<i64>().is_err() {
+                        out.push(FieldViolation::new(at, format!("{v:?} is not an integer")));
+                    }
+                }
+            }
+        }
+        for k in values.keys() {
+            if !self.fields.iter().any(|f| &f.key == k) {
+                out.push(FieldViolation::new(format!("face_fields.{k}"), "not a field of this template"));
+            }
+        }
+        Violations::into_result(out)
+    }
+}
+
+/// What an administrator writes to define a licence type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenceTypeDefinition {
+    /// Empty to have the catalogue assign the next number under the defining authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub name: String,
+    pub defining_authority: Authority,
+    pub holder_category: HolderCategory,
+    pub validity: ValidityRange,
+    pub issuing_level: AuthorityLevel,
+    pub issuers: Vec<String>,
+    pub template: FaceTemplate,
+}
+
+impl LicenceTypeDefinition {
+    /// Validates every field; the error lists each offending one.
+    pub fn validate(&self) -> Result<(), Violations> {
+        let mut out = Vec::new();
+        let name_len = self.name.trim().chars().count();
+        if name_len == 0 || name_len > 200 {
+            out.push(FieldViolation::new("name", "1 to 200 characters"));
+        }
+        if self.defining_authority.name.trim().is_empty() || self.defining_authority.name.chars().count() > 200 {
+            out.push(FieldViolation::new("defining_authority.name", "1 to 200 characters"));
+        }
+        if let Err(e) = Uscc::parse(&self.defining_authority.code) {
+            out.push(FieldViolation::new("defining_authority.code", e.to_string()));
+        }
+        if let Some(code) = &self.code {
+            match TypeCode::parse(code) {
+                Err(e) => out.push(FieldViolation::new("code", e)),
+                Ok(tc) if tc.authority() != self.defining_authority.code => out.push(FieldViolation::new(
+                    "code",
+                    "must start with the defining authority's code",
+                )),
+                Ok(_) => {}
+            }
+        }
+        if self.issuers.is_empty() {
+            out.push(FieldViolation::new("issuers", "at least one issuing agency"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            if let Err(e) = Uscc::parse(issuer) {
+                out.push(FieldViolation::new(format!("issuers[{i}]"), e.to_string()));
+            } else if !seen.insert(issuer) {
+                out.push(FieldViolation::new(format!("issuers[{i}]"), "listed twice"));
+            }
+        }
+        self.template.validate(&mut out);
+        Violations::into_result(out)
+    }
+
+    pub fn may_issue(&self, issuer: &str) -> bool {
+        self.issuers.iter().any(|i| i == issuer)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use time::macros::date;
+
+    pub fn example() -> LicenceTypeDefinition {
+        serde_json::from_value(serde_json::json!({
+            "name": "食品经营许可证",
+            "defining_authority": {"name": "国家市场监督管理总局", "code": "11100000000013338W", "level": "national"},
+            "holder_category": "legal_person",
+            "validity": "5/Y",
+            "issuing_level": "district",
+            "issuers": ["91350100M000100Y43"],
+            "template": {"fields": [
+                {"key": "business_scope", "label": "经营项目", "kind": "text", "required": true, "max_length": 200},
+                {"key": "permit_no", "label": "许可证编号", "kind": "text", "required": true, "pattern": "JY[0-9]{14}"},
+                {"key": "approved_on", "label": "批准日期", "kind": "date"},
+                {"key": "staff", "label": "从业人数", "kind": "integer"}
+            ]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn example_is_valid() {
+        example().validate().unwrap();
+    }
+
+    #[test]
+    fn names_each_offending_field() {
+        let mut d = example();
+        d.name = String::new();
+        d.defining_authority.code = "91350100M000100Y44".into();
+        d.issuers.push("bad".into());
+        d.template.fields[1].pattern = Some("(".into());
+        d.template.fields[2].key = "business_scope".into();
+        let e = d.validate().unwrap_err();
+        for f in ["name", "defining_authority.code", "issuers[1]", "template.fields[1].pattern", "template.fields[2].key"] {
+            assert!(e.names(f), "{f} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn checks_face_values() {
+        let t = example().template;
+        let good: BTreeMap<String, String> = [("business_scope", "预包装食品销售"), ("permit_no", "JY13501000000001"), ("staff", "12")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        t.check_values(&good).unwrap();
+        let mut bad = good.clone();
+        bad.remove("business_scope");
+        bad.insert("permit_no".into(), "X".into());
+        bad.insert("approved_on".into(), "2026-13-01".into());
+        bad.insert("staff".into(), "twelve".into());
+        bad.insert("colour".into(), "red".into());
+        let e = t.check_values(&bad).unwrap_err();
+        for f in ["business_scope", "permit_no", "approved_on", "staff", "colour"] {
+            assert!(e.names(&format!("face_fields.{f}")), "{f} missing from {e}");
+        }
+    }
+
+    #[test]
+    fn validity_end_dates() {
+        assert_eq!(ValidityRange::Years(5).end_date(date!(2026 - 01 - 01)), Some(date!(2030 - 12 - 31)));
+        assert_eq!(ValidityRange::Months(1).end_date(date!(2026 - 01 - 31)), Some(date!(2026 - 02 - 27)));
+        assert_eq!(ValidityRange::Days(1).end_date(date!(2026 - 01 - 31)), Some(date!(2026 - 01 - 31)));
+        assert_eq!(ValidityRange::Years(1).end_date(date!(2024 - 02 - 29)), Some(date!(2025 - 02 - 27)));
+        assert_eq!(ValidityRange::LongTerm.end_date(date!(2026 - 01 - 01)), None);
+    }
+
+    proptest! {
+        #[test]
+        fn validity_round_trips(n in 1u32..=100, unit in 0..4) {
+            let v = match unit { 0 => ValidityRange::Years(n), 1 => ValidityRange::Months(n), 2 => ValidityRange::Days(n), _ => ValidityRange::LongTerm };
+            prop_assert_eq!(ValidityRange::parse(&v.to_string()).unwrap(), v);
+        }
+
+        #[test]
+        fn parsers_never_panic(s in ".*") {
+            let _ = ValidityRange::parse(&s);
+            let _ = TypeCode::parse(&s);
+        }
+
+        #[test]
+        fn check_values_never_panics(k in "[a-z_]{1,10}", v in ".*") {
+            let t = example().template;
+            let _ = t.check_values(&[(k, v)].into_iter().collect());
+        }
+    }
+}
