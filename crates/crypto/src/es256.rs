@@ -1,0 +1,163 @@
+//! ES256: ECDSA over P-256 with SHA-256 (RFC 7518 §3.4), via `p256` + `ecdsa`.
+//! Signatures are the 64-byte `r || s` form JOSE uses.
+
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+
+use crate::{b64url, b64url_decode};
+
+/// A key that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("not a valid P-256 private key")]
+    Private,
+    #[error("not a valid P-256 public key: {0}")]
+    Public(String),
+}
+
+/// An ES256 private key.
+pub struct Es256KeyPair {
+    signing: SigningKey,
+}
+
+impl std::fmt::Debug for Es256KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Es256KeyPair(..)")
+    }
+}
+
+impl Es256KeyPair {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        loop {
+            let bytes = crate::random_bytes::<32>();
+            if let Ok(signing) = SigningKey::from_slice(&bytes) {
+                return Es256KeyPair { signing };
+            }
+        }
+    }
+
+    /// From the 32-byte big-endian private scalar.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        SigningKey::from_slice(bytes).map(|signing| Es256KeyPair { signing }).map_err(|_| KeyError::Private)
+    }
+
+    /// The 32-byte private scalar; only ever written to disk inside an envelope.
+    pub fn secret_bytes(&self) -> Vec<u8> {
+        self.signing.to_bytes().to_vec()
+    }
+
+    pub fn public_key(&self) -> Es256PublicKey {
+        Es256PublicKey { verifying: *self.signing.verifying_key() }
+    }
+
+    /// Signs `message` (hashed with SHA-256); RFC 6979 deterministic nonce.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let sig: Signature = self.signing.sign(message);
+        let mut out = [0u8; 64];
+        out.copy_from_slice(&sig.to_bytes());
+        out
+    }
+}
+
+/// An ES256 public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Es256PublicKey {
+    verifying: VerifyingKey,
+}
+
+impl Es256PublicKey {
+    /// From a SEC1 encoded point (compressed or not).
+    pub fn from_sec1(bytes: &[u8]) -> Result<Self, KeyError> {
+        VerifyingKey::from_sec1_bytes(bytes)
+            .map(|verifying| Es256PublicKey { verifying })
+            .map_err(|e| KeyError::Public(e.to_string()))
+    }
+
+    /// The uncompressed SEC1 point (65 bytes).
+    pub fn to_sec1(&self) -> Vec<u8> {
+        self.verifying.to_sec1_point(false).as_bytes().to_vec()
+    }
+
+    /// The public key as a JWK (RFC 7517/7518) with `kid`, `alg` and `use`.
+    pub fn to_jwk(&self, kid: &str) -> serde_json::Value {
+        let point = self.to_sec1();
+        serde_json::json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": b64url(&point[1..33]),
+            "y": b64url(&point[33..65]),
+            "kid": kid,
+            "alg": "ES256",
+            "use": "sig",
+        })
+    }
+
+    /// From a JWK with `kty` EC and `crv` P-256.
+    pub fn from_jwk(jwk: &serde_json::Value) -> Result<Self, KeyError> {
+        let field = |name: &str| jwk.get(name).and_then(|v| v.as_str()).ok_or_else(|| KeyError::Public(format!("missing {name}")));
+        if field("kty")? != "EC" || field("crv")? != "P-256" {
+            return Err(KeyError::Public("kty must be EC and crv P-256".into()));
+        }
+        let x = b64url_decode(field("x")?).map_err(|e| KeyError::Public(e.to_string()))?;
+        let y = b64url_decode(field("y")?).map_err(|e| KeyError::Public(e.to_string()))?;
+        if x.len() != 32 || y.len() != 32 {
+            return Err(KeyError::Public("x and y must be 32 bytes".into()));
+        }
+        let mut point = Vec::with_capacity(65);
+        point.push(4);
+        point.extend_from_slice(&x);
+        point.extend_from_slice(&y);
+        Self::from_sec1(&point)
+    }
+
+    /// Whether `signature` (64-byte `r || s`) is valid for `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match Signature::from_slice(signature) {
+            Ok(sig) => self.verifying.verify(message, &sig).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sign_verify_and_jwk_round_trip() {
+        let key = Es256KeyPair::generate();
+        let sig = key.sign(b"hello");
+        let public = key.public_key();
+        assert!(public.verify(b"hello", &sig));
+        assert!(!public.verify(b"hellO", &sig));
+        let back = Es256PublicKey::from_jwk(&public.to_jwk("k1")).unwrap();
+        assert_eq!(back, public);
+        let again = Es256KeyPair::from_secret_bytes(&key.secret_bytes()).unwrap();
+        assert_eq!(again.public_key(), public);
+    }
+
+    #[test]
+    fn rfc7515_appendix_a3_verifies() {
+        // RFC 7515 A.3: an ES256 JWS produced by another implementation.
+        let jwk = serde_json::json!({"kty":"EC","crv":"P-256",
+            "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
+        let key = Es256PublicKey::from_jwk(&jwk).unwrap();
+        let input = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
+        let sig = b64url_decode("DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q").unwrap();
+        assert!(key.verify(input.as_bytes(), &sig));
+        assert!(!key.verify(b"other", &sig));
+    }
+
+    proptest! {
+        #[test]
+        fn malformed_inputs_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = Es256PublicKey::from_sec1(&bytes);
+            let _ = Es256KeyPair::from_secret_bytes(&bytes);
+            let key = Es256KeyPair::generate().public_key();
+            prop_assert!(!key.verify(b"m", &bytes) || bytes.len() == 64);
+        }
+    }
+}
