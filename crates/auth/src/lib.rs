@@ -1,1 +1,172 @@
-//! placeholder
+//! Who is calling and what they may do: principals and roles, signed bearer
+//! tokens, the one authorization policy every service asks, and the tonic
+//! interceptors that authenticate inbound calls and credential outbound ones.
+
+#![forbid(unsafe_code)]
+
+pub mod policy;
+pub mod token;
+
+pub use policy::{Action, authorize};
+pub use token::{TokenAuthority, TokenError, TokenVerifier};
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A caller's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// 电子证照管理机构: the library's administrator.
+    Admin,
+    /// 制发单位: an agency issuing licences.
+    Issuer,
+    /// 用证单位: an agency using licences.
+    Consumer,
+    /// The holders' portal (real-name authenticated holders).
+    Portal,
+    /// A district library syncing to the city.
+    Sync,
+    /// Reads logs and histories.
+    Auditor,
+    /// Another Zhengzhao service calling on its own account.
+    Service(ServiceName),
+}
+
+/// The Zhengzhao services, as callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceName {
+    Catalog,
+    Issuance,
+    Signing,
+    Verification,
+    Exchange,
+    Gateway,
+}
+
+impl ServiceName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Catalog => "catalog",
+            ServiceName::Issuance => "issuance",
+            ServiceName::Signing => "signing",
+            ServiceName::Verification => "verification",
+            ServiceName::Exchange => "exchange",
+            ServiceName::Gateway => "gateway",
+        }
+    }
+}
+
+/// The roles an operator may mint tokens for (service roles are internal).
+pub const OPERATOR_ROLES: [Role; 6] = [Role::Admin, Role::Issuer, Role::Consumer, Role::Portal, Role::Sync, Role::Auditor];
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Role::Admin => f.write_str("admin"),
+            Role::Issuer => f.write_str("issuer"),
+            Role::Consumer => f.write_str("consumer"),
+            Role::Portal => f.write_str("portal"),
+            Role::Sync => f.write_str("sync"),
+            Role::Auditor => f.write_str("auditor"),
+            Role::Service(s) => write!(f, "service:{}", s.as_str()),
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "admin" => Role::Admin,
+            "issuer" => Role::Issuer,
+            "consumer" => Role::Consumer,
+            "portal" => Role::Portal,
+            "sync" => Role::Sync,
+            "auditor" => Role::Auditor,
+            "service:catalog" => Role::Service(ServiceName::Catalog),
+            "service:issuance" => Role::Service(ServiceName::Issuance),
+            "service:signing" => Role::Service(ServiceName::Signing),
+            "service:verification" => Role::Service(ServiceName::Verification),
+            "service:exchange" => Role::Service(ServiceName::Exchange),
+            "service:gateway" => Role::Service(ServiceName::Gateway),
+            _ => return Err(format!("unknown role {s:?}: use admin, issuer, consumer, portal, sync or auditor")),
+        })
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The agency's unified social credit code (the library's own for services).
+    pub agency: String,
+    pub role: Role,
+    /// Token id, for the logs.
+    pub token_id: String,
+}
+
+impl Principal {
+    /// `role@agency`, as events and logs record the actor.
+    pub fn actor(&self) -> String {
+        format!("{}@{}", self.role, self.agency)
+    }
+
+    /// A service acting on its own account inside one process.
+    pub fn service(name: ServiceName, library_agency: &str) -> Self {
+        Principal { agency: library_agency.to_owned(), role: Role::Service(name), token_id: "in-process".into() }
+    }
+}
+
+/// The principal an authenticated request carries, or UNAUTHENTICATED.
+pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("no credentials: send authorization: Bearer <token>"))
+}
+
+/// Authenticates inbound calls: a valid bearer token becomes a [`Principal`]
+/// in the request's extensions; anything else is UNAUTHENTICATED.
+#[derive(Clone)]
+pub struct Authenticate {
+    verifier: std::sync::Arc<TokenVerifier>,
+}
+
+impl Authenticate {
+    pub fn new(verifier: std::sync::Arc<TokenVerifier>) -> Self {
+        Authenticate { verifier }
+    }
+}
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| tonic::Status::unauthenticated("no credentials: send authorization: Bearer <token>"))?;
+        let text = header.to_str().map_err(|_| tonic::Status::unauthenticated("authorization header is not text"))?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| tonic::Status::unauthenticated("authorization must be a Bearer token"))?;
+        let principal = self.verifier.verify(token.trim()).map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
+        tracing::debug!(actor = %principal.actor(), token_id = %principal.token_id, "authenticated");
+        req.extensions_mut().insert(principal);
+        Ok(req)
+    }
+}
+
+/// Adds a bearer token to outbound calls.
+#[derive(Clone)]
+pub struct BearerToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl BearerToken {
+    pub fn new(token: &str) -> Result<Self, TokenError> {
+        format!("Bearer {token}").parse().map(BearerToken).map_err(|_| TokenError::Malformed)
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}

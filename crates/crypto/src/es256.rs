@@ -42,6 +42,21 @@ impl Es256KeyPair {
         SigningKey::from_slice(bytes).map(|signing| Es256KeyPair { signing }).map_err(|_| KeyError::Private)
     }
 
+    /// PKCS#8 PEM of the private key, for key files an operator keeps.
+    pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
+        use p256::pkcs8::EncodePrivateKey;
+        self.signing
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|_| KeyError::Private)
+    }
+
+    /// From a PKCS#8 PEM private key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
+        use p256::pkcs8::DecodePrivateKey;
+        SigningKey::from_pkcs8_pem(pem).map(|signing| Es256KeyPair { signing }).map_err(|_| KeyError::Private)
+    }
+
     /// The 32-byte private scalar; only ever written to disk inside an envelope.
     pub fn secret_bytes(&self) -> Vec<u8> {
         self.signing.to_bytes().to_vec()
@@ -136,6 +151,8 @@ mod tests {
         assert_eq!(back, public);
         let again = Es256KeyPair::from_secret_bytes(&key.secret_bytes()).unwrap();
         assert_eq!(again.public_key(), public);
+        let pem = Es256KeyPair::from_pkcs8_pem(&key.to_pkcs8_pem().unwrap()).unwrap();
+        assert_eq!(pem.public_key(), public);
     }
 
     #[test]

@@ -1,0 +1,140 @@
+//! The one authorization policy. Every service asks [`authorize`] before it
+//! acts; the table below is the whole of who may do what.
+
+use crate::{Principal, Role, ServiceName};
+
+/// Something a caller wants to do, with what the decision depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Define or change licence types.
+    ManageCatalog,
+    /// Read licence types.
+    ReadCatalog,
+    /// Issue a licence as `issuer`.
+    IssueLicence { issuer: &'a str },
+    /// Record a lifecycle event on a licence issued by `issuer`.
+    ChangeLicence { issuer: &'a str },
+    /// Read a licence (and its history) issued by `issuer`, outside the exchange.
+    ReadLicence { issuer: &'a str },
+    /// Have a document signed with an issuer's key.
+    SignDocument,
+    /// Read public keys.
+    ReadPublicKeys,
+    /// Verify a licence.
+    Verify,
+    /// Use a licence through the exchange (use cause checked there).
+    UseLicence,
+    /// Read the usage log.
+    ReadUsageLog,
+    /// Read the gateway's routing table.
+    ReadRoutes,
+}
+
+/// A refusal, saying why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub String);
+
+impl From<Denied> for tonic::Status {
+    fn from(d: Denied) -> Self {
+        tonic::Status::permission_denied(d.0)
+    }
+}
+
+/// Decides whether `principal` may perform `action`.
+pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denied> {
+    use Action as A;
+    use Role as R;
+    let role = principal.role;
+    let own = |issuer: &str| principal.agency == issuer;
+    let allowed = match action {
+        A::ManageCatalog => role == R::Admin,
+        A::ReadCatalog | A::ReadPublicKeys | A::Verify | A::ReadRoutes => true,
+        A::IssueLicence { issuer } | A::ChangeLicence { issuer } => role == R::Issuer && own(issuer),
+        A::ReadLicence { issuer } => match role {
+            R::Issuer => own(issuer),
+            R::Admin | R::Auditor | R::Sync => true,
+            R::Service(s) => matches!(s, ServiceName::Verification | ServiceName::Exchange | ServiceName::Gateway),
+            R::Consumer | R::Portal => false,
+        },
+        A::SignDocument => role == R::Service(ServiceName::Issuance),
+        A::UseLicence => role == R::Consumer,
+        A::ReadUsageLog => matches!(role, R::Admin | R::Auditor),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Denied(format!("{} may not {}", principal.actor(), describe(action))))
+    }
+}
+
+fn describe(action: &Action<'_>) -> String {
+    match action {
+        Action::ManageCatalog => "define or publish licence types".into(),
+        Action::ReadCatalog => "read the catalogue".into(),
+        Action::IssueLicence { issuer } => format!("issue licences as {issuer}"),
+        Action::ChangeLicence { issuer } => format!("change licences issued by {issuer}"),
+        Action::ReadLicence { issuer } => format!("read licences issued by {issuer} outside the exchange"),
+        Action::SignDocument => "ask for signatures".into(),
+        Action::ReadPublicKeys => "read public keys".into(),
+        Action::Verify => "verify licences".into(),
+        Action::UseLicence => "use licences through the exchange".into(),
+        Action::ReadUsageLog => "read the usage log".into(),
+        Action::ReadRoutes => "read the gateway routes".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "91350100M000100Y43";
+    const B: &str = "11100000000013338W";
+
+    fn p(role: Role, agency: &str) -> Principal {
+        Principal { agency: agency.into(), role, token_id: "t".into() }
+    }
+
+    #[test]
+    fn the_table() {
+        use Action as X;
+        use Role::*;
+        let svc = |s| Service(s);
+        // (principal role, principal agency, action, allowed)
+        let cases: Vec<(Role, &str, Action<'_>, bool)> = vec![
+            (Admin, A, X::ManageCatalog, true),
+            (Issuer, A, X::ManageCatalog, false),
+            (Consumer, A, X::ManageCatalog, false),
+            (Consumer, A, X::ReadCatalog, true),
+            (Issuer, A, X::IssueLicence { issuer: A }, true),
+            (Issuer, A, X::IssueLicence { issuer: B }, false),
+            (Admin, A, X::IssueLicence { issuer: A }, false),
+            (Consumer, A, X::IssueLicence { issuer: A }, false),
+            (Issuer, A, X::ChangeLicence { issuer: A }, true),
+            (Issuer, B, X::ChangeLicence { issuer: A }, false),
+            (Consumer, A, X::ChangeLicence { issuer: A }, false),
+            (Issuer, A, X::ReadLicence { issuer: A }, true),
+            (Issuer, B, X::ReadLicence { issuer: A }, false),
+            (Consumer, A, X::ReadLicence { issuer: A }, false),
+            (Portal, A, X::ReadLicence { issuer: A }, false),
+            (Auditor, B, X::ReadLicence { issuer: A }, true),
+            (svc(ServiceName::Verification), B, X::ReadLicence { issuer: A }, true),
+            (svc(ServiceName::Exchange), B, X::ReadLicence { issuer: A }, true),
+            (svc(ServiceName::Signing), B, X::ReadLicence { issuer: A }, false),
+            (svc(ServiceName::Issuance), B, X::SignDocument, true),
+            (Issuer, A, X::SignDocument, false),
+            (Admin, A, X::SignDocument, false),
+            (Consumer, A, X::Verify, true),
+            (Portal, A, X::ReadPublicKeys, true),
+            (Consumer, A, X::UseLicence, true),
+            (Issuer, A, X::UseLicence, false),
+            (Admin, A, X::ReadUsageLog, true),
+            (Auditor, A, X::ReadUsageLog, true),
+            (Consumer, A, X::ReadUsageLog, false),
+        ];
+        for (role, agency, action, allowed) in cases {
+            let got = authorize(&p(role, agency), &action);
+            assert_eq!(got.is_ok(), allowed, "{role} at {agency} on {action:?}: {got:?}");
+        }
+    }
+}
