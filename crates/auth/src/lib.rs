@@ -170,3 +170,32 @@ impl tonic::service::Interceptor for BearerToken {
         Ok(req)
     }
 }
+
+/// Credentials a service sends on its own outbound calls (split deployment):
+/// a short-lived token for its service role, minted per call with the library key.
+#[derive(Clone)]
+pub struct ServiceCredentials {
+    authority: std::sync::Arc<TokenAuthority>,
+    name: ServiceName,
+    agency: String,
+}
+
+impl ServiceCredentials {
+    pub fn new(authority: std::sync::Arc<TokenAuthority>, name: ServiceName, library_agency: &str) -> Self {
+        ServiceCredentials { authority, name, agency: library_agency.to_owned() }
+    }
+}
+
+impl tonic::service::Interceptor for ServiceCredentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let token = self
+            .authority
+            .mint(&self.agency, Role::Service(self.name), std::time::Duration::from_secs(300))
+            .map_err(|e| tonic::Status::internal(format!("cannot mint service token: {e}")))?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("service token is not a valid header"))?;
+        req.metadata_mut().insert("authorization", value);
+        Ok(req)
+    }
+}

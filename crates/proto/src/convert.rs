@@ -1,0 +1,209 @@
+//! Conversions between wire types and domain types. Wire-to-domain is where
+//! validation happens: a field that cannot be converted is a field violation.
+
+use time::OffsetDateTime;
+use zhengzhao_core as core;
+use zhengzhao_core::{FieldViolation, Violations};
+
+use crate::catalog::v1 as pb;
+use crate::common::v1 as common;
+
+/// A wire timestamp from a domain time.
+pub fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 }
+}
+
+/// A domain time from a wire timestamp, or why not.
+pub fn from_timestamp(field: &str, t: &prost_types::Timestamp) -> Result<OffsetDateTime, ServiceErrorAlias> {
+    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map_err(|_| crate::ServiceError::invalid(field, "timestamp out of range"))
+}
+
+type ServiceErrorAlias = crate::ServiceError;
+
+pub fn status_to_wire(s: core::LicenceStatus) -> common::LicenceStatus {
+    use core::LicenceStatus as S;
+    match s {
+        S::Valid => common::LicenceStatus::Valid,
+        S::Seized => common::LicenceStatus::Seized,
+        S::Withdrawn => common::LicenceStatus::Withdrawn,
+        S::Cancelled => common::LicenceStatus::Cancelled,
+        S::Expired => common::LicenceStatus::Expired,
+        S::TransferredOut => common::LicenceStatus::TransferredOut,
+        S::Revoked => common::LicenceStatus::Revoked,
+        S::Other => common::LicenceStatus::Other,
+    }
+}
+
+pub fn status_from_wire(s: common::LicenceStatus) -> Option<core::LicenceStatus> {
+    use core::LicenceStatus as S;
+    Some(match s {
+        common::LicenceStatus::Unspecified => return None,
+        common::LicenceStatus::Valid => S::Valid,
+        common::LicenceStatus::Seized => S::Seized,
+        common::LicenceStatus::Withdrawn => S::Withdrawn,
+        common::LicenceStatus::Cancelled => S::Cancelled,
+        common::LicenceStatus::Expired => S::Expired,
+        common::LicenceStatus::TransferredOut => S::TransferredOut,
+        common::LicenceStatus::Revoked => S::Revoked,
+        common::LicenceStatus::Other => S::Other,
+    })
+}
+
+pub fn category_to_wire(c: core::HolderCategory) -> common::HolderCategory {
+    match c {
+        core::HolderCategory::NaturalPerson => common::HolderCategory::NaturalPerson,
+        core::HolderCategory::LegalPerson => common::HolderCategory::LegalPerson,
+    }
+}
+
+pub fn level_to_wire(l: core::AuthorityLevel) -> pb::AuthorityLevel {
+    use core::AuthorityLevel as L;
+    match l {
+        L::National => pb::AuthorityLevel::National,
+        L::Provincial => pb::AuthorityLevel::Provincial,
+        L::City => pb::AuthorityLevel::City,
+        L::District => pb::AuthorityLevel::District,
+        L::Township => pb::AuthorityLevel::Township,
+        L::Other => pb::AuthorityLevel::Other,
+    }
+}
+
+fn level_from_wire(field: &str, v: i32, out: &mut Vec<FieldViolation>) -> core::AuthorityLevel {
+    use core::AuthorityLevel as L;
+    match pb::AuthorityLevel::try_from(v) {
+        Ok(pb::AuthorityLevel::National) => L::National,
+        Ok(pb::AuthorityLevel::Provincial) => L::Provincial,
+        Ok(pb::AuthorityLevel::City) => L::City,
+        Ok(pb::AuthorityLevel::District) => L::District,
+        Ok(pb::AuthorityLevel::Township) => L::Township,
+        Ok(pb::AuthorityLevel::Other) => L::Other,
+        _ => {
+            out.push(FieldViolation::new(field, "required: national, provincial, city, district, township or other"));
+            L::Other
+        }
+    }
+}
+
+pub fn definition_to_wire(d: &core::LicenceTypeDefinition) -> pb::LicenceTypeDefinition {
+    use pb::validity_range::Range;
+    let range = match d.validity {
+        core::ValidityRange::LongTerm => Range::LongTerm(true),
+        core::ValidityRange::Years(n) => Range::Years(n),
+        core::ValidityRange::Months(n) => Range::Months(n),
+        core::ValidityRange::Days(n) => Range::Days(n),
+    };
+    pb::LicenceTypeDefinition {
+        code: d.code.clone().unwrap_or_default(),
+        name: d.name.clone(),
+        defining_authority: Some(pb::Authority {
+            name: d.defining_authority.name.clone(),
+            code: d.defining_authority.code.clone(),
+            level: level_to_wire(d.defining_authority.level) as i32,
+        }),
+        holder_category: category_to_wire(d.holder_category) as i32,
+        validity: Some(pb::ValidityRange { range: Some(range) }),
+        issuing_level: level_to_wire(d.issuing_level) as i32,
+        issuers: d.issuers.clone(),
+        template: Some(pb::FaceTemplate {
+            version: d.template.version,
+            fields: d
+                .template
+                .fields
+                .iter()
+                .map(|f| pb::FieldDefinition {
+                    key: f.key.clone(),
+                    label: f.label.clone(),
+                    kind: match f.kind {
+                        core::FieldKind::Text => pb::FieldKind::Text,
+                        core::FieldKind::Date => pb::FieldKind::Date,
+                        core::FieldKind::Integer => pb::FieldKind::Integer,
+                    } as i32,
+                    required: f.required,
+                    max_length: f.max_length.unwrap_or(0),
+                    pattern: f.pattern.clone().unwrap_or_default(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// Converts and fully validates a wire definition.
+pub fn definition_from_wire(d: pb::LicenceTypeDefinition) -> Result<core::LicenceTypeDefinition, Violations> {
+    use pb::validity_range::Range;
+    let mut out = Vec::new();
+    let authority = d.defining_authority.unwrap_or_default();
+    let defining_level = level_from_wire("defining_authority.level", authority.level, &mut out);
+    let issuing_level = level_from_wire("issuing_level", d.issuing_level, &mut out);
+    let holder_category = match common::HolderCategory::try_from(d.holder_category) {
+        Ok(common::HolderCategory::NaturalPerson) => core::HolderCategory::NaturalPerson,
+        Ok(common::HolderCategory::LegalPerson) => core::HolderCategory::LegalPerson,
+        _ => {
+            out.push(FieldViolation::new("holder_category", "required: natural person or legal person"));
+            core::HolderCategory::NaturalPerson
+        }
+    };
+    let validity = match d.validity.and_then(|v| v.range) {
+        Some(Range::LongTerm(true)) => core::ValidityRange::LongTerm,
+        Some(Range::Years(n)) if (1..=100).contains(&n) => core::ValidityRange::Years(n),
+        Some(Range::Months(n)) if (1..=1200).contains(&n) => core::ValidityRange::Months(n),
+        Some(Range::Days(n)) if (1..=36600).contains(&n) => core::ValidityRange::Days(n),
+        _ => {
+            out.push(FieldViolation::new("validity", "required: long-term, or 1-100 years, 1-1200 months or 1-36600 days"));
+            core::ValidityRange::LongTerm
+        }
+    };
+    let template = d.template.unwrap_or_default();
+    let mut fields = Vec::with_capacity(template.fields.len());
+    for (i, f) in template.fields.into_iter().enumerate() {
+        let kind = match pb::FieldKind::try_from(f.kind) {
+            Ok(pb::FieldKind::Text) => core::FieldKind::Text,
+            Ok(pb::FieldKind::Date) => core::FieldKind::Date,
+            Ok(pb::FieldKind::Integer) => core::FieldKind::Integer,
+            _ => {
+                out.push(FieldViolation::new(format!("template.fields[{i}].kind"), "required: text, date or integer"));
+                core::FieldKind::Text
+            }
+        };
+        fields.push(core::FieldDefinition {
+            key: f.key,
+            label: f.label,
+            kind,
+            required: f.required,
+            max_length: (f.max_length > 0).then_some(f.max_length),
+            pattern: (!f.pattern.is_empty()).then_some(f.pattern),
+        });
+    }
+    let def = core::LicenceTypeDefinition {
+        code: (!d.code.is_empty()).then_some(d.code),
+        name: d.name,
+        defining_authority: core::Authority { name: authority.name, code: authority.code, level: defining_level },
+        holder_category,
+        validity,
+        issuing_level,
+        issuers: d.issuers,
+        template: core::FaceTemplate { version: template.version, fields },
+    };
+    if let Err(Violations(more)) = def.validate() {
+        out.extend(more);
+    }
+    Violations::into_result(out).map(|()| def)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_round_trip_and_unset_enums_are_named() {
+        let def: core::LicenceTypeDefinition = serde_json::from_str(include_str!("../testdata/definition.json")).unwrap();
+        let wire = definition_to_wire(&def);
+        assert_eq!(definition_from_wire(wire.clone()).unwrap(), def);
+        let mut bad = wire;
+        bad.holder_category = 0;
+        bad.validity = None;
+        let e = definition_from_wire(bad).unwrap_err();
+        assert!(e.names("holder_category") && e.names("validity"), "{e}");
+    }
+}
