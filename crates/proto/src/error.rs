@@ -146,3 +146,9 @@ mod tests {
         assert!(!status.message().contains("hunter2"));
     }
 }
+
+impl From<zhengzhao_auth::policy::Denied> for ServiceError {
+    fn from(d: zhengzhao_auth::policy::Denied) -> Self {
+        ServiceError::PermissionDenied(d.0)
+    }
+}

@@ -1,0 +1,42 @@
+//! How other services reach the catalogue: in-process, or over gRPC.
+
+use std::sync::Arc;
+
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use zhengzhao_auth::{Principal, ServiceCredentials};
+use zhengzhao_proto::ServiceError;
+use zhengzhao_proto::catalog::v1 as pb;
+use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+
+use crate::{Catalog, LicenceTypeRecord, grpc::record_from_wire};
+
+/// The catalogue as another service sees it.
+#[derive(Clone)]
+pub enum CatalogClient {
+    /// Same process: direct calls on the service's own account.
+    Local(Arc<Catalog>, Principal),
+    /// Split deployment: gRPC with service credentials.
+    Remote(CatalogServiceClient<InterceptedService<Channel, ServiceCredentials>>),
+}
+
+impl CatalogClient {
+    pub fn remote(channel: Channel, credentials: ServiceCredentials) -> Self {
+        CatalogClient::Remote(CatalogServiceClient::with_interceptor(channel, credentials))
+    }
+
+    pub async fn get(&self, code: &str) -> Result<LicenceTypeRecord, ServiceError> {
+        match self {
+            CatalogClient::Local(c, who) => c.get(who, code).await,
+            CatalogClient::Remote(client) => {
+                let resp = client
+                    .clone()
+                    .get_licence_type(pb::GetLicenceTypeRequest { code: code.to_owned() })
+                    .await
+                    .map_err(|s| ServiceError::from_status(&s))?;
+                let t = resp.into_inner().licence_type.ok_or_else(|| ServiceError::internal("catalog returned no type"))?;
+                record_from_wire(t)
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! How other services reach the signing service: in-process, or over gRPC.
+
+use std::sync::Arc;
+
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use zhengzhao_auth::{Principal, ServiceCredentials};
+use zhengzhao_proto::ServiceError;
+use zhengzhao_proto::signing::v1 as pb;
+use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
+
+use crate::{PublicKeyRecord, Signed, Signing};
+
+/// The signing service as another service sees it.
+#[derive(Clone)]
+pub enum SigningClient {
+    Local(Arc<Signing>, Principal),
+    Remote(SigningServiceClient<InterceptedService<Channel, ServiceCredentials>>),
+}
+
+impl SigningClient {
+    pub fn remote(channel: Channel, credentials: ServiceCredentials) -> Self {
+        SigningClient::Remote(SigningServiceClient::with_interceptor(channel, credentials))
+    }
+
+    pub async fn sign(&self, issuer: &str, payload: &[u8]) -> Result<Signed, ServiceError> {
+        match self {
+            SigningClient::Local(s, who) => s.sign(who, issuer, payload).await,
+            SigningClient::Remote(c) => {
+                let r = c
+                    .clone()
+                    .sign_document(pb::SignDocumentRequest { issuer_code: issuer.to_owned(), payload: payload.to_vec() })
+                    .await
+                    .map_err(|s| ServiceError::from_status(&s))?
+                    .into_inner();
+                Ok(Signed { jws: r.jws, key_id: r.key_id, algorithm: "ES256".into() })
+            }
+        }
+    }
+
+    pub async fn public_keys(&self, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError> {
+        match self {
+            SigningClient::Local(s, who) => s.public_keys(who, issuer).await,
+            SigningClient::Remote(c) => {
+                let r = c
+                    .clone()
+                    .list_public_keys(pb::ListPublicKeysRequest { issuer_code: issuer.unwrap_or_default().to_owned() })
+                    .await
+                    .map_err(|s| ServiceError::from_status(&s))?
+                    .into_inner();
+                r.keys.into_iter().map(crate::grpc::key_from_wire).collect()
+            }
+        }
+    }
+}
