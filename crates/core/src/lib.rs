@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod citizen_id;
 pub mod date;
 pub mod document;
+pub mod draft;
 pub mod holder;
 pub mod identifier;
 pub mod mod3736;
@@ -21,6 +22,7 @@ pub use catalog::{
 };
 pub use citizen_id::CitizenId;
 pub use document::{LicenceDocument, canonical_json};
+pub use draft::LicenceDraft;
 pub use holder::{Holder, HolderCategory, HolderIdType, mask_id_number};
 pub use identifier::{CheckForm, IdError, IssuerCode, LicenceId};
 pub use status::{LicenceStatus, LifecycleAction, TransitionError};
