@@ -1,1 +1,181 @@
-//! placeholder
+//! The verification service (核验): checks that a licence is genuine (its
+//! issuer key signed exactly this document) and currently in force, and says
+//! which of the distinct outcomes applies — never just a boolean.
+
+#![forbid(unsafe_code)]
+
+pub mod grpc;
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use zhengzhao_auth::{Action, Principal, authorize};
+use zhengzhao_core::date::parse_date;
+use zhengzhao_core::{LicenceDocument, LicenceStatus};
+use zhengzhao_crypto::{Es256PublicKey, jws};
+use zhengzhao_issuance::{IssuanceClient, LicenceRecord, parse_identifier, today};
+use zhengzhao_proto::ServiceError;
+use zhengzhao_signing::SigningClient;
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Valid,
+    NotYetValid,
+    Expired,
+    Seized,
+    Cancelled,
+    Withdrawn,
+    Revoked,
+    NotInForce,
+    SignatureInvalid,
+    KeyUnknown,
+    NotFound,
+    Malformed,
+    Mismatch,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Valid => "valid",
+            Outcome::NotYetValid => "not yet valid",
+            Outcome::Expired => "expired",
+            Outcome::Seized => "seized",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Withdrawn => "withdrawn",
+            Outcome::Revoked => "revoked",
+            Outcome::NotInForce => "not in force",
+            Outcome::SignatureInvalid => "signature invalid",
+            Outcome::KeyUnknown => "key unknown",
+            Outcome::NotFound => "not found",
+            Outcome::Malformed => "malformed",
+            Outcome::Mismatch => "mismatch",
+        }
+    }
+}
+
+/// The result of one verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub identifier: String,
+    pub status: Option<LicenceStatus>,
+    pub key_id: String,
+    pub detail: String,
+    pub checked_at: OffsetDateTime,
+}
+
+impl Verdict {
+    fn new(outcome: Outcome, identifier: &str, key_id: &str, detail: impl Into<String>) -> Self {
+        Verdict {
+            outcome,
+            identifier: identifier.to_owned(),
+            status: None,
+            key_id: key_id.to_owned(),
+            detail: detail.into(),
+            checked_at: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// The verification service.
+pub struct Verification {
+    issuance: IssuanceClient,
+    signing: SigningClient,
+}
+
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verification(..)")
+    }
+}
+
+impl Verification {
+    pub fn new(issuance: IssuanceClient, signing: SigningClient) -> Arc<Self> {
+        Arc::new(Verification { issuance, signing })
+    }
+
+    /// Verifies the licence the library holds under `identifier`.
+    pub async fn verify_identifier(&self, who: &Principal, identifier: &str) -> Result<Verdict, ServiceError> {
+        authorize(who, &Action::Verify)?;
+        parse_identifier("identifier", identifier)?;
+        let licence = match self.issuance.get(identifier).await {
+            Ok(l) => l,
+            Err(ServiceError::NotFound(_)) => {
+                return Ok(Verdict::new(Outcome::NotFound, identifier, "", "the library holds no licence with this identifier"));
+            }
+            Err(e) => return Err(e),
+        };
+        let jws = licence.jws.clone();
+        self.check(&jws, Some(licence)).await
+    }
+
+    /// Verifies a submitted JWS and the current status of the licence it carries.
+    pub async fn verify_document(&self, who: &Principal, compact: &str) -> Result<Verdict, ServiceError> {
+        authorize(who, &Action::Verify)?;
+        if compact.trim().is_empty() {
+            return Err(ServiceError::invalid("jws", "required"));
+        }
+        self.check(compact, None).await
+    }
+
+    async fn check(&self, compact: &str, held: Option<LicenceRecord>) -> Result<Verdict, ServiceError> {
+        let parsed = match jws::parse(compact) {
+            Ok(p) => p,
+            Err(e) => return Ok(Verdict::new(Outcome::Malformed, "", "", format!("not a JWS: {e}"))),
+        };
+        let key_id = parsed.header.kid.clone().unwrap_or_default();
+        if parsed.header.alg != "ES256" {
+            return Ok(Verdict::new(Outcome::Malformed, "", &key_id, format!("unsupported algorithm {:?}", parsed.header.alg)));
+        }
+        let document = match LicenceDocument::from_json(&parsed.payload) {
+            Ok(d) => d,
+            Err(e) => return Ok(Verdict::new(Outcome::Malformed, "", &key_id, format!("payload is not a licence document: {e}"))),
+        };
+        let identifier = document.identifier.clone();
+        if key_id.is_empty() {
+            return Ok(Verdict::new(Outcome::Malformed, &identifier, "", "the JWS header names no key (kid)"));
+        }
+        let keys = match zhengzhao_core::Uscc::parse(&document.issuer.code) {
+            Ok(_) => self.signing.public_keys(Some(&document.issuer.code)).await?,
+            Err(_) => Vec::new(),
+        };
+        let Some(key) = keys.iter().find(|k| k.key_id == key_id) else {
+            return Ok(Verdict::new(Outcome::KeyUnknown, &identifier, &key_id, "the library knows no such key of the document's issuer"));
+        };
+        let public = Es256PublicKey::from_jwk(&key.jwk).map_err(ServiceError::internal)?;
+        if !public.verify(parsed.signing_input.as_bytes(), &parsed.signature) {
+            return Ok(Verdict::new(Outcome::SignatureInvalid, &identifier, &key_id, "the signature does not verify under the issuer's key"));
+        }
+        let held = match held {
+            Some(h) => h,
+            None => match self.issuance.get(&identifier).await {
+                Ok(l) => l,
+                Err(ServiceError::NotFound(_)) | Err(ServiceError::Invalid(_)) => {
+                    return Ok(Verdict::new(Outcome::NotFound, &identifier, &key_id, "genuinely signed, but the library holds no such licence"));
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let canonical = document.canonical_bytes().map_err(ServiceError::internal)?;
+        if canonical != held.document_json.as_bytes() || parsed.payload != canonical {
+            return Ok(Verdict::new(Outcome::Mismatch, &identifier, &key_id, "differs from the licence the library holds under this identifier"));
+        }
+        let status = held.status;
+        let not_started = parse_date(&document.valid_from).map(|from| from > today()).unwrap_or(false);
+        let (outcome, detail) = match status {
+            LicenceStatus::Valid if not_started => (Outcome::NotYetValid, format!("valid from {}", document.valid_from)),
+            LicenceStatus::Valid => (Outcome::Valid, "genuine and in force".to_owned()),
+            LicenceStatus::Expired => (Outcome::Expired, format!("validity ended {}", document.valid_until.clone().unwrap_or_default())),
+            LicenceStatus::Seized => (Outcome::Seized, "temporarily seized".to_owned()),
+            LicenceStatus::Cancelled => (Outcome::Cancelled, "cancelled by its issuer".to_owned()),
+            LicenceStatus::Withdrawn => (Outcome::Withdrawn, "withdrawn by its issuer".to_owned()),
+            LicenceStatus::Revoked => (Outcome::Revoked, "revoked by its issuer".to_owned()),
+            other => (Outcome::NotInForce, format!("status {other}")),
+        };
+        let mut v = Verdict::new(outcome, &identifier, &key_id, detail);
+        v.status = Some(status);
+        Ok(v)
+    }
+}
