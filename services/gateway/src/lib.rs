@@ -1,1 +1,163 @@
-//! placeholder
+//! The gateway: consumers' one front door. It authenticates each call,
+//! forwards the consumer-facing methods (licence get and history,
+//! verification, exchange fetch) unchanged to the library behind it, and
+//! reports what it routes where. Methods it does not forward are UNIMPLEMENTED.
+
+#![forbid(unsafe_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use zhengzhao_auth::{Action, TokenVerifier, authorize, principal};
+use zhengzhao_proto::gateway::v1 as pb;
+use zhengzhao_proto::gateway::v1::gateway_service_server::{GatewayService, GatewayServiceServer};
+
+/// The gRPC methods the gateway forwards.
+pub const FORWARDED: &[&str] = &[
+    "/zhengzhao.issuance.v1.IssuanceService/GetLicence",
+    "/zhengzhao.issuance.v1.IssuanceService/GetLicenceHistory",
+    "/zhengzhao.verification.v1.VerificationService/VerifyLicence",
+    "/zhengzhao.verification.v1.VerificationService/VerifyDocument",
+    "/zhengzhao.exchange.v1.ExchangeService/FetchLicence",
+];
+
+/// One library behind the gateway.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub address: String,
+    pub channel: Channel,
+}
+
+/// A gateway over its libraries. Calls go to the first (the primary);
+/// routing among city and district libraries comes with district sync.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    upstreams: Arc<Vec<Upstream>>,
+    verifier: Arc<TokenVerifier>,
+}
+
+/// A gateway that cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the gateway needs at least one library (gateway.libraries)")]
+    NoLibraries,
+    #[error("library {0}: invalid address {1}")]
+    Address(String, String),
+}
+
+impl Gateway {
+    /// Connects lazily to each `(name, address)`.
+    pub fn new(libraries: &[(String, String)], verifier: Arc<TokenVerifier>) -> Result<Self, GatewayError> {
+        if libraries.is_empty() {
+            return Err(GatewayError::NoLibraries);
+        }
+        let upstreams = libraries
+            .iter()
+            .map(|(name, address)| {
+                let endpoint = tonic::transport::Endpoint::from_shared(address.clone())
+                    .map_err(|e| GatewayError::Address(name.clone(), e.to_string()))?
+                    .connect_timeout(Duration::from_secs(5));
+                Ok(Upstream { name: name.clone(), address: address.clone(), channel: endpoint.connect_lazy() })
+            })
+            .collect::<Result<Vec<_>, GatewayError>>()?;
+        Ok(Gateway { upstreams: Arc::new(upstreams), verifier })
+    }
+
+    /// Adds the forwarding routes to a router.
+    pub fn add_forwarding(&self, mut router: axum::Router) -> axum::Router {
+        let primary = &self.upstreams[0];
+        for path in FORWARDED {
+            router = router.route_service(path, Forward { channel: primary.channel.clone(), verifier: self.verifier.clone() });
+        }
+        router
+    }
+
+    pub fn service(&self) -> GatewayServiceServer<GatewayGrpc> {
+        GatewayServiceServer::new(GatewayGrpc(self.clone()))
+    }
+}
+
+/// Forwards one call to a library after checking its bearer token.
+#[derive(Clone)]
+struct Forward {
+    channel: Channel,
+    verifier: Arc<TokenVerifier>,
+}
+
+fn status_response(status: Status) -> http::Response<axum::body::Body> {
+    status.into_http::<tonic::body::Body>().map(axum::body::Body::new)
+}
+
+impl tower::Service<http::Request<axum::body::Body>> for Forward {
+    type Response = http::Response<axum::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let verifier = self.verifier.clone();
+        let mut channel = self.channel.clone();
+        Box::pin(async move {
+            let Some(token) = token else {
+                return Ok(status_response(Status::unauthenticated("no credentials: send authorization: Bearer <token>")));
+            };
+            if let Err(e) = verifier.verify(token.trim()) {
+                return Ok(status_response(Status::unauthenticated(e.to_string())));
+            }
+            let (parts, body) = req.into_parts();
+            let upstream = http::Request::from_parts(parts, tonic::body::Body::new(body));
+            if let Err(e) = std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx)).await {
+                return Ok(status_response(Status::unavailable(format!("library unavailable: {e}"))));
+            }
+            match tower::Service::call(&mut channel, upstream).await {
+                Ok(resp) => Ok(resp.map(axum::body::Body::new)),
+                Err(e) => Ok(status_response(Status::unavailable(format!("library unavailable: {e}")))),
+            }
+        })
+    }
+}
+
+/// The gateway's own gRPC service.
+#[derive(Debug, Clone)]
+pub struct GatewayGrpc(Gateway);
+
+#[tonic::async_trait]
+impl GatewayService for GatewayGrpc {
+    async fn list_libraries(&self, req: Request<pb::ListLibrariesRequest>) -> Result<Response<pb::ListLibrariesResponse>, Status> {
+        let who = principal(&req)?;
+        authorize(&who, &Action::ReadRoutes)?;
+        let mut libraries = Vec::new();
+        for (i, u) in self.0.upstreams.iter().enumerate() {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(u.channel.clone());
+            let serving = tokio::time::timeout(Duration::from_secs(2), health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|r| r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+                .unwrap_or(false);
+            libraries.push(pb::Library {
+                name: u.name.clone(),
+                address: u.address.clone(),
+                serving,
+                forwarded_methods: if i == 0 { FORWARDED.iter().map(|s| (*s).to_owned()).collect() } else { Vec::new() },
+            });
+        }
+        Ok(Response::new(pb::ListLibrariesResponse { libraries }))
+    }
+}

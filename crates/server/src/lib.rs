@@ -1,0 +1,218 @@
+//! Plumbing every Zhengzhao server process shares: the library's keys in the
+//! data directory, layered config from flags, health and reflection, the
+//! metrics layer, and serving on a bound listener until shutdown.
+
+#![forbid(unsafe_code)]
+
+pub mod keys;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint, Server};
+use zhengzhao_auth::{Authenticate, ServiceCredentials, ServiceName};
+use zhengzhao_config::Config;
+use zhengzhao_store::StoreConfig;
+
+pub use keys::LibraryKeys;
+
+/// Flags every server process takes; each overrides the config file and environment.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file (keys as in the README); flags and ZHENGZHAO_* variables override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7070]; port 0 picks a free one.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Directory for keys and SQLite files [default: ./zhengzhao-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL; without it, SQLite files under the data directory.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// The library administrator's unified social credit code.
+    #[arg(long)]
+    pub agency: Option<String>,
+    /// Catalogue service URL (split deployment).
+    #[arg(long)]
+    pub catalog_url: Option<String>,
+    /// Issuance service URL (split deployment).
+    #[arg(long)]
+    pub issuance_url: Option<String>,
+    /// Signing service URL (split deployment).
+    #[arg(long)]
+    pub signing_url: Option<String>,
+    /// Library URLs a gateway forwards to, as NAME=URL (repeatable).
+    #[arg(long = "library", value_name = "NAME=URL")]
+    pub libraries: Vec<String>,
+    /// Address for a Prometheus /metrics endpoint.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    /// The flags the user set, as a config overlay.
+    pub fn overrides(&self) -> anyhow::Result<serde_json::Value> {
+        let mut v = serde_json::Map::new();
+        let mut put = |k: &str, val: Option<serde_json::Value>| {
+            if let Some(val) = val {
+                v.insert(k.to_owned(), val);
+            }
+        };
+        put("listen", self.listen.map(|a| a.to_string().into()));
+        put("data_dir", self.data_dir.as_ref().map(|d| d.display().to_string().into()));
+        put("database_url", self.database_url.clone().map(Into::into));
+        put("agency", self.agency.clone().map(Into::into));
+        let mut peers = serde_json::Map::new();
+        for (k, u) in [("catalog", &self.catalog_url), ("issuance", &self.issuance_url), ("signing", &self.signing_url)] {
+            if let Some(u) = u {
+                peers.insert(k.to_owned(), u.clone().into());
+            }
+        }
+        if !peers.is_empty() {
+            v.insert("peers".into(), peers.into());
+        }
+        if !self.libraries.is_empty() {
+            let libs = self
+                .libraries
+                .iter()
+                .map(|l| {
+                    let (name, address) = l.split_once('=').context("--library takes NAME=URL")?;
+                    Ok(serde_json::json!({"name": name, "address": address}))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            v.insert("gateway".into(), serde_json::json!({ "libraries": libs }));
+        }
+        if let Some(m) = self.metrics_listen {
+            v.insert("telemetry".into(), serde_json::json!({ "metrics_listen": m.to_string() }));
+        }
+        Ok(v.into())
+    }
+
+    /// Defaults, file, environment, then these flags.
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(self.config.as_deref(), &self.overrides()?)?)
+    }
+}
+
+/// What a service needs to build itself.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Config,
+    pub keys: Arc<LibraryKeys>,
+    pub store: StoreConfig,
+}
+
+impl Context {
+    pub fn new(config: Config, keys: LibraryKeys) -> Self {
+        let store = StoreConfig::from_url_or_dir(config.database_url.as_deref(), config.data_dir.clone());
+        Context { config, keys: Arc::new(keys), store }
+    }
+
+    /// The interceptor that authenticates inbound calls.
+    pub fn authenticate(&self) -> Authenticate {
+        Authenticate::new(self.keys.verifier.clone())
+    }
+
+    /// Credentials for this service's own outbound calls.
+    pub fn credentials(&self, name: ServiceName) -> ServiceCredentials {
+        ServiceCredentials::new(self.keys.tokens.clone(), name, &self.keys.agency)
+    }
+
+    /// A lazily connected channel to a peer service named in the config.
+    pub fn peer(&self, name: &str, url: Option<&String>) -> anyhow::Result<Channel> {
+        let url = url.with_context(|| format!("the {name} service is not in this process: set peers.{name} (--{name}-url)"))?;
+        Ok(Endpoint::from_shared(url.clone())
+            .with_context(|| format!("peers.{name}: invalid URL"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy())
+    }
+}
+
+/// Health (with every named service set to SERVING) and reflection added to `routes`.
+pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> anyhow::Result<Routes> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for s in services {
+        reporter.set_service_status(*s, tonic_health::ServingStatus::Serving).await;
+    }
+    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(zhengzhao_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok(routes.add_service(health).add_service(reflection))
+}
+
+/// Serves `routes` on `listener` until `shutdown` completes.
+pub async fn serve(routes: Routes, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Server::builder()
+        .layer(zhengzhao_telemetry::MetricsLayer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Runs a server process: loads config, starts telemetry, loads (or creates)
+/// the library keys, builds the routes, binds, prints `listening on ADDR`
+/// on stdout, and serves until a shutdown signal.
+pub async fn run<F, Fut>(name: &str, args: &ServeArgs, build: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = anyhow::Result<(Routes, Vec<&'static str>)>>,
+{
+    let config = args.load_config()?;
+    let _telemetry = zhengzhao_telemetry::init(&zhengzhao_telemetry::Settings {
+        service: format!("zhengzhao-{name}"),
+        log_format: config.telemetry.log_format.clone(),
+        log_filter: config.telemetry.log_filter.clone(),
+        otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
+    })?;
+    let keys = LibraryKeys::load_or_create(&config.data_dir, config.agency.as_deref())?;
+    let ctx = Context::new(config.clone(), keys);
+    let (routes, services) = build(ctx).await?;
+    let routes = with_health_and_reflection(routes, &services).await?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    if let Some(m) = config.telemetry.metrics_listen {
+        tokio::spawn(async move {
+            if let Err(e) = zhengzhao_telemetry::serve_metrics(m, shutdown_signal()).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    tracing::info!(%addr, service = name, "listening");
+    println!("listening on {addr}");
+    serve(routes, listener, shutdown_signal()).await
+}

@@ -1,0 +1,39 @@
+//! Runs the catalog service as its own process.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use zhengzhao_catalog::Catalog;
+use zhengzhao_catalog::grpc::CatalogGrpc;
+use zhengzhao_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
+
+async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
+    let catalog = Catalog::open(&ctx.store).await?;
+    let svc = InterceptedService::new(CatalogGrpc(catalog).into_server(), ctx.authenticate());
+    Ok((Routes::new(svc), vec![CatalogServiceServer::<CatalogGrpc>::NAME]))
+}
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(name = "zhengzhao-catalog", version, about = "Zhengzhao catalog service")]
+struct Args {
+    #[command(flatten)]
+    serve: zhengzhao_server::ServeArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match zhengzhao_server::run("catalog", &args.serve, build).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

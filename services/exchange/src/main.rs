@@ -1,0 +1,42 @@
+//! Runs the exchange service as its own process.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use zhengzhao_auth::ServiceName;
+use zhengzhao_exchange::Exchange;
+use zhengzhao_exchange::grpc::ExchangeGrpc;
+use zhengzhao_issuance::IssuanceClient;
+use zhengzhao_proto::exchange::v1::exchange_service_server::ExchangeServiceServer;
+
+async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
+    let issuance = IssuanceClient::remote(ctx.peer("issuance", ctx.config.peers.issuance.as_ref())?, ctx.credentials(ServiceName::Exchange));
+    let exchange = Exchange::open(&ctx.store, issuance).await?;
+    let svc = InterceptedService::new(ExchangeGrpc(exchange).into_server(), ctx.authenticate());
+    Ok((Routes::new(svc), vec![ExchangeServiceServer::<ExchangeGrpc>::NAME]))
+}
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(name = "zhengzhao-exchange", version, about = "Zhengzhao exchange service")]
+struct Args {
+    #[command(flatten)]
+    serve: zhengzhao_server::ServeArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match zhengzhao_server::run("exchange", &args.serve, build).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

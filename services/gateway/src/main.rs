@@ -1,0 +1,40 @@
+//! Runs the gateway service as its own process.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use zhengzhao_gateway::{Gateway, GatewayGrpc};
+use zhengzhao_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
+
+async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
+    let libraries: Vec<(String, String)> = ctx.config.gateway.libraries.iter().map(|l| (l.name.clone(), l.address.clone())).collect();
+    let gateway = Gateway::new(&libraries, ctx.keys.verifier.clone())?;
+    let own = Routes::new(InterceptedService::new(gateway.service(), ctx.authenticate()));
+    let router = gateway.add_forwarding(own.into_axum_router());
+    Ok((Routes::from(router), vec![GatewayServiceServer::<GatewayGrpc>::NAME]))
+}
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(name = "zhengzhao-gateway", version, about = "Zhengzhao gateway service")]
+struct Args {
+    #[command(flatten)]
+    serve: zhengzhao_server::ServeArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match zhengzhao_server::run("gateway", &args.serve, build).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

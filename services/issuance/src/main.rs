@@ -1,0 +1,45 @@
+//! Runs the issuance service as its own process.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use zhengzhao_auth::ServiceName;
+use zhengzhao_catalog::CatalogClient;
+use zhengzhao_issuance::Issuance;
+use zhengzhao_issuance::grpc::IssuanceGrpc;
+use zhengzhao_proto::issuance::v1::issuance_service_server::IssuanceServiceServer;
+use zhengzhao_signing::SigningClient;
+
+async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
+    let peers = &ctx.config.peers;
+    let catalog = CatalogClient::remote(ctx.peer("catalog", peers.catalog.as_ref())?, ctx.credentials(ServiceName::Issuance));
+    let signing = SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Issuance));
+    let issuance = Issuance::open(&ctx.store, catalog, signing).await?;
+    let svc = InterceptedService::new(IssuanceGrpc(issuance).into_server(), ctx.authenticate());
+    Ok((Routes::new(svc), vec![IssuanceServiceServer::<IssuanceGrpc>::NAME]))
+}
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(name = "zhengzhao-issuance", version, about = "Zhengzhao issuance service")]
+struct Args {
+    #[command(flatten)]
+    serve: zhengzhao_server::ServeArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match zhengzhao_server::run("issuance", &args.serve, build).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
