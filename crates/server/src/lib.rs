@@ -108,12 +108,14 @@ pub struct Context {
     pub config: Config,
     pub keys: Arc<LibraryKeys>,
     pub store: StoreConfig,
+    /// The address this process listens on, once bound.
+    pub local_addr: Option<SocketAddr>,
 }
 
 impl Context {
     pub fn new(config: Config, keys: LibraryKeys) -> Self {
         let store = StoreConfig::from_url_or_dir(config.database_url.as_deref(), config.data_dir.clone());
-        Context { config, keys: Arc::new(keys), store }
+        Context { config, keys: Arc::new(keys), store, local_addr: None }
     }
 
     /// The interceptor that authenticates inbound calls.
@@ -200,11 +202,12 @@ where
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
     })?;
     let keys = LibraryKeys::load_or_create(&config.data_dir, config.agency.as_deref())?;
-    let ctx = Context::new(config.clone(), keys);
-    let (routes, services) = build(ctx).await?;
-    let routes = with_health_and_reflection(routes, &services).await?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let mut ctx = Context::new(config.clone(), keys);
+    ctx.local_addr = Some(addr);
+    let (routes, services) = build(ctx).await?;
+    let routes = with_health_and_reflection(routes, &services).await?;
     if let Some(m) = config.telemetry.metrics_listen {
         tokio::spawn(async move {
             if let Err(e) = zhengzhao_telemetry::serve_metrics(m, shutdown_signal()).await {

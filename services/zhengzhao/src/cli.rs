@@ -1,0 +1,519 @@
+//! The command line: `serve`, `token`, and the client commands, which talk to
+//! a running library over gRPC with a bearer token.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use zhengzhao_auth::{BearerToken, OPERATOR_ROLES, Role};
+use zhengzhao_proto::catalog::v1 as catalog;
+use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use zhengzhao_proto::common::v1 as common;
+use zhengzhao_proto::convert::{definition_from_wire, definition_to_wire, from_timestamp, status_from_wire};
+use zhengzhao_proto::exchange::v1 as exchange;
+use zhengzhao_proto::exchange::v1::exchange_service_client::ExchangeServiceClient;
+use zhengzhao_proto::issuance::v1 as issuance;
+use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
+use zhengzhao_proto::signing::v1 as signing;
+use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
+use zhengzhao_proto::verification::v1 as verification;
+use zhengzhao_proto::verification::v1::verification_service_client::VerificationServiceClient;
+
+use crate::examples;
+
+/// Exit code of `verify` when the check ran but the licence is not valid.
+const NOT_VALID: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(name = "zhengzhao", version, about = "Zhengzhao electronic-licence library (电子证照库): server and operator CLI")]
+pub struct Cli {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where client commands connect, and as whom.
+#[derive(Debug, Clone, Args)]
+struct ClientArgs {
+    /// Library (or gateway) URL.
+    #[arg(long, global = true, env = "ZHENGZHAO_SERVER", default_value = "http://127.0.0.1:7070")]
+    server: String,
+    /// Bearer token (mint one with `zhengzhao token`).
+    #[arg(long, global = true, env = "ZHENGZHAO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in one process on one port (SQLite under --data-dir unless --database-url).
+    Serve(zhengzhao_server::ServeArgs),
+    /// Mint a bearer token with the library key in --data-dir.
+    Token(TokenArgs),
+    /// Licence types (catalogue).
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Licences: issue, read, cancel, use.
+    #[command(subcommand)]
+    Licence(LicenceCommand),
+    /// Issuer public keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Verify a licence by identifier, or a signed document; exit 0 only when valid (3 when not).
+    Verify(VerifyArgs),
+    /// Read the usage log (administrators and auditors).
+    UsageLog(UsageLogArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The library's data directory (holds library-key.pem).
+    #[arg(long, default_value = "zhengzhao-data")]
+    data_dir: PathBuf,
+    /// admin, issuer, consumer, portal, sync or auditor.
+    #[arg(long)]
+    role: String,
+    /// The caller's unified social credit code.
+    #[arg(long)]
+    agency: String,
+    /// Lifetime: seconds, or a number with s, m, h or d (at most 366d).
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// Print a valid licence-type definition (JSON).
+    Example {
+        /// Agency allowed to issue the example type.
+        #[arg(long, default_value = examples::EXAMPLE_ISSUER)]
+        issuer: String,
+    },
+    /// Create and publish the licence type in FILE; prints its type code.
+    Create {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Print a licence type (JSON).
+    Get { code: String },
+    /// List licence types: code, status, name.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum LicenceCommand {
+    /// Print a valid licence for a type (JSON), to edit and issue.
+    Example {
+        #[arg(long = "type")]
+        type_code: String,
+    },
+    /// Issue the licence in FILE; prints its identifier.
+    Issue {
+        #[arg(long)]
+        file: PathBuf,
+        /// Retrying with the same key returns the first result.
+        #[arg(long, default_value = "")]
+        idempotency_key: String,
+    },
+    /// Print a licence (JSON), or with --jws its signed compact form.
+    Get {
+        id: String,
+        #[arg(long)]
+        jws: bool,
+    },
+    /// Print a licence's lifecycle events (JSON lines).
+    History { id: String },
+    /// Cancel (注销) a licence.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "")]
+        idempotency_key: String,
+    },
+    /// Use a licence through the exchange (consumers); prints it (JSON).
+    Fetch {
+        id: String,
+        /// Why the licence is used (required, at most 200 characters).
+        #[arg(long)]
+        cause: String,
+        #[arg(long, default_value = "")]
+        service_item: String,
+        #[arg(long, default_value = "")]
+        case_number: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print the public keys as a JWKS (JSON).
+    Jwks {
+        /// Only this issuer's keys.
+        #[arg(long, default_value = "")]
+        issuer: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Licence identifier.
+    #[arg(required_unless_present = "document", conflicts_with = "document")]
+    id: Option<String>,
+    /// A file holding a JWS compact serialisation.
+    #[arg(long)]
+    document: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct UsageLogArgs {
+    /// Only accesses to this licence.
+    #[arg(long, default_value = "")]
+    identifier: String,
+    /// At most this many entries, newest first.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+/// One line describing an error, for stderr.
+pub fn one_line(e: &anyhow::Error) -> String {
+    if let Some(s) = e.downcast_ref::<tonic::Status>() {
+        let code = format!("{:?}", s.code());
+        let mut words = String::new();
+        for (i, c) in code.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                words.push(' ');
+            }
+            words.extend(c.to_lowercase());
+        }
+        return format!("{words}: {}", s.message()).replace('\n', " ");
+    }
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
+    let (n, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: u64 = n.parse().with_context(|| format!("--ttl {s:?}: use e.g. 3600, 30m, 1h or 7d"))?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.saturating_mul(60),
+        'h' => n.saturating_mul(3600),
+        'd' => n.saturating_mul(86400),
+        _ => bail!("--ttl {s:?}: unit must be s, m, h or d"),
+    };
+    if secs == 0 || secs > 366 * 86400 {
+        bail!("--ttl must be between 1 second and 366 days");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+type Authed = InterceptedService<Channel, BearerToken>;
+
+struct Client {
+    channel: Channel,
+    token: BearerToken,
+}
+
+impl Client {
+    async fn connect(args: &ClientArgs) -> anyhow::Result<Self> {
+        let token = args
+            .token
+            .as_deref()
+            .context("no token: pass --token or set ZHENGZHAO_TOKEN (mint one with `zhengzhao token`)")?;
+        let token = BearerToken::new(token.trim()).context("the token is not valid header text")?;
+        let channel = Endpoint::from_shared(args.server.clone())
+            .with_context(|| format!("--server {:?} is not a URL", args.server))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach {}", args.server))?;
+        Ok(Client { channel, token })
+    }
+    fn catalog(&self) -> CatalogServiceClient<Authed> {
+        CatalogServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+    fn issuance(&self) -> IssuanceServiceClient<Authed> {
+        IssuanceServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+    fn signing(&self) -> SigningServiceClient<Authed> {
+        SigningServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+    fn verification(&self) -> VerificationServiceClient<Authed> {
+        VerificationServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+    fn exchange(&self) -> ExchangeServiceClient<Authed> {
+        ExchangeServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+}
+
+fn read_file(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn time_text(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .and_then(|t| from_timestamp("t", t).ok())
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn status_text(code: i32) -> (String, String) {
+    common::LicenceStatus::try_from(code)
+        .ok()
+        .and_then(status_from_wire)
+        .map(|s| (s.name().to_owned(), s.code().to_owned()))
+        .unwrap_or_else(|| ("unknown".into(), String::new()))
+}
+
+fn licence_json(l: &common::Licence) -> anyhow::Result<serde_json::Value> {
+    let (status, status_code) = status_text(l.status);
+    Ok(serde_json::json!({
+        "identifier": l.identifier,
+        "status": status,
+        "status_code": status_code,
+        "type_code": l.type_code,
+        "issuer_code": l.issuer_code,
+        "template_version": l.template_version,
+        "key_id": l.key_id,
+        "recorded_at": time_text(&l.recorded_at),
+        "updated_at": time_text(&l.updated_at),
+        "document": serde_json::from_str::<serde_json::Value>(&l.document_json)?,
+    }))
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            zhengzhao_server::run("all-in-one", &args, crate::serve::build).await?;
+        }
+        Command::Token(t) => {
+            let role: Role = t.role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            if !OPERATOR_ROLES.contains(&role) {
+                bail!("role must be one of admin, issuer, consumer, portal, sync, auditor");
+            }
+            let authority = zhengzhao_server::LibraryKeys::token_authority(&t.data_dir)?;
+            println!("{}", authority.mint(&t.agency, role, parse_ttl(&t.ttl)?)?);
+        }
+        Command::Catalog(CatalogCommand::Example { issuer }) => {
+            zhengzhao_core::Uscc::parse(&issuer).with_context(|| format!("--issuer {issuer}"))?;
+            print_json(&examples::definition(&issuer)?)?;
+        }
+        Command::Catalog(cmd) => catalog_command(&Client::connect(&cli.client).await?, cmd).await?,
+        Command::Licence(cmd) => licence_command(&Client::connect(&cli.client).await?, cmd).await?,
+        Command::Keys(KeysCommand::Jwks { issuer }) => {
+            let c = Client::connect(&cli.client).await?;
+            let r = c.signing().list_public_keys(signing::ListPublicKeysRequest { issuer_code: issuer }).await?.into_inner();
+            print_json(&serde_json::from_str::<serde_json::Value>(&r.jwks_json)?)?;
+        }
+        Command::Verify(v) => {
+            let c = Client::connect(&cli.client).await?;
+            let verdict = match (v.id, v.document) {
+                (Some(id), _) => c.verification().verify_licence(verification::VerifyLicenceRequest { identifier: id }).await?.into_inner().verification,
+                (None, Some(file)) => {
+                    let jws = read_file(&file)?;
+                    c.verification().verify_document(verification::VerifyDocumentRequest { jws: jws.trim().to_owned() }).await?.into_inner().verification
+                }
+                (None, None) => bail!("give an identifier or --document FILE"),
+            }
+            .context("the server returned no verification")?;
+            let outcome = verification::VerificationOutcome::try_from(verdict.outcome).unwrap_or(verification::VerificationOutcome::Unspecified);
+            let name = outcome.as_str_name().trim_start_matches("VERIFICATION_OUTCOME_").to_lowercase().replace('_', " ");
+            println!("{name}: {}", verdict.detail);
+            if !verdict.identifier.is_empty() {
+                println!("identifier: {}", verdict.identifier);
+            }
+            if !verdict.key_id.is_empty() {
+                println!("key: {}", verdict.key_id);
+            }
+            if outcome != verification::VerificationOutcome::Valid {
+                return Ok(ExitCode::from(NOT_VALID));
+            }
+        }
+        Command::UsageLog(u) => {
+            let c = Client::connect(&cli.client).await?;
+            let mut token = String::new();
+            let mut left = u.limit;
+            while left > 0 {
+                let r = c
+                    .exchange()
+                    .list_usage_log(exchange::ListUsageLogRequest { identifier: u.identifier.clone(), page_size: left.min(500), page_token: token })
+                    .await?
+                    .into_inner();
+                for rec in &r.records {
+                    left = left.saturating_sub(1);
+                    let decision = exchange::UsageDecision::try_from(rec.decision).map(|d| d.as_str_name()).unwrap_or("UNKNOWN");
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": rec.id, "accessed_at": time_text(&rec.accessed_at), "consumer": rec.consumer_code,
+                            "role": rec.consumer_role, "identifier": rec.identifier, "use_cause": rec.use_cause,
+                            "service_item_code": rec.service_item_code, "case_number": rec.case_number,
+                            "decision": decision.trim_start_matches("USAGE_DECISION_").to_lowercase(),
+                            "refusal_reason": rec.refusal_reason,
+                        })
+                    );
+                }
+                if r.next_page_token.is_empty() || r.records.is_empty() {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> {
+    match cmd {
+        // Needs no server: answered in `run` before connecting.
+        CatalogCommand::Example { .. } => {}
+        CatalogCommand::Create { file } => {
+            let def: zhengzhao_core::LicenceTypeDefinition =
+                serde_json::from_str(&read_file(&file)?).with_context(|| format!("{} is not a licence-type definition", file.display()))?;
+            def.validate()?;
+            let created = c
+                .catalog()
+                .create_licence_type(catalog::CreateLicenceTypeRequest { definition: Some(definition_to_wire(&def)) })
+                .await?
+                .into_inner();
+            let code = created.licence_type.and_then(|t| t.definition).map(|d| d.code).context("no type returned")?;
+            c.catalog().publish_licence_type(catalog::PublishLicenceTypeRequest { code: code.clone() }).await?;
+            println!("{code}");
+        }
+        CatalogCommand::Get { code } => {
+            let t = c.catalog().get_licence_type(catalog::GetLicenceTypeRequest { code }).await?.into_inner();
+            let t = t.licence_type.context("no type returned")?;
+            let status = catalog::LicenceTypeStatus::try_from(t.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+            let def = definition_from_wire(t.definition.unwrap_or_default())?;
+            print_json(&serde_json::json!({
+                "status": status.trim_start_matches("LICENCE_TYPE_STATUS_").to_lowercase(),
+                "created_at": time_text(&t.created_at),
+                "published_at": time_text(&t.published_at),
+                "definition": def,
+            }))?;
+        }
+        CatalogCommand::List => {
+            let mut token = String::new();
+            loop {
+                let r = c
+                    .catalog()
+                    .list_licence_types(catalog::ListLicenceTypesRequest { page_size: 500, page_token: token })
+                    .await?
+                    .into_inner();
+                for t in &r.licence_types {
+                    let d = t.definition.clone().unwrap_or_default();
+                    let status = catalog::LicenceTypeStatus::try_from(t.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+                    println!("{}\t{}\t{}", d.code, status.trim_start_matches("LICENCE_TYPE_STATUS_").to_lowercase(), d.name);
+                }
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> {
+    match cmd {
+        LicenceCommand::Example { type_code } => {
+            let t = c.catalog().get_licence_type(catalog::GetLicenceTypeRequest { code: type_code }).await?.into_inner();
+            let def = definition_from_wire(t.licence_type.and_then(|t| t.definition).unwrap_or_default())?;
+            let today = zhengzhao_core::date::format_date(zhengzhao_issuance::today());
+            print_json(&examples::draft(&def, &today)?)?;
+        }
+        LicenceCommand::Issue { file, idempotency_key } => {
+            let draft: zhengzhao_core::LicenceDraft =
+                serde_json::from_str(&read_file(&file)?).with_context(|| format!("{} is not a licence (see `zhengzhao licence example`)", file.display()))?;
+            let r = c
+                .issuance()
+                .issue_licence(issuance::IssueLicenceRequest {
+                    draft: Some(zhengzhao_issuance::grpc::draft_to_wire(&draft)),
+                    idempotency_key,
+                })
+                .await?
+                .into_inner();
+            println!("{}", r.licence.context("no licence returned")?.identifier);
+        }
+        LicenceCommand::Get { id, jws } => {
+            let l = c.issuance().get_licence(issuance::GetLicenceRequest { identifier: id }).await?.into_inner();
+            let l = l.licence.context("no licence returned")?;
+            if jws {
+                println!("{}", l.jws);
+            } else {
+                print_json(&licence_json(&l)?)?;
+            }
+        }
+        LicenceCommand::History { id } => {
+            let h = c.issuance().get_licence_history(issuance::GetLicenceHistoryRequest { identifier: id }).await?.into_inner();
+            for e in h.events {
+                let kind = issuance::EventKind::try_from(e.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN");
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "sequence": e.sequence,
+                        "kind": kind.trim_start_matches("EVENT_KIND_").to_lowercase(),
+                        "status_after": status_text(e.status_after).0,
+                        "actor": e.actor,
+                        "reason": e.reason,
+                        "occurred_at": time_text(&e.occurred_at),
+                        "recorded_at": time_text(&e.recorded_at),
+                    })
+                );
+            }
+        }
+        LicenceCommand::Cancel { id, reason, idempotency_key } => {
+            let r = c
+                .issuance()
+                .cancel_licence(issuance::CancelLicenceRequest { identifier: id, reason, occurred_at: None, idempotency_key })
+                .await?
+                .into_inner();
+            let l = r.licence.context("no licence returned")?;
+            println!("{}: {}", l.identifier, status_text(l.status).0);
+        }
+        LicenceCommand::Fetch { id, cause, service_item, case_number } => {
+            let r = c
+                .exchange()
+                .fetch_licence(exchange::FetchLicenceRequest { identifier: id, use_cause: cause, service_item_code: service_item, case_number })
+                .await?
+                .into_inner();
+            print_json(&licence_json(&r.licence.context("no licence returned")?)?)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_forms() {
+        assert_eq!(parse_ttl("3600").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_ttl("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_ttl("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("1y").is_err());
+        assert!(parse_ttl("400d").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+
+    #[test]
+    fn status_errors_are_one_line() {
+        let e = anyhow::Error::new(tonic::Status::permission_denied("issuer@X may not\nissue"));
+        assert_eq!(one_line(&e), "permission denied: issuer@X may not issue");
+    }
+}

@@ -1,0 +1,95 @@
+//! Example documents the CLI prints: a licence-type definition and a licence
+//! that is valid for a given type.
+
+use std::collections::BTreeMap;
+
+use proptest::strategy::{Strategy, ValueTree};
+use zhengzhao_core::{FieldKind, Holder, HolderCategory, LicenceDraft, LicenceTypeDefinition};
+
+/// Issuer used by the example definition unless another is given.
+pub const EXAMPLE_ISSUER: &str = "91350100M000100Y43";
+
+/// A valid licence-type definition, issued by `issuer`.
+pub fn definition(issuer: &str) -> anyhow::Result<LicenceTypeDefinition> {
+    let def: LicenceTypeDefinition = serde_json::from_value(serde_json::json!({
+        "name": "食品经营许可证",
+        "defining_authority": {"name": "国家市场监督管理总局", "code": "11100000000013338W", "level": "national"},
+        "holder_category": "legal_person",
+        "validity": "5/Y",
+        "issuing_level": "district",
+        "issuers": [issuer],
+        "template": {"fields": [
+            {"key": "business_scope", "label": "经营项目", "kind": "text", "required": true, "max_length": 200},
+            {"key": "premises", "label": "经营场所", "kind": "text", "required": true, "max_length": 200},
+            {"key": "permit_number", "label": "许可证编号", "kind": "text", "required": true, "pattern": "JY[0-9]{14}"},
+            {"key": "daily_supervisor", "label": "日常监督管理机构", "kind": "text"},
+            {"key": "approved_on", "label": "批准日期", "kind": "date"},
+            {"key": "staff_count", "label": "从业人员数", "kind": "integer"}
+        ]}
+    }))?;
+    def.validate()?;
+    Ok(def)
+}
+
+/// A value that satisfies `pattern` (and `max_length`), found by generating
+/// candidates from the pattern.
+fn matching(pattern: &str, max_length: Option<u32>) -> anyhow::Result<String> {
+    let strategy = proptest::string::string_regex(pattern).map_err(|e| anyhow::anyhow!("pattern {pattern}: {e}"))?;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for _ in 0..100 {
+        let value = strategy.new_tree(&mut runner).map_err(|e| anyhow::anyhow!("pattern {pattern}: {e}"))?.current();
+        if max_length.is_none_or(|m| value.chars().count() <= m as usize) && !value.chars().any(char::is_control) {
+            return Ok(value);
+        }
+    }
+    anyhow::bail!("could not make an example value for pattern {pattern}")
+}
+
+/// A licence that is valid for `def`, issued today.
+pub fn draft(def: &LicenceTypeDefinition, today: &str) -> anyhow::Result<LicenceDraft> {
+    let holder = match def.holder_category {
+        HolderCategory::LegalPerson => Holder { name: "示例食品有限公司".into(), id_type_code: "001".into(), id_number: "91350100M000100Y43".into() },
+        HolderCategory::NaturalPerson => Holder { name: "张三".into(), id_type_code: "111".into(), id_number: "11010519491231002X".into() },
+    };
+    let mut face_fields = BTreeMap::new();
+    for f in &def.template.fields {
+        let value = match (f.kind, &f.pattern) {
+            (FieldKind::Date, _) => today.to_owned(),
+            (FieldKind::Integer, _) => "12".to_owned(),
+            (FieldKind::Text, Some(p)) => matching(p, f.max_length)?,
+            (FieldKind::Text, None) => {
+                let v = format!("示例{}", f.label);
+                f.max_length.map_or(v.clone(), |m| v.chars().take(m as usize).collect())
+            }
+        };
+        face_fields.insert(f.key.clone(), value);
+    }
+    let draft = LicenceDraft {
+        type_code: def.code.clone().unwrap_or_default(),
+        issuer_name: "示例区市场监督管理局".into(),
+        serial: String::new(),
+        holder,
+        issue_date: today.to_owned(),
+        valid_from: String::new(),
+        valid_until: String::new(),
+        area_code: "350102".into(),
+        face_fields,
+    };
+    def.template.check_values(&draft.face_fields)?;
+    Ok(draft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_are_valid() {
+        let mut def = definition(EXAMPLE_ISSUER).unwrap();
+        def.code = Some("11100000000013338W001".into());
+        let mut d = draft(&def, "2026-11-27").unwrap();
+        assert!(d.holder.validate(def.holder_category).is_empty());
+        def.template.check_values(&d.face_fields).unwrap();
+        assert!(d.face_fields["permit_number"].starts_with("JY"));
+    }
+}

@@ -1,0 +1,63 @@
+//! The all-in-one wiring: every service in this process, calling each other
+//! directly on their own service accounts, served on one port.
+
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use zhengzhao_auth::{Principal, ServiceName};
+use zhengzhao_catalog::grpc::CatalogGrpc;
+use zhengzhao_catalog::{Catalog, CatalogClient};
+use zhengzhao_exchange::Exchange;
+use zhengzhao_exchange::grpc::ExchangeGrpc;
+use zhengzhao_gateway::{Gateway, GatewayGrpc};
+use zhengzhao_issuance::grpc::IssuanceGrpc;
+use zhengzhao_issuance::{Issuance, IssuanceClient};
+use zhengzhao_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
+use zhengzhao_proto::exchange::v1::exchange_service_server::ExchangeServiceServer;
+use zhengzhao_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
+use zhengzhao_proto::issuance::v1::issuance_service_server::IssuanceServiceServer;
+use zhengzhao_proto::signing::v1::signing_service_server::SigningServiceServer;
+use zhengzhao_proto::verification::v1::verification_service_server::VerificationServiceServer;
+use zhengzhao_server::Context;
+use zhengzhao_signing::grpc::SigningGrpc;
+use zhengzhao_signing::{Signing, SigningClient};
+use zhengzhao_verification::Verification;
+use zhengzhao_verification::grpc::VerificationGrpc;
+
+/// Builds every service over the process's store.
+pub async fn build(ctx: Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
+    let agency = ctx.keys.agency.clone();
+    let as_service = |name| Principal::service(name, &agency);
+    let catalog = Catalog::open(&ctx.store).await?;
+    let signing = Signing::open(&ctx.store, ctx.keys.master.clone()).await?;
+    let issuance = Issuance::open(
+        &ctx.store,
+        CatalogClient::Local(catalog.clone(), as_service(ServiceName::Issuance)),
+        SigningClient::Local(signing.clone(), as_service(ServiceName::Issuance)),
+    )
+    .await?;
+    let verification = Verification::new(
+        IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Verification)),
+        SigningClient::Local(signing.clone(), as_service(ServiceName::Verification)),
+    );
+    let exchange = Exchange::open(&ctx.store, IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Exchange))).await?;
+    // The gateway's routing table names this process as its one library.
+    let own = ctx.local_addr.map(|a| format!("http://{a}")).unwrap_or_else(|| format!("http://{}", ctx.config.listen));
+    let gateway = Gateway::new(&[("local".to_owned(), own)], ctx.keys.verifier.clone())?;
+    let auth = ctx.authenticate();
+    let routes = Routes::new(InterceptedService::new(CatalogGrpc(catalog).into_server(), auth.clone()))
+        .add_service(InterceptedService::new(SigningGrpc(signing).into_server(), auth.clone()))
+        .add_service(InterceptedService::new(IssuanceGrpc(issuance).into_server(), auth.clone()))
+        .add_service(InterceptedService::new(VerificationGrpc(verification).into_server(), auth.clone()))
+        .add_service(InterceptedService::new(ExchangeGrpc(exchange).into_server(), auth.clone()))
+        .add_service(InterceptedService::new(gateway.service(), auth));
+    let names = vec![
+        CatalogServiceServer::<CatalogGrpc>::NAME,
+        SigningServiceServer::<SigningGrpc>::NAME,
+        IssuanceServiceServer::<IssuanceGrpc>::NAME,
+        VerificationServiceServer::<VerificationGrpc>::NAME,
+        ExchangeServiceServer::<ExchangeGrpc>::NAME,
+        GatewayServiceServer::<GatewayGrpc>::NAME,
+    ];
+    Ok((routes, names))
+}
