@@ -54,12 +54,19 @@ pub struct GatewayConfig {
     pub libraries: Vec<LibraryRoute>,
 }
 
-/// One library behind the gateway.
+/// One library behind the gateway: one address for all of it (an all-in-one
+/// process or an ingress), or per-service addresses for a split deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LibraryRoute {
     pub name: String,
     pub address: String,
+    #[serde(default)]
+    pub issuance: Option<String>,
+    #[serde(default)]
+    pub verification: Option<String>,
+    #[serde(default)]
+    pub exchange: Option<String>,
 }
 
 /// Logs, traces and metrics.

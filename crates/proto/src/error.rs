@@ -102,7 +102,7 @@ impl From<ServiceError> for Status {
                 for f in &v.0 {
                     details.add_bad_request_violation(f.field.clone(), f.description.clone());
                 }
-                Status::with_error_details(Code::InvalidArgument, format!("invalid argument: {v}"), details)
+                Status::with_error_details(Code::InvalidArgument, v.to_string(), details)
             }
             ServiceError::Internal(detail) => {
                 let reference = uuid::Uuid::new_v4();

@@ -61,7 +61,8 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     let result = if settings.log_format == "json" {
         registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
     Ok(TelemetryGuard { provider })

@@ -27,12 +27,38 @@ pub const FORWARDED: &[&str] = &[
     "/zhengzhao.exchange.v1.ExchangeService/FetchLicence",
 ];
 
-/// One library behind the gateway.
+/// One library behind the gateway, and where each of its forwarded services answers.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: String,
     pub address: String,
     pub channel: Channel,
+    /// `(gRPC package prefix, channel)` for services at their own address.
+    pub services: Vec<(&'static str, Channel)>,
+}
+
+/// How to reach one library: its address, and optionally per-service addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LibraryAddress {
+    pub name: String,
+    pub address: String,
+    pub issuance: Option<String>,
+    pub verification: Option<String>,
+    pub exchange: Option<String>,
+}
+
+impl LibraryAddress {
+    /// A library reachable at one address.
+    pub fn single(name: &str, address: &str) -> Self {
+        LibraryAddress { name: name.to_owned(), address: address.to_owned(), ..Default::default() }
+    }
+}
+
+fn channel(name: &str, address: &str) -> Result<Channel, GatewayError> {
+    Ok(tonic::transport::Endpoint::from_shared(address.to_owned())
+        .map_err(|e| GatewayError::Address(name.to_owned(), e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy())
 }
 
 /// A gateway over its libraries. Calls go to the first (the primary);
@@ -53,18 +79,25 @@ pub enum GatewayError {
 }
 
 impl Gateway {
-    /// Connects lazily to each `(name, address)`.
-    pub fn new(libraries: &[(String, String)], verifier: Arc<TokenVerifier>) -> Result<Self, GatewayError> {
+    /// Connects lazily to each library.
+    pub fn new(libraries: &[LibraryAddress], verifier: Arc<TokenVerifier>) -> Result<Self, GatewayError> {
         if libraries.is_empty() {
             return Err(GatewayError::NoLibraries);
         }
         let upstreams = libraries
             .iter()
-            .map(|(name, address)| {
-                let endpoint = tonic::transport::Endpoint::from_shared(address.clone())
-                    .map_err(|e| GatewayError::Address(name.clone(), e.to_string()))?
-                    .connect_timeout(Duration::from_secs(5));
-                Ok(Upstream { name: name.clone(), address: address.clone(), channel: endpoint.connect_lazy() })
+            .map(|l| {
+                let mut services = Vec::new();
+                for (prefix, address) in [
+                    ("/zhengzhao.issuance.v1.", &l.issuance),
+                    ("/zhengzhao.verification.v1.", &l.verification),
+                    ("/zhengzhao.exchange.v1.", &l.exchange),
+                ] {
+                    if let Some(a) = address {
+                        services.push((prefix, channel(&l.name, a)?));
+                    }
+                }
+                Ok(Upstream { name: l.name.clone(), address: l.address.clone(), channel: channel(&l.name, &l.address)?, services })
             })
             .collect::<Result<Vec<_>, GatewayError>>()?;
         Ok(Gateway { upstreams: Arc::new(upstreams), verifier })
@@ -74,7 +107,12 @@ impl Gateway {
     pub fn add_forwarding(&self, mut router: axum::Router) -> axum::Router {
         let primary = &self.upstreams[0];
         for path in FORWARDED {
-            router = router.route_service(path, Forward { channel: primary.channel.clone(), verifier: self.verifier.clone() });
+            let channel = primary
+                .services
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix))
+                .map_or_else(|| primary.channel.clone(), |(_, c)| c.clone());
+            router = router.route_service(path, Forward { channel, verifier: self.verifier.clone() });
         }
         router
     }

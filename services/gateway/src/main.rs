@@ -8,11 +8,23 @@ use clap::Parser;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
-use zhengzhao_gateway::{Gateway, GatewayGrpc};
+use zhengzhao_gateway::{Gateway, GatewayGrpc, LibraryAddress};
 use zhengzhao_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
 
 async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
-    let libraries: Vec<(String, String)> = ctx.config.gateway.libraries.iter().map(|l| (l.name.clone(), l.address.clone())).collect();
+    let libraries: Vec<LibraryAddress> = ctx
+        .config
+        .gateway
+        .libraries
+        .iter()
+        .map(|l| LibraryAddress {
+            name: l.name.clone(),
+            address: l.address.clone(),
+            issuance: l.issuance.clone(),
+            verification: l.verification.clone(),
+            exchange: l.exchange.clone(),
+        })
+        .collect();
     let gateway = Gateway::new(&libraries, ctx.keys.verifier.clone())?;
     let own = Routes::new(InterceptedService::new(gateway.service(), ctx.authenticate()));
     let router = gateway.add_forwarding(own.into_axum_router());

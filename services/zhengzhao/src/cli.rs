@@ -23,7 +23,7 @@ use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
 use zhengzhao_proto::verification::v1 as verification;
 use zhengzhao_proto::verification::v1::verification_service_client::VerificationServiceClient;
 
-use crate::examples;
+use zhengzhao::examples;
 
 /// Exit code of `verify` when the check ran but the licence is not valid.
 const NOT_VALID: u8 = 3;
@@ -295,7 +295,7 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            zhengzhao_server::run("all-in-one", &args, crate::serve::build).await?;
+            zhengzhao_server::run("all-in-one", &args, zhengzhao::serve::build).await?;
         }
         Command::Token(t) => {
             let role: Role = t.role.parse().map_err(|e: String| anyhow::anyhow!(e))?;

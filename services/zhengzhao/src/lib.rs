@@ -1,1 +1,7 @@
-//! placeholder
+//! The all-in-one library: every service wired in one process. The binary in
+//! `main.rs` serves it and is the operator CLI; tests build it directly.
+
+#![forbid(unsafe_code)]
+
+pub mod examples;
+pub mod serve;

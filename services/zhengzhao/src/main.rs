@@ -4,8 +4,6 @@
 #![forbid(unsafe_code)]
 
 mod cli;
-mod examples;
-mod serve;
 
 use std::process::ExitCode;
 

@@ -9,7 +9,7 @@ use zhengzhao_catalog::grpc::CatalogGrpc;
 use zhengzhao_catalog::{Catalog, CatalogClient};
 use zhengzhao_exchange::Exchange;
 use zhengzhao_exchange::grpc::ExchangeGrpc;
-use zhengzhao_gateway::{Gateway, GatewayGrpc};
+use zhengzhao_gateway::{Gateway, GatewayGrpc, LibraryAddress};
 use zhengzhao_issuance::grpc::IssuanceGrpc;
 use zhengzhao_issuance::{Issuance, IssuanceClient};
 use zhengzhao_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
@@ -43,7 +43,7 @@ pub async fn build(ctx: Context) -> anyhow::Result<(Routes, Vec<&'static str>)> 
     let exchange = Exchange::open(&ctx.store, IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Exchange))).await?;
     // The gateway's routing table names this process as its one library.
     let own = ctx.local_addr.map(|a| format!("http://{a}")).unwrap_or_else(|| format!("http://{}", ctx.config.listen));
-    let gateway = Gateway::new(&[("local".to_owned(), own)], ctx.keys.verifier.clone())?;
+    let gateway = Gateway::new(&[LibraryAddress::single("local", &own)], ctx.keys.verifier.clone())?;
     let auth = ctx.authenticate();
     let routes = Routes::new(InterceptedService::new(CatalogGrpc(catalog).into_server(), auth.clone()))
         .add_service(InterceptedService::new(SigningGrpc(signing).into_server(), auth.clone()))
