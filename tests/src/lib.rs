@@ -1,1 +1,113 @@
-//! placeholder
+//! A whole library in the test process: every service wired as `zhengzhao
+//! serve` wires them, over a test database, served on 127.0.0.1:0, with
+//! helpers to mint tokens and make authenticated clients.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use zhengzhao_auth::{BearerToken, Role};
+use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use zhengzhao_proto::exchange::v1::exchange_service_client::ExchangeServiceClient;
+use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
+use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
+use zhengzhao_proto::verification::v1::verification_service_client::VerificationServiceClient;
+use zhengzhao_server::{Context, LibraryKeys};
+use zhengzhao_testkit::TestDb;
+
+/// The administrator used in tests.
+pub const ADMIN: &str = "11100000000013338W";
+/// The issuer the example type lists.
+pub const ISSUER: &str = "91350100M000100Y43";
+/// An issuer the example type does not list.
+pub const OTHER_ISSUER: &str = "91110000802100433B";
+/// A consumer agency.
+pub const CONSUMER: &str = "12100000400010275N";
+
+/// An authenticated channel.
+pub type Authed = InterceptedService<Channel, BearerToken>;
+
+/// A running in-process library.
+pub struct Library {
+    pub db: TestDb,
+    pub keys: Arc<LibraryKeys>,
+    pub addr: std::net::SocketAddr,
+    pub data: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    channel: Channel,
+}
+
+impl Library {
+    /// Starts a library over `db`.
+    pub async fn start(db: TestDb) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let mut config = zhengzhao_config::Config {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: data.path().to_path_buf(),
+            ..Default::default()
+        };
+        config.database_url = db.url().map(str::to_owned);
+        let keys = LibraryKeys::load_or_create(data.path(), None)?;
+        let mut ctx = Context::new(config, keys);
+        ctx.store = db.store();
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        ctx.local_addr = Some(addr);
+        let keys = ctx.keys.clone();
+        let (routes, names) = zhengzhao::serve::build(ctx).await?;
+        let routes = zhengzhao_server::with_health_and_reflection(routes, &names).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = zhengzhao_server::serve(routes, listener, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        Ok(Library { db, keys, addr, data, shutdown: Some(tx), channel })
+    }
+
+    /// A token for `agency` in `role`, valid for an hour.
+    pub fn token(&self, role: Role, agency: &str) -> String {
+        self.keys.tokens.mint(agency, role, Duration::from_secs(3600)).expect("test agencies are valid codes")
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    fn bearer(&self, role: Role, agency: &str) -> BearerToken {
+        BearerToken::new(&self.token(role, agency)).expect("tokens are header text")
+    }
+
+    pub fn catalog(&self, role: Role, agency: &str) -> CatalogServiceClient<Authed> {
+        CatalogServiceClient::with_interceptor(self.channel(), self.bearer(role, agency))
+    }
+    pub fn issuance(&self, role: Role, agency: &str) -> IssuanceServiceClient<Authed> {
+        IssuanceServiceClient::with_interceptor(self.channel(), self.bearer(role, agency))
+    }
+    pub fn signing(&self, role: Role, agency: &str) -> SigningServiceClient<Authed> {
+        SigningServiceClient::with_interceptor(self.channel(), self.bearer(role, agency))
+    }
+    pub fn verification(&self, role: Role, agency: &str) -> VerificationServiceClient<Authed> {
+        VerificationServiceClient::with_interceptor(self.channel(), self.bearer(role, agency))
+    }
+    pub fn exchange(&self, role: Role, agency: &str) -> ExchangeServiceClient<Authed> {
+        ExchangeServiceClient::with_interceptor(self.channel(), self.bearer(role, agency))
+    }
+}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

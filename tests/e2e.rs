@@ -1,0 +1,212 @@
+//! End-to-end: the README's CLI tour, run twice against real processes —
+//! the all-in-one `zhengzhao serve` on SQLite, and the six services as
+//! separate processes on PostgreSQL behind the gateway — with the signed
+//! licence checked by an independent JOSE implementation (Python jwcrypto).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use anyhow::{Context, bail};
+use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER};
+use zhengzhao_testkit::{ServerProcess, TestDb, binary};
+
+struct Cli {
+    data_dir: PathBuf,
+    work: PathBuf,
+}
+
+impl Cli {
+    fn run(&self, server: &str, token: Option<&str>, args: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = std::process::Command::new(binary("zhengzhao"));
+        cmd.args(args).current_dir(&self.work).env("ZHENGZHAO_SERVER", server).env_remove("ZHENGZHAO_TOKEN");
+        if let Some(t) = token {
+            cmd.env("ZHENGZHAO_TOKEN", t);
+        }
+        Ok(cmd.output()?)
+    }
+
+    /// Runs and requires success; returns trimmed stdout.
+    fn ok(&self, server: &str, token: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.run(server, token, args)?;
+        if !out.status.success() {
+            bail!("zhengzhao {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    }
+
+    fn token(&self, role: &str, agency: &str) -> anyhow::Result<String> {
+        let d = self.data_dir.display().to_string();
+        self.ok("http://unused", None, &["token", "--data-dir", &d, "--role", role, "--agency", agency, "--ttl", "30m"])
+    }
+
+    fn write(&self, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
+        let p = self.work.join(name);
+        std::fs::write(&p, contents)?;
+        Ok(p)
+    }
+}
+
+/// Where each step of the tour is sent.
+struct Servers {
+    catalog: String,
+    issuance: String,
+    signing: String,
+    front: String,
+}
+
+fn python() -> String {
+    std::env::var("ZHENGZHAO_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+fn jose_verify(jwks: &Path, jws: &Path) -> anyhow::Result<Output> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/jose_verify.py");
+    std::process::Command::new(python())
+        .arg(script)
+        .arg(jwks)
+        .arg(jws)
+        .output()
+        .context("cannot run python (scripts/test sets ZHENGZHAO_PYTHON to a venv with jwcrypto)")
+}
+
+fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
+    let admin = cli.token("admin", ADMIN)?;
+    let issuer = cli.token("issuer", ISSUER)?;
+    let consumer = cli.token("consumer", CONSUMER)?;
+
+    let definition = cli.ok(&s.catalog, None, &["catalog", "example"])?;
+    let def_file = cli.write("type.json", &definition)?;
+    let code = cli.ok(&s.catalog, Some(&admin), &["catalog", "create", "--file", &def_file.display().to_string()])?;
+    assert_eq!(code.len(), 21, "type code: {code}");
+    // An issuer cannot define types: one line on stderr, non-zero exit.
+    let refused = cli.run(&s.catalog, Some(&issuer), &["catalog", "create", "--file", &def_file.display().to_string()])?;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8(refused.stderr)?;
+    assert!(stderr.starts_with("error: permission denied"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+
+    let licence = cli.ok(&s.catalog, Some(&issuer), &["licence", "example", "--type", &code])?;
+    let licence_file = cli.write("licence.json", &licence)?;
+    let id = cli.ok(&s.issuance, Some(&issuer), &["licence", "issue", "--file", &licence_file.display().to_string()])?;
+    zhengzhao_core::LicenceId::parse(&id).with_context(|| format!("issued identifier {id}"))?;
+
+    let got: serde_json::Value = serde_json::from_str(&cli.ok(&s.front, Some(&issuer), &["licence", "get", &id])?)?;
+    assert_eq!(got["status"], "valid");
+    assert_eq!(got["document"]["identifier"], id.as_str());
+    let jws = cli.ok(&s.front, Some(&issuer), &["licence", "get", &id, "--jws"])?;
+    let jws_file = cli.write("licence.jws", &jws)?;
+    let jwks = cli.ok(&s.signing, Some(&consumer), &["keys", "jwks"])?;
+    let jwks_file = cli.write("jwks.json", &jwks)?;
+
+    // Others can verify us: an independent JOSE implementation accepts the JWS...
+    let out = jose_verify(&jwks_file, &jws_file)?;
+    assert!(out.status.success(), "jwcrypto rejected our JWS: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout)?.trim(), id);
+    // ...and rejects it once tampered with.
+    let parts: Vec<&str> = jws.split('.').collect();
+    let mut payload: serde_json::Value = serde_json::from_slice(&zhengzhao_crypto::b64url_decode(parts[1])?)?;
+    payload["holder"]["name"] = "冒名".into();
+    let tampered = format!("{}.{}.{}", parts[0], zhengzhao_crypto::b64url(payload.to_string().as_bytes()), parts[2]);
+    let tampered_file = cli.write("tampered.jws", &tampered)?;
+    assert!(!jose_verify(&jwks_file, &tampered_file)?.status.success(), "jwcrypto accepted a tampered JWS");
+
+    let verified = cli.run(&s.front, Some(&consumer), &["verify", &id])?;
+    assert_eq!(verified.status.code(), Some(0), "{}", String::from_utf8_lossy(&verified.stdout));
+    assert!(String::from_utf8(verified.stdout)?.starts_with("valid:"));
+    let doc = cli.run(&s.front, Some(&consumer), &["verify", "--document", &jws_file.display().to_string()])?;
+    assert_eq!(doc.status.code(), Some(0));
+    let forged = cli.run(&s.front, Some(&consumer), &["verify", "--document", &tampered_file.display().to_string()])?;
+    assert_eq!(forged.status.code(), Some(3));
+    assert!(String::from_utf8(forged.stdout)?.starts_with("signature invalid:"));
+
+    let fetched: serde_json::Value =
+        serde_json::from_str(&cli.ok(&s.front, Some(&consumer), &["licence", "fetch", &id, "--cause", "办理食品经营许可延续"])?)?;
+    assert_eq!(fetched["identifier"], id.as_str());
+    let no_cause = cli.run(&s.front, Some(&consumer), &["licence", "fetch", &id, "--cause", ""])?;
+    assert!(!no_cause.status.success());
+
+    let cancelled = cli.ok(&s.issuance, Some(&issuer), &["licence", "cancel", &id, "--reason", "企业申请注销"])?;
+    assert!(cancelled.ends_with("cancelled"), "{cancelled}");
+    let after = cli.run(&s.front, Some(&consumer), &["verify", &id])?;
+    assert_eq!(after.status.code(), Some(3));
+    assert!(String::from_utf8(after.stdout)?.starts_with("cancelled:"));
+    let history = cli.ok(&s.front, Some(&issuer), &["licence", "history", &id])?;
+    let kinds: Vec<String> = history
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).map(|v| v["kind"].as_str().unwrap_or_default().to_owned()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(kinds, vec!["issue", "cancel"]);
+    // No token: a clear error.
+    let anonymous = cli.run(&s.front, None, &["verify", &id])?;
+    assert_eq!(anonymous.status.code(), Some(1));
+    assert!(String::from_utf8(anonymous.stderr)?.contains("no token"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn all_in_one_on_sqlite() -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("data");
+    let d = data.display().to_string();
+    let server = ServerProcess::start("zhengzhao", &["serve".into(), "--listen".into(), "127.0.0.1:0".into(), "--data-dir".into(), d], &[]).await?;
+    assert!(data.join("library-key.pem").exists(), "the library key is created on first start");
+    assert!(data.join("issuance.db").exists(), "SQLite files live under the data directory");
+    let url = server.url();
+    let cli = Cli { data_dir: data, work: work.path().to_path_buf() };
+    let servers = Servers { catalog: url.clone(), issuance: url.clone(), signing: url.clone(), front: url };
+    let result = tokio::task::spawn_blocking(move || tour(&cli, &servers)).await?;
+    server.stop().await;
+    result
+}
+
+#[tokio::test]
+async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()> {
+    let db = TestDb::postgres().await?;
+    let url = db.url().context("postgres")?.to_owned();
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("data");
+    let d = data.display().to_string();
+    let base = |extra: &[String]| -> Vec<String> {
+        let mut v: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir", &d, "--database-url", &url].iter().map(|s| (*s).to_owned()).collect();
+        v.extend_from_slice(extra);
+        v
+    };
+    let signing = ServerProcess::start("zhengzhao-signing", &base(&[]), &[]).await?;
+    let catalog = ServerProcess::start("zhengzhao-catalog", &base(&[]), &[]).await?;
+    let issuance = ServerProcess::start(
+        "zhengzhao-issuance",
+        &base(&["--catalog-url".into(), catalog.url(), "--signing-url".into(), signing.url()]),
+        &[],
+    )
+    .await?;
+    let verification = ServerProcess::start(
+        "zhengzhao-verification",
+        &base(&["--issuance-url".into(), issuance.url(), "--signing-url".into(), signing.url()]),
+        &[],
+    )
+    .await?;
+    let exchange = ServerProcess::start("zhengzhao-exchange", &base(&["--issuance-url".into(), issuance.url()]), &[]).await?;
+    let gateway_config = work.path().join("gateway.toml");
+    std::fs::write(
+        &gateway_config,
+        format!(
+            "[[gateway.libraries]]\nname = \"city\"\naddress = \"{}\"\nissuance = \"{}\"\nverification = \"{}\"\nexchange = \"{}\"\n",
+            issuance.url(),
+            issuance.url(),
+            verification.url(),
+            exchange.url()
+        ),
+    )?;
+    let gateway = ServerProcess::start(
+        "zhengzhao-gateway",
+        &["--config".into(), gateway_config.display().to_string(), "--listen".into(), "127.0.0.1:0".into(), "--data-dir".into(), d.clone()],
+        &[],
+    )
+    .await?;
+    let cli = Cli { data_dir: data, work: work.path().to_path_buf() };
+    let servers = Servers { catalog: catalog.url(), issuance: issuance.url(), signing: signing.url(), front: gateway.url() };
+    let result = tokio::task::spawn_blocking(move || tour(&cli, &servers)).await?;
+    for p in [gateway, exchange, verification, issuance, catalog, signing] {
+        p.stop().await;
+    }
+    result
+}
