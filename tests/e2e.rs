@@ -55,7 +55,7 @@ struct Servers {
 }
 
 fn python() -> String {
-    std::env::var("ZHENGZHAO_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    std::env::var("JOSE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
 fn jose_verify(jwks: &Path, jws: &Path) -> anyhow::Result<Output> {
@@ -65,7 +65,7 @@ fn jose_verify(jwks: &Path, jws: &Path) -> anyhow::Result<Output> {
         .arg(jwks)
         .arg(jws)
         .output()
-        .context("cannot run python (scripts/test sets ZHENGZHAO_PYTHON to a venv with jwcrypto)")
+        .context("cannot run python (scripts/test sets JOSE_PYTHON to a venv with jwcrypto)")
 }
 
 fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
