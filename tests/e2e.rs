@@ -78,7 +78,8 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
     let code = cli.ok(&s.catalog, Some(&admin), &["catalog", "create", "--file", &def_file.display().to_string()])?;
     assert_eq!(code.len(), 21, "type code: {code}");
     // An issuer cannot define types: one line on stderr, non-zero exit.
-    let refused = cli.run(&s.catalog, Some(&issuer), &["catalog", "create", "--file", &def_file.display().to_string()])?;
+    let refused =
+        cli.run(&s.catalog, Some(&issuer), &["catalog", "create", "--file", &def_file.display().to_string()])?;
     assert!(!refused.status.success());
     let stderr = String::from_utf8(refused.stderr)?;
     assert!(stderr.starts_with("error: permission denied"), "{stderr}");
@@ -86,7 +87,8 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
 
     let licence = cli.ok(&s.catalog, Some(&issuer), &["licence", "example", "--type", &code])?;
     let licence_file = cli.write("licence.json", &licence)?;
-    let id = cli.ok(&s.issuance, Some(&issuer), &["licence", "issue", "--file", &licence_file.display().to_string()])?;
+    let id =
+        cli.ok(&s.issuance, Some(&issuer), &["licence", "issue", "--file", &licence_file.display().to_string()])?;
     zhengzhao_core::LicenceId::parse(&id).with_context(|| format!("issued identifier {id}"))?;
 
     let got: serde_json::Value = serde_json::from_str(&cli.ok(&s.front, Some(&issuer), &["licence", "get", &id])?)?;
@@ -118,8 +120,11 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
     assert_eq!(forged.status.code(), Some(3));
     assert!(String::from_utf8(forged.stdout)?.starts_with("signature invalid:"));
 
-    let fetched: serde_json::Value =
-        serde_json::from_str(&cli.ok(&s.front, Some(&consumer), &["licence", "fetch", &id, "--cause", "办理食品经营许可延续"])?)?;
+    let fetched: serde_json::Value = serde_json::from_str(&cli.ok(
+        &s.front,
+        Some(&consumer),
+        &["licence", "fetch", &id, "--cause", "办理食品经营许可延续"],
+    )?)?;
     assert_eq!(fetched["identifier"], id.as_str());
     let no_cause = cli.run(&s.front, Some(&consumer), &["licence", "fetch", &id, "--cause", ""])?;
     assert!(!no_cause.status.success());
@@ -132,7 +137,9 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
     let history = cli.ok(&s.front, Some(&issuer), &["licence", "history", &id])?;
     let kinds: Vec<String> = history
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).map(|v| v["kind"].as_str().unwrap_or_default().to_owned()))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
+        })
         .collect::<Result<_, _>>()?;
     assert_eq!(kinds, vec!["issue", "cancel"]);
     // No token: a clear error.
@@ -147,7 +154,12 @@ async fn all_in_one_on_sqlite() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let data = work.path().join("data");
     let d = data.display().to_string();
-    let server = ServerProcess::start("zhengzhao", &["serve".into(), "--listen".into(), "127.0.0.1:0".into(), "--data-dir".into(), d], &[]).await?;
+    let server = ServerProcess::start(
+        "zhengzhao",
+        &["serve".into(), "--listen".into(), "127.0.0.1:0".into(), "--data-dir".into(), d],
+        &[],
+    )
+    .await?;
     assert!(data.join("library-key.pem").exists(), "the library key is created on first start");
     assert!(data.join("issuance.db").exists(), "SQLite files live under the data directory");
     let url = server.url();
@@ -166,7 +178,10 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
     let data = work.path().join("data");
     let d = data.display().to_string();
     let base = |extra: &[String]| -> Vec<String> {
-        let mut v: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir", &d, "--database-url", &url].iter().map(|s| (*s).to_owned()).collect();
+        let mut v: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir", &d, "--database-url", &url]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         v.extend_from_slice(extra);
         v
     };
@@ -184,7 +199,8 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
         &[],
     )
     .await?;
-    let exchange = ServerProcess::start("zhengzhao-exchange", &base(&["--issuance-url".into(), issuance.url()]), &[]).await?;
+    let exchange =
+        ServerProcess::start("zhengzhao-exchange", &base(&["--issuance-url".into(), issuance.url()]), &[]).await?;
     let gateway_config = work.path().join("gateway.toml");
     std::fs::write(
         &gateway_config,
@@ -198,12 +214,20 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
     )?;
     let gateway = ServerProcess::start(
         "zhengzhao-gateway",
-        &["--config".into(), gateway_config.display().to_string(), "--listen".into(), "127.0.0.1:0".into(), "--data-dir".into(), d.clone()],
+        &[
+            "--config".into(),
+            gateway_config.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            d.clone(),
+        ],
         &[],
     )
     .await?;
     let cli = Cli { data_dir: data, work: work.path().to_path_buf() };
-    let servers = Servers { catalog: catalog.url(), issuance: issuance.url(), signing: signing.url(), front: gateway.url() };
+    let servers =
+        Servers { catalog: catalog.url(), issuance: issuance.url(), signing: signing.url(), front: gateway.url() };
     let result = tokio::task::spawn_blocking(move || tour(&cli, &servers)).await?;
     for p in [gateway, exchange, verification, issuance, catalog, signing] {
         p.stop().await;

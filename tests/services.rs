@@ -35,7 +35,9 @@ fn example_definition() -> zhengzhao_core::LicenceTypeDefinition {
 async fn published_type(lib: &Library) -> anyhow::Result<String> {
     let mut c = lib.catalog(Role::Admin, ADMIN);
     let created = c
-        .create_licence_type(catalog::CreateLicenceTypeRequest { definition: Some(definition_to_wire(&example_definition())) })
+        .create_licence_type(catalog::CreateLicenceTypeRequest {
+            definition: Some(definition_to_wire(&example_definition())),
+        })
         .await?
         .into_inner();
     let code = created.licence_type.and_then(|t| t.definition).map(|d| d.code).unwrap_or_default();
@@ -111,7 +113,9 @@ async fn catalogue_defines_publishes_and_pages() -> Result {
         // Only administrators define types; a refused call creates nothing.
         let refused = lib
             .catalog(Role::Issuer, ISSUER)
-            .create_licence_type(catalog::CreateLicenceTypeRequest { definition: Some(definition_to_wire(&example_definition())) })
+            .create_licence_type(catalog::CreateLicenceTypeRequest {
+                definition: Some(definition_to_wire(&example_definition())),
+            })
             .await
             .unwrap_err();
         assert_eq!(refused.code(), Code::PermissionDenied, "{engine}");
@@ -130,7 +134,9 @@ async fn catalogue_defines_publishes_and_pages() -> Result {
         let mut codes = Vec::new();
         for _ in 0..3 {
             let t = admin
-                .create_licence_type(catalog::CreateLicenceTypeRequest { definition: Some(definition_to_wire(&example_definition())) })
+                .create_licence_type(catalog::CreateLicenceTypeRequest {
+                    definition: Some(definition_to_wire(&example_definition())),
+                })
                 .await?
                 .into_inner()
                 .licence_type
@@ -144,22 +150,34 @@ async fn catalogue_defines_publishes_and_pages() -> Result {
         let draft_refused = issue(&lib, draft(&codes[0])).await.unwrap_err();
         assert_eq!(draft_refused.code(), Code::FailedPrecondition, "{engine}");
         assert!(draft_refused.message().contains("draft"), "{engine}: {}", draft_refused.message());
-        let published = admin.publish_licence_type(catalog::PublishLicenceTypeRequest { code: codes[0].clone() }).await?.into_inner();
+        let published = admin
+            .publish_licence_type(catalog::PublishLicenceTypeRequest { code: codes[0].clone() })
+            .await?
+            .into_inner();
         assert_eq!(published.licence_type.unwrap_or_default().status, catalog::LicenceTypeStatus::Published as i32);
         issue(&lib, draft(&codes[0])).await?;
 
         // Stable pagination.
-        let page1 = admin.list_licence_types(catalog::ListLicenceTypesRequest { page_size: 2, page_token: String::new() }).await?.into_inner();
+        let page1 = admin
+            .list_licence_types(catalog::ListLicenceTypesRequest { page_size: 2, page_token: String::new() })
+            .await?
+            .into_inner();
         assert_eq!(page1.licence_types.len(), 2);
         let page2 = admin
-            .list_licence_types(catalog::ListLicenceTypesRequest { page_size: 2, page_token: page1.next_page_token.clone() })
+            .list_licence_types(catalog::ListLicenceTypesRequest {
+                page_size: 2,
+                page_token: page1.next_page_token.clone(),
+            })
             .await?
             .into_inner();
         assert_eq!(page2.licence_types.len(), 1);
         assert!(page2.next_page_token.is_empty());
         assert_eq!(page2.licence_types[0].definition.as_ref().map(|d| d.code.as_str()), Some("11100000000013338W003"));
 
-        let missing = admin.get_licence_type(catalog::GetLicenceTypeRequest { code: "11100000000013338W999".into() }).await.unwrap_err();
+        let missing = admin
+            .get_licence_type(catalog::GetLicenceTypeRequest { code: "11100000000013338W999".into() })
+            .await
+            .unwrap_err();
         assert_eq!(missing.code(), Code::NotFound);
         let malformed = admin.get_licence_type(catalog::GetLicenceTypeRequest { code: "x".into() }).await.unwrap_err();
         assert_eq!(malformed.code(), Code::InvalidArgument);
@@ -229,10 +247,15 @@ async fn issuance_checks_the_template_and_names_each_field() -> Result {
 async fn only_listed_issuers_issue_and_only_for_themselves() -> Result {
     for lib in libraries().await? {
         let code = published_type(&lib).await?;
-        for (role, agency) in [(Role::Issuer, OTHER_ISSUER), (Role::Consumer, CONSUMER), (Role::Admin, ADMIN), (Role::Auditor, ISSUER)] {
+        for (role, agency) in
+            [(Role::Issuer, OTHER_ISSUER), (Role::Consumer, CONSUMER), (Role::Admin, ADMIN), (Role::Auditor, ISSUER)]
+        {
             let e = lib
                 .issuance(role, agency)
-                .issue_licence(issuance::IssueLicenceRequest { draft: Some(draft(&code)), idempotency_key: String::new() })
+                .issue_licence(issuance::IssueLicenceRequest {
+                    draft: Some(draft(&code)),
+                    idempotency_key: String::new(),
+                })
                 .await
                 .unwrap_err();
             assert_eq!(e.code(), Code::PermissionDenied, "{} {role} {agency}", lib.db.engine());
@@ -282,7 +305,11 @@ async fn cancel_follows_the_transition_table_and_history_is_ordered() -> Result 
         assert_eq!(h.events[1].reason, "停业");
         assert_eq!(h.events[1].actor, format!("issuer@{ISSUER}"));
         // Consumers read licences only through the exchange.
-        let e = lib.issuance(Role::Consumer, CONSUMER).get_licence(issuance::GetLicenceRequest { identifier: l.identifier.clone() }).await.unwrap_err();
+        let e = lib
+            .issuance(Role::Consumer, CONSUMER)
+            .get_licence(issuance::GetLicenceRequest { identifier: l.identifier.clone() })
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
     }
     Ok(())
@@ -303,7 +330,10 @@ async fn retries_with_an_idempotency_key_change_nothing() -> Result {
         }
         let e = c.issue_licence(other).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition);
-        let h = c.get_licence_history(issuance::GetLicenceHistoryRequest { identifier: first.identifier }).await?.into_inner();
+        let h = c
+            .get_licence_history(issuance::GetLicenceHistoryRequest { identifier: first.identifier })
+            .await?
+            .into_inner();
         assert_eq!(h.events.len(), 1);
     }
     Ok(())
@@ -326,7 +356,11 @@ async fn verification_names_every_outcome() -> Result {
         doc["holder"]["name"] = "冒名公司".into();
         let forged_payload = zhengzhao_crypto::b64url(&zhengzhao_core::canonical_json(&doc)?);
         let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
-        assert_eq!(outcome(&verify_jws(&lib, &forged).await?), verification::VerificationOutcome::SignatureInvalid, "{engine}");
+        assert_eq!(
+            outcome(&verify_jws(&lib, &forged).await?),
+            verification::VerificationOutcome::SignatureInvalid,
+            "{engine}"
+        );
         // Unknown key.
         let header = zhengzhao_crypto::b64url(br#"{"alg":"ES256","kid":"91350100M000100Y43.es256.000000000000"}"#);
         let unknown = format!("{header}.{}.{}", parts[1], parts[2]);
@@ -334,19 +368,33 @@ async fn verification_names_every_outcome() -> Result {
         // Not a JWS.
         assert_eq!(outcome(&verify_jws(&lib, "not.a-jws").await?), verification::VerificationOutcome::Malformed);
         // Genuinely signed by the issuer's key but not what the library holds.
-        let service = lib.keys.tokens.mint(&lib.keys.agency, Role::Service(zhengzhao_auth::ServiceName::Issuance), Duration::from_secs(60))?;
+        let service = lib.keys.tokens.mint(
+            &lib.keys.agency,
+            Role::Service(zhengzhao_auth::ServiceName::Issuance),
+            Duration::from_secs(60),
+        )?;
         let mut signer = zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient::with_interceptor(
             lib.channel(),
             zhengzhao_auth::BearerToken::new(&service)?,
         );
         let altered = signer
-            .sign_document(signing::SignDocumentRequest { issuer_code: ISSUER.into(), payload: zhengzhao_core::canonical_json(&doc)? })
+            .sign_document(signing::SignDocumentRequest {
+                issuer_code: ISSUER.into(),
+                payload: zhengzhao_core::canonical_json(&doc)?,
+            })
             .await?
             .into_inner();
-        assert_eq!(outcome(&verify_jws(&lib, &altered.jws).await?), verification::VerificationOutcome::Mismatch, "{engine}");
+        assert_eq!(
+            outcome(&verify_jws(&lib, &altered.jws).await?),
+            verification::VerificationOutcome::Mismatch,
+            "{engine}"
+        );
         doc["identifier"] = l.identifier.replace(".001.", ".002.").into();
         let unheld = signer
-            .sign_document(signing::SignDocumentRequest { issuer_code: ISSUER.into(), payload: zhengzhao_core::canonical_json(&doc)? })
+            .sign_document(signing::SignDocumentRequest {
+                issuer_code: ISSUER.into(),
+                payload: zhengzhao_core::canonical_json(&doc)?,
+            })
             .await?
             .into_inner();
         assert_eq!(outcome(&verify_jws(&lib, &unheld.jws).await?), verification::VerificationOutcome::NotFound);
@@ -374,10 +422,18 @@ async fn verification_names_every_outcome() -> Result {
         let mut future = draft(&code);
         future.valid_from = "2099-01-01".into();
         let future = issue(&lib, future).await?;
-        assert_eq!(outcome(&verify_id(&lib, &future.identifier).await?), verification::VerificationOutcome::NotYetValid);
+        assert_eq!(
+            outcome(&verify_id(&lib, &future.identifier).await?),
+            verification::VerificationOutcome::NotYetValid
+        );
         // Cancelled.
         lib.issuance(Role::Issuer, ISSUER)
-            .cancel_licence(issuance::CancelLicenceRequest { identifier: l.identifier.clone(), reason: "注销".into(), occurred_at: None, idempotency_key: String::new() })
+            .cancel_licence(issuance::CancelLicenceRequest {
+                identifier: l.identifier.clone(),
+                reason: "注销".into(),
+                occurred_at: None,
+                idempotency_key: String::new(),
+            })
             .await?;
         assert_eq!(outcome(&verify_id(&lib, &l.identifier).await?), verification::VerificationOutcome::Cancelled);
         assert_eq!(outcome(&verify_jws(&lib, &l.jws).await?), verification::VerificationOutcome::Cancelled, "{engine}");
@@ -414,7 +470,11 @@ async fn exchange_requires_a_use_cause_and_logs_every_access() -> Result {
 
         let e = consumer.list_usage_log(exchange::ListUsageLogRequest::default()).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
-        let log = lib.exchange(Role::Auditor, ADMIN).list_usage_log(exchange::ListUsageLogRequest::default()).await?.into_inner();
+        let log = lib
+            .exchange(Role::Auditor, ADMIN)
+            .list_usage_log(exchange::ListUsageLogRequest::default())
+            .await?
+            .into_inner();
         let decisions: Vec<(i32, String)> = log.records.iter().map(|r| (r.decision, r.consumer_role.clone())).collect();
         let granted = exchange::UsageDecision::Granted as i32;
         let refused = exchange::UsageDecision::Refused as i32;
@@ -436,13 +496,21 @@ async fn exchange_requires_a_use_cause_and_logs_every_access() -> Result {
         // Pages are stable and newest first.
         let page = lib
             .exchange(Role::Admin, ADMIN)
-            .list_usage_log(exchange::ListUsageLogRequest { identifier: l.identifier.clone(), page_size: 2, page_token: String::new() })
+            .list_usage_log(exchange::ListUsageLogRequest {
+                identifier: l.identifier.clone(),
+                page_size: 2,
+                page_token: String::new(),
+            })
             .await?
             .into_inner();
         assert_eq!(page.records.len(), 2);
         let rest = lib
             .exchange(Role::Admin, ADMIN)
-            .list_usage_log(exchange::ListUsageLogRequest { identifier: l.identifier.clone(), page_size: 10, page_token: page.next_page_token })
+            .list_usage_log(exchange::ListUsageLogRequest {
+                identifier: l.identifier.clone(),
+                page_size: 10,
+                page_token: page.next_page_token,
+            })
             .await?
             .into_inner();
         assert_eq!(rest.records.len(), 2, "{engine}: the not-found access is logged under its own identifier");
@@ -453,10 +521,18 @@ async fn exchange_requires_a_use_cause_and_logs_every_access() -> Result {
 #[tokio::test]
 async fn calls_without_valid_credentials_are_unauthenticated_and_change_nothing() -> Result {
     for lib in libraries().await? {
-        let code_before = lib.catalog(Role::Admin, ADMIN).list_licence_types(catalog::ListLicenceTypesRequest::default()).await?.into_inner();
+        let code_before = lib
+            .catalog(Role::Admin, ADMIN)
+            .list_licence_types(catalog::ListLicenceTypesRequest::default())
+            .await?
+            .into_inner();
         let def = Some(definition_to_wire(&example_definition()));
-        let mut anonymous = zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(lib.channel());
-        let e = anonymous.create_licence_type(catalog::CreateLicenceTypeRequest { definition: def.clone() }).await.unwrap_err();
+        let mut anonymous =
+            zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(lib.channel());
+        let e = anonymous
+            .create_licence_type(catalog::CreateLicenceTypeRequest { definition: def.clone() })
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
         let other_library = zhengzhao_auth::TokenAuthority::new(zhengzhao_crypto::Es256KeyPair::generate());
         let expired = lib.keys.tokens.mint(ADMIN, Role::Admin, Duration::from_secs(0))?;
@@ -465,14 +541,24 @@ async fn calls_without_valid_credentials_are_unauthenticated_and_change_nothing(
                 lib.channel(),
                 zhengzhao_auth::BearerToken::new(&token)?,
             );
-            let e = c.create_licence_type(catalog::CreateLicenceTypeRequest { definition: def.clone() }).await.unwrap_err();
+            let e =
+                c.create_licence_type(catalog::CreateLicenceTypeRequest { definition: def.clone() }).await.unwrap_err();
             assert_eq!(e.code(), Code::Unauthenticated, "{}", e.message());
         }
-        let after = lib.catalog(Role::Admin, ADMIN).list_licence_types(catalog::ListLicenceTypesRequest::default()).await?.into_inner();
+        let after = lib
+            .catalog(Role::Admin, ADMIN)
+            .list_licence_types(catalog::ListLicenceTypesRequest::default())
+            .await?
+            .into_inner();
         assert_eq!(code_before.licence_types.len(), after.licence_types.len());
         // Health answers without credentials, for every service.
         let mut health = tonic_health::pb::health_client::HealthClient::new(lib.channel());
-        for svc in ["", "zhengzhao.catalog.v1.CatalogService", "zhengzhao.issuance.v1.IssuanceService", "zhengzhao.gateway.v1.GatewayService"] {
+        for svc in [
+            "",
+            "zhengzhao.catalog.v1.CatalogService",
+            "zhengzhao.issuance.v1.IssuanceService",
+            "zhengzhao.gateway.v1.GatewayService",
+        ] {
             let r = health.check(tonic_health::pb::HealthCheckRequest { service: svc.into() }).await?.into_inner();
             assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{svc}");
         }
@@ -486,16 +572,19 @@ async fn issuer_keys_are_encrypted_at_rest_and_published_without_private_parts()
         let engine = lib.db.engine();
         let code = published_type(&lib).await?;
         let l = issue(&lib, draft(&code)).await?;
-        let keys = lib.signing(Role::Consumer, CONSUMER).list_public_keys(signing::ListPublicKeysRequest::default()).await?.into_inner();
+        let keys = lib
+            .signing(Role::Consumer, CONSUMER)
+            .list_public_keys(signing::ListPublicKeysRequest::default())
+            .await?
+            .into_inner();
         assert_eq!(keys.keys.len(), 1);
         assert_eq!(keys.keys[0].key_id, l.key_id);
         let jwks: serde_json::Value = serde_json::from_str(&keys.jwks_json)?;
         assert!(jwks["keys"][0].get("d").is_none(), "{engine}: JWKS leaks a private key");
         // What the database holds is an envelope that opens only under the master key.
         let db = zhengzhao_store::open(&lib.db.store(), "signing", &zhengzhao_signing::MIGRATIONS).await?;
-        let (kid, envelope): (String, Vec<u8>) = sqlx::query_as("SELECT key_id, private_envelope FROM issuer_keys")
-            .fetch_one(&db.pool)
-            .await?;
+        let (kid, envelope): (String, Vec<u8>) =
+            sqlx::query_as("SELECT key_id, private_envelope FROM issuer_keys").fetch_one(&db.pool).await?;
         let secret = lib.keys.master.open(&kid, &envelope)?;
         assert_eq!(secret.len(), 32);
         assert!(!envelope.windows(32).any(|w| w == secret.as_slice()), "{engine}: private key stored in the clear");

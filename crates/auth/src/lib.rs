@@ -57,7 +57,8 @@ impl ServiceName {
 }
 
 /// The roles an operator may mint tokens for (service roles are internal).
-pub const OPERATOR_ROLES: [Role; 6] = [Role::Admin, Role::Issuer, Role::Consumer, Role::Portal, Role::Sync, Role::Auditor];
+pub const OPERATOR_ROLES: [Role; 6] =
+    [Role::Admin, Role::Issuer, Role::Consumer, Role::Portal, Role::Sync, Role::Auditor];
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -147,7 +148,8 @@ impl tonic::service::Interceptor for Authenticate {
         let token = text
             .strip_prefix("Bearer ")
             .ok_or_else(|| tonic::Status::unauthenticated("authorization must be a Bearer token"))?;
-        let principal = self.verifier.verify(token.trim()).map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
+        let principal =
+            self.verifier.verify(token.trim()).map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
         tracing::debug!(actor = %principal.actor(), token_id = %principal.token_id, "authenticated");
         req.extensions_mut().insert(principal);
         Ok(req)

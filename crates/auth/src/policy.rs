@@ -61,11 +61,7 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
         A::UseLicence => role == R::Consumer,
         A::ReadUsageLog => matches!(role, R::Admin | R::Auditor),
     };
-    if allowed {
-        Ok(())
-    } else {
-        Err(Denied(format!("{} may not {}", principal.actor(), describe(action))))
-    }
+    if allowed { Ok(()) } else { Err(Denied(format!("{} may not {}", principal.actor(), describe(action)))) }
 }
 
 fn describe(action: &Action<'_>) -> String {

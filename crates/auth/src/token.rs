@@ -127,7 +127,9 @@ mod tests {
         let t = a.mint(AGENCY, Role::Admin, Duration::from_secs(60)).unwrap();
         assert_eq!(b.verifier().verify(&t), Err(TokenError::Signature));
         let mut parts: Vec<&str> = t.split('.').collect();
-        let forged_payload = zhengzhao_crypto::b64url(br#"{"iss":"zhengzhao","sub":"91350100M000100Y43","role":"admin","iat":0,"exp":99999999999,"jti":"x"}"#);
+        let forged_payload = zhengzhao_crypto::b64url(
+            br#"{"iss":"zhengzhao","sub":"91350100M000100Y43","role":"admin","iat":0,"exp":99999999999,"jti":"x"}"#,
+        );
         parts[1] = &forged_payload;
         assert_eq!(a.verifier().verify(&parts.join(".")), Err(TokenError::Signature));
         let expired = a.mint(AGENCY, Role::Admin, Duration::from_secs(0)).unwrap();

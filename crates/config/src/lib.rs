@@ -85,7 +85,12 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { log_format: "text".into(), log_filter: "info".into(), otlp_endpoint: None, metrics_listen: None }
+        TelemetryConfig {
+            log_format: "text".into(),
+            log_filter: "info".into(),
+            otlp_endpoint: None,
+            metrics_listen: None,
+        }
     }
 }
 
@@ -143,10 +148,11 @@ impl Config {
         if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid("telemetry.log_format must be text or json".into()));
         }
-        if let Some(url) = &self.database_url {
-            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-                return Err(ConfigError::Invalid("database_url must be a postgres:// URL".into()));
-            }
+        if let Some(url) = &self.database_url
+            && !url.starts_with("postgres://")
+            && !url.starts_with("postgresql://")
+        {
+            return Err(ConfigError::Invalid("database_url must be a postgres:// URL".into()));
         }
         for (name, url) in [
             ("catalog", &self.peers.catalog),
@@ -155,10 +161,11 @@ impl Config {
             ("verification", &self.peers.verification),
             ("exchange", &self.peers.exchange),
         ] {
-            if let Some(u) = url {
-                if !u.starts_with("http://") && !u.starts_with("https://") {
-                    return Err(ConfigError::Invalid(format!("peers.{name} must be an http:// or https:// URL")));
-                }
+            if let Some(u) = url
+                && !u.starts_with("http://")
+                && !u.starts_with("https://")
+            {
+                return Err(ConfigError::Invalid(format!("peers.{name} must be an http:// or https:// URL")));
             }
         }
         Ok(())

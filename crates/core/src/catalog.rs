@@ -216,10 +216,10 @@ impl FaceTemplate {
             if f.max_length == Some(0) {
                 out.push(FieldViolation::new(at("max_length"), "must be at least 1"));
             }
-            if let Some(p) = &f.pattern {
-                if p.len() > 500 || regex::Regex::new(&format!("^(?:{p})$")).is_err() {
-                    out.push(FieldViolation::new(at("pattern"), "not a valid regular expression (at most 500 bytes)"));
-                }
+            if let Some(p) = &f.pattern
+                && (p.len() > 500 || regex::Regex::new(&format!("^(?:{p})$")).is_err())
+            {
+                out.push(FieldViolation::new(at("pattern"), "not a valid regular expression (at most 500 bytes)"));
             }
         }
     }
@@ -306,10 +306,9 @@ impl LicenceTypeDefinition {
         if let Some(code) = &self.code {
             match TypeCode::parse(code) {
                 Err(e) => out.push(FieldViolation::new("code", e)),
-                Ok(tc) if tc.authority() != self.defining_authority.code => out.push(FieldViolation::new(
-                    "code",
-                    "must start with the defining authority's code",
-                )),
+                Ok(tc) if tc.authority() != self.defining_authority.code => {
+                    out.push(FieldViolation::new("code", "must start with the defining authority's code"))
+                }
                 Ok(_) => {}
             }
         }
@@ -371,7 +370,9 @@ pub(crate) mod tests {
         d.template.fields[1].pattern = Some("(".into());
         d.template.fields[2].key = "business_scope".into();
         let e = d.validate().unwrap_err();
-        for f in ["name", "defining_authority.code", "issuers[1]", "template.fields[1].pattern", "template.fields[2].key"] {
+        for f in
+            ["name", "defining_authority.code", "issuers[1]", "template.fields[1].pattern", "template.fields[2].key"]
+        {
             assert!(e.names(f), "{f} missing from {e}");
         }
     }
@@ -379,10 +380,11 @@ pub(crate) mod tests {
     #[test]
     fn checks_face_values() {
         let t = example().template;
-        let good: BTreeMap<String, String> = [("business_scope", "预包装食品销售"), ("permit_no", "JY13501000000001"), ("staff", "12")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let good: BTreeMap<String, String> =
+            [("business_scope", "预包装食品销售"), ("permit_no", "JY13501000000001"), ("staff", "12")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         t.check_values(&good).unwrap();
         let mut bad = good.clone();
         bad.remove("business_scope");

@@ -64,9 +64,7 @@ impl CitizenId {
         let year: i32 = self.0[6..10].parse().unwrap_or(1900);
         let month = self.0[10..12].parse::<u8>().ok().and_then(|m| time::Month::try_from(m).ok());
         let day: u8 = self.0[12..14].parse().unwrap_or(1);
-        month
-            .and_then(|m| Date::from_calendar_date(year, m, day).ok())
-            .unwrap_or(Date::MIN)
+        month.and_then(|m| Date::from_calendar_date(year, m, day).ok()).unwrap_or(Date::MIN)
     }
 }
 

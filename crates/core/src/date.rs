@@ -3,8 +3,7 @@
 use time::Date;
 use time::macros::format_description;
 
-const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
-    format_description!("[year]-[month]-[day]");
+const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
 /// Parses `YYYY-MM-DD`.
 pub fn parse_date(s: &str) -> Result<Date, String> {

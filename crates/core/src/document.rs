@@ -134,7 +134,11 @@ mod tests {
             issue_date: "2026-01-01".into(),
             valid_from: "2026-01-01".into(),
             valid_until: None,
-            holder: DocumentHolder { name: "某公司".into(), id_type_code: "001".into(), id_number: "91350100M000100Y43".into() },
+            holder: DocumentHolder {
+                name: "某公司".into(),
+                id_type_code: "001".into(),
+                id_number: "91350100M000100Y43".into(),
+            },
             area_code: "350102".into(),
             face_fields: fields,
             replaces: None,

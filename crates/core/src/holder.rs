@@ -67,9 +67,7 @@ impl HolderIdType {
             "001" => HolderIdType::Uscc,
             "099" => HolderIdType::OtherOrganisation,
             "111" => HolderIdType::CitizenId,
-            "114" | "115" | "118" | "119" | "120" | "122" => {
-                HolderIdType::Military(code.parse().ok()?)
-            }
+            "114" | "115" | "118" | "119" | "120" | "122" => HolderIdType::Military(code.parse().ok()?),
             "411" => HolderIdType::DiplomaticPassport,
             "412" => HolderIdType::ServicePassport,
             "413" => HolderIdType::OfficialOrdinaryPassport,
@@ -154,10 +152,9 @@ impl Holder {
         match kind {
             HolderIdType::CitizenId => match CitizenId::parse(&self.id_number) {
                 Ok(id) => self.id_number = id.as_str().to_owned(),
-                Err(e) => out.push(FieldViolation::new(
-                    "holder.id_number",
-                    format!("not a valid citizen ID number: {e}"),
-                )),
+                Err(e) => {
+                    out.push(FieldViolation::new("holder.id_number", format!("not a valid citizen ID number: {e}")))
+                }
             },
             HolderIdType::Uscc => {
                 if let Err(e) = Uscc::parse(&self.id_number) {
@@ -169,14 +166,8 @@ impl Holder {
             }
             _ => {
                 let n = self.id_number.chars().count();
-                if n == 0
-                    || n > 64
-                    || !self.id_number.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                {
-                    out.push(FieldViolation::new(
-                        "holder.id_number",
-                        "1 to 64 letters, digits or hyphens",
-                    ));
+                if n == 0 || n > 64 || !self.id_number.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    out.push(FieldViolation::new("holder.id_number", "1 to 64 letters, digits or hyphens"));
                 }
             }
         }
@@ -203,11 +194,7 @@ pub fn mask_id_number(s: &str) -> String {
     if n <= 8 {
         return "*".repeat(n);
     }
-    chars
-        .iter()
-        .enumerate()
-        .map(|(i, c)| if i < 3 || i >= n - 2 { *c } else { '*' })
-        .collect()
+    chars.iter().enumerate().map(|(i, c)| if i < 3 || i >= n - 2 { *c } else { '*' }).collect()
 }
 
 #[cfg(test)]
@@ -248,7 +235,10 @@ mod tests {
 
     #[test]
     fn every_code_round_trips() {
-        for code in ["001", "099", "111", "114", "115", "118", "119", "120", "122", "411", "412", "413", "414", "511", "516", "999"] {
+        for code in [
+            "001", "099", "111", "114", "115", "118", "119", "120", "122", "411", "412", "413", "414", "511", "516",
+            "999",
+        ] {
             assert_eq!(HolderIdType::from_code(code).unwrap().code(), code);
         }
     }

@@ -59,7 +59,9 @@ pub enum IdError {
     CheckShape,
     #[error("check character should be {expected}, got {found}")]
     Check { expected: char, found: char },
-    #[error("check character {found} is the legacy form (standard: {expected}); legacy identifiers are not allowed here")]
+    #[error(
+        "check character {found} is the legacy form (standard: {expected}); legacy identifiers are not allowed here"
+    )]
     Legacy { expected: char, found: char },
 }
 
@@ -75,9 +77,7 @@ pub struct LicenceId {
 }
 
 fn valid_serial(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_SERIAL_LEN
-        && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    !s.is_empty() && s.len() <= MAX_SERIAL_LEN && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 impl LicenceId {

@@ -17,8 +17,7 @@ pub mod uscc;
 pub mod violation;
 
 pub use catalog::{
-    Authority, AuthorityLevel, FaceTemplate, FieldDefinition, FieldKind, LicenceTypeDefinition,
-    TypeCode, ValidityRange,
+    Authority, AuthorityLevel, FaceTemplate, FieldDefinition, FieldKind, LicenceTypeDefinition, TypeCode, ValidityRange,
 };
 pub use citizen_id::CitizenId;
 pub use document::{LicenceDocument, canonical_json};

@@ -13,11 +13,7 @@ pub fn char_value(c: char) -> Option<u32> {
 /// The character for a value 0..35.
 pub fn value_char(v: u32) -> char {
     debug_assert!(v < 36);
-    if v < 10 {
-        char::from(b'0' + v as u8)
-    } else {
-        char::from(b'A' + (v - 10) as u8)
-    }
+    if v < 10 { char::from(b'0' + v as u8) } else { char::from(b'A' + (v - 10) as u8) }
 }
 
 fn check_with(input: &str, letter_offset: u32) -> Option<char> {

@@ -45,10 +45,7 @@ impl Es256KeyPair {
     /// PKCS#8 PEM of the private key, for key files an operator keeps.
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
         use p256::pkcs8::EncodePrivateKey;
-        self.signing
-            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
-            .map(|pem| pem.to_string())
-            .map_err(|_| KeyError::Private)
+        self.signing.to_pkcs8_pem(p256::pkcs8::LineEnding::LF).map(|pem| pem.to_string()).map_err(|_| KeyError::Private)
     }
 
     /// From a PKCS#8 PEM private key.
@@ -110,7 +107,9 @@ impl Es256PublicKey {
 
     /// From a JWK with `kty` EC and `crv` P-256.
     pub fn from_jwk(jwk: &serde_json::Value) -> Result<Self, KeyError> {
-        let field = |name: &str| jwk.get(name).and_then(|v| v.as_str()).ok_or_else(|| KeyError::Public(format!("missing {name}")));
+        let field = |name: &str| {
+            jwk.get(name).and_then(|v| v.as_str()).ok_or_else(|| KeyError::Public(format!("missing {name}")))
+        };
         if field("kty")? != "EC" || field("crv")? != "P-256" {
             return Err(KeyError::Public("kty must be EC and crv P-256".into()));
         }
@@ -163,7 +162,9 @@ mod tests {
             "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
         let key = Es256PublicKey::from_jwk(&jwk).unwrap();
         let input = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
-        let sig = b64url_decode("DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q").unwrap();
+        let sig =
+            b64url_decode("DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q")
+                .unwrap();
         assert!(key.verify(input.as_bytes(), &sig));
         assert!(!key.verify(b"other", &sig));
     }

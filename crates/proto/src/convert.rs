@@ -150,7 +150,10 @@ pub fn definition_from_wire(d: pb::LicenceTypeDefinition) -> Result<core::Licenc
         Some(Range::Months(n)) if (1..=1200).contains(&n) => core::ValidityRange::Months(n),
         Some(Range::Days(n)) if (1..=36600).contains(&n) => core::ValidityRange::Days(n),
         _ => {
-            out.push(FieldViolation::new("validity", "required: long-term, or 1-100 years, 1-1200 months or 1-36600 days"));
+            out.push(FieldViolation::new(
+                "validity",
+                "required: long-term, or 1-100 years, 1-1200 months or 1-36600 days",
+            ));
             core::ValidityRange::LongTerm
         }
     };
@@ -197,7 +200,8 @@ mod tests {
 
     #[test]
     fn definitions_round_trip_and_unset_enums_are_named() {
-        let def: core::LicenceTypeDefinition = serde_json::from_str(include_str!("../testdata/definition.json")).unwrap();
+        let def: core::LicenceTypeDefinition =
+            serde_json::from_str(include_str!("../testdata/definition.json")).unwrap();
         let wire = definition_to_wire(&def);
         assert_eq!(definition_from_wire(wire.clone()).unwrap(), def);
         let mut bad = wire;

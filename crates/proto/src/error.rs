@@ -120,6 +120,12 @@ impl From<zhengzhao_core::Violations> for ServiceError {
     }
 }
 
+impl From<zhengzhao_auth::policy::Denied> for ServiceError {
+    fn from(d: zhengzhao_auth::policy::Denied) -> Self {
+        ServiceError::PermissionDenied(d.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,11 +150,5 @@ mod tests {
         let status = Status::from(ServiceError::internal("password=hunter2 at db"));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("hunter2"));
-    }
-}
-
-impl From<zhengzhao_auth::policy::Denied> for ServiceError {
-    fn from(d: zhengzhao_auth::policy::Denied) -> Self {
-        ServiceError::PermissionDenied(d.0)
     }
 }

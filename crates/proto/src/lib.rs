@@ -1,10 +1,8 @@
 //! Wire types and gRPC stubs generated from `proto/`; domain types live in
 //! `zhengzhao-core` and conversions happen at each service's edge.
 
-
 /// Descriptor set of every Zhengzhao proto, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/zhengzhao_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/zhengzhao_descriptor.bin"));
 
 pub mod convert;
 pub mod error;

@@ -61,7 +61,7 @@ impl LibraryKeys {
             tracing::info!(path = %library_path.display(), "library key created");
         }
         let master = match std::env::var(MASTER_KEY_ENV) {
-            Ok(hex) => MasterKey::from_hex(&hex).with_context(|| format!("{MASTER_KEY_ENV}"))?,
+            Ok(hex) => MasterKey::from_hex(&hex).context(MASTER_KEY_ENV)?,
             Err(_) => {
                 let path = dir.join(MASTER_KEY_FILE);
                 if !path.exists() {
@@ -83,9 +83,11 @@ impl LibraryKeys {
     /// The token authority from an existing data directory (for `zhengzhao token`).
     pub fn token_authority(dir: &Path) -> anyhow::Result<TokenAuthority> {
         let path: PathBuf = dir.join(LIBRARY_KEY_FILE);
-        let pem = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {} (start the library once with this --data-dir to create it)", path.display()))?;
-        let key = Es256KeyPair::from_pkcs8_pem(&pem).with_context(|| format!("{} is not a P-256 PKCS#8 key", path.display()))?;
+        let pem = std::fs::read_to_string(&path).with_context(|| {
+            format!("cannot read {} (start the library once with this --data-dir to create it)", path.display())
+        })?;
+        let key = Es256KeyPair::from_pkcs8_pem(&pem)
+            .with_context(|| format!("{} is not a P-256 PKCS#8 key", path.display()))?;
         Ok(TokenAuthority::new(key))
     }
 }

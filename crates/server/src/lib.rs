@@ -71,7 +71,8 @@ impl ServeArgs {
         put("database_url", self.database_url.clone().map(Into::into));
         put("agency", self.agency.clone().map(Into::into));
         let mut peers = serde_json::Map::new();
-        for (k, u) in [("catalog", &self.catalog_url), ("issuance", &self.issuance_url), ("signing", &self.signing_url)] {
+        for (k, u) in [("catalog", &self.catalog_url), ("issuance", &self.issuance_url), ("signing", &self.signing_url)]
+        {
             if let Some(u) = u {
                 peers.insert(k.to_owned(), u.clone().into());
             }
@@ -130,7 +131,8 @@ impl Context {
 
     /// A lazily connected channel to a peer service named in the config.
     pub fn peer(&self, name: &str, url: Option<&String>) -> anyhow::Result<Channel> {
-        let url = url.with_context(|| format!("the {name} service is not in this process: set peers.{name} (--{name}-url)"))?;
+        let url =
+            url.with_context(|| format!("the {name} service is not in this process: set peers.{name} (--{name}-url)"))?;
         Ok(Endpoint::from_shared(url.clone())
             .with_context(|| format!("peers.{name}: invalid URL"))?
             .connect_timeout(Duration::from_secs(5))
@@ -153,7 +155,11 @@ pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> an
 }
 
 /// Serves `routes` on `listener` until `shutdown` completes.
-pub async fn serve(routes: Routes, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn serve(
+    routes: Routes,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Server::builder()
         .layer(zhengzhao_telemetry::MetricsLayer)
@@ -202,7 +208,8 @@ where
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
     })?;
     let keys = LibraryKeys::load_or_create(&config.data_dir, config.agency.as_deref())?;
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let mut ctx = Context::new(config.clone(), keys);
     ctx.local_addr = Some(addr);

@@ -96,18 +96,14 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
         Engine::Postgres => migrations.postgres,
         Engine::Sqlite => migrations.sqlite,
     };
-    migrator
-        .run(&db.pool)
-        .await
-        .map_err(|source| StoreError::Migrate { service: service.to_owned(), source })?;
+    migrator.run(&db.pool).await.map_err(|source| StoreError::Migrate { service: service.to_owned(), source })?;
     Ok(db)
 }
 
 /// A timestamp as stored: RFC 3339, UTC, microseconds (sorts as text).
 pub fn format_time(t: OffsetDateTime) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     t.to_offset(time::UtcOffset::UTC).format(FORMAT).unwrap_or_default()
 }
 

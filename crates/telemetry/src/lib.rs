@@ -36,10 +36,10 @@ pub struct TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        if let Some(p) = self.provider.take() {
-            if let Err(e) = p.shutdown() {
-                eprintln!("trace export shutdown: {e}");
-            }
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("trace export shutdown: {e}");
         }
     }
 }
@@ -101,7 +101,10 @@ pub fn render_metrics() -> String {
 }
 
 /// Serves `/metrics` until `shutdown` completes.
-pub async fn serve_metrics(addr: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { render_metrics() }));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics listening");

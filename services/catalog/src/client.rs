@@ -34,7 +34,8 @@ impl CatalogClient {
                     .get_licence_type(pb::GetLicenceTypeRequest { code: code.to_owned() })
                     .await
                     .map_err(|s| ServiceError::from_status(&s))?;
-                let t = resp.into_inner().licence_type.ok_or_else(|| ServiceError::internal("catalog returned no type"))?;
+                let t =
+                    resp.into_inner().licence_type.ok_or_else(|| ServiceError::internal("catalog returned no type"))?;
                 record_from_wire(t)
             }
         }

@@ -51,13 +51,17 @@ pub fn record_from_wire(t: pb::LicenceType) -> Result<LicenceTypeRecord, Service
         .map(|ts| zhengzhao_proto::convert::from_timestamp("created_at", ts))
         .transpose()?
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let published_at = t.published_at.as_ref().map(|ts| zhengzhao_proto::convert::from_timestamp("published_at", ts)).transpose()?;
+    let published_at =
+        t.published_at.as_ref().map(|ts| zhengzhao_proto::convert::from_timestamp("published_at", ts)).transpose()?;
     Ok(LicenceTypeRecord { definition, status, created_at, published_at })
 }
 
 #[tonic::async_trait]
 impl CatalogService for CatalogGrpc {
-    async fn create_licence_type(&self, req: Request<pb::CreateLicenceTypeRequest>) -> Result<Response<pb::CreateLicenceTypeResponse>, Status> {
+    async fn create_licence_type(
+        &self,
+        req: Request<pb::CreateLicenceTypeRequest>,
+    ) -> Result<Response<pb::CreateLicenceTypeResponse>, Status> {
         let who = principal(&req)?;
         let def = req.into_inner().definition.ok_or_else(|| ServiceError::invalid("definition", "required"))?;
         let def = definition_from_wire(def).map_err(ServiceError::from)?;
@@ -65,19 +69,28 @@ impl CatalogService for CatalogGrpc {
         Ok(Response::new(pb::CreateLicenceTypeResponse { licence_type: Some(record_to_wire(&r)) }))
     }
 
-    async fn publish_licence_type(&self, req: Request<pb::PublishLicenceTypeRequest>) -> Result<Response<pb::PublishLicenceTypeResponse>, Status> {
+    async fn publish_licence_type(
+        &self,
+        req: Request<pb::PublishLicenceTypeRequest>,
+    ) -> Result<Response<pb::PublishLicenceTypeResponse>, Status> {
         let who = principal(&req)?;
         let r = self.0.publish(&who, &req.into_inner().code).await?;
         Ok(Response::new(pb::PublishLicenceTypeResponse { licence_type: Some(record_to_wire(&r)) }))
     }
 
-    async fn get_licence_type(&self, req: Request<pb::GetLicenceTypeRequest>) -> Result<Response<pb::GetLicenceTypeResponse>, Status> {
+    async fn get_licence_type(
+        &self,
+        req: Request<pb::GetLicenceTypeRequest>,
+    ) -> Result<Response<pb::GetLicenceTypeResponse>, Status> {
         let who = principal(&req)?;
         let r = self.0.get(&who, &req.into_inner().code).await?;
         Ok(Response::new(pb::GetLicenceTypeResponse { licence_type: Some(record_to_wire(&r)) }))
     }
 
-    async fn list_licence_types(&self, req: Request<pb::ListLicenceTypesRequest>) -> Result<Response<pb::ListLicenceTypesResponse>, Status> {
+    async fn list_licence_types(
+        &self,
+        req: Request<pb::ListLicenceTypesRequest>,
+    ) -> Result<Response<pb::ListLicenceTypesResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
         let (types, next) = self.0.list(&who, r.page_size, &r.page_token).await?;

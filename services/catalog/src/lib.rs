@@ -86,7 +86,11 @@ impl Catalog {
 
     /// Creates a type as a draft; assigns the next code under its defining
     /// authority when none is given.
-    pub async fn create(&self, who: &Principal, mut def: LicenceTypeDefinition) -> Result<LicenceTypeRecord, ServiceError> {
+    pub async fn create(
+        &self,
+        who: &Principal,
+        mut def: LicenceTypeDefinition,
+    ) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ManageCatalog)?;
         def.validate()?;
         def.template.version = 1;
@@ -105,7 +109,9 @@ impl Catalog {
                 let authority = Uscc::parse(&def.defining_authority.code)
                     .map_err(|e| ServiceError::invalid("defining_authority.code", e.to_string()))?;
                 TypeCode::new(&authority, next)
-                    .map_err(|_| ServiceError::FailedPrecondition("the defining authority already has 999 types".into()))?
+                    .map_err(|_| {
+                        ServiceError::FailedPrecondition("the defining authority already has 999 types".into())
+                    })?
                     .to_string()
             }
         };
@@ -131,13 +137,15 @@ impl Catalog {
                 db_err(e)
             });
         }
-        sqlx::query("INSERT INTO template_versions (type_code, version, template_json, created_at) VALUES ($1, 1, $2, $3)")
-            .bind(&code)
-            .bind(&template_json)
-            .bind(format_time(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO template_versions (type_code, version, template_json, created_at) VALUES ($1, 1, $2, $3)",
+        )
+        .bind(&code)
+        .bind(&template_json)
+        .bind(format_time(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         record_change(&mut tx, &code, who, "create", &definition_json).await?;
         tx.commit().await.map_err(db_err)?;
         tracing::info!(type_code = %code, actor = %who.actor(), "licence type created");
@@ -157,12 +165,14 @@ impl Catalog {
         }
         let at = now();
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        let done = sqlx::query("UPDATE licence_types SET status = 'published', published_at = $2 WHERE code = $1 AND status = 'draft'")
-            .bind(code)
-            .bind(format_time(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let done = sqlx::query(
+            "UPDATE licence_types SET status = 'published', published_at = $2 WHERE code = $1 AND status = 'draft'",
+        )
+        .bind(code)
+        .bind(format_time(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         if done.rows_affected() == 1 {
             record_change(&mut tx, code, who, "publish", "{}").await?;
         }
@@ -177,15 +187,23 @@ impl Catalog {
     }
 
     /// One page of types ordered by code, and the token of the next page.
-    pub async fn list(&self, who: &Principal, page_size: u32, page_token: &str) -> Result<(Vec<LicenceTypeRecord>, String), ServiceError> {
+    pub async fn list(
+        &self,
+        who: &Principal,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<LicenceTypeRecord>, String), ServiceError> {
         authorize(who, &Action::ReadCatalog)?;
         let size = match page_size {
             0 => 100,
-            n if n > MAX_PAGE_SIZE => return Err(ServiceError::invalid("page_size", format!("at most {MAX_PAGE_SIZE}"))),
+            n if n > MAX_PAGE_SIZE => {
+                return Err(ServiceError::invalid("page_size", format!("at most {MAX_PAGE_SIZE}")));
+            }
             n => n,
         };
         if !page_token.is_empty() {
-            TypeCode::parse(page_token).map_err(|_| ServiceError::invalid("page_token", "not a token this listing returned"))?;
+            TypeCode::parse(page_token)
+                .map_err(|_| ServiceError::invalid("page_token", "not a token this listing returned"))?;
         }
         let rows = sqlx::query(
             "SELECT code, status, definition_json, created_at, published_at FROM licence_types
@@ -208,12 +226,14 @@ impl Catalog {
 
     async fn fetch(&self, code: &str) -> Result<LicenceTypeRecord, ServiceError> {
         TypeCode::parse(code).map_err(|e| ServiceError::invalid("code", e))?;
-        let row = sqlx::query("SELECT code, status, definition_json, created_at, published_at FROM licence_types WHERE code = $1")
-            .bind(code)
-            .fetch_optional(&self.db.pool)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| ServiceError::NotFound(format!("no licence type {code}")))?;
+        let row = sqlx::query(
+            "SELECT code, status, definition_json, created_at, published_at FROM licence_types WHERE code = $1",
+        )
+        .bind(code)
+        .fetch_optional(&self.db.pool)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| ServiceError::NotFound(format!("no licence type {code}")))?;
         row_to_record(&row)
     }
 }
@@ -225,21 +245,24 @@ async fn record_change(
     change: &str,
     detail_json: &str,
 ) -> Result<(), ServiceError> {
-    sqlx::query("INSERT INTO catalog_changes (type_code, actor, change, detail_json, recorded_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(code)
-        .bind(who.actor())
-        .bind(change)
-        .bind(detail_json)
-        .bind(format_time(now()))
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
+    sqlx::query(
+        "INSERT INTO catalog_changes (type_code, actor, change, detail_json, recorded_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(code)
+    .bind(who.actor())
+    .bind(change)
+    .bind(detail_json)
+    .bind(format_time(now()))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
     Ok(())
 }
 
 fn row_to_record(row: &sqlx::any::AnyRow) -> Result<LicenceTypeRecord, ServiceError> {
     let get = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
-    let definition: LicenceTypeDefinition = serde_json::from_str(&get("definition_json")?).map_err(ServiceError::internal)?;
+    let definition: LicenceTypeDefinition =
+        serde_json::from_str(&get("definition_json")?).map_err(ServiceError::internal)?;
     let published_at: Option<String> = row.try_get("published_at").map_err(db_err)?;
     Ok(LicenceTypeRecord {
         definition,

@@ -9,7 +9,7 @@ use zhengzhao_proto::convert::timestamp;
 use zhengzhao_proto::exchange::v1 as pb;
 use zhengzhao_proto::exchange::v1::exchange_service_server::{ExchangeService, ExchangeServiceServer};
 
-use crate::{Exchange, UseRequest, UsageRecord};
+use crate::{Exchange, UsageRecord, UseRequest};
 
 /// The tonic service over [`Exchange`].
 #[derive(Debug, Clone)]
@@ -38,7 +38,10 @@ fn record_to_wire(r: &UsageRecord) -> pb::UsageRecord {
 
 #[tonic::async_trait]
 impl ExchangeService for ExchangeGrpc {
-    async fn fetch_licence(&self, req: Request<pb::FetchLicenceRequest>) -> Result<Response<pb::FetchLicenceResponse>, Status> {
+    async fn fetch_licence(
+        &self,
+        req: Request<pb::FetchLicenceRequest>,
+    ) -> Result<Response<pb::FetchLicenceResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
         let use_request = UseRequest {
@@ -51,10 +54,16 @@ impl ExchangeService for ExchangeGrpc {
         Ok(Response::new(pb::FetchLicenceResponse { licence: Some(licence_to_wire(&l)) }))
     }
 
-    async fn list_usage_log(&self, req: Request<pb::ListUsageLogRequest>) -> Result<Response<pb::ListUsageLogResponse>, Status> {
+    async fn list_usage_log(
+        &self,
+        req: Request<pb::ListUsageLogRequest>,
+    ) -> Result<Response<pb::ListUsageLogResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
         let (records, next) = self.0.usage_log(&who, &r.identifier, r.page_size, &r.page_token).await?;
-        Ok(Response::new(pb::ListUsageLogResponse { records: records.iter().map(record_to_wire).collect(), next_page_token: next }))
+        Ok(Response::new(pb::ListUsageLogResponse {
+            records: records.iter().map(record_to_wire).collect(),
+            next_page_token: next,
+        }))
     }
 }

@@ -81,7 +81,10 @@ fn check_request(r: &UseRequest) -> Result<(), ServiceError> {
         return Err(ServiceError::invalid("use_cause", "required: why the licence is used"));
     }
     if cause.chars().count() > MAX_USE_CAUSE || cause.chars().any(char::is_control) {
-        return Err(ServiceError::invalid("use_cause", format!("at most {MAX_USE_CAUSE} characters, no control characters")));
+        return Err(ServiceError::invalid(
+            "use_cause",
+            format!("at most {MAX_USE_CAUSE} characters, no control characters"),
+        ));
     }
     for (field, v) in [("service_item_code", &r.service_item_code), ("case_number", &r.case_number)] {
         if v.chars().count() > MAX_REFERENCE || v.chars().any(char::is_control) {
@@ -113,7 +116,9 @@ impl Exchange {
         self.log(who, req, decision.is_ok(), &refusal).await?;
         match &decision {
             Ok(_) => tracing::info!(identifier = %req.identifier, consumer = %who.actor(), "licence used"),
-            Err(e) => tracing::info!(identifier = %clip(&req.identifier), consumer = %who.actor(), reason = %e, "licence use refused"),
+            Err(e) => {
+                tracing::info!(identifier = %clip(&req.identifier), consumer = %who.actor(), reason = %e, "licence use refused")
+            }
         }
         decision
     }
@@ -141,11 +146,19 @@ impl Exchange {
     }
 
     /// One page of the usage log, newest first, optionally for one licence.
-    pub async fn usage_log(&self, who: &Principal, identifier: &str, page_size: u32, page_token: &str) -> Result<(Vec<UsageRecord>, String), ServiceError> {
+    pub async fn usage_log(
+        &self,
+        who: &Principal,
+        identifier: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<UsageRecord>, String), ServiceError> {
         authorize(who, &Action::ReadUsageLog)?;
         let size = match page_size {
             0 => 100,
-            n if n > MAX_PAGE_SIZE => return Err(ServiceError::invalid("page_size", format!("at most {MAX_PAGE_SIZE}"))),
+            n if n > MAX_PAGE_SIZE => {
+                return Err(ServiceError::invalid("page_size", format!("at most {MAX_PAGE_SIZE}")));
+            }
             n => n,
         };
         let before: i64 = if page_token.is_empty() {
@@ -178,7 +191,8 @@ impl Exchange {
                     case_number: s("case_number")?,
                     granted: s("decision")? == "granted",
                     refusal_reason: s("refusal_reason")?,
-                    accessed_at: parse_time(&s("accessed_at")?).ok_or_else(|| ServiceError::internal("bad accessed_at"))?,
+                    accessed_at: parse_time(&s("accessed_at")?)
+                        .ok_or_else(|| ServiceError::internal("bad accessed_at"))?,
                 })
             })
             .collect::<Result<Vec<_>, ServiceError>>()?;

@@ -97,7 +97,12 @@ impl Gateway {
                         services.push((prefix, channel(&l.name, a)?));
                     }
                 }
-                Ok(Upstream { name: l.name.clone(), address: l.address.clone(), channel: channel(&l.name, &l.address)?, services })
+                Ok(Upstream {
+                    name: l.name.clone(),
+                    address: l.address.clone(),
+                    channel: channel(&l.name, &l.address)?,
+                    services,
+                })
             })
             .collect::<Result<Vec<_>, GatewayError>>()?;
         Ok(Gateway { upstreams: Arc::new(upstreams), verifier })
@@ -153,7 +158,9 @@ impl tower::Service<http::Request<axum::body::Body>> for Forward {
         let mut channel = self.channel.clone();
         Box::pin(async move {
             let Some(token) = token else {
-                return Ok(status_response(Status::unauthenticated("no credentials: send authorization: Bearer <token>")));
+                return Ok(status_response(Status::unauthenticated(
+                    "no credentials: send authorization: Bearer <token>",
+                )));
             };
             if let Err(e) = verifier.verify(token.trim()) {
                 return Ok(status_response(Status::unauthenticated(e.to_string())));
@@ -177,23 +184,33 @@ pub struct GatewayGrpc(Gateway);
 
 #[tonic::async_trait]
 impl GatewayService for GatewayGrpc {
-    async fn list_libraries(&self, req: Request<pb::ListLibrariesRequest>) -> Result<Response<pb::ListLibrariesResponse>, Status> {
+    async fn list_libraries(
+        &self,
+        req: Request<pb::ListLibrariesRequest>,
+    ) -> Result<Response<pb::ListLibrariesResponse>, Status> {
         let who = principal(&req)?;
         authorize(&who, &Action::ReadRoutes)?;
         let mut libraries = Vec::new();
         for (i, u) in self.0.upstreams.iter().enumerate() {
             let mut health = tonic_health::pb::health_client::HealthClient::new(u.channel.clone());
-            let serving = tokio::time::timeout(Duration::from_secs(2), health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|r| r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-                .unwrap_or(false);
+            let serving = tokio::time::timeout(
+                Duration::from_secs(2),
+                health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|r| r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+            .unwrap_or(false);
             libraries.push(pb::Library {
                 name: u.name.clone(),
                 address: u.address.clone(),
                 serving,
-                forwarded_methods: if i == 0 { FORWARDED.iter().map(|s| (*s).to_owned()).collect() } else { Vec::new() },
+                forwarded_methods: if i == 0 {
+                    FORWARDED.iter().map(|s| (*s).to_owned()).collect()
+                } else {
+                    Vec::new()
+                },
             });
         }
         Ok(Response::new(pb::ListLibrariesResponse { libraries }))

@@ -34,7 +34,9 @@ impl IssuanceClient {
                     .await
                     .map_err(|s| ServiceError::from_status(&s))?
                     .into_inner();
-                crate::grpc::licence_from_wire(r.licence.ok_or_else(|| ServiceError::internal("issuance returned no licence"))?)
+                crate::grpc::licence_from_wire(
+                    r.licence.ok_or_else(|| ServiceError::internal("issuance returned no licence"))?,
+                )
             }
         }
     }

@@ -119,7 +119,10 @@ pub fn draft_to_wire(d: &LicenceDraft) -> pb::LicenceDraft {
 
 #[tonic::async_trait]
 impl IssuanceService for IssuanceGrpc {
-    async fn issue_licence(&self, req: Request<pb::IssueLicenceRequest>) -> Result<Response<pb::IssueLicenceResponse>, Status> {
+    async fn issue_licence(
+        &self,
+        req: Request<pb::IssueLicenceRequest>,
+    ) -> Result<Response<pb::IssueLicenceResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
         let draft = r.draft.ok_or_else(|| ServiceError::invalid("draft", "required"))?;
@@ -127,7 +130,10 @@ impl IssuanceService for IssuanceGrpc {
         Ok(Response::new(pb::IssueLicenceResponse { licence: Some(licence_to_wire(&l)) }))
     }
 
-    async fn cancel_licence(&self, req: Request<pb::CancelLicenceRequest>) -> Result<Response<pb::CancelLicenceResponse>, Status> {
+    async fn cancel_licence(
+        &self,
+        req: Request<pb::CancelLicenceRequest>,
+    ) -> Result<Response<pb::CancelLicenceResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
         let occurred_at = r.occurred_at.as_ref().map(|t| from_timestamp("occurred_at", t)).transpose()?;
@@ -135,16 +141,25 @@ impl IssuanceService for IssuanceGrpc {
         Ok(Response::new(pb::CancelLicenceResponse { licence: Some(licence_to_wire(&l)) }))
     }
 
-    async fn get_licence(&self, req: Request<pb::GetLicenceRequest>) -> Result<Response<pb::GetLicenceResponse>, Status> {
+    async fn get_licence(
+        &self,
+        req: Request<pb::GetLicenceRequest>,
+    ) -> Result<Response<pb::GetLicenceResponse>, Status> {
         let who = principal(&req)?;
         let l = self.0.get(&who, &req.into_inner().identifier).await?;
         Ok(Response::new(pb::GetLicenceResponse { licence: Some(licence_to_wire(&l)) }))
     }
 
-    async fn get_licence_history(&self, req: Request<pb::GetLicenceHistoryRequest>) -> Result<Response<pb::GetLicenceHistoryResponse>, Status> {
+    async fn get_licence_history(
+        &self,
+        req: Request<pb::GetLicenceHistoryRequest>,
+    ) -> Result<Response<pb::GetLicenceHistoryResponse>, Status> {
         let who = principal(&req)?;
         let identifier = req.into_inner().identifier;
         let events = self.0.history(&who, &identifier).await?;
-        Ok(Response::new(pb::GetLicenceHistoryResponse { identifier, events: events.iter().map(event_to_wire).collect() }))
+        Ok(Response::new(pb::GetLicenceHistoryResponse {
+            identifier,
+            events: events.iter().map(event_to_wire).collect(),
+        }))
     }
 }

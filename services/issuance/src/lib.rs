@@ -80,7 +80,10 @@ fn digest(parts: &[&str]) -> String {
 
 fn check_idempotency_key(key: &str) -> Result<(), ServiceError> {
     if key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(|c| c.is_control()) {
-        return Err(ServiceError::invalid("idempotency_key", format!("at most {MAX_IDEMPOTENCY_KEY} bytes, no control characters")));
+        return Err(ServiceError::invalid(
+            "idempotency_key",
+            format!("at most {MAX_IDEMPOTENCY_KEY} bytes, no control characters"),
+        ));
     }
     Ok(())
 }
@@ -95,13 +98,22 @@ fn generate_serial() -> String {
 }
 
 impl Issuance {
-    pub async fn open(store: &StoreConfig, catalog: CatalogClient, signing: SigningClient) -> Result<Arc<Self>, StoreError> {
+    pub async fn open(
+        store: &StoreConfig,
+        catalog: CatalogClient,
+        signing: SigningClient,
+    ) -> Result<Arc<Self>, StoreError> {
         let db = zhengzhao_store::open(store, "issuance", &MIGRATIONS).await?;
         Ok(Arc::new(Issuance { db, catalog, signing }))
     }
 
     /// Issues a licence from `draft` on the caller's own account.
-    pub async fn issue(&self, who: &Principal, mut draft: LicenceDraft, idempotency_key: &str) -> Result<LicenceRecord, ServiceError> {
+    pub async fn issue(
+        &self,
+        who: &Principal,
+        mut draft: LicenceDraft,
+        idempotency_key: &str,
+    ) -> Result<LicenceRecord, ServiceError> {
         authorize(who, &Action::IssueLicence { issuer: &who.agency })?;
         check_idempotency_key(idempotency_key)?;
         let request_digest = digest(&[&serde_json::to_string(&draft).map_err(ServiceError::internal)?]);
@@ -183,7 +195,8 @@ impl Issuance {
             return Err(ServiceError::internal("dates validated but missing"));
         };
         let issuer = Uscc::parse(&who.agency).map_err(|e| ServiceError::invalid("issuer", e.to_string()))?;
-        let id = LicenceId::new(type_code.clone(), issuer, &draft.serial, 1).map_err(|e| ServiceError::invalid("serial", e.to_string()))?;
+        let id = LicenceId::new(type_code.clone(), issuer, &draft.serial, 1)
+            .map_err(|e| ServiceError::invalid("serial", e.to_string()))?;
         let document = LicenceDocument {
             identifier: id.to_string(),
             licence_number: draft.serial.clone(),
@@ -206,7 +219,8 @@ impl Issuance {
         let canonical = document.canonical_bytes().map_err(ServiceError::internal)?;
         let signed = self.signing.sign(&who.agency, &canonical).await?;
         let at = now();
-        let status = transition(None, LifecycleAction::Issue).map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
+        let status =
+            transition(None, LifecycleAction::Issue).map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
         let identifier = id.to_string();
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         let inserted = sqlx::query(
@@ -232,7 +246,10 @@ impl Issuance {
         .await;
         if let Err(e) = inserted {
             return Err(if zhengzhao_store::is_unique_violation(&e) {
-                ServiceError::AlreadyExists(format!("licence number {} of type {type_code} was already issued by {}", draft.serial, who.agency))
+                ServiceError::AlreadyExists(format!(
+                    "licence number {} of type {type_code} was already issued by {}",
+                    draft.serial, who.agency
+                ))
             } else {
                 db_err(e)
             });
@@ -245,7 +262,14 @@ impl Issuance {
     }
 
     /// Cancels (注销) a licence.
-    pub async fn cancel(&self, who: &Principal, identifier: &str, reason: &str, occurred_at: Option<OffsetDateTime>, idempotency_key: &str) -> Result<LicenceRecord, ServiceError> {
+    pub async fn cancel(
+        &self,
+        who: &Principal,
+        identifier: &str,
+        reason: &str,
+        occurred_at: Option<OffsetDateTime>,
+        idempotency_key: &str,
+    ) -> Result<LicenceRecord, ServiceError> {
         self.record_action(who, identifier, LifecycleAction::Cancel, reason, occurred_at, idempotency_key).await
     }
 
@@ -275,18 +299,22 @@ impl Issuance {
             return Ok(done);
         }
         let current = self.fetch(identifier).await?;
-        let next = transition(Some(current.status), action).map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
+        let next =
+            transition(Some(current.status), action).map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        let updated = sqlx::query("UPDATE licences SET status = $1, updated_at = $2 WHERE identifier = $3 AND status = $4")
-            .bind(next.code())
-            .bind(format_time(at))
-            .bind(identifier)
-            .bind(current.stored_status.code())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let updated =
+            sqlx::query("UPDATE licences SET status = $1, updated_at = $2 WHERE identifier = $3 AND status = $4")
+                .bind(next.code())
+                .bind(format_time(at))
+                .bind(identifier)
+                .bind(current.stored_status.code())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         if updated.rows_affected() != 1 {
-            return Err(ServiceError::FailedPrecondition(format!("licence {identifier} changed concurrently; read it again and retry")));
+            return Err(ServiceError::FailedPrecondition(format!(
+                "licence {identifier} changed concurrently; read it again and retry"
+            )));
         }
         append_event(&mut tx, identifier, action, next, &who.actor(), reason, occurred_at, at).await?;
         remember(&mut tx, who, idempotency_key, action.name(), &request_digest, identifier, at).await?;
@@ -331,7 +359,13 @@ impl Issuance {
         record::licence_from_row(&row, today())
     }
 
-    async fn replay(&self, who: &Principal, key: &str, operation: &str, request_digest: &str) -> Result<Option<LicenceRecord>, ServiceError> {
+    async fn replay(
+        &self,
+        who: &Principal,
+        key: &str,
+        operation: &str,
+        request_digest: &str,
+    ) -> Result<Option<LicenceRecord>, ServiceError> {
         if key.is_empty() {
             return Ok(None);
         }
@@ -345,7 +379,9 @@ impl Issuance {
         let op: String = row.try_get("operation").map_err(db_err)?;
         let d: String = row.try_get("request_digest").map_err(db_err)?;
         if op != operation || d != request_digest {
-            return Err(ServiceError::FailedPrecondition(format!("idempotency key {key:?} was already used for a different request")));
+            return Err(ServiceError::FailedPrecondition(format!(
+                "idempotency key {key:?} was already used for a different request"
+            )));
         }
         let identifier: String = row.try_get("identifier").map_err(db_err)?;
         self.fetch(&identifier).await.map(Some)
@@ -406,9 +442,9 @@ async fn remember(
     .await;
     match r {
         Ok(_) => Ok(()),
-        Err(e) if zhengzhao_store::is_unique_violation(&e) => {
-            Err(ServiceError::FailedPrecondition(format!("idempotency key {key:?} is being used by a concurrent request; retry")))
-        }
+        Err(e) if zhengzhao_store::is_unique_violation(&e) => Err(ServiceError::FailedPrecondition(format!(
+            "idempotency key {key:?} is being used by a concurrent request; retry"
+        ))),
         Err(e) => Err(db_err(e)),
     }
 }

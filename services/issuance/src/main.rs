@@ -17,8 +17,10 @@ use zhengzhao_signing::SigningClient;
 
 async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
     let peers = &ctx.config.peers;
-    let catalog = CatalogClient::remote(ctx.peer("catalog", peers.catalog.as_ref())?, ctx.credentials(ServiceName::Issuance));
-    let signing = SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Issuance));
+    let catalog =
+        CatalogClient::remote(ctx.peer("catalog", peers.catalog.as_ref())?, ctx.credentials(ServiceName::Issuance));
+    let signing =
+        SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Issuance));
     let issuance = Issuance::open(&ctx.store, catalog, signing).await?;
     let svc = InterceptedService::new(IssuanceGrpc(issuance).into_server(), ctx.authenticate());
     Ok((Routes::new(svc), vec![IssuanceServiceServer::<IssuanceGrpc>::NAME]))

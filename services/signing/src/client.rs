@@ -29,7 +29,10 @@ impl SigningClient {
             SigningClient::Remote(c) => {
                 let r = c
                     .clone()
-                    .sign_document(pb::SignDocumentRequest { issuer_code: issuer.to_owned(), payload: payload.to_vec() })
+                    .sign_document(pb::SignDocumentRequest {
+                        issuer_code: issuer.to_owned(),
+                        payload: payload.to_vec(),
+                    })
                     .await
                     .map_err(|s| ServiceError::from_status(&s))?
                     .into_inner();

@@ -54,13 +54,21 @@ pub fn key_from_wire(k: pb::PublicKey) -> Result<PublicKeyRecord, ServiceError> 
         algorithm: "ES256".into(),
         status: status.into(),
         jwk: serde_json::from_str(&k.jwk_json).map_err(ServiceError::internal)?,
-        created_at: k.created_at.as_ref().map(|t| from_timestamp("created_at", t)).transpose()?.unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        created_at: k
+            .created_at
+            .as_ref()
+            .map(|t| from_timestamp("created_at", t))
+            .transpose()?
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
     })
 }
 
 #[tonic::async_trait]
 impl SigningService for SigningGrpc {
-    async fn sign_document(&self, req: Request<pb::SignDocumentRequest>) -> Result<Response<pb::SignDocumentResponse>, Status> {
+    async fn sign_document(
+        &self,
+        req: Request<pb::SignDocumentRequest>,
+    ) -> Result<Response<pb::SignDocumentResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
         let signed = self.0.sign(&who, &r.issuer_code, &r.payload).await?;
@@ -71,7 +79,10 @@ impl SigningService for SigningGrpc {
         }))
     }
 
-    async fn list_public_keys(&self, req: Request<pb::ListPublicKeysRequest>) -> Result<Response<pb::ListPublicKeysResponse>, Status> {
+    async fn list_public_keys(
+        &self,
+        req: Request<pb::ListPublicKeysRequest>,
+    ) -> Result<Response<pb::ListPublicKeysResponse>, Status> {
         let who = principal(&req)?;
         let issuer = req.into_inner().issuer_code;
         let keys = self.0.public_keys(&who, (!issuer.is_empty()).then_some(issuer.as_str())).await?;

@@ -89,7 +89,11 @@ impl Signing {
     }
 
     /// Public keys, optionally of one issuer, oldest first.
-    pub async fn public_keys(&self, who: &Principal, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError> {
+    pub async fn public_keys(
+        &self,
+        who: &Principal,
+        issuer: Option<&str>,
+    ) -> Result<Vec<PublicKeyRecord>, ServiceError> {
         authorize(who, &Action::ReadPublicKeys)?;
         if let Some(i) = issuer {
             Uscc::parse(i).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))?;
@@ -111,7 +115,8 @@ impl Signing {
                     algorithm: s("algorithm")?,
                     status: s("status")?,
                     jwk: serde_json::from_str(&s("public_jwk")?).map_err(ServiceError::internal)?,
-                    created_at: parse_time(&s("created_at")?).ok_or_else(|| ServiceError::internal("bad created_at"))?,
+                    created_at: parse_time(&s("created_at")?)
+                        .ok_or_else(|| ServiceError::internal("bad created_at"))?,
                 })
             })
             .collect()
@@ -156,18 +161,18 @@ impl Signing {
     }
 
     async fn load_active(&self, issuer: &str) -> Result<Option<Arc<(String, Es256KeyPair)>>, ServiceError> {
-        let row = sqlx::query("SELECT key_id, private_envelope FROM issuer_keys WHERE issuer_code = $1 AND status = 'active'")
-            .bind(issuer)
-            .fetch_optional(&self.db.pool)
-            .await
-            .map_err(db_err)?;
+        let row = sqlx::query(
+            "SELECT key_id, private_envelope FROM issuer_keys WHERE issuer_code = $1 AND status = 'active'",
+        )
+        .bind(issuer)
+        .fetch_optional(&self.db.pool)
+        .await
+        .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
         let key_id: String = row.try_get("key_id").map_err(db_err)?;
         let envelope: Vec<u8> = row.try_get("private_envelope").map_err(db_err)?;
-        let secret = self
-            .master
-            .open(&key_id, &envelope)
-            .map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
+        let secret =
+            self.master.open(&key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
         let key = Es256KeyPair::from_secret_bytes(&secret).map_err(ServiceError::internal)?;
         let k = Arc::new((key_id, key));
         self.remember(issuer, k.clone());

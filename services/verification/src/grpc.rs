@@ -52,13 +52,19 @@ pub fn verdict_to_wire(v: &Verdict) -> pb::Verification {
 
 #[tonic::async_trait]
 impl VerificationService for VerificationGrpc {
-    async fn verify_licence(&self, req: Request<pb::VerifyLicenceRequest>) -> Result<Response<pb::VerifyLicenceResponse>, Status> {
+    async fn verify_licence(
+        &self,
+        req: Request<pb::VerifyLicenceRequest>,
+    ) -> Result<Response<pb::VerifyLicenceResponse>, Status> {
         let who = principal(&req)?;
         let v = self.0.verify_identifier(&who, &req.into_inner().identifier).await?;
         Ok(Response::new(pb::VerifyLicenceResponse { verification: Some(verdict_to_wire(&v)) }))
     }
 
-    async fn verify_document(&self, req: Request<pb::VerifyDocumentRequest>) -> Result<Response<pb::VerifyDocumentResponse>, Status> {
+    async fn verify_document(
+        &self,
+        req: Request<pb::VerifyDocumentRequest>,
+    ) -> Result<Response<pb::VerifyDocumentResponse>, Status> {
         let who = principal(&req)?;
         let v = self.0.verify_document(&who, &req.into_inner().jws).await?;
         Ok(Response::new(pb::VerifyDocumentResponse { verification: Some(verdict_to_wire(&v)) }))

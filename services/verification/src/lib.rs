@@ -103,7 +103,12 @@ impl Verification {
         let licence = match self.issuance.get(identifier).await {
             Ok(l) => l,
             Err(ServiceError::NotFound(_)) => {
-                return Ok(Verdict::new(Outcome::NotFound, identifier, "", "the library holds no licence with this identifier"));
+                return Ok(Verdict::new(
+                    Outcome::NotFound,
+                    identifier,
+                    "",
+                    "the library holds no licence with this identifier",
+                ));
             }
             Err(e) => return Err(e),
         };
@@ -127,11 +132,23 @@ impl Verification {
         };
         let key_id = parsed.header.kid.clone().unwrap_or_default();
         if parsed.header.alg != "ES256" {
-            return Ok(Verdict::new(Outcome::Malformed, "", &key_id, format!("unsupported algorithm {:?}", parsed.header.alg)));
+            return Ok(Verdict::new(
+                Outcome::Malformed,
+                "",
+                &key_id,
+                format!("unsupported algorithm {:?}", parsed.header.alg),
+            ));
         }
         let document = match LicenceDocument::from_json(&parsed.payload) {
             Ok(d) => d,
-            Err(e) => return Ok(Verdict::new(Outcome::Malformed, "", &key_id, format!("payload is not a licence document: {e}"))),
+            Err(e) => {
+                return Ok(Verdict::new(
+                    Outcome::Malformed,
+                    "",
+                    &key_id,
+                    format!("payload is not a licence document: {e}"),
+                ));
+            }
         };
         let identifier = document.identifier.clone();
         if key_id.is_empty() {
@@ -142,32 +159,56 @@ impl Verification {
             Err(_) => Vec::new(),
         };
         let Some(key) = keys.iter().find(|k| k.key_id == key_id) else {
-            return Ok(Verdict::new(Outcome::KeyUnknown, &identifier, &key_id, "the library knows no such key of the document's issuer"));
+            return Ok(Verdict::new(
+                Outcome::KeyUnknown,
+                &identifier,
+                &key_id,
+                "the library knows no such key of the document's issuer",
+            ));
         };
         let public = Es256PublicKey::from_jwk(&key.jwk).map_err(ServiceError::internal)?;
         if !public.verify(parsed.signing_input.as_bytes(), &parsed.signature) {
-            return Ok(Verdict::new(Outcome::SignatureInvalid, &identifier, &key_id, "the signature does not verify under the issuer's key"));
+            return Ok(Verdict::new(
+                Outcome::SignatureInvalid,
+                &identifier,
+                &key_id,
+                "the signature does not verify under the issuer's key",
+            ));
         }
         let held = match held {
             Some(h) => h,
             None => match self.issuance.get(&identifier).await {
                 Ok(l) => l,
                 Err(ServiceError::NotFound(_)) | Err(ServiceError::Invalid(_)) => {
-                    return Ok(Verdict::new(Outcome::NotFound, &identifier, &key_id, "genuinely signed, but the library holds no such licence"));
+                    return Ok(Verdict::new(
+                        Outcome::NotFound,
+                        &identifier,
+                        &key_id,
+                        "genuinely signed, but the library holds no such licence",
+                    ));
                 }
                 Err(e) => return Err(e),
             },
         };
         let canonical = document.canonical_bytes().map_err(ServiceError::internal)?;
         if canonical != held.document_json.as_bytes() || parsed.payload != canonical {
-            return Ok(Verdict::new(Outcome::Mismatch, &identifier, &key_id, "differs from the licence the library holds under this identifier"));
+            return Ok(Verdict::new(
+                Outcome::Mismatch,
+                &identifier,
+                &key_id,
+                "differs from the licence the library holds under this identifier",
+            ));
         }
         let status = held.status;
         let not_started = parse_date(&document.valid_from).map(|from| from > today()).unwrap_or(false);
         let (outcome, detail) = match status {
-            LicenceStatus::Valid if not_started => (Outcome::NotYetValid, format!("valid from {}", document.valid_from)),
+            LicenceStatus::Valid if not_started => {
+                (Outcome::NotYetValid, format!("valid from {}", document.valid_from))
+            }
             LicenceStatus::Valid => (Outcome::Valid, "genuine and in force".to_owned()),
-            LicenceStatus::Expired => (Outcome::Expired, format!("validity ended {}", document.valid_until.clone().unwrap_or_default())),
+            LicenceStatus::Expired => {
+                (Outcome::Expired, format!("validity ended {}", document.valid_until.clone().unwrap_or_default()))
+            }
             LicenceStatus::Seized => (Outcome::Seized, "temporarily seized".to_owned()),
             LicenceStatus::Cancelled => (Outcome::Cancelled, "cancelled by its issuer".to_owned()),
             LicenceStatus::Withdrawn => (Outcome::Withdrawn, "withdrawn by its issuer".to_owned()),

@@ -17,9 +17,16 @@ use zhengzhao_verification::grpc::VerificationGrpc;
 
 async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
     let peers = &ctx.config.peers;
-    let issuance = IssuanceClient::remote(ctx.peer("issuance", peers.issuance.as_ref())?, ctx.credentials(ServiceName::Verification));
-    let signing = SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Verification));
-    let svc = InterceptedService::new(VerificationGrpc(Verification::new(issuance, signing)).into_server(), ctx.authenticate());
+    let issuance = IssuanceClient::remote(
+        ctx.peer("issuance", peers.issuance.as_ref())?,
+        ctx.credentials(ServiceName::Verification),
+    );
+    let signing =
+        SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Verification));
+    let svc = InterceptedService::new(
+        VerificationGrpc(Verification::new(issuance, signing)).into_server(),
+        ctx.authenticate(),
+    );
     Ok((Routes::new(svc), vec![VerificationServiceServer::<VerificationGrpc>::NAME]))
 }
 

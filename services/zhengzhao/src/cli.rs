@@ -29,7 +29,11 @@ use zhengzhao::examples;
 const NOT_VALID: u8 = 3;
 
 #[derive(Debug, Parser)]
-#[command(name = "zhengzhao", version, about = "Zhengzhao electronic-licence library (电子证照库): server and operator CLI")]
+#[command(
+    name = "zhengzhao",
+    version,
+    about = "Zhengzhao electronic-licence library (电子证照库): server and operator CLI"
+)]
 pub struct Cli {
     #[command(flatten)]
     client: ClientArgs,
@@ -313,22 +317,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Licence(cmd) => licence_command(&Client::connect(&cli.client).await?, cmd).await?,
         Command::Keys(KeysCommand::Jwks { issuer }) => {
             let c = Client::connect(&cli.client).await?;
-            let r = c.signing().list_public_keys(signing::ListPublicKeysRequest { issuer_code: issuer }).await?.into_inner();
+            let r = c
+                .signing()
+                .list_public_keys(signing::ListPublicKeysRequest { issuer_code: issuer })
+                .await?
+                .into_inner();
             print_json(&serde_json::from_str::<serde_json::Value>(&r.jwks_json)?)?;
         }
         Command::Verify(v) => {
             let c = Client::connect(&cli.client).await?;
             let verdict = match (v.id, v.document) {
-                (Some(id), _) => c.verification().verify_licence(verification::VerifyLicenceRequest { identifier: id }).await?.into_inner().verification,
+                (Some(id), _) => {
+                    c.verification()
+                        .verify_licence(verification::VerifyLicenceRequest { identifier: id })
+                        .await?
+                        .into_inner()
+                        .verification
+                }
                 (None, Some(file)) => {
                     let jws = read_file(&file)?;
-                    c.verification().verify_document(verification::VerifyDocumentRequest { jws: jws.trim().to_owned() }).await?.into_inner().verification
+                    c.verification()
+                        .verify_document(verification::VerifyDocumentRequest { jws: jws.trim().to_owned() })
+                        .await?
+                        .into_inner()
+                        .verification
                 }
                 (None, None) => bail!("give an identifier or --document FILE"),
             }
             .context("the server returned no verification")?;
-            let outcome = verification::VerificationOutcome::try_from(verdict.outcome).unwrap_or(verification::VerificationOutcome::Unspecified);
-            let name = outcome.as_str_name().trim_start_matches("VERIFICATION_OUTCOME_").to_lowercase().replace('_', " ");
+            let outcome = verification::VerificationOutcome::try_from(verdict.outcome)
+                .unwrap_or(verification::VerificationOutcome::Unspecified);
+            let name =
+                outcome.as_str_name().trim_start_matches("VERIFICATION_OUTCOME_").to_lowercase().replace('_', " ");
             println!("{name}: {}", verdict.detail);
             if !verdict.identifier.is_empty() {
                 println!("identifier: {}", verdict.identifier);
@@ -347,12 +367,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             while left > 0 {
                 let r = c
                     .exchange()
-                    .list_usage_log(exchange::ListUsageLogRequest { identifier: u.identifier.clone(), page_size: left.min(500), page_token: token })
+                    .list_usage_log(exchange::ListUsageLogRequest {
+                        identifier: u.identifier.clone(),
+                        page_size: left.min(500),
+                        page_token: token,
+                    })
                     .await?
                     .into_inner();
                 for rec in &r.records {
                     left = left.saturating_sub(1);
-                    let decision = exchange::UsageDecision::try_from(rec.decision).map(|d| d.as_str_name()).unwrap_or("UNKNOWN");
+                    let decision =
+                        exchange::UsageDecision::try_from(rec.decision).map(|d| d.as_str_name()).unwrap_or("UNKNOWN");
                     println!(
                         "{}",
                         serde_json::json!({
@@ -379,8 +404,8 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
         // Needs no server: answered in `run` before connecting.
         CatalogCommand::Example { .. } => {}
         CatalogCommand::Create { file } => {
-            let def: zhengzhao_core::LicenceTypeDefinition =
-                serde_json::from_str(&read_file(&file)?).with_context(|| format!("{} is not a licence-type definition", file.display()))?;
+            let def: zhengzhao_core::LicenceTypeDefinition = serde_json::from_str(&read_file(&file)?)
+                .with_context(|| format!("{} is not a licence-type definition", file.display()))?;
             def.validate()?;
             let created = c
                 .catalog()
@@ -413,8 +438,14 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
                     .into_inner();
                 for t in &r.licence_types {
                     let d = t.definition.clone().unwrap_or_default();
-                    let status = catalog::LicenceTypeStatus::try_from(t.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
-                    println!("{}\t{}\t{}", d.code, status.trim_start_matches("LICENCE_TYPE_STATUS_").to_lowercase(), d.name);
+                    let status =
+                        catalog::LicenceTypeStatus::try_from(t.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+                    println!(
+                        "{}\t{}\t{}",
+                        d.code,
+                        status.trim_start_matches("LICENCE_TYPE_STATUS_").to_lowercase(),
+                        d.name
+                    );
                 }
                 if r.next_page_token.is_empty() {
                     break;
@@ -429,14 +460,15 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
 async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> {
     match cmd {
         LicenceCommand::Example { type_code } => {
-            let t = c.catalog().get_licence_type(catalog::GetLicenceTypeRequest { code: type_code }).await?.into_inner();
+            let t =
+                c.catalog().get_licence_type(catalog::GetLicenceTypeRequest { code: type_code }).await?.into_inner();
             let def = definition_from_wire(t.licence_type.and_then(|t| t.definition).unwrap_or_default())?;
             let today = zhengzhao_core::date::format_date(zhengzhao_issuance::today());
             print_json(&examples::draft(&def, &today)?)?;
         }
         LicenceCommand::Issue { file, idempotency_key } => {
-            let draft: zhengzhao_core::LicenceDraft =
-                serde_json::from_str(&read_file(&file)?).with_context(|| format!("{} is not a licence (see `zhengzhao licence example`)", file.display()))?;
+            let draft: zhengzhao_core::LicenceDraft = serde_json::from_str(&read_file(&file)?)
+                .with_context(|| format!("{} is not a licence (see `zhengzhao licence example`)", file.display()))?;
             let r = c
                 .issuance()
                 .issue_licence(issuance::IssueLicenceRequest {
@@ -457,7 +489,11 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> 
             }
         }
         LicenceCommand::History { id } => {
-            let h = c.issuance().get_licence_history(issuance::GetLicenceHistoryRequest { identifier: id }).await?.into_inner();
+            let h = c
+                .issuance()
+                .get_licence_history(issuance::GetLicenceHistoryRequest { identifier: id })
+                .await?
+                .into_inner();
             for e in h.events {
                 let kind = issuance::EventKind::try_from(e.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN");
                 println!(
@@ -477,7 +513,12 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> 
         LicenceCommand::Cancel { id, reason, idempotency_key } => {
             let r = c
                 .issuance()
-                .cancel_licence(issuance::CancelLicenceRequest { identifier: id, reason, occurred_at: None, idempotency_key })
+                .cancel_licence(issuance::CancelLicenceRequest {
+                    identifier: id,
+                    reason,
+                    occurred_at: None,
+                    idempotency_key,
+                })
                 .await?
                 .into_inner();
             let l = r.licence.context("no licence returned")?;
@@ -486,7 +527,12 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> 
         LicenceCommand::Fetch { id, cause, service_item, case_number } => {
             let r = c
                 .exchange()
-                .fetch_licence(exchange::FetchLicenceRequest { identifier: id, use_cause: cause, service_item_code: service_item, case_number })
+                .fetch_licence(exchange::FetchLicenceRequest {
+                    identifier: id,
+                    use_cause: cause,
+                    service_item_code: service_item,
+                    case_number,
+                })
                 .await?
                 .into_inner();
             print_json(&licence_json(&r.licence.context("no licence returned")?)?)?;

@@ -48,8 +48,14 @@ fn matching(pattern: &str, max_length: Option<u32>) -> anyhow::Result<String> {
 /// A licence that is valid for `def`, issued today.
 pub fn draft(def: &LicenceTypeDefinition, today: &str) -> anyhow::Result<LicenceDraft> {
     let holder = match def.holder_category {
-        HolderCategory::LegalPerson => Holder { name: "示例食品有限公司".into(), id_type_code: "001".into(), id_number: "91350100M000100Y43".into() },
-        HolderCategory::NaturalPerson => Holder { name: "张三".into(), id_type_code: "111".into(), id_number: "11010519491231002X".into() },
+        HolderCategory::LegalPerson => Holder {
+            name: "示例食品有限公司".into(),
+            id_type_code: "001".into(),
+            id_number: "91350100M000100Y43".into(),
+        },
+        HolderCategory::NaturalPerson => {
+            Holder { name: "张三".into(), id_type_code: "111".into(), id_number: "11010519491231002X".into() }
+        }
     };
     let mut face_fields = BTreeMap::new();
     for f in &def.template.fields {

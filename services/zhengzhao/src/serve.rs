@@ -40,7 +40,8 @@ pub async fn build(ctx: Context) -> anyhow::Result<(Routes, Vec<&'static str>)> 
         IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Verification)),
         SigningClient::Local(signing.clone(), as_service(ServiceName::Verification)),
     );
-    let exchange = Exchange::open(&ctx.store, IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Exchange))).await?;
+    let exchange =
+        Exchange::open(&ctx.store, IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Exchange))).await?;
     // The gateway's routing table names this process as its one library.
     let own = ctx.local_addr.map(|a| format!("http://{a}")).unwrap_or_else(|| format!("http://{}", ctx.config.listen));
     let gateway = Gateway::new(&[LibraryAddress::single("local", &own)], ctx.keys.verifier.clone())?;
