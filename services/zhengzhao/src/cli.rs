@@ -56,6 +56,11 @@ struct ClientArgs {
 enum Command {
     /// Run every service in one process on one port (SQLite under --data-dir unless --database-url).
     Serve(zhengzhao_server::ServeArgs),
+    /// Create the library key and master key in --data-dir if missing (serve does this too).
+    Init {
+        #[arg(long, default_value = "zhengzhao-data")]
+        data_dir: PathBuf,
+    },
     /// Mint a bearer token with the library key in --data-dir.
     Token(TokenArgs),
     /// Licence types (catalogue).
@@ -300,6 +305,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             zhengzhao_server::run("all-in-one", &args, zhengzhao::serve::build).await?;
+        }
+        Command::Init { data_dir } => {
+            let keys = zhengzhao_server::LibraryKeys::load_or_create(&data_dir, None)?;
+            println!("library key: {}", data_dir.join(zhengzhao_server::keys::LIBRARY_KEY_FILE).display());
+            if std::env::var(zhengzhao_server::keys::MASTER_KEY_ENV).is_err() {
+                println!("master key: {}", data_dir.join(zhengzhao_server::keys::MASTER_KEY_FILE).display());
+            }
+            println!("default administrator code: {}", keys.agency);
         }
         Command::Token(t) => {
             let role: Role = t.role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
