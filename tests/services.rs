@@ -49,25 +49,7 @@ fn draft(type_code: &str) -> issuance::LicenceDraft {
     let mut def = example_definition();
     def.code = Some(type_code.to_owned());
     let d = zhengzhao::examples::draft(&def, "2026-11-27").expect("example draft");
-    zhengzhao_issuance_draft(&d)
-}
-
-fn zhengzhao_issuance_draft(d: &zhengzhao_core::LicenceDraft) -> issuance::LicenceDraft {
-    issuance::LicenceDraft {
-        type_code: d.type_code.clone(),
-        issuer_name: d.issuer_name.clone(),
-        serial: d.serial.clone(),
-        holder: Some(common::Holder {
-            name: d.holder.name.clone(),
-            id_type_code: d.holder.id_type_code.clone(),
-            id_number: d.holder.id_number.clone(),
-        }),
-        issue_date: d.issue_date.clone(),
-        valid_from: d.valid_from.clone(),
-        valid_until: d.valid_until.clone(),
-        area_code: d.area_code.clone(),
-        face_fields: d.face_fields.clone().into_iter().collect(),
-    }
+    zhengzhao_issuance::grpc::draft_to_wire(&d)
 }
 
 async fn issue(lib: &Library, d: issuance::LicenceDraft) -> std::result::Result<common::Licence, tonic::Status> {
@@ -593,6 +575,38 @@ async fn issuer_keys_are_encrypted_at_rest_and_published_without_private_parts()
         let key = zhengzhao_crypto::Es256KeyPair::from_secret_bytes(&secret)?;
         let parsed = zhengzhao_crypto::jws::parse(&l.jws)?;
         assert!(key.public_key().verify(parsed.signing_input.as_bytes(), &parsed.signature));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn reflection_lists_every_service() -> Result {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let lib = Library::start(TestDb::sqlite()?).await?;
+    let mut client = ServerReflectionClient::new(lib.channel());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client.server_reflection_info(tokio_stream::iter(vec![request])).await?.into_inner();
+    let response = responses.message().await?.ok_or_else(|| anyhow::anyhow!("no reflection response"))?;
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        anyhow::bail!("unexpected reflection response");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for svc in [
+        "zhengzhao.catalog.v1.CatalogService",
+        "zhengzhao.issuance.v1.IssuanceService",
+        "zhengzhao.signing.v1.SigningService",
+        "zhengzhao.verification.v1.VerificationService",
+        "zhengzhao.exchange.v1.ExchangeService",
+        "zhengzhao.gateway.v1.GatewayService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == svc), "{svc} missing from {names:?}");
     }
     Ok(())
 }

@@ -137,4 +137,14 @@ mod tests {
         assert_eq!(a.verifier().verify("junk"), Err(TokenError::Malformed));
         assert!(a.mint("not-a-code", Role::Admin, Duration::from_secs(60)).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn verify_never_panics_on_any_input(s in ".*", a in "[A-Za-z0-9_-]{0,60}", b in "[A-Za-z0-9_-]{0,200}") {
+            let v = TokenVerifier::new(Es256KeyPair::generate().public_key());
+            proptest::prop_assert!(v.verify(&s).is_err());
+            let shaped = format!("{a}.{b}.{a}");
+            proptest::prop_assert!(v.verify(&shaped).is_err());
+        }
+    }
 }

@@ -103,6 +103,15 @@ mod tests {
         assert_eq!(mk.open("kid-1", &env[..10]), Err(EnvelopeError::Malformed));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn open_never_panics_and_never_accepts_junk(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100), s in ".*") {
+            let mk = MasterKey::generate();
+            proptest::prop_assert!(mk.open("kid", &bytes).is_err());
+            let _ = MasterKey::from_hex(&s);
+        }
+    }
+
     #[test]
     fn hex_round_trips() {
         let mk = MasterKey::generate();

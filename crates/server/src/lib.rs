@@ -86,7 +86,7 @@ impl ServeArgs {
                 .iter()
                 .map(|l| {
                     let (name, address) = l.split_once('=').context("--library takes NAME=URL")?;
-                    Ok(serde_json::json!({"name": name, "address": address, "issuance": null, "verification": null, "exchange": null}))
+                    Ok(serde_json::json!({"name": name, "address": address}))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             v.insert("gateway".into(), serde_json::json!({ "libraries": libs }));
