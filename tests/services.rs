@@ -141,15 +141,12 @@ async fn catalogue_defines_publishes_and_pages() -> Result {
 
         // Stable pagination.
         let page1 = admin
-            .list_licence_types(catalog::ListLicenceTypesRequest { page_size: 2, page_token: String::new() })
+            .list_licence_types(catalog::ListLicenceTypesRequest { page_size: 2, ..Default::default() })
             .await?
             .into_inner();
         assert_eq!(page1.licence_types.len(), 2);
         let page2 = admin
-            .list_licence_types(catalog::ListLicenceTypesRequest {
-                page_size: 2,
-                page_token: page1.next_page_token.clone(),
-            })
+            .list_licence_types(catalog::ListLicenceTypesRequest { page_size: 2, page_token: page1.next_page_token.clone(), ..Default::default() })
             .await?
             .into_inner();
         assert_eq!(page2.licence_types.len(), 1);
@@ -157,11 +154,11 @@ async fn catalogue_defines_publishes_and_pages() -> Result {
         assert_eq!(page2.licence_types[0].definition.as_ref().map(|d| d.code.as_str()), Some("11100000000013338W003"));
 
         let missing = admin
-            .get_licence_type(catalog::GetLicenceTypeRequest { code: "11100000000013338W999".into() })
+            .get_licence_type(catalog::GetLicenceTypeRequest { code: "11100000000013338W999".into(), template_version: 0 })
             .await
             .unwrap_err();
         assert_eq!(missing.code(), Code::NotFound);
-        let malformed = admin.get_licence_type(catalog::GetLicenceTypeRequest { code: "x".into() }).await.unwrap_err();
+        let malformed = admin.get_licence_type(catalog::GetLicenceTypeRequest { code: "x".into(), template_version: 0 }).await.unwrap_err();
         assert_eq!(malformed.code(), Code::InvalidArgument);
     }
     Ok(())

@@ -2,14 +2,14 @@
 //! authorities, holder category, validity range, and the face template every
 //! licence of the type is checked against.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use time::Date;
 
-use crate::date::parse_date;
 use crate::holder::HolderCategory;
+pub use crate::template::{FaceTemplate, FieldDefinition, FieldKind};
 use crate::uscc::Uscc;
 use crate::violation::{FieldViolation, Violations};
 
@@ -146,134 +146,15 @@ impl<'de> Deserialize<'de> for ValidityRange {
     }
 }
 
-/// Type of a face field's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FieldKind {
-    Text,
-    Date,
-    Integer,
-}
-
-/// One face field (照面信息项).
+/// A government service item (事项) a licence type relates to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FieldDefinition {
-    pub key: String,
-    pub label: String,
-    pub kind: FieldKind,
-    #[serde(default)]
-    pub required: bool,
-    /// Maximum length in characters (text only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_length: Option<u32>,
-    /// Regular expression the whole value must match (text only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
+pub struct ServiceItem {
+    pub name: String,
+    pub code: String,
 }
 
-/// Most fields a template may define.
-pub const MAX_FIELDS: usize = 200;
-/// Longest face field value accepted, whatever the template says.
-pub const MAX_VALUE_LEN: usize = 4000;
-
-/// A face template: the ordered fields of a licence face.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaceTemplate {
-    /// Set by the catalogue; 1 for the first version.
-    #[serde(default)]
-    pub version: u32,
-    pub fields: Vec<FieldDefinition>,
-}
-
-fn valid_key(k: &str) -> bool {
-    let mut chars = k.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && k.len() <= 64
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-impl FaceTemplate {
-    fn validate(&self, out: &mut Vec<FieldViolation>) {
-        if self.fields.len() > MAX_FIELDS {
-            out.push(FieldViolation::new("template.fields", format!("at most {MAX_FIELDS} fields")));
-        }
-        let mut seen = BTreeSet::new();
-        for (i, f) in self.fields.iter().enumerate() {
-            let at = |p: &str| format!("template.fields[{i}].{p}");
-            if !valid_key(&f.key) {
-                out.push(FieldViolation::new(at("key"), "lower-case letter first, then a-z, 0-9 or _, at most 64"));
-            } else if !seen.insert(f.key.as_str()) {
-                out.push(FieldViolation::new(at("key"), format!("duplicate key {:?}", f.key)));
-            }
-            if f.label.trim().is_empty() || f.label.chars().count() > 100 {
-                out.push(FieldViolation::new(at("label"), "1 to 100 characters"));
-            }
-            if f.kind != FieldKind::Text && (f.max_length.is_some() || f.pattern.is_some()) {
-                out.push(FieldViolation::new(at("kind"), "max_length and pattern apply to text fields only"));
-            }
-            if f.max_length == Some(0) {
-                out.push(FieldViolation::new(at("max_length"), "must be at least 1"));
-            }
-            if let Some(p) = &f.pattern
-                && (p.len() > 500 || regex::Regex::new(&format!("^(?:{p})$")).is_err())
-            {
-                out.push(FieldViolation::new(at("pattern"), "not a valid regular expression (at most 500 bytes)"));
-            }
-        }
-    }
-
-    /// Checks face field values against the template; every offending field is named.
-    pub fn check_values(&self, values: &BTreeMap<String, String>) -> Result<(), Violations> {
-        let mut out = Vec::new();
-        for f in &self.fields {
-            let at = format!("face_fields.{}", f.key);
-            let Some(v) = values.get(&f.key).filter(|v| !v.is_empty()) else {
-                if f.required {
-                    out.push(FieldViolation::new(at, format!("required ({})", f.label)));
-                }
-                continue;
-            };
-            let n = v.chars().count();
-            if n > MAX_VALUE_LEN || v.chars().any(|c| c.is_control() && c != '\n') {
-                out.push(FieldViolation::new(at, format!("at most {MAX_VALUE_LEN} characters, no control characters")));
-                continue;
-            }
-            match f.kind {
-                FieldKind::Text => {
-                    if let Some(max) = f.max_length.filter(|m| n > *m as usize) {
-                        out.push(FieldViolation::new(&at, format!("at most {max} characters, got {n}")));
-                    }
-                    if let Some(p) = &f.pattern {
-                        let ok = regex::Regex::new(&format!("^(?:{p})$")).map(|r| r.is_match(v)).unwrap_or(false);
-                        if !ok {
-                            out.push(FieldViolation::new(&at, format!("does not match pattern {p}")));
-                        }
-                    }
-                }
-                FieldKind::Date => {
-                    if let Err(e) = parse_date(v) {
-                        out.push(FieldViolation::new(at, e));
-                    }
-                }
-                FieldKind::Integer => {
-                    if v.parse::<i64>().is_err() {
-                        out.push(FieldViolation::new(at, format!("{v:?} is not an integer")));
-                    }
-                }
-            }
-        }
-        for k in values.keys() {
-            if !self.fields.iter().any(|f| &f.key == k) {
-                out.push(FieldViolation::new(format!("face_fields.{k}"), "not a field of this template"));
-            }
-        }
-        Violations::into_result(out)
-    }
-}
-
-/// What an administrator writes to define a licence type.
+/// What an administrator writes to define a licence type (GB/T 36902).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LicenceTypeDefinition {
@@ -282,6 +163,9 @@ pub struct LicenceTypeDefinition {
     pub code: Option<String>,
     pub name: String,
     pub defining_authority: Authority,
+    /// Related service items (关联事项).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_items: Vec<ServiceItem>,
     pub holder_category: HolderCategory,
     pub validity: ValidityRange,
     pub issuing_level: AuthorityLevel,
@@ -312,6 +196,24 @@ impl LicenceTypeDefinition {
                 Ok(_) => {}
             }
         }
+        let mut item_codes = BTreeSet::new();
+        for (i, item) in self.service_items.iter().enumerate() {
+            let name_len = item.name.trim().chars().count();
+            if name_len == 0 || name_len > 200 || item.name.chars().any(char::is_control) {
+                out.push(FieldViolation::new(format!("service_items[{i}].name"), "1 to 200 characters"));
+            }
+            if item.code.is_empty()
+                || item.code.len() > 64
+                || !item.code.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                out.push(FieldViolation::new(
+                    format!("service_items[{i}].code"),
+                    "1 to 64 letters, digits, '-', '_' or '.'",
+                ));
+            } else if !item_codes.insert(item.code.as_str()) {
+                out.push(FieldViolation::new(format!("service_items[{i}].code"), "listed twice"));
+            }
+        }
         if self.issuers.is_empty() {
             out.push(FieldViolation::new("issuers", "at least one issuing agency"));
         }
@@ -323,7 +225,7 @@ impl LicenceTypeDefinition {
                 out.push(FieldViolation::new(format!("issuers[{i}]"), "listed twice"));
             }
         }
-        self.template.validate(&mut out);
+        self.template.validate_into(&mut out);
         Violations::into_result(out)
     }
 
@@ -342,6 +244,7 @@ pub(crate) mod tests {
         serde_json::from_value(serde_json::json!({
             "name": "食品经营许可证",
             "defining_authority": {"name": "国家市场监督管理总局", "code": "11100000000013338W", "level": "national"},
+            "service_items": [{"name": "食品经营许可", "code": "11100000000013338W3000111005000"}],
             "holder_category": "legal_person",
             "validity": "5/Y",
             "issuing_level": "district",
@@ -378,27 +281,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn checks_face_values() {
-        let t = example().template;
-        let good: BTreeMap<String, String> =
-            [("business_scope", "预包装食品销售"), ("permit_no", "JY13501000000001"), ("staff", "12")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        t.check_values(&good).unwrap();
-        let mut bad = good.clone();
-        bad.remove("business_scope");
-        bad.insert("permit_no".into(), "X".into());
-        bad.insert("approved_on".into(), "2026-13-01".into());
-        bad.insert("staff".into(), "twelve".into());
-        bad.insert("colour".into(), "red".into());
-        let e = t.check_values(&bad).unwrap_err();
-        for f in ["business_scope", "permit_no", "approved_on", "staff", "colour"] {
-            assert!(e.names(&format!("face_fields.{f}")), "{f} missing from {e}");
-        }
-    }
-
-    #[test]
     fn validity_end_dates() {
         assert_eq!(ValidityRange::Years(5).end_date(date!(2026 - 01 - 01)), Some(date!(2030 - 12 - 31)));
         assert_eq!(ValidityRange::Months(1).end_date(date!(2026 - 01 - 31)), Some(date!(2026 - 02 - 27)));
@@ -420,10 +302,5 @@ pub(crate) mod tests {
             let _ = TypeCode::parse(&s);
         }
 
-        #[test]
-        fn check_values_never_panics(k in "[a-z_]{1,10}", v in ".*") {
-            let t = example().template;
-            let _ = t.check_values(&[(k, v)].into_iter().collect());
-        }
     }
 }

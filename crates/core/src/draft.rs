@@ -28,4 +28,11 @@ pub struct LicenceDraft {
     /// Jurisdiction area code (属地编码), 6 digits.
     pub area_code: String,
     pub face_fields: BTreeMap<String, String>,
+    /// Template version the face fields follow; 0 (or absent) means the current one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub template_version: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }

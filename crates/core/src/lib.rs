@@ -13,12 +13,12 @@ pub mod holder;
 pub mod identifier;
 pub mod mod3736;
 pub mod status;
+pub mod template;
 pub mod uscc;
 pub mod violation;
 
-pub use catalog::{
-    Authority, AuthorityLevel, FaceTemplate, FieldDefinition, FieldKind, LicenceTypeDefinition, TypeCode, ValidityRange,
-};
+pub use catalog::{Authority, AuthorityLevel, LicenceTypeDefinition, ServiceItem, TypeCode, ValidityRange};
+pub use template::{FaceTemplate, FieldDefinition, FieldKind};
 pub use citizen_id::CitizenId;
 pub use document::{LicenceDocument, canonical_json};
 pub use draft::LicenceDraft;

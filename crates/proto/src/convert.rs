@@ -106,27 +106,87 @@ pub fn definition_to_wire(d: &core::LicenceTypeDefinition) -> pb::LicenceTypeDef
         validity: Some(pb::ValidityRange { range: Some(range) }),
         issuing_level: level_to_wire(d.issuing_level) as i32,
         issuers: d.issuers.clone(),
-        template: Some(pb::FaceTemplate {
-            version: d.template.version,
-            fields: d
-                .template
-                .fields
-                .iter()
-                .map(|f| pb::FieldDefinition {
-                    key: f.key.clone(),
-                    label: f.label.clone(),
-                    kind: match f.kind {
-                        core::FieldKind::Text => pb::FieldKind::Text,
-                        core::FieldKind::Date => pb::FieldKind::Date,
-                        core::FieldKind::Integer => pb::FieldKind::Integer,
-                    } as i32,
-                    required: f.required,
-                    max_length: f.max_length.unwrap_or(0),
-                    pattern: f.pattern.clone().unwrap_or_default(),
-                })
-                .collect(),
-        }),
+        template: Some(template_to_wire(&d.template)),
+        service_items: d
+            .service_items
+            .iter()
+            .map(|i| pb::ServiceItem { name: i.name.clone(), code: i.code.clone() })
+            .collect(),
     }
+}
+
+fn kind_to_wire(k: core::FieldKind) -> pb::FieldKind {
+    use core::FieldKind as K;
+    match k {
+        K::Text => pb::FieldKind::Text,
+        K::Date => pb::FieldKind::Date,
+        K::Integer => pb::FieldKind::Integer,
+        K::Decimal => pb::FieldKind::Decimal,
+        K::Enumeration => pb::FieldKind::Enumeration,
+        K::Boolean => pb::FieldKind::Boolean,
+        K::Attachment => pb::FieldKind::Attachment,
+    }
+}
+
+fn kind_from_wire(v: i32) -> Option<core::FieldKind> {
+    use core::FieldKind as K;
+    Some(match pb::FieldKind::try_from(v).ok()? {
+        pb::FieldKind::Unspecified => return None,
+        pb::FieldKind::Text => K::Text,
+        pb::FieldKind::Date => K::Date,
+        pb::FieldKind::Integer => K::Integer,
+        pb::FieldKind::Decimal => K::Decimal,
+        pb::FieldKind::Enumeration => K::Enumeration,
+        pb::FieldKind::Boolean => K::Boolean,
+        pb::FieldKind::Attachment => K::Attachment,
+    })
+}
+
+pub fn template_to_wire(t: &core::FaceTemplate) -> pb::FaceTemplate {
+    pb::FaceTemplate {
+        version: t.version,
+        fields: t
+            .fields
+            .iter()
+            .map(|f| pb::FieldDefinition {
+                key: f.key.clone(),
+                label: f.label.clone(),
+                kind: kind_to_wire(f.kind) as i32,
+                required: f.required,
+                max_length: f.max_length.unwrap_or(0),
+                pattern: f.pattern.clone().unwrap_or_default(),
+                order: f.order,
+                values: f.values.clone(),
+                max_scale: f.max_scale,
+            })
+            .collect(),
+    }
+}
+
+/// Converts a wire template; unknown kinds are violations. The caller validates the rest.
+pub fn template_from_wire(template: pb::FaceTemplate, out: &mut Vec<FieldViolation>) -> core::FaceTemplate {
+    let mut fields = Vec::with_capacity(template.fields.len());
+    for (i, f) in template.fields.into_iter().enumerate() {
+        let kind = kind_from_wire(f.kind).unwrap_or_else(|| {
+            out.push(FieldViolation::new(
+                format!("template.fields[{i}].kind"),
+                "required: text, date, integer, decimal, enumeration, boolean or attachment",
+            ));
+            core::FieldKind::Text
+        });
+        fields.push(core::FieldDefinition {
+            key: f.key,
+            label: f.label,
+            kind,
+            required: f.required,
+            order: f.order,
+            max_length: (f.max_length > 0).then_some(f.max_length),
+            pattern: (!f.pattern.is_empty()).then_some(f.pattern),
+            values: f.values,
+            max_scale: f.max_scale,
+        });
+    }
+    core::FaceTemplate { version: template.version, fields }
 }
 
 /// Converts and fully validates a wire definition.
@@ -157,36 +217,17 @@ pub fn definition_from_wire(d: pb::LicenceTypeDefinition) -> Result<core::Licenc
             core::ValidityRange::LongTerm
         }
     };
-    let template = d.template.unwrap_or_default();
-    let mut fields = Vec::with_capacity(template.fields.len());
-    for (i, f) in template.fields.into_iter().enumerate() {
-        let kind = match pb::FieldKind::try_from(f.kind) {
-            Ok(pb::FieldKind::Text) => core::FieldKind::Text,
-            Ok(pb::FieldKind::Date) => core::FieldKind::Date,
-            Ok(pb::FieldKind::Integer) => core::FieldKind::Integer,
-            _ => {
-                out.push(FieldViolation::new(format!("template.fields[{i}].kind"), "required: text, date or integer"));
-                core::FieldKind::Text
-            }
-        };
-        fields.push(core::FieldDefinition {
-            key: f.key,
-            label: f.label,
-            kind,
-            required: f.required,
-            max_length: (f.max_length > 0).then_some(f.max_length),
-            pattern: (!f.pattern.is_empty()).then_some(f.pattern),
-        });
-    }
+    let template = template_from_wire(d.template.unwrap_or_default(), &mut out);
     let def = core::LicenceTypeDefinition {
         code: (!d.code.is_empty()).then_some(d.code),
         name: d.name,
         defining_authority: core::Authority { name: authority.name, code: authority.code, level: defining_level },
+        service_items: d.service_items.into_iter().map(|i| core::ServiceItem { name: i.name, code: i.code }).collect(),
         holder_category,
         validity,
         issuing_level,
         issuers: d.issuers,
-        template: core::FaceTemplate { version: template.version, fields },
+        template,
     };
     if let Err(Violations(more)) = def.validate() {
         out.extend(more);

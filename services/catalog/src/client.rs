@@ -25,13 +25,14 @@ impl CatalogClient {
         CatalogClient::Remote(CatalogServiceClient::with_interceptor(channel, credentials))
     }
 
-    pub async fn get(&self, code: &str) -> Result<LicenceTypeRecord, ServiceError> {
+    /// A type with template `version` (0 = current).
+    pub async fn get(&self, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError> {
         match self {
-            CatalogClient::Local(c, who) => c.get(who, code).await,
+            CatalogClient::Local(c, who) => c.get(who, code, version).await,
             CatalogClient::Remote(client) => {
                 let resp = client
                     .clone()
-                    .get_licence_type(pb::GetLicenceTypeRequest { code: code.to_owned() })
+                    .get_licence_type(pb::GetLicenceTypeRequest { code: code.to_owned(), template_version: version })
                     .await
                     .map_err(|s| ServiceError::from_status(&s))?;
                 let t =

@@ -1,21 +1,25 @@
-//! The catalogue service: licence types and their face templates (GB/T 36902).
-//! Administrators define and publish types; everyone else reads them.
+//! The catalogue service: licence types and their versioned face templates
+//! (GB/T 36902). Administrators define, publish, revise and retire types;
+//! everyone else reads them. Every change is recorded (who, when, what).
 
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod document;
 pub mod grpc;
+mod rows;
 
 use std::sync::Arc;
 
-use sqlx::Row;
 use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
-use zhengzhao_core::{LicenceTypeDefinition, TypeCode, Uscc};
+use zhengzhao_core::{FaceTemplate, HolderCategory, LicenceTypeDefinition, TypeCode, Uscc};
 use zhengzhao_proto::ServiceError;
-use zhengzhao_store::{Db, Migrations, StoreConfig, StoreError, format_time, now, parse_time};
+use zhengzhao_store::{Db, Migrations, StoreConfig, StoreError, format_time, now};
 
 pub use client::CatalogClient;
+pub use document::{CatalogDocument, CatalogEntry, ImportSummary};
+use rows::{db_err, load, load_versions, record_change};
 
 static PG: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -24,7 +28,7 @@ static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub static MIGRATIONS: Migrations = Migrations { postgres: &PG, sqlite: &SQLITE };
 
 /// Lifecycle of a licence type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TypeStatus {
     Draft,
     Published,
@@ -40,23 +44,27 @@ impl TypeStatus {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, ServiceError> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
-            "draft" => Ok(TypeStatus::Draft),
-            "published" => Ok(TypeStatus::Published),
-            "retired" => Ok(TypeStatus::Retired),
-            other => Err(ServiceError::internal(format!("unknown type status {other:?} in database"))),
+            "draft" => Some(TypeStatus::Draft),
+            "published" => Some(TypeStatus::Published),
+            "retired" => Some(TypeStatus::Retired),
+            _ => None,
         }
     }
 }
 
-/// A licence type as the catalogue holds it; `definition.code` is always set.
+/// A licence type as the catalogue holds it; `definition.code` is always set
+/// and `definition.template` is the version asked for (the current one by default).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LicenceTypeRecord {
     pub definition: LicenceTypeDefinition,
     pub status: TypeStatus,
+    /// The type's current template version.
+    pub current_version: u32,
     pub created_at: OffsetDateTime,
     pub published_at: Option<OffsetDateTime>,
+    pub retired_at: Option<OffsetDateTime>,
 }
 
 impl LicenceTypeRecord {
@@ -65,17 +73,58 @@ impl LicenceTypeRecord {
     }
 }
 
+/// One template version and when it was published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateVersionRecord {
+    pub template: FaceTemplate,
+    pub created_at: OffsetDateTime,
+}
+
+/// One recorded catalogue change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRecord {
+    pub id: i64,
+    pub code: String,
+    pub actor: String,
+    pub change: String,
+    pub detail_json: String,
+    pub recorded_at: OffsetDateTime,
+}
+
+/// Filters of a listing; empty fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeFilter {
+    pub name_contains: String,
+    pub defining_authority_code: String,
+    pub holder_category: Option<HolderCategory>,
+    pub status: Option<TypeStatus>,
+}
+
 /// Largest page of a listing.
 pub const MAX_PAGE_SIZE: u32 = 500;
+/// Longest retirement reason.
+pub const MAX_REASON: usize = 500;
+
+fn page_size(n: u32) -> Result<u32, ServiceError> {
+    match n {
+        0 => Ok(100),
+        n if n > MAX_PAGE_SIZE => Err(ServiceError::invalid("page_size", format!("at most {MAX_PAGE_SIZE}"))),
+        n => Ok(n),
+    }
+}
+
+fn parse_code(code: &str) -> Result<TypeCode, ServiceError> {
+    TypeCode::parse(code).map_err(|e| ServiceError::invalid("code", e))
+}
+
+fn not_found(code: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no licence type {code}"))
+}
 
 /// The catalogue over its own tables.
 #[derive(Debug)]
 pub struct Catalog {
     db: Db,
-}
-
-fn db_err(e: sqlx::Error) -> ServiceError {
-    ServiceError::internal(e)
 }
 
 impl Catalog {
@@ -86,12 +135,9 @@ impl Catalog {
 
     /// Creates a type as a draft; assigns the next code under its defining
     /// authority when none is given.
-    pub async fn create(
-        &self,
-        who: &Principal,
-        mut def: LicenceTypeDefinition,
-    ) -> Result<LicenceTypeRecord, ServiceError> {
+    pub async fn create(&self, who: &Principal, mut def: LicenceTypeDefinition) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ManageCatalog)?;
+        def.template.normalise();
         def.validate()?;
         def.template.version = 1;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
@@ -105,57 +151,30 @@ impl Catalog {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_err)?;
-                let next = last.and_then(|c| c[18..].parse::<u16>().ok()).map_or(1, |n| n + 1);
+                let next = last.and_then(|c| c.get(18..).and_then(|n| n.parse::<u16>().ok())).map_or(1, |n| n + 1);
                 let authority = Uscc::parse(&def.defining_authority.code)
                     .map_err(|e| ServiceError::invalid("defining_authority.code", e.to_string()))?;
                 TypeCode::new(&authority, next)
-                    .map_err(|_| {
-                        ServiceError::FailedPrecondition("the defining authority already has 999 types".into())
-                    })?
+                    .map_err(|_| ServiceError::FailedPrecondition("the defining authority already has 999 types".into()))?
                     .to_string()
             }
         };
         def.code = Some(code.clone());
         let at = now();
-        let definition_json = serde_json::to_string(&def).map_err(ServiceError::internal)?;
-        let template_json = serde_json::to_string(&def.template).map_err(ServiceError::internal)?;
-        let inserted = sqlx::query(
-            "INSERT INTO licence_types (code, authority_code, name, status, definition_json, template_version, created_at)
-             VALUES ($1, $2, $3, 'draft', $4, 1, $5)",
-        )
-        .bind(&code)
-        .bind(&def.defining_authority.code)
-        .bind(&def.name)
-        .bind(&definition_json)
-        .bind(format_time(at))
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            return Err(if zhengzhao_store::is_unique_violation(&e) {
-                ServiceError::AlreadyExists(format!("licence type {code} already exists"))
-            } else {
-                db_err(e)
-            });
-        }
-        sqlx::query(
-            "INSERT INTO template_versions (type_code, version, template_json, created_at) VALUES ($1, 1, $2, $3)",
-        )
-        .bind(&code)
-        .bind(&template_json)
-        .bind(format_time(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        record_change(&mut tx, &code, who, "create", &definition_json).await?;
+        rows::insert_type(&mut tx, &def, TypeStatus::Draft, at).await?;
+        rows::insert_version(&mut tx, &code, &def.template, at).await?;
+        record_change(&mut tx, &code, who, "create", &serde_json::to_string(&def).map_err(ServiceError::internal)?).await?;
         tx.commit().await.map_err(db_err)?;
         tracing::info!(type_code = %code, actor = %who.actor(), "licence type created");
-        Ok(LicenceTypeRecord { definition: def, status: TypeStatus::Draft, created_at: at, published_at: None })
+        self.fetch(&code, 0).await
     }
 
     /// Publishes a draft type. Publishing a published type changes nothing.
     pub async fn publish(&self, who: &Principal, code: &str) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ManageCatalog)?;
-        let current = self.fetch(code).await?;
+        parse_code(code)?;
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
         match current.status {
             TypeStatus::Published => return Ok(current),
             TypeStatus::Retired => {
@@ -163,58 +182,125 @@ impl Catalog {
             }
             TypeStatus::Draft => {}
         }
-        let at = now();
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        let done = sqlx::query(
-            "UPDATE licence_types SET status = 'published', published_at = $2 WHERE code = $1 AND status = 'draft'",
-        )
-        .bind(code)
-        .bind(format_time(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if done.rows_affected() == 1 {
-            record_change(&mut tx, code, who, "publish", "{}").await?;
-        }
+        sqlx::query("UPDATE licence_types SET status = 'published', published_at = $2 WHERE code = $1 AND status = 'draft'")
+            .bind(code)
+            .bind(format_time(now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        record_change(&mut tx, code, who, "publish", "{}").await?;
         tx.commit().await.map_err(db_err)?;
         tracing::info!(type_code = %code, actor = %who.actor(), "licence type published");
-        self.fetch(code).await
+        self.fetch(code, 0).await
     }
 
-    pub async fn get(&self, who: &Principal, code: &str) -> Result<LicenceTypeRecord, ServiceError> {
+    /// Replaces the current template in place when that keeps every licence
+    /// issued under it valid (any change is fine while the type is a draft);
+    /// with `new_version`, publishes it as the next version instead.
+    pub async fn revise_template(
+        &self,
+        who: &Principal,
+        code: &str,
+        mut template: FaceTemplate,
+        new_version: bool,
+    ) -> Result<LicenceTypeRecord, ServiceError> {
+        authorize(who, &Action::ManageCatalog)?;
+        parse_code(code)?;
+        template.normalise();
+        template.validate()?;
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
+        if current.status == TypeStatus::Retired {
+            return Err(ServiceError::FailedPrecondition(format!("licence type {code} is retired")));
+        }
+        let version = if new_version {
+            current.current_version + 1
+        } else {
+            if current.status == TypeStatus::Published {
+                current.definition.template.check_revision(&template)?;
+            }
+            current.current_version
+        };
+        template.version = version;
+        let mut def = current.definition.clone();
+        def.template = template.clone();
+        let at = now();
+        if new_version {
+            rows::insert_version(&mut tx, code, &template, at).await?;
+        } else {
+            rows::replace_version(&mut tx, code, &template).await?;
+        }
+        rows::update_definition(&mut tx, &def, current.status).await?;
+        let detail = serde_json::json!({ "version": version, "new_version": new_version, "template": template });
+        record_change(&mut tx, code, who, if new_version { "new_version" } else { "revise" }, &detail.to_string()).await?;
+        tx.commit().await.map_err(db_err)?;
+        tracing::info!(type_code = %code, version, new_version, actor = %who.actor(), "template revised");
+        self.fetch(code, 0).await
+    }
+
+    /// Retires a type: no new issuance; licences already issued stay valid.
+    pub async fn retire(&self, who: &Principal, code: &str, reason: &str) -> Result<LicenceTypeRecord, ServiceError> {
+        authorize(who, &Action::ManageCatalog)?;
+        parse_code(code)?;
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
+            return Err(ServiceError::invalid("reason", format!("required, at most {MAX_REASON} characters")));
+        }
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
+        if current.status == TypeStatus::Retired {
+            return Ok(current);
+        }
+        sqlx::query("UPDATE licence_types SET status = 'retired', retired_at = $2 WHERE code = $1")
+            .bind(code)
+            .bind(format_time(now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        record_change(&mut tx, code, who, "retire", &serde_json::json!({ "reason": reason }).to_string()).await?;
+        tx.commit().await.map_err(db_err)?;
+        tracing::info!(type_code = %code, actor = %who.actor(), "licence type retired");
+        self.fetch(code, 0).await
+    }
+
+    /// A type with its current template, or with template `version` (0 = current).
+    pub async fn get(&self, who: &Principal, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ReadCatalog)?;
-        self.fetch(code).await
+        parse_code(code)?;
+        self.fetch(code, version).await
+    }
+
+    /// Every template version of a type, oldest first.
+    pub async fn versions(&self, who: &Principal, code: &str) -> Result<Vec<TemplateVersionRecord>, ServiceError> {
+        authorize(who, &Action::ReadCatalog)?;
+        parse_code(code)?;
+        let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+        load(&mut conn, code, 0).await?.ok_or_else(|| not_found(code))?;
+        load_versions(&mut conn, code).await
     }
 
     /// One page of types ordered by code, and the token of the next page.
     pub async fn list(
         &self,
         who: &Principal,
-        page_size: u32,
+        filter: &TypeFilter,
+        page_size_asked: u32,
         page_token: &str,
     ) -> Result<(Vec<LicenceTypeRecord>, String), ServiceError> {
         authorize(who, &Action::ReadCatalog)?;
-        let size = match page_size {
-            0 => 100,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(ServiceError::invalid("page_size", format!("at most {MAX_PAGE_SIZE}")));
-            }
-            n => n,
-        };
+        let size = page_size(page_size_asked)?;
         if !page_token.is_empty() {
-            TypeCode::parse(page_token)
-                .map_err(|_| ServiceError::invalid("page_token", "not a token this listing returned"))?;
+            TypeCode::parse(page_token).map_err(|_| ServiceError::invalid("page_token", "not a token this listing returned"))?;
         }
-        let rows = sqlx::query(
-            "SELECT code, status, definition_json, created_at, published_at FROM licence_types
-             WHERE code > $1 ORDER BY code LIMIT $2",
-        )
-        .bind(page_token)
-        .bind(i64::from(size) + 1)
-        .fetch_all(&self.db.pool)
-        .await
-        .map_err(db_err)?;
-        let mut out = rows.iter().map(row_to_record).collect::<Result<Vec<_>, _>>()?;
+        if filter.name_contains.chars().count() > 200 {
+            return Err(ServiceError::invalid("name_contains", "at most 200 characters"));
+        }
+        if !filter.defining_authority_code.is_empty() {
+            Uscc::parse(&filter.defining_authority_code)
+                .map_err(|e| ServiceError::invalid("defining_authority_code", e.to_string()))?;
+        }
+        let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+        let mut out = rows::list(&mut conn, filter, page_token, i64::from(size) + 1).await?;
         let next = if out.len() > size as usize {
             out.truncate(size as usize);
             out.last().map(|r| r.code().to_owned()).unwrap_or_default()
@@ -224,50 +310,44 @@ impl Catalog {
         Ok((out, next))
     }
 
-    async fn fetch(&self, code: &str) -> Result<LicenceTypeRecord, ServiceError> {
-        TypeCode::parse(code).map_err(|e| ServiceError::invalid("code", e))?;
-        let row = sqlx::query(
-            "SELECT code, status, definition_json, created_at, published_at FROM licence_types WHERE code = $1",
-        )
-        .bind(code)
-        .fetch_optional(&self.db.pool)
-        .await
-        .map_err(db_err)?
-        .ok_or_else(|| ServiceError::NotFound(format!("no licence type {code}")))?;
-        row_to_record(&row)
+    /// One page of the change log, newest first, optionally of one type.
+    pub async fn changes(
+        &self,
+        who: &Principal,
+        code: &str,
+        page_size_asked: u32,
+        page_token: &str,
+    ) -> Result<(Vec<ChangeRecord>, String), ServiceError> {
+        authorize(who, &Action::ReadCatalog)?;
+        if !code.is_empty() {
+            parse_code(code)?;
+        }
+        let size = page_size(page_size_asked)?;
+        let before: i64 = if page_token.is_empty() {
+            i64::MAX
+        } else {
+            page_token.parse().map_err(|_| ServiceError::invalid("page_token", "not a token this listing returned"))?
+        };
+        let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+        let mut out = rows::changes(&mut conn, code, before, i64::from(size) + 1).await?;
+        let next = if out.len() > size as usize {
+            out.truncate(size as usize);
+            out.last().map(|r| r.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((out, next))
     }
-}
 
-async fn record_change(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    code: &str,
-    who: &Principal,
-    change: &str,
-    detail_json: &str,
-) -> Result<(), ServiceError> {
-    sqlx::query(
-        "INSERT INTO catalog_changes (type_code, actor, change, detail_json, recorded_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(code)
-    .bind(who.actor())
-    .bind(change)
-    .bind(detail_json)
-    .bind(format_time(now()))
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    Ok(())
-}
+    async fn fetch(&self, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError> {
+        let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+        load(&mut conn, code, version).await?.ok_or_else(|| match version {
+            0 => not_found(code),
+            v => ServiceError::NotFound(format!("licence type {code} has no template version {v}")),
+        })
+    }
 
-fn row_to_record(row: &sqlx::any::AnyRow) -> Result<LicenceTypeRecord, ServiceError> {
-    let get = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
-    let definition: LicenceTypeDefinition =
-        serde_json::from_str(&get("definition_json")?).map_err(ServiceError::internal)?;
-    let published_at: Option<String> = row.try_get("published_at").map_err(db_err)?;
-    Ok(LicenceTypeRecord {
-        definition,
-        status: TypeStatus::parse(&get("status")?)?,
-        created_at: parse_time(&get("created_at")?).ok_or_else(|| ServiceError::internal("bad created_at"))?,
-        published_at: published_at.as_deref().and_then(parse_time),
-    })
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
 }

@@ -95,6 +95,7 @@ pub fn draft_from_wire(d: pb::LicenceDraft) -> LicenceDraft {
         valid_until: d.valid_until,
         area_code: d.area_code,
         face_fields: d.face_fields.into_iter().collect(),
+        template_version: d.template_version,
     }
 }
 
@@ -114,6 +115,7 @@ pub fn draft_to_wire(d: &LicenceDraft) -> pb::LicenceDraft {
         valid_until: d.valid_until.clone(),
         area_code: d.area_code.clone(),
         face_fields: d.face_fields.clone().into_iter().collect(),
+        template_version: d.template_version,
     }
 }
 

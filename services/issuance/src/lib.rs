@@ -121,7 +121,10 @@ impl Issuance {
             return Ok(done);
         }
         let type_code = TypeCode::parse(&draft.type_code).map_err(|e| ServiceError::invalid("type_code", e))?;
-        let licence_type = match self.catalog.get(type_code.as_str()).await {
+        let licence_type = match self.catalog.get(type_code.as_str(), draft.template_version).await {
+            Err(ServiceError::NotFound(m)) if draft.template_version != 0 => {
+                return Err(ServiceError::invalid("template_version", m));
+            }
             Err(ServiceError::NotFound(m)) => return Err(ServiceError::invalid("type_code", m)),
             other => other?,
         };

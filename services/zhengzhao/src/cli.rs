@@ -107,10 +107,59 @@ enum CatalogCommand {
         #[arg(long)]
         file: PathBuf,
     },
-    /// Print a licence type (JSON).
-    Get { code: String },
-    /// List licence types: code, status, name.
-    List,
+    /// Print a licence type (JSON), with its current or a given template version.
+    Get {
+        code: String,
+        #[arg(long, default_value_t = 0)]
+        template_version: u32,
+    },
+    /// List licence types (code, status, template version, name), optionally filtered.
+    List {
+        /// Only types whose name contains this text.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Only types defined by this authority.
+        #[arg(long, default_value = "")]
+        authority: String,
+        /// natural_person or legal_person.
+        #[arg(long)]
+        holder_category: Option<String>,
+        /// draft, published or retired.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Change a type's face template from FILE (a template JSON): in place if
+    /// existing licences stay valid, or with --new-version as the next version.
+    Revise {
+        code: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        new_version: bool,
+    },
+    /// Retire a type: no new issuance; existing licences stay valid.
+    Retire {
+        code: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Print every template version of a type (JSON).
+    Versions { code: String },
+    /// Print the catalogue change log, newest first (JSON lines).
+    Changes {
+        /// Only this type's changes.
+        #[arg(long, default_value = "")]
+        code: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Print the whole catalogue as one JSON document.
+    Export,
+    /// Import a catalogue document: idempotent; a conflicting one is refused whole.
+    Import {
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +168,9 @@ enum LicenceCommand {
     Example {
         #[arg(long = "type")]
         type_code: String,
+        /// Template version to follow; 0 means the current one.
+        #[arg(long, default_value_t = 0)]
+        template_version: u32,
     },
     /// Issue the licence in FILE; prints its identifier.
     Issue {
@@ -280,6 +332,12 @@ fn status_text(code: i32) -> (String, String) {
         .unwrap_or_else(|| ("unknown".into(), String::new()))
 }
 
+fn type_status_text(code: i32) -> String {
+    catalog::LicenceTypeStatus::try_from(code)
+        .map(|s| s.as_str_name().trim_start_matches("LICENCE_TYPE_STATUS_").to_lowercase())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn licence_json(l: &common::Licence) -> anyhow::Result<serde_json::Value> {
     let (status, status_code) = status_text(l.status);
     Ok(serde_json::json!({
@@ -429,36 +487,50 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
             c.catalog().publish_licence_type(catalog::PublishLicenceTypeRequest { code: code.clone() }).await?;
             println!("{code}");
         }
-        CatalogCommand::Get { code } => {
-            let t = c.catalog().get_licence_type(catalog::GetLicenceTypeRequest { code }).await?.into_inner();
+        CatalogCommand::Get { code, template_version } => {
+            let t = c.catalog().get_licence_type(catalog::GetLicenceTypeRequest { code, template_version }).await?.into_inner();
             let t = t.licence_type.context("no type returned")?;
-            let status = catalog::LicenceTypeStatus::try_from(t.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
             let def = definition_from_wire(t.definition.unwrap_or_default())?;
             print_json(&serde_json::json!({
-                "status": status.trim_start_matches("LICENCE_TYPE_STATUS_").to_lowercase(),
+                "status": type_status_text(t.status),
                 "created_at": time_text(&t.created_at),
                 "published_at": time_text(&t.published_at),
+                "retired_at": time_text(&t.retired_at),
                 "definition": def,
             }))?;
         }
-        CatalogCommand::List => {
+        CatalogCommand::List { name, authority, holder_category, status } => {
+            let holder_category = match holder_category.as_deref() {
+                None => common::HolderCategory::Unspecified,
+                Some("natural_person") => common::HolderCategory::NaturalPerson,
+                Some("legal_person") => common::HolderCategory::LegalPerson,
+                Some(other) => bail!("--holder-category {other:?}: use natural_person or legal_person"),
+            };
+            let status = match status.as_deref() {
+                None => catalog::LicenceTypeStatus::Unspecified,
+                Some("draft") => catalog::LicenceTypeStatus::Draft,
+                Some("published") => catalog::LicenceTypeStatus::Published,
+                Some("retired") => catalog::LicenceTypeStatus::Retired,
+                Some(other) => bail!("--status {other:?}: use draft, published or retired"),
+            };
             let mut token = String::new();
             loop {
                 let r = c
                     .catalog()
-                    .list_licence_types(catalog::ListLicenceTypesRequest { page_size: 500, page_token: token })
+                    .list_licence_types(catalog::ListLicenceTypesRequest {
+                        page_size: 500,
+                        page_token: token,
+                        name_contains: name.clone(),
+                        defining_authority_code: authority.clone(),
+                        holder_category: holder_category as i32,
+                        status: status as i32,
+                    })
                     .await?
                     .into_inner();
                 for t in &r.licence_types {
                     let d = t.definition.clone().unwrap_or_default();
-                    let status =
-                        catalog::LicenceTypeStatus::try_from(t.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
-                    println!(
-                        "{}\t{}\t{}",
-                        d.code,
-                        status.trim_start_matches("LICENCE_TYPE_STATUS_").to_lowercase(),
-                        d.name
-                    );
+                    let version = d.template.as_ref().map_or(0, |t| t.version);
+                    println!("{}\t{}\tv{}\t{}", d.code, type_status_text(t.status), version, d.name);
                 }
                 if r.next_page_token.is_empty() {
                     break;
@@ -466,15 +538,82 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
                 token = r.next_page_token;
             }
         }
+        CatalogCommand::Revise { code, file, new_version } => {
+            let template: zhengzhao_core::FaceTemplate = serde_json::from_str(&read_file(&file)?)
+                .with_context(|| format!("{} is not a face template", file.display()))?;
+            let r = c
+                .catalog()
+                .revise_template(catalog::ReviseTemplateRequest {
+                    code,
+                    template: Some(zhengzhao_proto::convert::template_to_wire(&template)),
+                    new_version,
+                })
+                .await?
+                .into_inner();
+            let d = r.licence_type.and_then(|t| t.definition).context("no type returned")?;
+            println!("{} template version {}", d.code, d.template.map_or(0, |t| t.version));
+        }
+        CatalogCommand::Retire { code, reason } => {
+            let r = c.catalog().retire_licence_type(catalog::RetireLicenceTypeRequest { code, reason }).await?.into_inner();
+            let t = r.licence_type.context("no type returned")?;
+            println!("{}: {}", t.definition.map(|d| d.code).unwrap_or_default(), type_status_text(t.status));
+        }
+        CatalogCommand::Versions { code } => {
+            let r = c.catalog().list_template_versions(catalog::ListTemplateVersionsRequest { code }).await?.into_inner();
+            let versions = r
+                .versions
+                .into_iter()
+                .map(|v| {
+                    let mut violations = Vec::new();
+                    let t = zhengzhao_proto::convert::template_from_wire(v.template.unwrap_or_default(), &mut violations);
+                    serde_json::json!({ "created_at": time_text(&v.created_at), "template": t })
+                })
+                .collect::<Vec<_>>();
+            print_json(&versions)?;
+        }
+        CatalogCommand::Changes { code, limit } => {
+            let mut token = String::new();
+            let mut left = limit;
+            while left > 0 {
+                let r = c
+                    .catalog()
+                    .list_catalog_changes(catalog::ListCatalogChangesRequest { code: code.clone(), page_size: left.min(500), page_token: token })
+                    .await?
+                    .into_inner();
+                for ch in &r.changes {
+                    left = left.saturating_sub(1);
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": ch.id, "recorded_at": time_text(&ch.recorded_at), "code": ch.code, "actor": ch.actor,
+                            "change": ch.change, "detail": serde_json::from_str::<serde_json::Value>(&ch.detail_json)?,
+                        })
+                    );
+                }
+                if r.next_page_token.is_empty() || r.changes.is_empty() {
+                    break;
+                }
+                token = r.next_page_token;
+            }
+        }
+        CatalogCommand::Export => {
+            let r = c.catalog().export_catalog(catalog::ExportCatalogRequest {}).await?.into_inner();
+            println!("{}", r.catalog_json);
+        }
+        CatalogCommand::Import { file } => {
+            let catalog_json = read_file(&file)?;
+            let r = c.catalog().import_catalog(catalog::ImportCatalogRequest { catalog_json }).await?.into_inner();
+            println!("created {}, updated {}, unchanged {}", r.created, r.updated, r.unchanged);
+        }
     }
     Ok(())
 }
 
 async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> {
     match cmd {
-        LicenceCommand::Example { type_code } => {
+        LicenceCommand::Example { type_code, template_version } => {
             let t =
-                c.catalog().get_licence_type(catalog::GetLicenceTypeRequest { code: type_code }).await?.into_inner();
+                c.catalog().get_licence_type(catalog::GetLicenceTypeRequest { code: type_code, template_version }).await?.into_inner();
             let def = definition_from_wire(t.licence_type.and_then(|t| t.definition).unwrap_or_default())?;
             let today = zhengzhao_core::date::format_date(zhengzhao_issuance::today());
             print_json(&examples::draft(&def, &today)?)?;

@@ -14,6 +14,7 @@ pub fn definition(issuer: &str) -> anyhow::Result<LicenceTypeDefinition> {
     let def: LicenceTypeDefinition = serde_json::from_value(serde_json::json!({
         "name": "食品经营许可证",
         "defining_authority": {"name": "国家市场监督管理总局", "code": "11100000000013338W", "level": "national"},
+        "service_items": [{"name": "食品经营许可", "code": "11100000000013338W3000111005000"}],
         "holder_category": "legal_person",
         "validity": "5/Y",
         "issuing_level": "district",
@@ -24,7 +25,12 @@ pub fn definition(issuer: &str) -> anyhow::Result<LicenceTypeDefinition> {
             {"key": "permit_number", "label": "许可证编号", "kind": "text", "required": true, "pattern": "JY[0-9]{14}"},
             {"key": "daily_supervisor", "label": "日常监督管理机构", "kind": "text"},
             {"key": "approved_on", "label": "批准日期", "kind": "date"},
-            {"key": "staff_count", "label": "从业人员数", "kind": "integer"}
+            {"key": "staff_count", "label": "从业人员数", "kind": "integer"},
+            {"key": "main_format", "label": "主体业态", "kind": "enumeration", "required": true,
+             "values": ["食品销售经营者", "餐饮服务经营者", "单位食堂"]},
+            {"key": "registered_capital", "label": "注册资本（万元）", "kind": "decimal", "max_scale": 2},
+            {"key": "online_sales", "label": "网络经营", "kind": "boolean"},
+            {"key": "floor_plan", "label": "经营场所平面图", "kind": "attachment"}
         ]}
     }))?;
     def.validate()?;
@@ -62,6 +68,15 @@ pub fn draft(def: &LicenceTypeDefinition, today: &str) -> anyhow::Result<Licence
         let value = match (f.kind, &f.pattern) {
             (FieldKind::Date, _) => today.to_owned(),
             (FieldKind::Integer, _) => "12".to_owned(),
+            (FieldKind::Decimal, _) => match f.max_scale {
+                Some(0) => "100".to_owned(),
+                _ => "100.5".to_owned(),
+            },
+            (FieldKind::Enumeration, _) => f.values.first().cloned().unwrap_or_default(),
+            (FieldKind::Boolean, _) => "true".to_owned(),
+            (FieldKind::Attachment, _) => {
+                format!("sha256:{}", "0".repeat(64))
+            }
             (FieldKind::Text, Some(p)) => matching(p, f.max_length)?,
             (FieldKind::Text, None) => {
                 let v = format!("示例{}", f.label);
@@ -80,6 +95,7 @@ pub fn draft(def: &LicenceTypeDefinition, today: &str) -> anyhow::Result<Licence
         valid_until: String::new(),
         area_code: "350102".into(),
         face_fields,
+        template_version: def.template.version,
     };
     def.template.check_values(&draft.face_fields)?;
     Ok(draft)
@@ -92,6 +108,7 @@ mod tests {
     #[test]
     fn examples_are_valid() {
         let mut def = definition(EXAMPLE_ISSUER).unwrap();
+        def.template.normalise();
         def.code = Some("11100000000013338W001".into());
         let mut d = draft(&def, "2026-11-27").unwrap();
         assert!(d.holder.validate(def.holder_category).is_empty());
