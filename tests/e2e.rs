@@ -85,6 +85,15 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
     assert!(stderr.starts_with("error: permission denied"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 
+    // The catalogue exports as one document; importing it back changes nothing.
+    let exported = cli.ok(&s.catalog, Some(&admin), &["catalog", "export"])?;
+    let export_file = cli.write("catalog.json", &exported)?;
+    let imported =
+        cli.ok(&s.catalog, Some(&admin), &["catalog", "import", "--file", &export_file.display().to_string()])?;
+    assert_eq!(imported, "created 0, updated 0, unchanged 1");
+    let listed = cli.ok(&s.catalog, Some(&issuer), &["catalog", "list", "--status", "published"])?;
+    assert!(listed.starts_with(&format!("{code}\tpublished\tv1\t")), "{listed}");
+
     let licence = cli.ok(&s.catalog, Some(&issuer), &["licence", "example", "--type", &code])?;
     let licence_file = cli.write("licence.json", &licence)?;
     let id =

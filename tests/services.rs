@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use tonic::Code;
-use tonic_types::StatusExt;
 use zhengzhao_auth::Role;
+use zhengzhao_e2e::fixtures::{draft, example_definition, issue, libraries, published_type, violated_fields};
 use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER, Library, OTHER_ISSUER};
 use zhengzhao_proto::catalog::v1 as catalog;
 use zhengzhao_proto::common::v1 as common;
@@ -18,50 +18,6 @@ use zhengzhao_proto::verification::v1 as verification;
 use zhengzhao_testkit::TestDb;
 
 type Result = anyhow::Result<()>;
-
-async fn libraries() -> anyhow::Result<Vec<Library>> {
-    let mut out = Vec::new();
-    for db in TestDb::both().await? {
-        out.push(Library::start(db).await?);
-    }
-    Ok(out)
-}
-
-fn example_definition() -> zhengzhao_core::LicenceTypeDefinition {
-    zhengzhao::examples::definition(ISSUER).expect("example definition")
-}
-
-/// Creates and publishes the example type; returns its code.
-async fn published_type(lib: &Library) -> anyhow::Result<String> {
-    let mut c = lib.catalog(Role::Admin, ADMIN);
-    let created = c
-        .create_licence_type(catalog::CreateLicenceTypeRequest {
-            definition: Some(definition_to_wire(&example_definition())),
-        })
-        .await?
-        .into_inner();
-    let code = created.licence_type.and_then(|t| t.definition).map(|d| d.code).unwrap_or_default();
-    c.publish_licence_type(catalog::PublishLicenceTypeRequest { code: code.clone() }).await?;
-    Ok(code)
-}
-
-fn draft(type_code: &str) -> issuance::LicenceDraft {
-    let mut def = example_definition();
-    def.code = Some(type_code.to_owned());
-    let d = zhengzhao::examples::draft(&def, "2026-11-27").expect("example draft");
-    zhengzhao_issuance::grpc::draft_to_wire(&d)
-}
-
-async fn issue(lib: &Library, d: issuance::LicenceDraft) -> std::result::Result<common::Licence, tonic::Status> {
-    lib.issuance(Role::Issuer, ISSUER)
-        .issue_licence(issuance::IssueLicenceRequest { draft: Some(d), idempotency_key: String::new() })
-        .await
-        .map(|r| r.into_inner().licence.unwrap_or_default())
-}
-
-fn violated_fields(s: &tonic::Status) -> Vec<String> {
-    s.get_details_bad_request().map(|b| b.field_violations.into_iter().map(|v| v.field).collect()).unwrap_or_default()
-}
 
 async fn verify_id(lib: &Library, id: &str) -> anyhow::Result<verification::Verification> {
     Ok(lib
@@ -146,7 +102,11 @@ async fn catalogue_defines_publishes_and_pages() -> Result {
             .into_inner();
         assert_eq!(page1.licence_types.len(), 2);
         let page2 = admin
-            .list_licence_types(catalog::ListLicenceTypesRequest { page_size: 2, page_token: page1.next_page_token.clone(), ..Default::default() })
+            .list_licence_types(catalog::ListLicenceTypesRequest {
+                page_size: 2,
+                page_token: page1.next_page_token.clone(),
+                ..Default::default()
+            })
             .await?
             .into_inner();
         assert_eq!(page2.licence_types.len(), 1);
@@ -154,11 +114,17 @@ async fn catalogue_defines_publishes_and_pages() -> Result {
         assert_eq!(page2.licence_types[0].definition.as_ref().map(|d| d.code.as_str()), Some("11100000000013338W003"));
 
         let missing = admin
-            .get_licence_type(catalog::GetLicenceTypeRequest { code: "11100000000013338W999".into(), template_version: 0 })
+            .get_licence_type(catalog::GetLicenceTypeRequest {
+                code: "11100000000013338W999".into(),
+                template_version: 0,
+            })
             .await
             .unwrap_err();
         assert_eq!(missing.code(), Code::NotFound);
-        let malformed = admin.get_licence_type(catalog::GetLicenceTypeRequest { code: "x".into(), template_version: 0 }).await.unwrap_err();
+        let malformed = admin
+            .get_licence_type(catalog::GetLicenceTypeRequest { code: "x".into(), template_version: 0 })
+            .await
+            .unwrap_err();
         assert_eq!(malformed.code(), Code::InvalidArgument);
     }
     Ok(())

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fixtures;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -18,12 +18,12 @@ pub mod uscc;
 pub mod violation;
 
 pub use catalog::{Authority, AuthorityLevel, LicenceTypeDefinition, ServiceItem, TypeCode, ValidityRange};
-pub use template::{FaceTemplate, FieldDefinition, FieldKind};
 pub use citizen_id::CitizenId;
 pub use document::{LicenceDocument, canonical_json};
 pub use draft::LicenceDraft;
 pub use holder::{Holder, HolderCategory, HolderIdType, mask_id_number};
 pub use identifier::{CheckForm, IdError, IssuerCode, LicenceId};
 pub use status::{LicenceStatus, LifecycleAction, TransitionError};
+pub use template::{FaceTemplate, FieldDefinition, FieldKind};
 pub use uscc::Uscc;
 pub use violation::{FieldViolation, Violations};

@@ -191,7 +191,10 @@ impl FaceTemplate {
                 let bad = f.values.is_empty()
                     || f.values.len() > MAX_ENUM_VALUES
                     || f.values.iter().any(|v| {
-                        v.trim().is_empty() || v.chars().count() > 200 || v.chars().any(char::is_control) || !seen.insert(v)
+                        v.trim().is_empty()
+                            || v.chars().count() > 200
+                            || v.chars().any(char::is_control)
+                            || !seen.insert(v)
                     });
                 if bad {
                     out.push(FieldViolation::new(
@@ -331,7 +334,12 @@ mod tests {
         let mut t = FaceTemplate {
             version: 1,
             fields: vec![
-                FieldDefinition { required: true, max_length: Some(10), pattern: Some("[A-Z]+".into()), ..field("code", FieldKind::Text) },
+                FieldDefinition {
+                    required: true,
+                    max_length: Some(10),
+                    pattern: Some("[A-Z]+".into()),
+                    ..field("code", FieldKind::Text)
+                },
                 field("day", FieldKind::Date),
                 field("count", FieldKind::Integer),
                 FieldDefinition { max_scale: Some(2), ..field("amount", FieldKind::Decimal) },
@@ -384,7 +392,12 @@ mod tests {
         t.fields[2].label = "count".into();
         t.fields[3].order = t.fields[0].order;
         let e = t.validate().unwrap_err();
-        for f in ["template.fields[1].kind", "template.fields[4].values", "template.fields[2].label", "template.fields[3].order"] {
+        for f in [
+            "template.fields[1].kind",
+            "template.fields[4].values",
+            "template.fields[2].label",
+            "template.fields[3].order",
+        ] {
             assert!(e.names(f), "{f} missing from {e}");
         }
     }

@@ -62,21 +62,30 @@ impl CatalogDocument {
             }
             match &e.definition.code {
                 None => out.push(FieldViolation::new(at("definition.code"), "required in a catalogue document")),
-                Some(c) if !codes.insert(c.clone()) => out.push(FieldViolation::new(at("definition.code"), "listed twice")),
+                Some(c) if !codes.insert(c.clone()) => {
+                    out.push(FieldViolation::new(at("definition.code"), "listed twice"))
+                }
                 Some(_) => {}
             }
             if let Err(Violations(v)) = e.definition.validate() {
-                out.extend(v.into_iter().map(|f| FieldViolation::new(at(&format!("definition.{}", f.field)), f.description)));
+                out.extend(
+                    v.into_iter().map(|f| FieldViolation::new(at(&format!("definition.{}", f.field)), f.description)),
+                );
             }
             if e.template_versions.is_empty() {
                 out.push(FieldViolation::new(at("template_versions"), "at least one version"));
             }
             for (j, t) in e.template_versions.iter().enumerate() {
                 if t.version as usize != j + 1 {
-                    out.push(FieldViolation::new(at(&format!("template_versions[{j}].version")), format!("must be {}", j + 1)));
+                    out.push(FieldViolation::new(
+                        at(&format!("template_versions[{j}].version")),
+                        format!("must be {}", j + 1),
+                    ));
                 }
                 if let Err(Violations(v)) = t.validate() {
-                    out.extend(v.into_iter().map(|f| FieldViolation::new(at(&format!("template_versions[{j}].{}", f.field)), f.description)));
+                    out.extend(v.into_iter().map(|f| {
+                        FieldViolation::new(at(&format!("template_versions[{j}].{}", f.field)), f.description)
+                    }));
                 }
             }
             if e.template_versions.last() != Some(&e.definition.template) {
@@ -102,7 +111,11 @@ impl Catalog {
         let licence_types = rows::all_types(&mut conn)
             .await?
             .into_iter()
-            .map(|(r, versions)| CatalogEntry { status: r.status.as_str().to_owned(), definition: r.definition, template_versions: versions })
+            .map(|(r, versions)| CatalogEntry {
+                status: r.status.as_str().to_owned(),
+                definition: r.definition,
+                template_versions: versions,
+            })
             .collect();
         Ok(CatalogDocument { format: FORMAT.into(), format_version: FORMAT_VERSION, licence_types })
     }
@@ -129,7 +142,8 @@ impl Catalog {
                 for t in &e.template_versions {
                     rows::insert_version(&mut tx, &code, t, at).await?;
                 }
-                let detail = serde_json::json!({ "created": true, "status": e.status, "versions": e.template_versions.len() });
+                let detail =
+                    serde_json::json!({ "created": true, "status": e.status, "versions": e.template_versions.len() });
                 record_change(&mut tx, &code, who, "import", &detail.to_string()).await?;
                 summary.created += 1;
                 continue;
@@ -138,7 +152,8 @@ impl Catalog {
                 conflicts.push(format!("{code}: the definition differs from the one held"));
                 continue;
             }
-            let held_versions: Vec<FaceTemplate> = load_versions(&mut tx, &code).await?.into_iter().map(|v| v.template).collect();
+            let held_versions: Vec<FaceTemplate> =
+                load_versions(&mut tx, &code).await?.into_iter().map(|v| v.template).collect();
             if let Some(j) = held_versions.iter().zip(&e.template_versions).position(|(a, b)| a != b) {
                 conflicts.push(format!("{code}: template version {} differs from the one held", j + 1));
                 continue;

@@ -135,7 +135,11 @@ impl Catalog {
 
     /// Creates a type as a draft; assigns the next code under its defining
     /// authority when none is given.
-    pub async fn create(&self, who: &Principal, mut def: LicenceTypeDefinition) -> Result<LicenceTypeRecord, ServiceError> {
+    pub async fn create(
+        &self,
+        who: &Principal,
+        mut def: LicenceTypeDefinition,
+    ) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ManageCatalog)?;
         def.template.normalise();
         def.validate()?;
@@ -155,7 +159,9 @@ impl Catalog {
                 let authority = Uscc::parse(&def.defining_authority.code)
                     .map_err(|e| ServiceError::invalid("defining_authority.code", e.to_string()))?;
                 TypeCode::new(&authority, next)
-                    .map_err(|_| ServiceError::FailedPrecondition("the defining authority already has 999 types".into()))?
+                    .map_err(|_| {
+                        ServiceError::FailedPrecondition("the defining authority already has 999 types".into())
+                    })?
                     .to_string()
             }
         };
@@ -163,7 +169,8 @@ impl Catalog {
         let at = now();
         rows::insert_type(&mut tx, &def, TypeStatus::Draft, at).await?;
         rows::insert_version(&mut tx, &code, &def.template, at).await?;
-        record_change(&mut tx, &code, who, "create", &serde_json::to_string(&def).map_err(ServiceError::internal)?).await?;
+        record_change(&mut tx, &code, who, "create", &serde_json::to_string(&def).map_err(ServiceError::internal)?)
+            .await?;
         tx.commit().await.map_err(db_err)?;
         tracing::info!(type_code = %code, actor = %who.actor(), "licence type created");
         self.fetch(&code, 0).await
@@ -182,12 +189,14 @@ impl Catalog {
             }
             TypeStatus::Draft => {}
         }
-        sqlx::query("UPDATE licence_types SET status = 'published', published_at = $2 WHERE code = $1 AND status = 'draft'")
-            .bind(code)
-            .bind(format_time(now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "UPDATE licence_types SET status = 'published', published_at = $2 WHERE code = $1 AND status = 'draft'",
+        )
+        .bind(code)
+        .bind(format_time(now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         record_change(&mut tx, code, who, "publish", "{}").await?;
         tx.commit().await.map_err(db_err)?;
         tracing::info!(type_code = %code, actor = %who.actor(), "licence type published");
@@ -232,7 +241,8 @@ impl Catalog {
         }
         rows::update_definition(&mut tx, &def, current.status).await?;
         let detail = serde_json::json!({ "version": version, "new_version": new_version, "template": template });
-        record_change(&mut tx, code, who, if new_version { "new_version" } else { "revise" }, &detail.to_string()).await?;
+        record_change(&mut tx, code, who, if new_version { "new_version" } else { "revise" }, &detail.to_string())
+            .await?;
         tx.commit().await.map_err(db_err)?;
         tracing::info!(type_code = %code, version, new_version, actor = %who.actor(), "template revised");
         self.fetch(code, 0).await
@@ -290,7 +300,8 @@ impl Catalog {
         authorize(who, &Action::ReadCatalog)?;
         let size = page_size(page_size_asked)?;
         if !page_token.is_empty() {
-            TypeCode::parse(page_token).map_err(|_| ServiceError::invalid("page_token", "not a token this listing returned"))?;
+            TypeCode::parse(page_token)
+                .map_err(|_| ServiceError::invalid("page_token", "not a token this listing returned"))?;
         }
         if filter.name_contains.chars().count() > 200 {
             return Err(ServiceError::invalid("name_contains", "at most 200 characters"));

@@ -26,7 +26,8 @@ fn type_from_row(row: &sqlx::any::AnyRow) -> Result<LicenceTypeRecord, ServiceEr
         let v: Option<String> = row.try_get(c).map_err(db_err)?;
         Ok(v.as_deref().and_then(parse_time))
     };
-    let definition: LicenceTypeDefinition = serde_json::from_str(&s("definition_json")?).map_err(ServiceError::internal)?;
+    let definition: LicenceTypeDefinition =
+        serde_json::from_str(&s("definition_json")?).map_err(ServiceError::internal)?;
     let current: i64 = row.try_get("template_version").map_err(db_err)?;
     Ok(LicenceTypeRecord {
         definition,
@@ -39,7 +40,11 @@ fn type_from_row(row: &sqlx::any::AnyRow) -> Result<LicenceTypeRecord, ServiceEr
 }
 
 /// A type with template `version` (0 = current), if it exists.
-pub(crate) async fn load(conn: &mut AnyConnection, code: &str, version: u32) -> Result<Option<LicenceTypeRecord>, ServiceError> {
+pub(crate) async fn load(
+    conn: &mut AnyConnection,
+    code: &str,
+    version: u32,
+) -> Result<Option<LicenceTypeRecord>, ServiceError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TYPE_COLUMNS} FROM licence_types WHERE code = $1")))
         .bind(code)
         .fetch_optional(&mut *conn)
@@ -48,24 +53,29 @@ pub(crate) async fn load(conn: &mut AnyConnection, code: &str, version: u32) -> 
     let Some(row) = row else { return Ok(None) };
     let mut record = type_from_row(&row)?;
     if version != 0 && version != record.current_version {
-        let json: Option<String> = sqlx::query_scalar("SELECT template_json FROM template_versions WHERE type_code = $1 AND version = $2")
-            .bind(code)
-            .bind(i64::from(version))
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_err)?;
+        let json: Option<String> =
+            sqlx::query_scalar("SELECT template_json FROM template_versions WHERE type_code = $1 AND version = $2")
+                .bind(code)
+                .bind(i64::from(version))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_err)?;
         let Some(json) = json else { return Ok(None) };
         record.definition.template = serde_json::from_str(&json).map_err(ServiceError::internal)?;
     }
     Ok(Some(record))
 }
 
-pub(crate) async fn load_versions(conn: &mut AnyConnection, code: &str) -> Result<Vec<TemplateVersionRecord>, ServiceError> {
-    let rows = sqlx::query("SELECT template_json, created_at FROM template_versions WHERE type_code = $1 ORDER BY version")
-        .bind(code)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
+pub(crate) async fn load_versions(
+    conn: &mut AnyConnection,
+    code: &str,
+) -> Result<Vec<TemplateVersionRecord>, ServiceError> {
+    let rows =
+        sqlx::query("SELECT template_json, created_at FROM template_versions WHERE type_code = $1 ORDER BY version")
+            .bind(code)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
     rows.iter()
         .map(|r| {
             let json: String = r.try_get("template_json").map_err(db_err)?;
@@ -143,18 +153,24 @@ pub(crate) async fn insert_version(
     template: &FaceTemplate,
     at: time::OffsetDateTime,
 ) -> Result<(), ServiceError> {
-    sqlx::query("INSERT INTO template_versions (type_code, version, template_json, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(code)
-        .bind(i64::from(template.version))
-        .bind(serde_json::to_string(template).map_err(ServiceError::internal)?)
-        .bind(format_time(at))
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    sqlx::query(
+        "INSERT INTO template_versions (type_code, version, template_json, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(code)
+    .bind(i64::from(template.version))
+    .bind(serde_json::to_string(template).map_err(ServiceError::internal)?)
+    .bind(format_time(at))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
     Ok(())
 }
 
-pub(crate) async fn replace_version(conn: &mut AnyConnection, code: &str, template: &FaceTemplate) -> Result<(), ServiceError> {
+pub(crate) async fn replace_version(
+    conn: &mut AnyConnection,
+    code: &str,
+    template: &FaceTemplate,
+) -> Result<(), ServiceError> {
     sqlx::query("UPDATE template_versions SET template_json = $3 WHERE type_code = $1 AND version = $2")
         .bind(code)
         .bind(i64::from(template.version))
@@ -172,15 +188,17 @@ pub(crate) async fn record_change(
     change: &str,
     detail_json: &str,
 ) -> Result<(), ServiceError> {
-    sqlx::query("INSERT INTO catalog_changes (type_code, actor, change, detail_json, recorded_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(code)
-        .bind(who.actor())
-        .bind(change)
-        .bind(detail_json)
-        .bind(format_time(now()))
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    sqlx::query(
+        "INSERT INTO catalog_changes (type_code, actor, change, detail_json, recorded_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(code)
+    .bind(who.actor())
+    .bind(change)
+    .bind(detail_json)
+    .bind(format_time(now()))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
     Ok(())
 }
 
@@ -217,7 +235,9 @@ pub(crate) async fn list(
 }
 
 /// Every type with all its template versions, ordered by code.
-pub(crate) async fn all_types(conn: &mut AnyConnection) -> Result<Vec<(LicenceTypeRecord, Vec<FaceTemplate>)>, ServiceError> {
+pub(crate) async fn all_types(
+    conn: &mut AnyConnection,
+) -> Result<Vec<(LicenceTypeRecord, Vec<FaceTemplate>)>, ServiceError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TYPE_COLUMNS} FROM licence_types ORDER BY code")))
         .fetch_all(&mut *conn)
         .await
@@ -231,7 +251,12 @@ pub(crate) async fn all_types(conn: &mut AnyConnection) -> Result<Vec<(LicenceTy
     Ok(out)
 }
 
-pub(crate) async fn changes(conn: &mut AnyConnection, code: &str, before: i64, limit: i64) -> Result<Vec<ChangeRecord>, ServiceError> {
+pub(crate) async fn changes(
+    conn: &mut AnyConnection,
+    code: &str,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<ChangeRecord>, ServiceError> {
     let rows = sqlx::query(
         "SELECT id, type_code, actor, change, detail_json, recorded_at FROM catalog_changes
          WHERE id < $1 AND ($2 = '' OR type_code = $2) ORDER BY id DESC LIMIT $3",

@@ -488,7 +488,11 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
             println!("{code}");
         }
         CatalogCommand::Get { code, template_version } => {
-            let t = c.catalog().get_licence_type(catalog::GetLicenceTypeRequest { code, template_version }).await?.into_inner();
+            let t = c
+                .catalog()
+                .get_licence_type(catalog::GetLicenceTypeRequest { code, template_version })
+                .await?
+                .into_inner();
             let t = t.licence_type.context("no type returned")?;
             let def = definition_from_wire(t.definition.unwrap_or_default())?;
             print_json(&serde_json::json!({
@@ -554,18 +558,21 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
             println!("{} template version {}", d.code, d.template.map_or(0, |t| t.version));
         }
         CatalogCommand::Retire { code, reason } => {
-            let r = c.catalog().retire_licence_type(catalog::RetireLicenceTypeRequest { code, reason }).await?.into_inner();
+            let r =
+                c.catalog().retire_licence_type(catalog::RetireLicenceTypeRequest { code, reason }).await?.into_inner();
             let t = r.licence_type.context("no type returned")?;
             println!("{}: {}", t.definition.map(|d| d.code).unwrap_or_default(), type_status_text(t.status));
         }
         CatalogCommand::Versions { code } => {
-            let r = c.catalog().list_template_versions(catalog::ListTemplateVersionsRequest { code }).await?.into_inner();
+            let r =
+                c.catalog().list_template_versions(catalog::ListTemplateVersionsRequest { code }).await?.into_inner();
             let versions = r
                 .versions
                 .into_iter()
                 .map(|v| {
                     let mut violations = Vec::new();
-                    let t = zhengzhao_proto::convert::template_from_wire(v.template.unwrap_or_default(), &mut violations);
+                    let t =
+                        zhengzhao_proto::convert::template_from_wire(v.template.unwrap_or_default(), &mut violations);
                     serde_json::json!({ "created_at": time_text(&v.created_at), "template": t })
                 })
                 .collect::<Vec<_>>();
@@ -577,7 +584,11 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
             while left > 0 {
                 let r = c
                     .catalog()
-                    .list_catalog_changes(catalog::ListCatalogChangesRequest { code: code.clone(), page_size: left.min(500), page_token: token })
+                    .list_catalog_changes(catalog::ListCatalogChangesRequest {
+                        code: code.clone(),
+                        page_size: left.min(500),
+                        page_token: token,
+                    })
                     .await?
                     .into_inner();
                 for ch in &r.changes {
@@ -612,8 +623,11 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
 async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> {
     match cmd {
         LicenceCommand::Example { type_code, template_version } => {
-            let t =
-                c.catalog().get_licence_type(catalog::GetLicenceTypeRequest { code: type_code, template_version }).await?.into_inner();
+            let t = c
+                .catalog()
+                .get_licence_type(catalog::GetLicenceTypeRequest { code: type_code, template_version })
+                .await?
+                .into_inner();
             let def = definition_from_wire(t.licence_type.and_then(|t| t.definition).unwrap_or_default())?;
             let today = zhengzhao_core::date::format_date(zhengzhao_issuance::today());
             print_json(&examples::draft(&def, &today)?)?;

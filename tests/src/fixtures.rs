@@ -1,0 +1,57 @@
+//! Shared steps of the service tests: an example type, a valid licence of
+//! it, issuing, and reading field violations.
+
+use tonic_types::StatusExt;
+use zhengzhao_auth::Role;
+use zhengzhao_proto::catalog::v1 as catalog;
+use zhengzhao_proto::common::v1 as common;
+use zhengzhao_proto::convert::definition_to_wire;
+use zhengzhao_proto::issuance::v1 as issuance;
+use zhengzhao_testkit::TestDb;
+
+use crate::{ADMIN, ISSUER, Library};
+
+/// One library on each engine.
+pub async fn libraries() -> anyhow::Result<Vec<Library>> {
+    let mut out = Vec::new();
+    for db in TestDb::both().await? {
+        out.push(Library::start(db).await?);
+    }
+    Ok(out)
+}
+
+pub fn example_definition() -> zhengzhao_core::LicenceTypeDefinition {
+    zhengzhao::examples::definition(ISSUER).expect("example definition")
+}
+
+/// Creates and publishes the example type; returns its code.
+pub async fn published_type(lib: &Library) -> anyhow::Result<String> {
+    let mut c = lib.catalog(Role::Admin, ADMIN);
+    let created = c
+        .create_licence_type(catalog::CreateLicenceTypeRequest {
+            definition: Some(definition_to_wire(&example_definition())),
+        })
+        .await?
+        .into_inner();
+    let code = created.licence_type.and_then(|t| t.definition).map(|d| d.code).unwrap_or_default();
+    c.publish_licence_type(catalog::PublishLicenceTypeRequest { code: code.clone() }).await?;
+    Ok(code)
+}
+
+pub fn draft(type_code: &str) -> issuance::LicenceDraft {
+    let mut def = example_definition();
+    def.code = Some(type_code.to_owned());
+    let d = zhengzhao::examples::draft(&def, "2026-11-27").expect("example draft");
+    zhengzhao_issuance::grpc::draft_to_wire(&d)
+}
+
+pub async fn issue(lib: &Library, d: issuance::LicenceDraft) -> std::result::Result<common::Licence, tonic::Status> {
+    lib.issuance(Role::Issuer, ISSUER)
+        .issue_licence(issuance::IssueLicenceRequest { draft: Some(d), idempotency_key: String::new() })
+        .await
+        .map(|r| r.into_inner().licence.unwrap_or_default())
+}
+
+pub fn violated_fields(s: &tonic::Status) -> Vec<String> {
+    s.get_details_bad_request().map(|b| b.field_violations.into_iter().map(|v| v.field).collect()).unwrap_or_default()
+}
