@@ -28,6 +28,8 @@ pub enum Action<'a> {
     ReadUsageLog,
     /// Read the gateway's routing table.
     ReadRoutes,
+    /// Follow the change feed.
+    WatchChanges,
 }
 
 /// A refusal, saying why.
@@ -60,6 +62,11 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
         A::SignDocument => role == R::Service(ServiceName::Issuance),
         A::UseLicence => role == R::Consumer,
         A::ReadUsageLog => matches!(role, R::Admin | R::Auditor),
+        A::WatchChanges => match role {
+            R::Admin | R::Auditor | R::Sync => true,
+            R::Service(s) => matches!(s, ServiceName::Verification | ServiceName::Exchange | ServiceName::Gateway),
+            R::Issuer | R::Consumer | R::Portal => false,
+        },
     };
     if allowed { Ok(()) } else { Err(Denied(format!("{} may not {}", principal.actor(), describe(action)))) }
 }
@@ -77,6 +84,7 @@ fn describe(action: &Action<'_>) -> String {
         Action::UseLicence => "use licences through the exchange".into(),
         Action::ReadUsageLog => "read the usage log".into(),
         Action::ReadRoutes => "read the gateway routes".into(),
+        Action::WatchChanges => "follow the change feed".into(),
     }
 }
 
@@ -127,6 +135,11 @@ mod tests {
             (Admin, A, X::ReadUsageLog, true),
             (Auditor, A, X::ReadUsageLog, true),
             (Consumer, A, X::ReadUsageLog, false),
+            (Sync, A, X::WatchChanges, true),
+            (Auditor, A, X::WatchChanges, true),
+            (Issuer, A, X::WatchChanges, false),
+            (Consumer, A, X::WatchChanges, false),
+            (svc(ServiceName::Verification), A, X::WatchChanges, true),
         ];
         for (role, agency, action, allowed) in cases {
             let got = authorize(&p(role, agency), &action);

@@ -23,7 +23,7 @@ pub use document::{LicenceDocument, canonical_json};
 pub use draft::LicenceDraft;
 pub use holder::{Holder, HolderCategory, HolderIdType, mask_id_number};
 pub use identifier::{CheckForm, IdError, IssuerCode, LicenceId};
-pub use status::{LicenceStatus, LifecycleAction, TransitionError};
+pub use status::{LicenceState, LicenceStatus, LifecycleAction, TransitionError};
 pub use template::{FaceTemplate, FieldDefinition, FieldKind};
 pub use uscc::Uscc;
 pub use violation::{FieldViolation, Violations};

@@ -33,6 +33,7 @@ pub fn status_to_wire(s: core::LicenceStatus) -> common::LicenceStatus {
         S::TransferredOut => common::LicenceStatus::TransferredOut,
         S::Revoked => common::LicenceStatus::Revoked,
         S::Other => common::LicenceStatus::Other,
+        S::Superseded => common::LicenceStatus::Superseded,
     }
 }
 
@@ -48,6 +49,7 @@ pub fn status_from_wire(s: common::LicenceStatus) -> Option<core::LicenceStatus>
         common::LicenceStatus::TransferredOut => S::TransferredOut,
         common::LicenceStatus::Revoked => S::Revoked,
         common::LicenceStatus::Other => S::Other,
+        common::LicenceStatus::Superseded => S::Superseded,
     })
 }
 

@@ -1,18 +1,24 @@
 //! The issuance service's gRPC edge.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use zhengzhao_auth::principal;
 use zhengzhao_core::date::parse_date;
-use zhengzhao_core::{Holder, LicenceDraft};
+use zhengzhao_core::{Holder, LicenceDraft, LifecycleAction};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::common::v1 as common;
 use zhengzhao_proto::convert::{from_timestamp, status_from_wire, status_to_wire, timestamp};
 use zhengzhao_proto::issuance::v1 as pb;
 use zhengzhao_proto::issuance::v1::issuance_service_server::{IssuanceService, IssuanceServiceServer};
 
-use crate::{EventRecord, Issuance, LicenceRecord};
+use crate::{EventRecord, EventRequest, FeedEntry, Issuance, LicenceRecord, MAX_FEED_BATCH};
+
+/// How often a follower polls for appends made by other replicas.
+const POLL: Duration = Duration::from_secs(1);
 
 /// The tonic service over [`Issuance`].
 #[derive(Debug, Clone)]
@@ -36,6 +42,10 @@ pub fn licence_to_wire(l: &LicenceRecord) -> common::Licence {
         template_version: l.template_version,
         recorded_at: Some(timestamp(l.recorded_at)),
         updated_at: Some(timestamp(l.updated_at)),
+        reported_lost: l.reported_lost,
+        mortgaged: l.mortgaged,
+        superseded_by: l.superseded_by.clone().unwrap_or_default(),
+        replaces: l.replaces.clone().unwrap_or_default(),
     }
 }
 
@@ -49,6 +59,7 @@ pub fn licence_from_wire(l: common::Licence) -> Result<LicenceRecord, ServiceErr
     let time = |t: &Option<prost_types::Timestamp>, f: &str| {
         t.as_ref().map(|t| from_timestamp(f, t)).transpose().map(|t| t.unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
     };
+    let text = |s: String| (!s.is_empty()).then_some(s);
     Ok(LicenceRecord {
         identifier: l.identifier,
         type_code: l.type_code,
@@ -56,6 +67,10 @@ pub fn licence_from_wire(l: common::Licence) -> Result<LicenceRecord, ServiceErr
         template_version: l.template_version,
         status,
         stored_status: status,
+        reported_lost: l.reported_lost,
+        mortgaged: l.mortgaged,
+        superseded_by: text(l.superseded_by),
+        replaces: text(l.replaces),
         valid_until,
         document_json: l.document_json,
         jws: l.jws,
@@ -65,24 +80,61 @@ pub fn licence_from_wire(l: common::Licence) -> Result<LicenceRecord, ServiceErr
     })
 }
 
-fn event_to_wire(e: &EventRecord) -> pb::LicenceEvent {
+/// The wire kind of an action.
+pub fn kind_to_wire(a: LifecycleAction) -> pb::EventKind {
+    use LifecycleAction as A;
+    use pb::EventKind as K;
+    match a {
+        A::Issue => K::Issue,
+        A::Change => K::Change,
+        A::Renew => K::Renew,
+        A::Review => K::Review,
+        A::Inspect => K::Inspect,
+        A::ReportLoss => K::ReportLoss,
+        A::WithdrawLoss => K::WithdrawLoss,
+        A::Mortgage => K::Mortgage,
+        A::Release => K::Release,
+        A::Seize => K::Seize,
+        A::Return => K::Return,
+        A::Cancel => K::Cancel,
+        A::Withdraw => K::Withdraw,
+        A::Revoke => K::Revoke,
+        A::Expire => K::Expire,
+    }
+}
+
+/// The action a wire kind names.
+pub fn kind_from_wire(v: i32) -> Option<LifecycleAction> {
+    let k = pb::EventKind::try_from(v).ok()?;
+    LifecycleAction::ALL.into_iter().find(|a| kind_to_wire(*a) == k)
+}
+
+pub fn event_to_wire(e: &EventRecord) -> pb::LicenceEvent {
     pb::LicenceEvent {
         sequence: u64::try_from(e.sequence).unwrap_or_default(),
-        kind: match e.kind.as_str() {
-            "issue" => pb::EventKind::Issue,
-            "cancel" => pb::EventKind::Cancel,
-            "revoke" => pb::EventKind::Revoke,
-            _ => pb::EventKind::Unspecified,
-        } as i32,
+        kind: kind_to_wire(e.kind) as i32,
         status_after: status_to_wire(e.status_after) as i32,
         actor: e.actor.clone(),
         reason: e.reason.clone(),
         occurred_at: Some(timestamp(e.occurred_at)),
         recorded_at: Some(timestamp(e.recorded_at)),
+        result: e.details.result.clone().unwrap_or_default(),
+        next_due_date: e.details.next_due_date.clone().unwrap_or_default(),
+        related_identifier: e.details.related_identifier.clone().unwrap_or_default(),
+        backfill: e.backfill,
+        identifier: e.identifier.clone(),
     }
 }
 
-/// The domain draft from the wire draft (the full check happens in [`Issuance::issue`]).
+fn feed_to_wire(f: &FeedEntry) -> pb::WatchChangesResponse {
+    pb::WatchChangesResponse {
+        event: Some(event_to_wire(&f.event)),
+        type_code: f.type_code.clone(),
+        issuer_code: f.issuer_code.clone(),
+    }
+}
+
+/// The domain draft from the wire draft (the full check happens in issuance).
 pub fn draft_from_wire(d: pb::LicenceDraft) -> LicenceDraft {
     let holder = d.holder.unwrap_or_default();
     LicenceDraft {
@@ -119,8 +171,18 @@ pub fn draft_to_wire(d: &LicenceDraft) -> pb::LicenceDraft {
     }
 }
 
+fn occurred(t: &Option<prost_types::Timestamp>) -> Result<Option<time::OffsetDateTime>, ServiceError> {
+    t.as_ref().map(|t| from_timestamp("occurred_at", t)).transpose()
+}
+
+fn licence_reply(l: &LicenceRecord) -> Option<common::Licence> {
+    Some(licence_to_wire(l))
+}
+
 #[tonic::async_trait]
 impl IssuanceService for IssuanceGrpc {
+    type WatchChangesStream = Pin<Box<dyn Stream<Item = Result<pb::WatchChangesResponse, Status>> + Send>>;
+
     async fn issue_licence(
         &self,
         req: Request<pb::IssueLicenceRequest>,
@@ -129,7 +191,7 @@ impl IssuanceService for IssuanceGrpc {
         let r = req.into_inner();
         let draft = r.draft.ok_or_else(|| ServiceError::invalid("draft", "required"))?;
         let l = self.0.issue(&who, draft_from_wire(draft), &r.idempotency_key).await?;
-        Ok(Response::new(pb::IssueLicenceResponse { licence: Some(licence_to_wire(&l)) }))
+        Ok(Response::new(pb::IssueLicenceResponse { licence: licence_reply(&l) }))
     }
 
     async fn cancel_licence(
@@ -138,9 +200,14 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::CancelLicenceResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        let occurred_at = r.occurred_at.as_ref().map(|t| from_timestamp("occurred_at", t)).transpose()?;
-        let l = self.0.cancel(&who, &r.identifier, &r.reason, occurred_at, &r.idempotency_key).await?;
-        Ok(Response::new(pb::CancelLicenceResponse { licence: Some(licence_to_wire(&l)) }))
+        let e = EventRequest {
+            reason: r.reason,
+            occurred_at: occurred(&r.occurred_at)?,
+            idempotency_key: r.idempotency_key,
+            ..Default::default()
+        };
+        let l = self.0.cancel(&who, &r.identifier, &e).await?;
+        Ok(Response::new(pb::CancelLicenceResponse { licence: licence_reply(&l) }))
     }
 
     async fn get_licence(
@@ -149,7 +216,7 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::GetLicenceResponse>, Status> {
         let who = principal(&req)?;
         let l = self.0.get(&who, &req.into_inner().identifier).await?;
-        Ok(Response::new(pb::GetLicenceResponse { licence: Some(licence_to_wire(&l)) }))
+        Ok(Response::new(pb::GetLicenceResponse { licence: licence_reply(&l) }))
     }
 
     async fn get_licence_history(
@@ -163,5 +230,96 @@ impl IssuanceService for IssuanceGrpc {
             identifier,
             events: events.iter().map(event_to_wire).collect(),
         }))
+    }
+
+    async fn record_event(
+        &self,
+        req: Request<pb::RecordEventRequest>,
+    ) -> Result<Response<pb::RecordEventResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let action = kind_from_wire(r.kind).ok_or_else(|| ServiceError::invalid("kind", "required"))?;
+        let e = EventRequest {
+            reason: r.reason,
+            occurred_at: occurred(&r.occurred_at)?,
+            result: r.result,
+            next_due_date: r.next_due_date,
+            idempotency_key: r.idempotency_key,
+        };
+        let l = self.0.record_event(&who, &r.identifier, action, &e).await?;
+        Ok(Response::new(pb::RecordEventResponse { licence: licence_reply(&l) }))
+    }
+
+    async fn change_licence(
+        &self,
+        req: Request<pb::ChangeLicenceRequest>,
+    ) -> Result<Response<pb::ChangeLicenceResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let draft = r.draft.ok_or_else(|| ServiceError::invalid("draft", "required"))?;
+        let e = EventRequest {
+            reason: r.reason,
+            occurred_at: occurred(&r.occurred_at)?,
+            idempotency_key: r.idempotency_key,
+            ..Default::default()
+        };
+        let l = self.0.change(&who, &r.identifier, draft_from_wire(draft), &e).await?;
+        Ok(Response::new(pb::ChangeLicenceResponse { licence: licence_reply(&l) }))
+    }
+
+    async fn renew_licence(
+        &self,
+        req: Request<pb::RenewLicenceRequest>,
+    ) -> Result<Response<pb::RenewLicenceResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let e = EventRequest {
+            reason: r.reason,
+            occurred_at: occurred(&r.occurred_at)?,
+            idempotency_key: r.idempotency_key,
+            ..Default::default()
+        };
+        let l = self.0.renew(&who, &r.identifier, &r.valid_from, &r.valid_until, &e).await?;
+        Ok(Response::new(pb::RenewLicenceResponse { licence: licence_reply(&l) }))
+    }
+
+    async fn watch_changes(
+        &self,
+        req: Request<pb::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let mut cursor =
+            i64::try_from(r.after_sequence).map_err(|_| ServiceError::invalid("after_sequence", "too large"))?;
+        // Fail fast on a refused caller, before the stream starts.
+        let first = self.0.feed(&who, cursor, MAX_FEED_BATCH).await?;
+        let issuance = self.0.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut batch = first;
+            loop {
+                if batch.is_empty() {
+                    if r.until_caught_up {
+                        return;
+                    }
+                    issuance.wait_for_appends(POLL).await;
+                } else {
+                    for entry in &batch {
+                        cursor = entry.event.sequence;
+                        if tx.send(Ok(feed_to_wire(entry))).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                }
+                batch = match issuance.feed(&who, cursor, MAX_FEED_BATCH).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }

@@ -1,33 +1,38 @@
 //! The issuance service: issues licences of published types, checked against
-//! their face template and signed through the signing service; records every
-//! lifecycle event append-only, in the same transaction as the status change.
+//! the template version they name and signed through the signing service;
+//! mirrors every lifecycle event (change and renewal as new versions); and
+//! appends each event to the ordered change feed in the same transaction as
+//! the state change it records.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
+mod document;
+mod feed;
 pub mod grpc;
 mod record;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::Digest;
 use sqlx::Row;
 use time::{Date, OffsetDateTime, UtcOffset};
+use tokio::sync::Notify;
 use zhengzhao_auth::{Action, Principal, authorize};
-use zhengzhao_catalog::{CatalogClient, TypeStatus};
+use zhengzhao_catalog::{CatalogClient, LicenceTypeRecord};
 use zhengzhao_core::date::{format_date, parse_date};
-use zhengzhao_core::document::{DocumentHolder, DocumentIssuer};
 use zhengzhao_core::status::transition;
 use zhengzhao_core::{
-    FieldViolation, LicenceDocument, LicenceDraft, LicenceId, LicenceStatus, LifecycleAction, TypeCode, Uscc,
-    Violations,
+    LicenceDocument, LicenceDraft, LicenceId, LicenceState, LicenceStatus, LifecycleAction, TypeCode,
 };
 use zhengzhao_proto::ServiceError;
 use zhengzhao_signing::SigningClient;
 use zhengzhao_store::{Db, Migrations, StoreConfig, StoreError, format_time, now};
 
 pub use client::IssuanceClient;
-pub use record::{EventRecord, LicenceRecord};
+use feed::NewEvent;
+pub use record::{EventDetails, EventRecord, FeedEntry, LicenceRecord};
 
 static PG: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -41,6 +46,8 @@ pub const LIBRARY_OFFSET: UtcOffset = time::macros::offset!(+8);
 pub const MAX_REASON: usize = 500;
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+/// Largest batch of the feed read at once.
+pub const MAX_FEED_BATCH: i64 = 1000;
 
 /// Today's date in the library's time zone.
 pub fn today() -> Date {
@@ -52,6 +59,8 @@ pub struct Issuance {
     db: Db,
     catalog: CatalogClient,
     signing: SigningClient,
+    /// Woken after every commit that appended to the feed.
+    appended: Notify,
 }
 
 impl std::fmt::Debug for Issuance {
@@ -88,13 +97,36 @@ fn check_idempotency_key(key: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// A serial of 16 upper-case letters and digits from the OS random source.
-fn generate_serial() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    zhengzhao_crypto::random_bytes::<16>()
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect()
+fn check_reason(reason: &str) -> Result<String, ServiceError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
+        return Err(ServiceError::invalid("reason", format!("required, at most {MAX_REASON} characters")));
+    }
+    Ok(reason.to_owned())
+}
+
+fn check_occurred(occurred_at: Option<OffsetDateTime>, at: OffsetDateTime) -> Result<OffsetDateTime, ServiceError> {
+    let t = occurred_at.unwrap_or(at);
+    if t > at + time::Duration::minutes(5) {
+        return Err(ServiceError::invalid("occurred_at", "in the future"));
+    }
+    Ok(t)
+}
+
+fn refused(e: zhengzhao_core::TransitionError) -> ServiceError {
+    ServiceError::FailedPrecondition(e.to_string())
+}
+
+/// What a lifecycle request asks for, beyond its kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventRequest {
+    pub reason: String,
+    pub occurred_at: Option<OffsetDateTime>,
+    /// Review and inspection: the result.
+    pub result: String,
+    /// Review and inspection: the next due date, `YYYY-MM-DD`.
+    pub next_due_date: String,
+    pub idempotency_key: String,
 }
 
 impl Issuance {
@@ -104,7 +136,26 @@ impl Issuance {
         signing: SigningClient,
     ) -> Result<Arc<Self>, StoreError> {
         let db = zhengzhao_store::open(store, "issuance", &MIGRATIONS).await?;
-        Ok(Arc::new(Issuance { db, catalog, signing }))
+        Ok(Arc::new(Issuance { db, catalog, signing, appended: Notify::new() }))
+    }
+
+    async fn licence_type(&self, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError> {
+        TypeCode::parse(code).map_err(|e| ServiceError::invalid("type_code", e))?;
+        match self.catalog.get(code, version).await {
+            Err(ServiceError::NotFound(m)) if version != 0 => Err(ServiceError::invalid("template_version", m)),
+            Err(ServiceError::NotFound(m)) => Err(ServiceError::invalid("type_code", m)),
+            other => other,
+        }
+    }
+
+    async fn sign(
+        &self,
+        issuer: &str,
+        doc: &LicenceDocument,
+    ) -> Result<(String, zhengzhao_signing::Signed), ServiceError> {
+        let canonical = doc.canonical_bytes().map_err(ServiceError::internal)?;
+        let signed = self.signing.sign(issuer, &canonical).await?;
+        Ok((String::from_utf8(canonical).map_err(ServiceError::internal)?, signed))
     }
 
     /// Issues a licence from `draft` on the caller's own account.
@@ -120,148 +171,35 @@ impl Issuance {
         if let Some(done) = self.replay(who, idempotency_key, "issue", &request_digest).await? {
             return Ok(done);
         }
-        let type_code = TypeCode::parse(&draft.type_code).map_err(|e| ServiceError::invalid("type_code", e))?;
-        let licence_type = match self.catalog.get(type_code.as_str(), draft.template_version).await {
-            Err(ServiceError::NotFound(m)) if draft.template_version != 0 => {
-                return Err(ServiceError::invalid("template_version", m));
-            }
-            Err(ServiceError::NotFound(m)) => return Err(ServiceError::invalid("type_code", m)),
-            other => other?,
-        };
-        if licence_type.status != TypeStatus::Published {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "licence type {type_code} is {}, not published",
-                licence_type.status.as_str()
-            )));
-        }
-        if !licence_type.definition.may_issue(&who.agency) {
-            return Err(ServiceError::PermissionDenied(format!(
-                "{} is not an issuing agency of licence type {type_code}",
-                who.agency
-            )));
-        }
-        let def = &licence_type.definition;
-        let mut out: Vec<FieldViolation> = draft.holder.validate(def.holder_category);
-        let issuer_name = draft.issuer_name.trim().to_owned();
-        if issuer_name.is_empty() || issuer_name.chars().count() > 200 {
-            out.push(FieldViolation::new("issuer_name", "1 to 200 characters"));
-        }
-        if draft.area_code.len() != 6 || !draft.area_code.bytes().all(|b| b.is_ascii_digit()) {
-            out.push(FieldViolation::new("area_code", "6 digits"));
-        }
-        if draft.serial.is_empty() {
-            draft.serial = generate_serial();
-        } else if draft.serial.len() > zhengzhao_core::identifier::MAX_SERIAL_LEN
-            || !draft.serial.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        {
-            out.push(FieldViolation::new("serial", "upper-case letters and digits, at most 64"));
-        }
-        let issue_date = parse_date(&draft.issue_date).map_err(|e| out.push(FieldViolation::new("issue_date", e))).ok();
-        let valid_from = if draft.valid_from.is_empty() {
-            issue_date
-        } else {
-            parse_date(&draft.valid_from).map_err(|e| out.push(FieldViolation::new("valid_from", e))).ok()
-        };
-        let valid_until = match (valid_from, draft.valid_until.as_str()) {
-            (Some(from), "") => def.validity.end_date(from),
-            (Some(from), given) => match parse_date(given) {
-                Err(e) => {
-                    out.push(FieldViolation::new("valid_until", e));
-                    None
-                }
-                Ok(until) if until < from => {
-                    out.push(FieldViolation::new("valid_until", "before valid_from"));
-                    None
-                }
-                Ok(until) => match def.validity.end_date(from) {
-                    Some(max) if until > max => {
-                        out.push(FieldViolation::new(
-                            "valid_until",
-                            format!("beyond the type's validity range {} (at most {})", def.validity, format_date(max)),
-                        ));
-                        None
-                    }
-                    None => {
-                        out.push(FieldViolation::new("valid_until", "this licence type is long-term: leave it empty"));
-                        None
-                    }
-                    Some(_) => Some(until),
-                },
-            },
-            (None, _) => None,
-        };
-        if let Err(Violations(more)) = def.template.check_values(&draft.face_fields) {
-            out.extend(more);
-        }
-        Violations::into_result(out)?;
-        let (Some(issue_date), Some(valid_from)) = (issue_date, valid_from) else {
-            return Err(ServiceError::internal("dates validated but missing"));
-        };
-        let issuer = Uscc::parse(&who.agency).map_err(|e| ServiceError::invalid("issuer", e.to_string()))?;
-        let id = LicenceId::new(type_code.clone(), issuer, &draft.serial, 1)
-            .map_err(|e| ServiceError::invalid("serial", e.to_string()))?;
-        let document = LicenceDocument {
-            identifier: id.to_string(),
-            licence_number: draft.serial.clone(),
-            name: def.name.clone(),
-            type_code: type_code.to_string(),
-            template_version: def.template.version,
-            issuer: DocumentIssuer { name: issuer_name, code: who.agency.clone() },
-            issue_date: format_date(issue_date),
-            valid_from: format_date(valid_from),
-            valid_until: valid_until.map(format_date),
-            holder: DocumentHolder {
-                name: draft.holder.name.trim().to_owned(),
-                id_type_code: draft.holder.id_type_code.clone(),
-                id_number: draft.holder.id_number.clone(),
-            },
-            area_code: draft.area_code.clone(),
-            face_fields: draft.face_fields.clone(),
-            replaces: None,
-        };
-        let canonical = document.canonical_bytes().map_err(ServiceError::internal)?;
-        let signed = self.signing.sign(&who.agency, &canonical).await?;
+        let t = self.licence_type(&draft.type_code, draft.template_version).await?;
+        document::check_issuable(&t, &who.agency)?;
+        let doc = document::build(&t, &mut draft, &who.agency, 1, None)?;
+        let (canonical, signed) = self.sign(&who.agency, &doc).await?;
+        let state = transition(None, LifecycleAction::Issue).map_err(refused)?;
         let at = now();
-        let status =
-            transition(None, LifecycleAction::Issue).map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
-        let identifier = id.to_string();
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        let inserted = sqlx::query(
-            "INSERT INTO licences (identifier, type_code, issuer_code, serial, version, template_version, holder_id_type,
-                holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+        feed::lock(&mut tx, self.db.engine).await?;
+        insert_licence(&mut tx, &doc, &canonical, &signed, state.status, at).await?;
+        feed::append(
+            &mut tx,
+            &NewEvent {
+                identifier: &doc.identifier,
+                action: LifecycleAction::Issue,
+                status_after: state.status,
+                actor: &who.actor(),
+                reason: "",
+                details: EventDetails::default(),
+                backfill: false,
+                occurred_at: at,
+                recorded_at: at,
+            },
         )
-        .bind(&identifier)
-        .bind(type_code.as_str())
-        .bind(&who.agency)
-        .bind(&draft.serial)
-        .bind(1_i64)
-        .bind(i64::from(def.template.version))
-        .bind(&document.holder.id_type_code)
-        .bind(&document.holder.id_number)
-        .bind(status.code())
-        .bind(document.valid_until.clone())
-        .bind(String::from_utf8(canonical).map_err(ServiceError::internal)?)
-        .bind(&signed.jws)
-        .bind(&signed.key_id)
-        .bind(format_time(at))
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            return Err(if zhengzhao_store::is_unique_violation(&e) {
-                ServiceError::AlreadyExists(format!(
-                    "licence number {} of type {type_code} was already issued by {}",
-                    draft.serial, who.agency
-                ))
-            } else {
-                db_err(e)
-            });
-        }
-        append_event(&mut tx, &identifier, LifecycleAction::Issue, status, &who.actor(), "", at, at).await?;
-        remember(&mut tx, who, idempotency_key, "issue", &request_digest, &identifier, at).await?;
+        .await?;
+        remember(&mut tx, who, idempotency_key, "issue", &request_digest, &doc.identifier, at).await?;
         tx.commit().await.map_err(db_err)?;
-        tracing::info!(identifier = %identifier, actor = %who.actor(), holder = %zhengzhao_core::mask_id_number(&document.holder.id_number), "licence issued");
-        self.fetch(&identifier).await
+        self.appended.notify_waiters();
+        tracing::info!(identifier = %doc.identifier, actor = %who.actor(), holder = %zhengzhao_core::mask_id_number(&doc.holder.id_number), "licence issued");
+        self.fetch(&doc.identifier).await
     }
 
     /// Cancels (注销) a licence.
@@ -269,61 +207,208 @@ impl Issuance {
         &self,
         who: &Principal,
         identifier: &str,
-        reason: &str,
-        occurred_at: Option<OffsetDateTime>,
-        idempotency_key: &str,
+        req: &EventRequest,
     ) -> Result<LicenceRecord, ServiceError> {
-        self.record_action(who, identifier, LifecycleAction::Cancel, reason, occurred_at, idempotency_key).await
+        self.record_event(who, identifier, LifecycleAction::Cancel, req).await
     }
 
-    async fn record_action(
+    /// Records an event that keeps the licence's version.
+    pub async fn record_event(
         &self,
         who: &Principal,
         identifier: &str,
         action: LifecycleAction,
-        reason: &str,
-        occurred_at: Option<OffsetDateTime>,
-        idempotency_key: &str,
+        req: &EventRequest,
     ) -> Result<LicenceRecord, ServiceError> {
         let id = parse_identifier("identifier", identifier)?;
         authorize(who, &Action::ChangeLicence { issuer: id.issuer().as_str() })?;
-        check_idempotency_key(idempotency_key)?;
-        let reason = reason.trim();
-        if reason.is_empty() || reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
-            return Err(ServiceError::invalid("reason", format!("required, at most {MAX_REASON} characters")));
+        if matches!(action, LifecycleAction::Issue | LifecycleAction::Expire) || action.makes_new_version() {
+            return Err(ServiceError::invalid("kind", format!("{} is not recorded this way", action.name())));
         }
+        check_idempotency_key(&req.idempotency_key)?;
+        let reason = check_reason(&req.reason)?;
         let at = now();
-        let occurred_at = occurred_at.unwrap_or(at);
-        if occurred_at > at + time::Duration::minutes(5) {
-            return Err(ServiceError::invalid("occurred_at", "in the future"));
+        let occurred_at = check_occurred(req.occurred_at, at)?;
+        let mut details = EventDetails::default();
+        if action.is_periodic_check() {
+            let result = req.result.trim();
+            if result.is_empty() || result.chars().count() > 50 || result.chars().any(char::is_control) {
+                return Err(ServiceError::invalid(
+                    "result",
+                    "required for reviews and inspections, at most 50 characters",
+                ));
+            }
+            let due = parse_date(&req.next_due_date).map_err(|e| ServiceError::invalid("next_due_date", e))?;
+            if due <= occurred_at.to_offset(LIBRARY_OFFSET).date() {
+                return Err(ServiceError::invalid("next_due_date", "must be after the review"));
+            }
+            details.result = Some(result.to_owned());
+            details.next_due_date = Some(format_date(due));
+        } else if !req.result.is_empty() || !req.next_due_date.is_empty() {
+            return Err(ServiceError::invalid(
+                "result",
+                "only reviews and inspections carry a result and a next due date",
+            ));
         }
-        let request_digest = digest(&[action.name(), identifier, reason, &format_time(occurred_at)]);
-        if let Some(done) = self.replay(who, idempotency_key, action.name(), &request_digest).await? {
+        let request_digest =
+            digest(&[action.name(), identifier, &reason, &format_time(occurred_at), &req.result, &req.next_due_date]);
+        if let Some(done) = self.replay(who, &req.idempotency_key, action.name(), &request_digest).await? {
             return Ok(done);
         }
         let current = self.fetch(identifier).await?;
-        let next =
-            transition(Some(current.status), action).map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
+        let next = transition(Some(current.state()), action).map_err(refused)?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        let updated =
-            sqlx::query("UPDATE licences SET status = $1, updated_at = $2 WHERE identifier = $3 AND status = $4")
-                .bind(next.code())
-                .bind(format_time(at))
-                .bind(identifier)
-                .bind(current.stored_status.code())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        if updated.rows_affected() != 1 {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "licence {identifier} changed concurrently; read it again and retry"
-            )));
-        }
-        append_event(&mut tx, identifier, action, next, &who.actor(), reason, occurred_at, at).await?;
-        remember(&mut tx, who, idempotency_key, action.name(), &request_digest, identifier, at).await?;
+        feed::lock(&mut tx, self.db.engine).await?;
+        update_state(&mut tx, &current, next, None, at).await?;
+        feed::append(
+            &mut tx,
+            &NewEvent {
+                identifier,
+                action,
+                status_after: next.status,
+                actor: &who.actor(),
+                reason: &reason,
+                details,
+                backfill: false,
+                occurred_at,
+                recorded_at: at,
+            },
+        )
+        .await?;
+        remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, identifier, at).await?;
         tx.commit().await.map_err(db_err)?;
+        self.appended.notify_waiters();
         tracing::info!(identifier = %identifier, actor = %who.actor(), action = action.name(), "lifecycle event recorded");
         self.fetch(identifier).await
+    }
+
+    /// Changes (变更) a licence: `draft` becomes the next version.
+    pub async fn change(
+        &self,
+        who: &Principal,
+        identifier: &str,
+        mut draft: LicenceDraft,
+        req: &EventRequest,
+    ) -> Result<LicenceRecord, ServiceError> {
+        let id = parse_identifier("identifier", identifier)?;
+        authorize(who, &Action::ChangeLicence { issuer: id.issuer().as_str() })?;
+        let current = self.fetch(identifier).await?;
+        let old = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
+        if draft.type_code != old.type_code {
+            return Err(ServiceError::invalid("draft.type_code", "a change keeps the licence type"));
+        }
+        if draft.serial.is_empty() {
+            draft.serial = old.licence_number.clone();
+        } else if draft.serial != old.licence_number {
+            return Err(ServiceError::invalid("draft.serial", "a change keeps the licence number"));
+        }
+        for (field, value) in [
+            (&mut draft.issue_date, &old.issue_date),
+            (&mut draft.valid_from, &old.valid_from),
+            (&mut draft.valid_until, &old.valid_until.clone().unwrap_or_default()),
+        ] {
+            if field.is_empty() {
+                value.clone_into(field);
+            }
+        }
+        self.new_version(who, current, draft, LifecycleAction::Change, req).await
+    }
+
+    /// Renews (延续) a licence: the next version, with a new validity period.
+    pub async fn renew(
+        &self,
+        who: &Principal,
+        identifier: &str,
+        valid_from: &str,
+        valid_until: &str,
+        req: &EventRequest,
+    ) -> Result<LicenceRecord, ServiceError> {
+        let id = parse_identifier("identifier", identifier)?;
+        authorize(who, &Action::ChangeLicence { issuer: id.issuer().as_str() })?;
+        let current = self.fetch(identifier).await?;
+        let old = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
+        let mut draft = document::draft_of(&old);
+        let day = today();
+        draft.issue_date = format_date(day);
+        draft.valid_from = if valid_from.is_empty() {
+            let next = current.valid_until.and_then(Date::next_day).filter(|d| *d > day).unwrap_or(day);
+            format_date(next)
+        } else {
+            valid_from.to_owned()
+        };
+        valid_until.clone_into(&mut draft.valid_until);
+        self.new_version(who, current, draft, LifecycleAction::Renew, req).await
+    }
+
+    async fn new_version(
+        &self,
+        who: &Principal,
+        current: LicenceRecord,
+        mut draft: LicenceDraft,
+        action: LifecycleAction,
+        req: &EventRequest,
+    ) -> Result<LicenceRecord, ServiceError> {
+        check_idempotency_key(&req.idempotency_key)?;
+        let reason = check_reason(&req.reason)?;
+        let at = now();
+        let occurred_at = check_occurred(req.occurred_at, at)?;
+        let request_digest = digest(&[
+            action.name(),
+            &current.identifier,
+            &reason,
+            &format_time(occurred_at),
+            &serde_json::to_string(&draft).map_err(ServiceError::internal)?,
+        ]);
+        if let Some(done) = self.replay(who, &req.idempotency_key, action.name(), &request_digest).await? {
+            return Ok(done);
+        }
+        let next = transition(Some(current.state()), action).map_err(refused)?;
+        let id = parse_identifier("identifier", &current.identifier)?;
+        let version = id.version().checked_add(1).filter(|v| *v <= 999).ok_or_else(|| {
+            ServiceError::FailedPrecondition(format!(
+                "licence {} is at version 999 and cannot get another",
+                current.identifier
+            ))
+        })?;
+        let t = self.licence_type(&draft.type_code, draft.template_version).await?;
+        document::check_issuable(&t, &current.issuer_code)?;
+        let doc = document::build(&t, &mut draft, &current.issuer_code, version, Some(&current.identifier))?;
+        let (canonical, signed) = self.sign(&current.issuer_code, &doc).await?;
+        let fresh = transition(None, LifecycleAction::Issue).map_err(refused)?;
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        feed::lock(&mut tx, self.db.engine).await?;
+        update_state(&mut tx, &current, next, Some(&doc.identifier), at).await?;
+        insert_licence(&mut tx, &doc, &canonical, &signed, fresh.status, at).await?;
+        sqlx::query("UPDATE licences SET replaces = $1 WHERE identifier = $2")
+            .bind(&current.identifier)
+            .bind(&doc.identifier)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let actor = who.actor();
+        for (identifier, status_after, related) in [
+            (current.identifier.as_str(), next.status, &doc.identifier),
+            (doc.identifier.as_str(), fresh.status, &current.identifier),
+        ] {
+            let details = EventDetails { related_identifier: Some(related.clone()), ..Default::default() };
+            let e = NewEvent {
+                identifier,
+                action,
+                status_after,
+                actor: &actor,
+                reason: &reason,
+                details,
+                backfill: false,
+                occurred_at,
+                recorded_at: at,
+            };
+            feed::append(&mut tx, &e).await?;
+        }
+        remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, &doc.identifier, at).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.appended.notify_waiters();
+        tracing::info!(old = %current.identifier, new = %doc.identifier, actor = %actor, action = action.name(), "new licence version");
+        self.fetch(&doc.identifier).await
     }
 
     /// Reads a licence (status as of today).
@@ -338,10 +423,10 @@ impl Issuance {
         let id = parse_identifier("identifier", identifier)?;
         authorize(who, &Action::ReadLicence { issuer: id.issuer().as_str() })?;
         self.fetch(identifier).await?;
-        let rows = sqlx::query(
-            "SELECT sequence, kind, status_after, actor, reason, occurred_at, recorded_at FROM licence_events
-             WHERE identifier = $1 ORDER BY sequence",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM licence_events e WHERE e.identifier = $1 ORDER BY e.sequence",
+            record::EVENT_COLUMNS
+        )))
         .bind(identifier)
         .fetch_all(&self.db.pool)
         .await
@@ -349,11 +434,88 @@ impl Issuance {
         rows.iter().map(record::event_from_row).collect()
     }
 
+    /// Up to `limit` feed entries after `after`.
+    pub async fn feed(&self, who: &Principal, after: i64, limit: i64) -> Result<Vec<FeedEntry>, ServiceError> {
+        authorize(who, &Action::WatchChanges)?;
+        let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+        feed::read(&mut conn, after.max(0), limit.clamp(1, MAX_FEED_BATCH)).await
+    }
+
+    /// Completes when something is appended to the feed by this process, or
+    /// after `wait` (appends by other replicas are seen by polling).
+    pub async fn wait_for_appends(&self, wait: Duration) {
+        let _ = tokio::time::timeout(wait, self.appended.notified()).await;
+    }
+
+    /// Records expiry for every valid licence whose validity ended before
+    /// `day`, as `who`; returns how many. Status is right at read time
+    /// without this; the events make the expiry visible in the feed.
+    pub async fn record_expiries(&self, who: &Principal, day: Date) -> Result<usize, ServiceError> {
+        let mut total = 0;
+        loop {
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT identifier FROM licences WHERE status = 'valid' AND valid_until IS NOT NULL AND valid_until < $1
+                 ORDER BY identifier LIMIT 200",
+            )
+            .bind(format_date(day))
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(db_err)?;
+            if ids.is_empty() {
+                return Ok(total);
+            }
+            let at = now();
+            let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+            feed::lock(&mut tx, self.db.engine).await?;
+            for identifier in &ids {
+                let done = sqlx::query("UPDATE licences SET status = 'expired', updated_at = $2 WHERE identifier = $1 AND status = 'valid'")
+                    .bind(identifier)
+                    .bind(format_time(at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                if done.rows_affected() == 1 {
+                    let reason = "validity period ended";
+                    let e = NewEvent {
+                        identifier,
+                        action: LifecycleAction::Expire,
+                        status_after: LicenceStatus::Expired,
+                        actor: &who.actor(),
+                        reason,
+                        details: EventDetails::default(),
+                        backfill: false,
+                        occurred_at: at,
+                        recorded_at: at,
+                    };
+                    feed::append(&mut tx, &e).await?;
+                    total += 1;
+                }
+            }
+            tx.commit().await.map_err(db_err)?;
+            self.appended.notify_waiters();
+        }
+    }
+
+    /// Runs [`Issuance::record_expiries`] every `every` until the process ends.
+    pub fn spawn_expiry_job(self: Arc<Self>, who: Principal, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match self.record_expiries(&who, today()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "expiries recorded"),
+                    Err(e) => tracing::warn!(error = %e, "expiry job failed; will retry"),
+                }
+            }
+        })
+    }
+
     async fn fetch(&self, identifier: &str) -> Result<LicenceRecord, ServiceError> {
-        let row = sqlx::query(
-            "SELECT identifier, type_code, issuer_code, template_version, status, valid_until, document_json, jws, key_id,
-                    recorded_at, updated_at FROM licences WHERE identifier = $1",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM licences WHERE identifier = $1",
+            record::LICENCE_COLUMNS
+        )))
         .bind(identifier)
         .fetch_optional(&self.db.pool)
         .await
@@ -391,36 +553,84 @@ impl Issuance {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn append_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    identifier: &str,
-    action: LifecycleAction,
-    status_after: LicenceStatus,
-    actor: &str,
-    reason: &str,
-    occurred_at: OffsetDateTime,
-    recorded_at: OffsetDateTime,
+async fn insert_licence(
+    conn: &mut sqlx::AnyConnection,
+    doc: &LicenceDocument,
+    canonical: &str,
+    signed: &zhengzhao_signing::Signed,
+    status: LicenceStatus,
+    at: OffsetDateTime,
 ) -> Result<(), ServiceError> {
-    sqlx::query(
-        "INSERT INTO licence_events (identifier, kind, status_after, actor, reason, occurred_at, recorded_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    let id = parse_identifier("identifier", &doc.identifier)?;
+    let inserted = sqlx::query(
+        "INSERT INTO licences (identifier, type_code, issuer_code, serial, version, template_version, holder_id_type,
+            holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
     )
-    .bind(identifier)
-    .bind(action.name())
-    .bind(status_after.code())
-    .bind(actor)
-    .bind(reason)
-    .bind(format_time(occurred_at))
-    .bind(format_time(recorded_at))
-    .execute(&mut **tx)
+    .bind(&doc.identifier)
+    .bind(&doc.type_code)
+    .bind(&doc.issuer.code)
+    .bind(&doc.licence_number)
+    .bind(i64::from(id.version()))
+    .bind(i64::from(doc.template_version))
+    .bind(&doc.holder.id_type_code)
+    .bind(&doc.holder.id_number)
+    .bind(status.name())
+    .bind(doc.valid_until.clone())
+    .bind(canonical)
+    .bind(&signed.jws)
+    .bind(&signed.key_id)
+    .bind(format_time(at))
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if zhengzhao_store::is_unique_violation(&e) => Err(ServiceError::AlreadyExists(format!(
+            "licence number {} version {:03} of type {} was already issued by {}",
+            doc.licence_number,
+            id.version(),
+            doc.type_code,
+            doc.issuer.code
+        ))),
+        Err(e) => Err(db_err(e)),
+    }
+}
+
+/// Writes a new state, guarded by the state read (a concurrent change fails).
+async fn update_state(
+    conn: &mut sqlx::AnyConnection,
+    current: &LicenceRecord,
+    next: LicenceState,
+    superseded_by: Option<&str>,
+    at: OffsetDateTime,
+) -> Result<(), ServiceError> {
+    let updated = sqlx::query(
+        "UPDATE licences SET status = $1, reported_lost = $2, mortgaged = $3, superseded_by = $4, updated_at = $5
+         WHERE identifier = $6 AND status = $7 AND reported_lost = $8 AND mortgaged = $9 AND superseded_by IS NULL",
+    )
+    .bind(next.status.name())
+    .bind(i64::from(next.lost))
+    .bind(i64::from(next.mortgaged))
+    .bind(superseded_by)
+    .bind(format_time(at))
+    .bind(&current.identifier)
+    .bind(current.stored_status.name())
+    .bind(i64::from(current.reported_lost))
+    .bind(i64::from(current.mortgaged))
+    .execute(&mut *conn)
     .await
     .map_err(db_err)?;
+    if updated.rows_affected() != 1 {
+        return Err(ServiceError::FailedPrecondition(format!(
+            "licence {} changed concurrently; read it again and retry",
+            current.identifier
+        )));
+    }
     Ok(())
 }
 
 async fn remember(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     who: &Principal,
     key: &str,
     operation: &str,
@@ -441,7 +651,7 @@ async fn remember(
     .bind(request_digest)
     .bind(identifier)
     .bind(format_time(at))
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await;
     match r {
         Ok(_) => Ok(()),

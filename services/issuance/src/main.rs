@@ -22,6 +22,8 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
     let signing =
         SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Issuance));
     let issuance = Issuance::open(&ctx.store, catalog, signing).await?;
+    let job = zhengzhao_auth::Principal::service(ServiceName::Issuance, &ctx.keys.agency);
+    issuance.clone().spawn_expiry_job(job, std::time::Duration::from_secs(300));
     let svc = InterceptedService::new(IssuanceGrpc(issuance).into_server(), ctx.authenticate());
     Ok((Routes::new(svc), vec![IssuanceServiceServer::<IssuanceGrpc>::NAME]))
 }

@@ -1,9 +1,10 @@
 //! Licences and events as read back from the database.
 
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use time::{Date, OffsetDateTime};
-use zhengzhao_core::LicenceStatus;
 use zhengzhao_core::date::parse_date;
+use zhengzhao_core::{LicenceState, LicenceStatus, LifecycleAction};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::parse_time;
 
@@ -18,6 +19,10 @@ pub struct LicenceRecord {
     pub status: LicenceStatus,
     /// Status as recorded.
     pub stored_status: LicenceStatus,
+    pub reported_lost: bool,
+    pub mortgaged: bool,
+    pub superseded_by: Option<String>,
+    pub replaces: Option<String>,
     pub valid_until: Option<Date>,
     pub document_json: String,
     pub jws: String,
@@ -26,35 +31,72 @@ pub struct LicenceRecord {
     pub updated_at: OffsetDateTime,
 }
 
-/// One lifecycle event.
+impl LicenceRecord {
+    /// The state the transition table works on (effective status).
+    pub fn state(&self) -> LicenceState {
+        LicenceState { status: self.status, lost: self.reported_lost, mortgaged: self.mortgaged }
+    }
+}
+
+/// What an event carries beyond its kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_due_date: Option<String>,
+    /// For change and renewal: the other version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub related_identifier: Option<String>,
+}
+
+/// One lifecycle event, which is also one entry of the change feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
     pub sequence: i64,
-    pub kind: String,
+    pub identifier: String,
+    pub kind: LifecycleAction,
     pub status_after: LicenceStatus,
     pub actor: String,
     pub reason: String,
+    pub details: EventDetails,
+    pub backfill: bool,
     pub occurred_at: OffsetDateTime,
     pub recorded_at: OffsetDateTime,
+}
+
+/// An event with the type and issuer of its licence, as the feed streams it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEntry {
+    pub event: EventRecord,
+    pub type_code: String,
+    pub issuer_code: String,
 }
 
 fn bad(what: &str) -> ServiceError {
     ServiceError::internal(format!("unreadable {what} in database"))
 }
 
+pub(crate) const LICENCE_COLUMNS: &str = "identifier, type_code, issuer_code, template_version, status, valid_until, \
+    document_json, jws, key_id, recorded_at, updated_at, reported_lost, mortgaged, superseded_by, replaces";
+
 pub(crate) fn licence_from_row(row: &sqlx::any::AnyRow, today: Date) -> Result<LicenceRecord, ServiceError> {
     let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::internal);
-    let stored_status = LicenceStatus::from_code(&s("status")?).ok_or_else(|| bad("status"))?;
-    let valid_until: Option<String> = row.try_get("valid_until").map_err(ServiceError::internal)?;
-    let valid_until = valid_until.map(|d| parse_date(&d).map_err(|_| bad("valid_until"))).transpose()?;
-    let template_version: i64 = row.try_get("template_version").map_err(ServiceError::internal)?;
+    let i = |c: &str| row.try_get::<i64, _>(c).map_err(ServiceError::internal);
+    let o = |c: &str| row.try_get::<Option<String>, _>(c).map_err(ServiceError::internal);
+    let stored_status = LicenceStatus::from_name(&s("status")?).ok_or_else(|| bad("status"))?;
+    let valid_until = o("valid_until")?.map(|d| parse_date(&d).map_err(|_| bad("valid_until"))).transpose()?;
     Ok(LicenceRecord {
         identifier: s("identifier")?,
         type_code: s("type_code")?,
         issuer_code: s("issuer_code")?,
-        template_version: u32::try_from(template_version).map_err(|_| bad("template_version"))?,
+        template_version: u32::try_from(i("template_version")?).map_err(|_| bad("template_version"))?,
         status: stored_status.effective(valid_until, today),
         stored_status,
+        reported_lost: i("reported_lost")? != 0,
+        mortgaged: i("mortgaged")? != 0,
+        superseded_by: o("superseded_by")?,
+        replaces: o("replaces")?,
         valid_until,
         document_json: s("document_json")?,
         jws: s("jws")?,
@@ -64,14 +106,19 @@ pub(crate) fn licence_from_row(row: &sqlx::any::AnyRow, today: Date) -> Result<L
     })
 }
 
+pub(crate) const EVENT_COLUMNS: &str = "e.sequence, e.identifier, e.kind, e.status_after, e.actor, e.reason, e.details_json, e.backfill, e.occurred_at, e.recorded_at";
+
 pub(crate) fn event_from_row(row: &sqlx::any::AnyRow) -> Result<EventRecord, ServiceError> {
     let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::internal);
     Ok(EventRecord {
         sequence: row.try_get("sequence").map_err(ServiceError::internal)?,
-        kind: s("kind")?,
-        status_after: LicenceStatus::from_code(&s("status_after")?).ok_or_else(|| bad("status_after"))?,
+        identifier: s("identifier")?,
+        kind: LifecycleAction::from_name(&s("kind")?).ok_or_else(|| bad("kind"))?,
+        status_after: LicenceStatus::from_name(&s("status_after")?).ok_or_else(|| bad("status_after"))?,
         actor: s("actor")?,
         reason: s("reason")?,
+        details: serde_json::from_str(&s("details_json")?).map_err(|_| bad("details_json"))?,
+        backfill: row.try_get::<i64, _>("backfill").map_err(ServiceError::internal)? != 0,
         occurred_at: parse_time(&s("occurred_at")?).ok_or_else(|| bad("occurred_at"))?,
         recorded_at: parse_time(&s("recorded_at")?).ok_or_else(|| bad("recorded_at"))?,
     })

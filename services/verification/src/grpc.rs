@@ -36,6 +36,8 @@ fn outcome_to_wire(o: Outcome) -> pb::VerificationOutcome {
         Outcome::NotFound => W::NotFound,
         Outcome::Malformed => W::Malformed,
         Outcome::Mismatch => W::Mismatch,
+        Outcome::Superseded => W::Superseded,
+        Outcome::ReportedLost => W::ReportedLost,
     }
 }
 

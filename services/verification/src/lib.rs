@@ -33,6 +33,8 @@ pub enum Outcome {
     NotFound,
     Malformed,
     Mismatch,
+    Superseded,
+    ReportedLost,
 }
 
 impl Outcome {
@@ -51,6 +53,8 @@ impl Outcome {
             Outcome::NotFound => "not found",
             Outcome::Malformed => "malformed",
             Outcome::Mismatch => "mismatch",
+            Outcome::Superseded => "superseded",
+            Outcome::ReportedLost => "reported lost",
         }
     }
 }

@@ -188,13 +188,52 @@ enum LicenceCommand {
     },
     /// Print a licence's lifecycle events (JSON lines).
     History { id: String },
-    /// Cancel (注销) a licence.
-    Cancel {
-        id: String,
+    /// Change (变更) a licence: the licence in FILE becomes the next version; prints its identifier.
+    Change {
+        #[command(flatten)]
+        event: EventArgs,
         #[arg(long)]
-        reason: String,
+        file: PathBuf,
+    },
+    /// Renew (延续) a licence: the next version with a new validity period; prints its identifier.
+    Renew {
+        #[command(flatten)]
+        event: EventArgs,
+        /// New validity start (YYYY-MM-DD); default the day after the old end date.
         #[arg(long, default_value = "")]
-        idempotency_key: String,
+        valid_from: String,
+        /// New validity end (YYYY-MM-DD); default from the type's validity range.
+        #[arg(long, default_value = "")]
+        valid_until: String,
+    },
+    /// Record an annual review (年审) with its result and next due date.
+    Review(CheckArgs),
+    /// Record an annual inspection (年检) with its result and next due date.
+    Inspect(CheckArgs),
+    /// Record a report of loss (挂失).
+    ReportLoss(EventArgs),
+    /// Withdraw a report of loss (解除挂失).
+    WithdrawLoss(EventArgs),
+    /// Record a mortgage (抵押).
+    Mortgage(EventArgs),
+    /// Release a mortgage (解除抵押).
+    Release(EventArgs),
+    /// Record a temporary seizure (暂扣).
+    Seize(EventArgs),
+    /// Return a seized licence (发还).
+    Return(EventArgs),
+    /// Cancel (注销) a licence.
+    Cancel(EventArgs),
+    /// Withdraw (撤销) a licence.
+    Withdraw(EventArgs),
+    /// Revoke (吊销) a licence.
+    Revoke(EventArgs),
+    /// Print the change feed after a cursor (JSON lines); --follow keeps following it.
+    Watch {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long)]
+        follow: bool,
     },
     /// Use a licence through the exchange (consumers); prints it (JSON).
     Fetch {
@@ -207,6 +246,46 @@ enum LicenceCommand {
         #[arg(long, default_value = "")]
         case_number: String,
     },
+}
+
+/// What every lifecycle event takes.
+#[derive(Debug, Args)]
+struct EventArgs {
+    /// Licence identifier.
+    id: String,
+    /// Why (required, at most 500 characters).
+    #[arg(long)]
+    reason: String,
+    /// Business time (RFC 3339) when it happened; default now.
+    #[arg(long)]
+    occurred_at: Option<String>,
+    /// Retrying with the same key returns the first result.
+    #[arg(long, default_value = "")]
+    idempotency_key: String,
+}
+
+/// A review or inspection.
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    event: EventArgs,
+    /// The result (e.g. pass, fail; 合格).
+    #[arg(long)]
+    result: String,
+    /// Next due date, YYYY-MM-DD.
+    #[arg(long)]
+    next_due: String,
+}
+
+fn occurred_at(e: &EventArgs) -> anyhow::Result<Option<prost_types::Timestamp>> {
+    e.occurred_at
+        .as_deref()
+        .map(|t| {
+            let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .with_context(|| format!("--occurred-at {t:?}: use RFC 3339, e.g. 2026-11-27T09:30:00+08:00"))?;
+            Ok(zhengzhao_proto::convert::timestamp(t))
+        })
+        .transpose()
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +429,10 @@ fn licence_json(l: &common::Licence) -> anyhow::Result<serde_json::Value> {
         "key_id": l.key_id,
         "recorded_at": time_text(&l.recorded_at),
         "updated_at": time_text(&l.updated_at),
+        "reported_lost": l.reported_lost,
+        "mortgaged": l.mortgaged,
+        "superseded_by": l.superseded_by,
+        "replaces": l.replaces,
         "document": serde_json::from_str::<serde_json::Value>(&l.document_json)?,
     }))
 }
@@ -661,34 +744,73 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> 
                 .await?
                 .into_inner();
             for e in h.events {
-                let kind = issuance::EventKind::try_from(e.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN");
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "sequence": e.sequence,
-                        "kind": kind.trim_start_matches("EVENT_KIND_").to_lowercase(),
-                        "status_after": status_text(e.status_after).0,
-                        "actor": e.actor,
-                        "reason": e.reason,
-                        "occurred_at": time_text(&e.occurred_at),
-                        "recorded_at": time_text(&e.recorded_at),
-                    })
-                );
+                println!("{}", event_json(&e, "", ""));
             }
         }
-        LicenceCommand::Cancel { id, reason, idempotency_key } => {
+        LicenceCommand::Change { event, file } => {
+            let draft: zhengzhao_core::LicenceDraft = serde_json::from_str(&read_file(&file)?)
+                .with_context(|| format!("{} is not a licence (see `zhengzhao licence example`)", file.display()))?;
             let r = c
                 .issuance()
-                .cancel_licence(issuance::CancelLicenceRequest {
-                    identifier: id,
-                    reason,
-                    occurred_at: None,
-                    idempotency_key,
+                .change_licence(issuance::ChangeLicenceRequest {
+                    occurred_at: occurred_at(&event)?,
+                    identifier: event.id,
+                    draft: Some(zhengzhao_issuance::grpc::draft_to_wire(&draft)),
+                    reason: event.reason,
+                    idempotency_key: event.idempotency_key,
                 })
                 .await?
                 .into_inner();
-            let l = r.licence.context("no licence returned")?;
-            println!("{}: {}", l.identifier, status_text(l.status).0);
+            println!("{}", r.licence.context("no licence returned")?.identifier);
+        }
+        LicenceCommand::Renew { event, valid_from, valid_until } => {
+            let r = c
+                .issuance()
+                .renew_licence(issuance::RenewLicenceRequest {
+                    occurred_at: occurred_at(&event)?,
+                    identifier: event.id,
+                    valid_from,
+                    valid_until,
+                    reason: event.reason,
+                    idempotency_key: event.idempotency_key,
+                })
+                .await?
+                .into_inner();
+            println!("{}", r.licence.context("no licence returned")?.identifier);
+        }
+        LicenceCommand::Review(check) => {
+            record(c, issuance::EventKind::Review, check.event, check.result, check.next_due).await?
+        }
+        LicenceCommand::Inspect(check) => {
+            record(c, issuance::EventKind::Inspect, check.event, check.result, check.next_due).await?
+        }
+        LicenceCommand::ReportLoss(e) => {
+            record(c, issuance::EventKind::ReportLoss, e, String::new(), String::new()).await?
+        }
+        LicenceCommand::WithdrawLoss(e) => {
+            record(c, issuance::EventKind::WithdrawLoss, e, String::new(), String::new()).await?
+        }
+        LicenceCommand::Mortgage(e) => {
+            record(c, issuance::EventKind::Mortgage, e, String::new(), String::new()).await?
+        }
+        LicenceCommand::Release(e) => record(c, issuance::EventKind::Release, e, String::new(), String::new()).await?,
+        LicenceCommand::Seize(e) => record(c, issuance::EventKind::Seize, e, String::new(), String::new()).await?,
+        LicenceCommand::Return(e) => record(c, issuance::EventKind::Return, e, String::new(), String::new()).await?,
+        LicenceCommand::Cancel(e) => record(c, issuance::EventKind::Cancel, e, String::new(), String::new()).await?,
+        LicenceCommand::Withdraw(e) => {
+            record(c, issuance::EventKind::Withdraw, e, String::new(), String::new()).await?
+        }
+        LicenceCommand::Revoke(e) => record(c, issuance::EventKind::Revoke, e, String::new(), String::new()).await?,
+        LicenceCommand::Watch { after, follow } => {
+            let mut stream = c
+                .issuance()
+                .watch_changes(issuance::WatchChangesRequest { after_sequence: after, until_caught_up: !follow })
+                .await?
+                .into_inner();
+            while let Some(item) = stream.message().await? {
+                let e = item.event.unwrap_or_default();
+                println!("{}", event_json(&e, &item.type_code, &item.issuer_code));
+            }
         }
         LicenceCommand::Fetch { id, cause, service_item, case_number } => {
             let r = c
@@ -704,6 +826,68 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> 
             print_json(&licence_json(&r.licence.context("no licence returned")?)?)?;
         }
     }
+    Ok(())
+}
+
+fn event_json(e: &issuance::LicenceEvent, type_code: &str, issuer_code: &str) -> serde_json::Value {
+    let kind = issuance::EventKind::try_from(e.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN");
+    let mut v = serde_json::json!({
+        "sequence": e.sequence,
+        "identifier": e.identifier,
+        "kind": kind.trim_start_matches("EVENT_KIND_").to_lowercase(),
+        "status_after": status_text(e.status_after).0,
+        "actor": e.actor,
+        "reason": e.reason,
+        "occurred_at": time_text(&e.occurred_at),
+        "recorded_at": time_text(&e.recorded_at),
+    });
+    for (k, val) in
+        [("result", &e.result), ("next_due_date", &e.next_due_date), ("related_identifier", &e.related_identifier)]
+    {
+        if !val.is_empty() {
+            v[k] = val.as_str().into();
+        }
+    }
+    if e.backfill {
+        v["backfill"] = true.into();
+    }
+    if !type_code.is_empty() {
+        v["type_code"] = type_code.into();
+        v["issuer_code"] = issuer_code.into();
+    }
+    v
+}
+
+/// Records a version-keeping lifecycle event and prints the licence's new status.
+async fn record(
+    c: &Client,
+    kind: issuance::EventKind,
+    e: EventArgs,
+    result: String,
+    next_due_date: String,
+) -> anyhow::Result<()> {
+    let r = c
+        .issuance()
+        .record_event(issuance::RecordEventRequest {
+            occurred_at: occurred_at(&e)?,
+            identifier: e.id,
+            kind: kind as i32,
+            reason: e.reason,
+            result,
+            next_due_date,
+            idempotency_key: e.idempotency_key,
+        })
+        .await?
+        .into_inner();
+    let l = r.licence.context("no licence returned")?;
+    let mut line = format!("{}: {}", l.identifier, status_text(l.status).0);
+    if l.reported_lost {
+        line.push_str(", reported lost");
+    }
+    if l.mortgaged {
+        line.push_str(", mortgaged");
+    }
+    println!("{line}");
     Ok(())
 }
 

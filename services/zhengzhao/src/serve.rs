@@ -24,6 +24,9 @@ use zhengzhao_signing::{Signing, SigningClient};
 use zhengzhao_verification::Verification;
 use zhengzhao_verification::grpc::VerificationGrpc;
 
+/// How often expiries are recorded in the feed (status is right at read time regardless).
+pub const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Builds every service over the process's store.
 pub async fn build(ctx: Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
     let agency = ctx.keys.agency.clone();
@@ -36,6 +39,7 @@ pub async fn build(ctx: Context) -> anyhow::Result<(Routes, Vec<&'static str>)> 
         SigningClient::Local(signing.clone(), as_service(ServiceName::Issuance)),
     )
     .await?;
+    issuance.clone().spawn_expiry_job(as_service(ServiceName::Issuance), EXPIRY_INTERVAL);
     let verification = Verification::new(
         IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Verification)),
         SigningClient::Local(signing.clone(), as_service(ServiceName::Verification)),
