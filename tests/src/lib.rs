@@ -41,6 +41,8 @@ pub struct Library {
     pub data: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     channel: Channel,
+    /// The issuance service itself, for driving its jobs.
+    pub issuance_service: Arc<zhengzhao_issuance::Issuance>,
 }
 
 impl Library {
@@ -60,8 +62,9 @@ impl Library {
         let addr = listener.local_addr()?;
         ctx.local_addr = Some(addr);
         let keys = ctx.keys.clone();
-        let (routes, names) = zhengzhao::serve::build(ctx).await?;
-        let routes = zhengzhao_server::with_health_and_reflection(routes, &names).await?;
+        let assembly = zhengzhao::serve::assemble(ctx).await?;
+        let issuance_service = assembly.issuance.clone();
+        let routes = zhengzhao_server::with_health_and_reflection(assembly.routes, &assembly.names).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = zhengzhao_server::serve(routes, listener, async {
@@ -73,7 +76,7 @@ impl Library {
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await?;
-        Ok(Library { db, keys, addr, data, shutdown: Some(tx), channel })
+        Ok(Library { db, keys, addr, data, shutdown: Some(tx), channel, issuance_service })
     }
 
     /// A token for `agency` in `role`, valid for an hour.

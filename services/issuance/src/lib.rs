@@ -250,8 +250,9 @@ impl Issuance {
                 "only reviews and inspections carry a result and a next due date",
             ));
         }
+        let asked_time = req.occurred_at.map(format_time).unwrap_or_default();
         let request_digest =
-            digest(&[action.name(), identifier, &reason, &format_time(occurred_at), &req.result, &req.next_due_date]);
+            digest(&[action.name(), identifier, &reason, &asked_time, &req.result, &req.next_due_date]);
         if let Some(done) = self.replay(who, &req.idempotency_key, action.name(), &request_digest).await? {
             return Ok(done);
         }
@@ -356,7 +357,7 @@ impl Issuance {
             action.name(),
             &current.identifier,
             &reason,
-            &format_time(occurred_at),
+            &req.occurred_at.map(format_time).unwrap_or_default(),
             &serde_json::to_string(&draft).map_err(ServiceError::internal)?,
         ]);
         if let Some(done) = self.replay(who, &req.idempotency_key, action.name(), &request_digest).await? {

@@ -206,10 +206,18 @@ impl Verification {
         let status = held.status;
         let not_started = parse_date(&document.valid_from).map(|from| from > today()).unwrap_or(false);
         let (outcome, detail) = match status {
+            LicenceStatus::Valid if held.reported_lost => {
+                (Outcome::ReportedLost, "reported lost by its holder".to_owned())
+            }
             LicenceStatus::Valid if not_started => {
                 (Outcome::NotYetValid, format!("valid from {}", document.valid_from))
             }
+            LicenceStatus::Valid if held.mortgaged => (Outcome::Valid, "genuine and in force; mortgaged".to_owned()),
             LicenceStatus::Valid => (Outcome::Valid, "genuine and in force".to_owned()),
+            LicenceStatus::Superseded => (
+                Outcome::Superseded,
+                format!("replaced by {}", held.superseded_by.clone().unwrap_or_else(|| "a newer version".into())),
+            ),
             LicenceStatus::Expired => {
                 (Outcome::Expired, format!("validity ended {}", document.valid_until.clone().unwrap_or_default()))
             }

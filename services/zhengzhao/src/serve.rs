@@ -27,8 +27,23 @@ use zhengzhao_verification::grpc::VerificationGrpc;
 /// How often expiries are recorded in the feed (status is right at read time regardless).
 pub const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Every service of one library, wired in one process.
+pub struct Assembly {
+    pub routes: Routes,
+    /// The gRPC service names, for health.
+    pub names: Vec<&'static str>,
+    /// The issuance service itself (jobs and tests drive it directly).
+    pub issuance: std::sync::Arc<Issuance>,
+}
+
 /// Builds every service over the process's store.
 pub async fn build(ctx: Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
+    let a = assemble(ctx).await?;
+    Ok((a.routes, a.names))
+}
+
+/// Builds every service over the process's store, keeping a handle on issuance.
+pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     let agency = ctx.keys.agency.clone();
     let as_service = |name| Principal::service(name, &agency);
     let catalog = Catalog::open(&ctx.store).await?;
@@ -52,7 +67,7 @@ pub async fn build(ctx: Context) -> anyhow::Result<(Routes, Vec<&'static str>)> 
     let auth = ctx.authenticate();
     let routes = Routes::new(InterceptedService::new(CatalogGrpc(catalog).into_server(), auth.clone()))
         .add_service(InterceptedService::new(SigningGrpc(signing).into_server(), auth.clone()))
-        .add_service(InterceptedService::new(IssuanceGrpc(issuance).into_server(), auth.clone()))
+        .add_service(InterceptedService::new(IssuanceGrpc(issuance.clone()).into_server(), auth.clone()))
         .add_service(InterceptedService::new(VerificationGrpc(verification).into_server(), auth.clone()))
         .add_service(InterceptedService::new(ExchangeGrpc(exchange).into_server(), auth.clone()))
         .add_service(InterceptedService::new(gateway.service(), auth));
@@ -64,5 +79,5 @@ pub async fn build(ctx: Context) -> anyhow::Result<(Routes, Vec<&'static str>)> 
         ExchangeServiceServer::<ExchangeGrpc>::NAME,
         GatewayServiceServer::<GatewayGrpc>::NAME,
     ];
-    Ok((routes, names))
+    Ok(Assembly { routes, names, issuance })
 }
