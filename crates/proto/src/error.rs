@@ -7,7 +7,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use zhengzhao_core::Violations;
 
 /// An error a service returns to its caller.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ServiceError {
     /// INVALID_ARGUMENT, naming each offending field.
     Invalid(Violations),

@@ -283,6 +283,48 @@ impl IssuanceService for IssuanceGrpc {
         Ok(Response::new(pb::RenewLicenceResponse { licence: licence_reply(&l) }))
     }
 
+    async fn import_licences(
+        &self,
+        req: Request<tonic::Streaming<pb::ImportLicencesRequest>>,
+    ) -> Result<Response<pb::ImportLicencesResponse>, Status> {
+        let who = principal(&req)?;
+        let mut stream = req.into_inner();
+        let mut cache = crate::import::TypeCache::default();
+        let mut total = crate::import::ImportOutcome::default();
+        while let Some(msg) = stream.message().await? {
+            let rows = msg
+                .rows
+                .into_iter()
+                .map(|r| crate::import::ImportRow {
+                    row_number: r.row_number,
+                    source_key: r.source_key,
+                    identifier: r.identifier,
+                    draft: draft_from_wire(r.draft.unwrap_or_default()),
+                })
+                .collect();
+            let outcome = self.0.import_batch(&who, rows, msg.allow_legacy, &mut cache).await?;
+            total.add(outcome);
+        }
+        tracing::info!(actor = %who.actor(), received = total.received, imported = total.imported,
+            already_present = total.already_present, errors = total.errors.len(), "import finished");
+        Ok(Response::new(pb::ImportLicencesResponse {
+            received: total.received,
+            imported: total.imported,
+            already_present: total.already_present,
+            legacy: total.legacy,
+            errors: total
+                .errors
+                .into_iter()
+                .map(|e| pb::ImportRowError {
+                    row_number: e.row_number,
+                    source_key: e.source_key,
+                    field: e.field,
+                    reason: e.reason,
+                })
+                .collect(),
+        }))
+    }
+
     async fn watch_changes(
         &self,
         req: Request<pb::WatchChangesRequest>,

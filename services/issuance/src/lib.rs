@@ -10,6 +10,7 @@ pub mod client;
 mod document;
 mod feed;
 pub mod grpc;
+pub mod import;
 mod record;
 
 use std::sync::Arc;
@@ -73,9 +74,11 @@ fn db_err(e: sqlx::Error) -> ServiceError {
     ServiceError::internal(e)
 }
 
-/// Parses an identifier from a request, as the named field.
+/// Parses an identifier naming a held licence, as the named field. Legacy
+/// check characters are accepted here: aggregated historical licences keep
+/// theirs; new identifiers are always standard.
 pub fn parse_identifier(field: &str, s: &str) -> Result<LicenceId, ServiceError> {
-    LicenceId::parse(s).map_err(|e| ServiceError::invalid(field, e.to_string()))
+    LicenceId::parse_allowing_legacy(s).map_err(|e| ServiceError::invalid(field, e.to_string()))
 }
 
 fn digest(parts: &[&str]) -> String {

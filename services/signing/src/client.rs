@@ -41,6 +41,36 @@ impl SigningClient {
         }
     }
 
+    /// Signs many payloads of one issuer (batches of at most [`crate::MAX_BATCH`]).
+    pub async fn sign_many(&self, issuer: &str, payloads: Vec<Vec<u8>>) -> Result<Vec<Signed>, ServiceError> {
+        match self {
+            SigningClient::Local(s, who) => s.sign_many(who, issuer, payloads).await,
+            SigningClient::Remote(c) => {
+                let mut out = Vec::with_capacity(payloads.len());
+                for part in payloads.chunks(crate::MAX_BATCH) {
+                    let r = c
+                        .clone()
+                        .sign_documents(pb::SignDocumentsRequest {
+                            issuer_code: issuer.to_owned(),
+                            payloads: part.to_vec(),
+                        })
+                        .await
+                        .map_err(|s| ServiceError::from_status(&s))?
+                        .into_inner();
+                    if r.jws.len() != part.len() {
+                        return Err(ServiceError::internal("signing returned a different number of signatures"));
+                    }
+                    out.extend(r.jws.into_iter().map(|jws| Signed {
+                        jws,
+                        key_id: r.key_id.clone(),
+                        algorithm: "ES256".into(),
+                    }));
+                }
+                Ok(out)
+            }
+        }
+    }
+
     pub async fn public_keys(&self, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError> {
         match self {
             SigningClient::Local(s, who) => s.public_keys(who, issuer).await,

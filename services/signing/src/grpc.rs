@@ -79,6 +79,17 @@ impl SigningService for SigningGrpc {
         }))
     }
 
+    async fn sign_documents(
+        &self,
+        req: Request<pb::SignDocumentsRequest>,
+    ) -> Result<Response<pb::SignDocumentsResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let signed = self.0.sign_many(&who, &r.issuer_code, r.payloads).await?;
+        let key_id = signed.first().map(|s| s.key_id.clone()).unwrap_or_default();
+        Ok(Response::new(pb::SignDocumentsResponse { jws: signed.into_iter().map(|s| s.jws).collect(), key_id }))
+    }
+
     async fn list_public_keys(
         &self,
         req: Request<pb::ListPublicKeysRequest>,

@@ -28,6 +28,8 @@ pub static MIGRATIONS: Migrations = Migrations { postgres: &PG, sqlite: &SQLITE 
 
 /// Largest payload accepted for signing.
 pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Most payloads signed in one batch call.
+pub const MAX_BATCH: usize = 1000;
 
 /// A signature over a payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,10 +84,41 @@ impl Signing {
             return Err(ServiceError::invalid("payload", "must be a JSON document"));
         }
         let key = self.active_key(issuer).await?;
-        let header = JwsHeader { alg: "ES256".into(), kid: Some(key.0.clone()), typ: None };
-        let input = jws::signing_input(&header, payload);
-        let signature = key.1.sign(input.as_bytes());
-        Ok(Signed { jws: jws::assemble(&input, &signature), key_id: key.0.clone(), algorithm: "ES256".into() })
+        Ok(sign_with(&key, payload))
+    }
+
+    /// Signs many payloads with `issuer`'s active key, spread over the cores.
+    pub async fn sign_many(
+        &self,
+        who: &Principal,
+        issuer: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<Vec<Signed>, ServiceError> {
+        authorize(who, &Action::SignDocument)?;
+        Uscc::parse(issuer).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))?;
+        if payloads.len() > MAX_BATCH {
+            return Err(ServiceError::invalid("payloads", format!("at most {MAX_BATCH} per call")));
+        }
+        if let Some(i) = payloads.iter().position(|p| p.is_empty() || p.len() > MAX_PAYLOAD) {
+            return Err(ServiceError::invalid(format!("payloads[{i}]"), format!("1 to {MAX_PAYLOAD} bytes")));
+        }
+        let key = self.active_key(issuer).await?;
+        tokio::task::spawn_blocking(move || {
+            let threads = std::thread::available_parallelism().map_or(1, usize::from).min(payloads.len().max(1));
+            let chunk = payloads.len().div_ceil(threads).max(1);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = payloads
+                    .chunks(chunk)
+                    .map(|part| {
+                        let key = &key;
+                        scope.spawn(move || part.iter().map(|p| sign_with(key, p)).collect::<Vec<_>>())
+                    })
+                    .collect();
+                handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(ServiceError::internal)
     }
 
     /// Public keys, optionally of one issuer, oldest first.
@@ -188,6 +221,13 @@ impl Signing {
             m.insert(issuer.to_owned(), key);
         }
     }
+}
+
+fn sign_with(key: &(String, Es256KeyPair), payload: &[u8]) -> Signed {
+    let header = JwsHeader { alg: "ES256".into(), kid: Some(key.0.clone()), typ: None };
+    let input = jws::signing_input(&header, payload);
+    let signature = key.1.sign(input.as_bytes());
+    Signed { jws: jws::assemble(&input, &signature), key_id: key.0.clone(), algorithm: "ES256".into() }
 }
 
 /// A JWK Set of the given keys.

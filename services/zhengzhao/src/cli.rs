@@ -228,6 +228,28 @@ enum LicenceCommand {
     Withdraw(EventArgs),
     /// Revoke (吊销) a licence.
     Revoke(EventArgs),
+    /// Aggregate historical licences from a CSV or JSON Lines file, with a
+    /// progress bar. Columns: source_key, identifier (optional), type_code,
+    /// template_version (optional), issuer_name, serial, holder_name,
+    /// holder_id_type_code, holder_id_number, issue_date, valid_from,
+    /// valid_until, area_code, face.<key>... Re-running skips rows already
+    /// imported. Exit 0 when every row is in the library, 3 when some were refused.
+    Import {
+        #[arg(long)]
+        file: PathBuf,
+        /// csv or jsonl (default: from the file extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Accept existing identifiers with a legacy check character (marked legacy).
+        #[arg(long)]
+        allow_legacy: bool,
+        /// Rows per message.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Write refused rows to this file (JSON lines) instead of stderr.
+        #[arg(long)]
+        errors: Option<PathBuf>,
+    },
     /// Print the change feed after a cursor (JSON lines); --follow keeps following it.
     Watch {
         #[arg(long, default_value_t = 0)]
@@ -468,7 +490,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_json(&examples::definition(&issuer)?)?;
         }
         Command::Catalog(cmd) => catalog_command(&Client::connect(&cli.client).await?, cmd).await?,
-        Command::Licence(cmd) => licence_command(&Client::connect(&cli.client).await?, cmd).await?,
+        Command::Licence(cmd) => return licence_command(&Client::connect(&cli.client).await?, cmd).await,
         Command::Keys(KeysCommand::Jwks { issuer }) => {
             let c = Client::connect(&cli.client).await?;
             let r = c
@@ -703,7 +725,7 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> {
+async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LicenceCommand::Example { type_code, template_version } => {
             let t = c
@@ -801,6 +823,9 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> 
             record(c, issuance::EventKind::Withdraw, e, String::new(), String::new()).await?
         }
         LicenceCommand::Revoke(e) => record(c, issuance::EventKind::Revoke, e, String::new(), String::new()).await?,
+        LicenceCommand::Import { file, format, allow_legacy, batch, errors } => {
+            return import_file(c, &file, format.as_deref(), allow_legacy, batch, errors.as_deref()).await;
+        }
         LicenceCommand::Watch { after, follow } => {
             let mut stream = c
                 .issuance()
@@ -826,7 +851,7 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<()> 
             print_json(&licence_json(&r.licence.context("no licence returned")?)?)?;
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn event_json(e: &issuance::LicenceEvent, type_code: &str, issuer_code: &str) -> serde_json::Value {
@@ -856,6 +881,90 @@ fn event_json(e: &issuance::LicenceEvent, type_code: &str, issuer_code: &str) ->
         v["issuer_code"] = issuer_code.into();
     }
     v
+}
+
+/// Streams a file of historical licences to the library.
+async fn import_file(
+    c: &Client,
+    file: &std::path::Path,
+    format: Option<&str>,
+    allow_legacy: bool,
+    batch: usize,
+    errors_file: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use zhengzhao::import::{Format, Rows, count_rows};
+    if !(1..=1000).contains(&batch) {
+        bail!("--batch must be between 1 and 1000");
+    }
+    let format = Format::of(file, format)?;
+    let mut rows = Rows::open(file, format)?;
+    let total = count_rows(file, format)?;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} rows, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel::<issuance::ImportLicencesRequest>(4);
+    let reader_bar = bar.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut local = Vec::new();
+        let mut chunk = Vec::with_capacity(batch);
+        while let Some(row) = rows.next_row() {
+            reader_bar.inc(1);
+            match row {
+                Ok(r) => chunk.push(r),
+                Err(e) => local.push(e),
+            }
+            if chunk.len() == batch {
+                let msg = issuance::ImportLicencesRequest { rows: std::mem::take(&mut chunk), allow_legacy };
+                if tx.blocking_send(msg).is_err() {
+                    return local;
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.blocking_send(issuance::ImportLicencesRequest { rows: chunk, allow_legacy });
+        }
+        local
+    });
+    let response = c
+        .issuance()
+        .max_decoding_message_size(256 << 20)
+        .import_licences(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    let local = reader.await?;
+    bar.finish();
+    let r = response?.into_inner();
+    let mut lines = Vec::new();
+    for e in &local {
+        lines.push(serde_json::json!({ "row": e.row_number, "field": "row", "reason": e.reason }));
+    }
+    for e in &r.errors {
+        lines.push(serde_json::json!({ "row": e.row_number, "source_key": e.source_key, "field": e.field, "reason": e.reason }));
+    }
+    let refused_rows: std::collections::BTreeSet<u64> =
+        local.iter().map(|e| e.row_number).chain(r.errors.iter().map(|e| e.row_number)).collect();
+    match errors_file {
+        Some(path) => {
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => {
+            for l in &lines {
+                eprintln!("{l}");
+            }
+        }
+    }
+    println!(
+        "rows {}, imported {}, already present {}, legacy identifiers {}, refused {}",
+        r.received + local.len() as u64,
+        r.imported,
+        r.already_present,
+        r.legacy,
+        refused_rows.len()
+    );
+    Ok(if refused_rows.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(NOT_VALID) })
 }
 
 /// Records a version-keeping lifecycle event and prints the licence's new status.

@@ -4,4 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod examples;
+pub mod import;
 pub mod serve;

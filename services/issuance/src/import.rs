@@ -1,0 +1,363 @@
+//! Aggregation (归集) of historical licences in bulk: each batch of rows is
+//! validated row by row, signed in one batch call, and stored with its feed
+//! events in one transaction. Bad rows are reported with their row number,
+//! field and reason; good rows land. A row whose source key the issuer
+//! already has is skipped, so re-running a file (or resuming an interrupted
+//! run) never duplicates anything.
+
+use std::collections::{BTreeSet, HashMap};
+
+use time::OffsetDateTime;
+use zhengzhao_auth::{Action, Principal, authorize};
+use zhengzhao_catalog::{LicenceTypeRecord, TypeStatus};
+use zhengzhao_core::date::parse_date;
+use zhengzhao_core::{CheckForm, LicenceDocument, LicenceDraft, LicenceId, LicenceStatus, LifecycleAction, Violations};
+use zhengzhao_proto::ServiceError;
+use zhengzhao_store::{format_time, now};
+
+use crate::{Issuance, LIBRARY_OFFSET, db_err, document, feed};
+
+/// Most rows accepted in one batch.
+pub const MAX_BATCH_ROWS: usize = 1000;
+/// Longest source key.
+pub const MAX_SOURCE_KEY: usize = 128;
+/// Most row errors returned by one import call.
+pub const MAX_REPORTED_ERRORS: usize = 100_000;
+
+/// One historical licence to aggregate.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub row_number: u64,
+    pub source_key: String,
+    /// Its existing identifier, or empty to assign one.
+    pub identifier: String,
+    pub draft: LicenceDraft,
+}
+
+/// Why one row was not imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub row_number: u64,
+    pub source_key: String,
+    pub field: String,
+    pub reason: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    pub received: u64,
+    pub imported: u64,
+    pub already_present: u64,
+    pub legacy: u64,
+    pub errors: Vec<RowError>,
+}
+
+impl ImportOutcome {
+    pub fn add(&mut self, other: ImportOutcome) {
+        self.received += other.received;
+        self.imported += other.imported;
+        self.already_present += other.already_present;
+        self.legacy += other.legacy;
+        let room = MAX_REPORTED_ERRORS.saturating_sub(self.errors.len());
+        self.errors.extend(other.errors.into_iter().take(room));
+    }
+}
+
+/// Licence types seen during one import, by (code, template version).
+#[derive(Debug, Default)]
+pub struct TypeCache(HashMap<(String, u32), Result<LicenceTypeRecord, ServiceError>>);
+
+struct Ready {
+    row: ImportRow,
+    doc: LicenceDocument,
+    canonical: Vec<u8>,
+    legacy: bool,
+}
+
+fn row_error(row: &ImportRow, field: &str, reason: impl Into<String>) -> RowError {
+    RowError {
+        row_number: row.row_number,
+        source_key: row.source_key.clone(),
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn errors_of(row: &ImportRow, e: ServiceError) -> Vec<RowError> {
+    match e {
+        ServiceError::Invalid(Violations(v)) => {
+            v.into_iter().map(|f| row_error(row, &f.field, f.description)).collect()
+        }
+        other => vec![row_error(row, "row", other.to_string())],
+    }
+}
+
+impl Issuance {
+    async fn import_type(
+        &self,
+        cache: &mut TypeCache,
+        code: &str,
+        version: u32,
+    ) -> Result<LicenceTypeRecord, ServiceError> {
+        let key = (code.to_owned(), version);
+        if let Some(hit) = cache.0.get(&key) {
+            return hit.clone();
+        }
+        let got = self.licence_type(code, version).await;
+        if matches!(got, Err(ServiceError::Unavailable(_)) | Err(ServiceError::Internal(_))) {
+            return got; // not cached: transient
+        }
+        cache.0.insert(key, got.clone());
+        got
+    }
+
+    /// Prepares one row: its document checked against its type and template.
+    async fn prepare(
+        &self,
+        who: &Principal,
+        cache: &mut TypeCache,
+        row: &mut ImportRow,
+        allow_legacy: bool,
+    ) -> Result<(LicenceDocument, bool), ServiceError> {
+        let t = self.import_type(cache, &row.draft.type_code, row.draft.template_version).await?;
+        if t.status == TypeStatus::Draft {
+            return Err(ServiceError::invalid("type_code", format!("licence type {} is a draft", t.code())));
+        }
+        if !t.definition.may_issue(&who.agency) {
+            return Err(ServiceError::invalid(
+                "type_code",
+                format!("{} is not an issuing agency of licence type {}", who.agency, t.code()),
+            ));
+        }
+        let given = if row.identifier.is_empty() {
+            None
+        } else {
+            let id = if allow_legacy {
+                LicenceId::parse_allowing_legacy(&row.identifier)
+            } else {
+                LicenceId::parse(&row.identifier)
+            }
+            .map_err(|e| ServiceError::invalid("identifier", e.to_string()))?;
+            if id.type_code().as_str() != row.draft.type_code || id.issuer().as_str() != who.agency {
+                return Err(ServiceError::invalid(
+                    "identifier",
+                    "its type and issuer segments must be the row's type and the importing issuer",
+                ));
+            }
+            if row.draft.serial.is_empty() {
+                row.draft.serial = id.serial().to_owned();
+            } else if row.draft.serial != id.serial() {
+                return Err(ServiceError::invalid("identifier", "its serial segment must be the row's serial"));
+            }
+            Some(id)
+        };
+        if given.is_none() && row.draft.serial.is_empty() {
+            return Err(ServiceError::invalid("serial", "required for a historical licence without an identifier"));
+        }
+        let version = given.as_ref().map_or(1, LicenceId::version);
+        let mut doc = document::build(&t, &mut row.draft, &who.agency, version, None)?;
+        let legacy = given.as_ref().is_some_and(|id| id.check_form() == CheckForm::Legacy);
+        if let Some(id) = given {
+            doc.identifier = id.to_string();
+        }
+        Ok((doc, legacy))
+    }
+
+    /// Imports one batch of rows on the caller's own account.
+    pub async fn import_batch(
+        &self,
+        who: &Principal,
+        mut rows: Vec<ImportRow>,
+        allow_legacy: bool,
+        cache: &mut TypeCache,
+    ) -> Result<ImportOutcome, ServiceError> {
+        authorize(who, &Action::IssueLicence { issuer: &who.agency })?;
+        if rows.len() > MAX_BATCH_ROWS {
+            return Err(ServiceError::invalid("rows", format!("at most {MAX_BATCH_ROWS} rows per message")));
+        }
+        let mut out = ImportOutcome { received: rows.len() as u64, ..Default::default() };
+        // Source keys: present, and unique in the batch.
+        let mut seen = BTreeSet::new();
+        let mut kept = Vec::with_capacity(rows.len());
+        for r in rows.drain(..) {
+            let k = &r.source_key;
+            if k.is_empty() || k.chars().count() > MAX_SOURCE_KEY || k.chars().any(char::is_control) {
+                out.errors.push(row_error(&r, "source_key", format!("required, at most {MAX_SOURCE_KEY} characters")));
+            } else if !seen.insert(k.clone()) {
+                out.errors.push(row_error(&r, "source_key", "appears twice in the same batch"));
+            } else {
+                kept.push(r);
+            }
+        }
+        let mut rows = kept;
+        let held = self.held_source_keys(&who.agency, rows.iter().map(|r| r.source_key.as_str())).await?;
+        rows.retain(|r| !held.contains(&r.source_key));
+        out.already_present = held.len() as u64;
+        let mut ready = Vec::with_capacity(rows.len());
+        for mut row in rows {
+            match self.prepare(who, cache, &mut row, allow_legacy).await {
+                Ok((doc, legacy)) => match doc.canonical_bytes() {
+                    Ok(canonical) => ready.push(Ready { row, doc, canonical, legacy }),
+                    Err(e) => out.errors.push(row_error(&row, "row", e.to_string())),
+                },
+                Err(ServiceError::Unavailable(m)) => return Err(ServiceError::Unavailable(m)),
+                Err(ServiceError::Internal(m)) => return Err(ServiceError::Internal(m)),
+                Err(e) => out.errors.extend(errors_of(&row, e)),
+            }
+        }
+        if ready.is_empty() {
+            return Ok(out);
+        }
+        let payloads: Vec<Vec<u8>> = ready.iter().map(|r| r.canonical.clone()).collect();
+        let signed = self.signing.sign_many(&who.agency, payloads).await?;
+        let at = now();
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        feed::lock(&mut tx, self.db.engine).await?;
+        let inserted = insert_many(&mut tx, &ready, &signed, &who.agency, at).await?;
+        let mut events = Vec::with_capacity(inserted.len());
+        let actor = who.actor();
+        for r in &ready {
+            if inserted.contains(&r.doc.identifier) {
+                let occurred_at =
+                    parse_date(&r.doc.issue_date).map(|d| d.midnight().assume_offset(LIBRARY_OFFSET)).unwrap_or(at);
+                events.push((r.doc.identifier.as_str(), occurred_at));
+                out.imported += 1;
+                out.legacy += u64::from(r.legacy);
+            } else {
+                out.errors.push(row_error(
+                    &r.row,
+                    "identifier",
+                    format!("{} is already held (under another source key)", r.doc.identifier),
+                ));
+            }
+        }
+        append_many(&mut tx, &events, &actor, at).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.appended.notify_waiters();
+        Ok(out)
+    }
+
+    async fn held_source_keys<'a>(
+        &self,
+        issuer: &str,
+        keys: impl Iterator<Item = &'a str>,
+    ) -> Result<BTreeSet<String>, ServiceError> {
+        let keys: Vec<&str> = keys.collect();
+        let mut held = BTreeSet::new();
+        for part in keys.chunks(500) {
+            if part.is_empty() {
+                continue;
+            }
+            let marks: Vec<String> = (0..part.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT source_key FROM licences WHERE issuer_code = $1 AND source_key IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(issuer);
+            for k in part {
+                q = q.bind(*k);
+            }
+            held.extend(q.fetch_all(&self.db.pool).await.map_err(db_err)?);
+        }
+        Ok(held)
+    }
+}
+
+const LICENCE_INSERT_COLUMNS: usize = 17;
+
+/// Inserts the rows that do not collide; returns the identifiers inserted.
+async fn insert_many(
+    conn: &mut sqlx::AnyConnection,
+    ready: &[Ready],
+    signed: &[zhengzhao_signing::Signed],
+    issuer: &str,
+    at: OffsetDateTime,
+) -> Result<BTreeSet<String>, ServiceError> {
+    let mut inserted = BTreeSet::new();
+    let at_text = format_time(at);
+    for (part, sigs) in ready.chunks(500).zip(signed.chunks(500)) {
+        let mut sql = String::from(
+            "INSERT INTO licences (identifier, type_code, issuer_code, serial, version, template_version, holder_id_type,
+                holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at, source_key,
+                legacy_identifier) VALUES ",
+        );
+        for i in 0..part.len() {
+            let base = i * LICENCE_INSERT_COLUMNS;
+            let marks: Vec<String> = (1..=LICENCE_INSERT_COLUMNS).map(|c| format!("${}", base + c)).collect();
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&marks.join(", "));
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING RETURNING identifier");
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for (r, s) in part.iter().zip(sigs) {
+            let version =
+                LicenceId::parse_allowing_legacy(&r.doc.identifier).map(|id| i64::from(id.version())).unwrap_or(1);
+            q = q
+                .bind(r.doc.identifier.clone())
+                .bind(r.doc.type_code.clone())
+                .bind(issuer.to_owned())
+                .bind(r.doc.licence_number.clone())
+                .bind(version)
+                .bind(i64::from(r.doc.template_version))
+                .bind(r.doc.holder.id_type_code.clone())
+                .bind(r.doc.holder.id_number.clone())
+                .bind(LicenceStatus::Valid.name())
+                .bind(r.doc.valid_until.clone())
+                .bind(String::from_utf8(r.canonical.clone()).map_err(ServiceError::internal)?)
+                .bind(s.jws.clone())
+                .bind(s.key_id.clone())
+                .bind(at_text.clone())
+                .bind(at_text.clone())
+                .bind(r.row.source_key.clone())
+                .bind(i64::from(r.legacy));
+        }
+        inserted.extend(q.fetch_all(&mut *conn).await.map_err(db_err)?);
+    }
+    Ok(inserted)
+}
+
+const EVENT_INSERT_COLUMNS: usize = 9;
+
+async fn append_many(
+    conn: &mut sqlx::AnyConnection,
+    events: &[(&str, OffsetDateTime)],
+    actor: &str,
+    at: OffsetDateTime,
+) -> Result<(), ServiceError> {
+    let at_text = format_time(at);
+    for part in events.chunks(1000) {
+        let mut sql = String::from(
+            "INSERT INTO licence_events (identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, recorded_at) VALUES ",
+        );
+        for i in 0..part.len() {
+            let base = i * EVENT_INSERT_COLUMNS;
+            let marks: Vec<String> = (1..=EVENT_INSERT_COLUMNS).map(|c| format!("${}", base + c)).collect();
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&marks.join(", "));
+            sql.push(')');
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (identifier, occurred_at) in part {
+            q = q
+                .bind((*identifier).to_owned())
+                .bind(LifecycleAction::Issue.name())
+                .bind(LicenceStatus::Valid.name())
+                .bind(actor.to_owned())
+                .bind("aggregated historical licence")
+                .bind("{}")
+                .bind(0_i64)
+                .bind(format_time(*occurred_at))
+                .bind(at_text.clone());
+        }
+        q.execute(&mut *conn).await.map_err(db_err)?;
+    }
+    Ok(())
+}
