@@ -151,6 +151,26 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
         })
         .collect::<Result<_, _>>()?;
     assert_eq!(kinds, vec!["issue", "cancel"]);
+    // Historical licences from a CSV file: good rows land, a re-run changes nothing,
+    // a bad row is reported by number and field with exit code 3.
+    let csv = format!(
+        "source_key,type_code,issuer_name,serial,holder_name,holder_id_type_code,holder_id_number,issue_date,area_code,\
+         face.business_scope,face.premises,face.permit_number,face.main_format\n\
+         OLD-1,{code},示例区市场监督管理局,HIST0001,甲公司,001,91350100M000100Y43,2023-05-01,350102,食品销售,某路1号,JY13501020000001,单位食堂\n\
+         OLD-2,{code},示例区市场监督管理局,HIST0002,乙公司,001,91110000802100433B,2023-06-01,350102,餐饮服务,某路2号,JY13501020000002,餐饮服务经营者\n"
+    );
+    let csv_file = cli.write("history.csv", &csv)?;
+    let csv_path = csv_file.display().to_string();
+    let imported = cli.ok(&s.issuance, Some(&issuer), &["licence", "import", "--file", &csv_path])?;
+    assert_eq!(imported.lines().last(), Some("rows 2, imported 2, already present 0, legacy identifiers 0, refused 0"), "{imported}");
+    let rerun = cli.ok(&s.issuance, Some(&issuer), &["licence", "import", "--file", &csv_path])?;
+    assert!(rerun.ends_with("rows 2, imported 0, already present 2, legacy identifiers 0, refused 0"), "{rerun}");
+    let bad = cli.write("bad.csv", &csv.replace("OLD-2", "OLD-3").replace("餐饮服务经营者", "不存在的业态"))?;
+    let out = cli.run(&s.issuance, Some(&issuer), &["licence", "import", "--file", &bad.display().to_string()])?;
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8(out.stderr)?;
+    assert!(stderr.contains("\"row\":2") && stderr.contains("face_fields.main_format"), "{stderr}");
+
     // No token: a clear error.
     let anonymous = cli.run(&s.front, None, &["verify", &id])?;
     assert_eq!(anonymous.status.code(), Some(1));
