@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod calendar;
 pub mod catalog;
 pub mod citizen_id;
 pub mod date;
