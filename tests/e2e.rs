@@ -162,7 +162,11 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
     let csv_file = cli.write("history.csv", &csv)?;
     let csv_path = csv_file.display().to_string();
     let imported = cli.ok(&s.issuance, Some(&issuer), &["licence", "import", "--file", &csv_path])?;
-    assert_eq!(imported.lines().last(), Some("rows 2, imported 2, already present 0, legacy identifiers 0, refused 0"), "{imported}");
+    assert_eq!(
+        imported.lines().last(),
+        Some("rows 2, imported 2, already present 0, legacy identifiers 0, refused 0"),
+        "{imported}"
+    );
     let rerun = cli.ok(&s.issuance, Some(&issuer), &["licence", "import", "--file", &csv_path])?;
     assert!(rerun.ends_with("rows 2, imported 0, already present 2, legacy identifiers 0, refused 0"), "{rerun}");
     let bad = cli.write("bad.csv", &csv.replace("OLD-2", "OLD-3").replace("餐饮服务经营者", "不存在的业态"))?;

@@ -30,6 +30,10 @@ pub enum Action<'a> {
     ReadRoutes,
     /// Follow the change feed.
     WatchChanges,
+    /// Record or update an outage of `issuer`.
+    ManageOutage { issuer: &'a str },
+    /// Read outages of `issuer`.
+    ReadOutages { issuer: &'a str },
 }
 
 /// A refusal, saying why.
@@ -62,6 +66,8 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
         A::SignDocument => role == R::Service(ServiceName::Issuance),
         A::UseLicence => role == R::Consumer,
         A::ReadUsageLog => matches!(role, R::Admin | R::Auditor),
+        A::ManageOutage { issuer } => role == R::Admin || (role == R::Issuer && own(issuer)),
+        A::ReadOutages { issuer } => matches!(role, R::Admin | R::Auditor) || (role == R::Issuer && own(issuer)),
         A::WatchChanges => match role {
             R::Admin | R::Auditor | R::Sync => true,
             R::Service(s) => matches!(s, ServiceName::Verification | ServiceName::Exchange | ServiceName::Gateway),
@@ -85,6 +91,8 @@ fn describe(action: &Action<'_>) -> String {
         Action::ReadUsageLog => "read the usage log".into(),
         Action::ReadRoutes => "read the gateway routes".into(),
         Action::WatchChanges => "follow the change feed".into(),
+        Action::ManageOutage { issuer } => format!("record outages of {issuer}"),
+        Action::ReadOutages { issuer } => format!("read outages of {issuer}"),
     }
 }
 
@@ -140,6 +148,12 @@ mod tests {
             (Issuer, A, X::WatchChanges, false),
             (Consumer, A, X::WatchChanges, false),
             (svc(ServiceName::Verification), A, X::WatchChanges, true),
+            (Issuer, A, X::ManageOutage { issuer: A }, true),
+            (Issuer, B, X::ManageOutage { issuer: A }, false),
+            (Admin, B, X::ManageOutage { issuer: A }, true),
+            (Consumer, A, X::ManageOutage { issuer: A }, false),
+            (Auditor, B, X::ReadOutages { issuer: A }, true),
+            (Issuer, B, X::ReadOutages { issuer: A }, false),
         ];
         for (role, agency, action, allowed) in cases {
             let got = authorize(&p(role, agency), &action);

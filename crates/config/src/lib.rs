@@ -29,6 +29,8 @@ pub struct Config {
     /// Unified social credit code of the library's administrator (the
     /// agency on whose account services call each other).
     pub agency: Option<String>,
+    /// Working-day calendar (TOML) for outage deadlines; unset means the shipped one.
+    pub calendar_file: Option<PathBuf>,
     /// Addresses of the other services, for split deployment.
     pub peers: Peers,
     /// The gateway's libraries.
@@ -101,6 +103,7 @@ impl Default for Config {
             data_dir: PathBuf::from("zhengzhao-data"),
             database_url: None,
             agency: None,
+            calendar_file: None,
             peers: Peers::default(),
             gateway: GatewayConfig::default(),
             telemetry: TelemetryConfig::default(),

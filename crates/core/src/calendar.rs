@@ -176,8 +176,14 @@ mod tests {
 
     #[test]
     fn bad_files_are_refused() {
-        assert!(WorkingCalendar::parse("[[years]]\nyear = 2026\nholidays = [\"2025-01-01\"]\nadjusted_working_days = []\n").is_err());
-        assert!(WorkingCalendar::parse("[[years]]\nyear = 2026\nholidays = []\nadjusted_working_days = [\"2026-11-27\"]\n").is_err());
+        assert!(
+            WorkingCalendar::parse("[[years]]\nyear = 2026\nholidays = [\"2025-01-01\"]\nadjusted_working_days = []\n")
+                .is_err()
+        );
+        assert!(
+            WorkingCalendar::parse("[[years]]\nyear = 2026\nholidays = []\nadjusted_working_days = [\"2026-11-27\"]\n")
+                .is_err()
+        );
         assert!(WorkingCalendar::parse("nonsense").is_err());
     }
 

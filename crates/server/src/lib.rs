@@ -119,6 +119,17 @@ impl Context {
         Context { config, keys: Arc::new(keys), store, local_addr: None }
     }
 
+    /// The working-day calendar: the configured file, or the shipped one.
+    pub fn calendar(&self) -> anyhow::Result<zhengzhao_core::calendar::WorkingCalendar> {
+        match &self.config.calendar_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                Ok(zhengzhao_core::calendar::WorkingCalendar::parse(&text)?)
+            }
+            None => Ok(zhengzhao_core::calendar::WorkingCalendar::parse(zhengzhao_core::calendar::SHIPPED)?),
+        }
+    }
+
     /// The interceptor that authenticates inbound calls.
     pub fn authenticate(&self) -> Authenticate {
         Authenticate::new(self.keys.verifier.clone())

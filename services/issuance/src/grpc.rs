@@ -171,6 +171,37 @@ pub fn draft_to_wire(d: &LicenceDraft) -> pb::LicenceDraft {
     }
 }
 
+fn outage_to_wire(o: &crate::outage::OutageRecord) -> pb::Outage {
+    use crate::outage::BacklogState as B;
+    use zhengzhao_core::calendar::Coverage;
+    pb::Outage {
+        id: u64::try_from(o.id).unwrap_or_default(),
+        issuer_code: o.issuer_code.clone(),
+        started_at: Some(timestamp(o.started_at)),
+        ended_at: o.ended_at.map(timestamp),
+        cause: o.cause.clone(),
+        recorded_by: o.recorded_by.clone(),
+        recorded_at: Some(timestamp(o.recorded_at)),
+        backlog_done_at: o.backlog_done_at.map(timestamp),
+        deadline: o.deadline.map(zhengzhao_core::date::format_date).unwrap_or_default(),
+        state: match o.state {
+            B::Open => pb::BacklogState::Open,
+            B::Pending => pb::BacklogState::Pending,
+            B::DueSoon => pb::BacklogState::DueSoon,
+            B::Overdue => pb::BacklogState::Overdue,
+            B::Done => pb::BacklogState::Done,
+            B::DoneLate => pb::BacklogState::DoneLate,
+        } as i32,
+        calendar: match o.coverage {
+            Coverage::Confirmed => "confirmed",
+            Coverage::Provisional => "provisional",
+            Coverage::Missing => "missing",
+        }
+        .into(),
+        backfill_events: u64::try_from(o.backfill_events).unwrap_or_default(),
+    }
+}
+
 fn occurred(t: &Option<prost_types::Timestamp>) -> Result<Option<time::OffsetDateTime>, ServiceError> {
     t.as_ref().map(|t| from_timestamp("occurred_at", t)).transpose()
 }
@@ -323,6 +354,47 @@ impl IssuanceService for IssuanceGrpc {
                 })
                 .collect(),
         }))
+    }
+
+    async fn record_outage(
+        &self,
+        req: Request<pb::RecordOutageRequest>,
+    ) -> Result<Response<pb::RecordOutageResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let started = r.started_at.as_ref().ok_or_else(|| ServiceError::invalid("started_at", "required"))?;
+        let started = from_timestamp("started_at", started)?;
+        let ended = r.ended_at.as_ref().map(|t| from_timestamp("ended_at", t)).transpose()?;
+        let o = self.0.record_outage(&who, &r.issuer_code, started, ended, &r.cause).await?;
+        Ok(Response::new(pb::RecordOutageResponse { outage: Some(outage_to_wire(&o)) }))
+    }
+
+    async fn end_outage(&self, req: Request<pb::EndOutageRequest>) -> Result<Response<pb::EndOutageResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let id = i64::try_from(r.id).map_err(|_| ServiceError::invalid("id", "too large"))?;
+        let ended = r.ended_at.as_ref().map(|t| from_timestamp("ended_at", t)).transpose()?;
+        let o = self.0.end_outage(&who, id, ended).await?;
+        Ok(Response::new(pb::EndOutageResponse { outage: Some(outage_to_wire(&o)) }))
+    }
+
+    async fn complete_outage_backlog(
+        &self,
+        req: Request<pb::CompleteOutageBacklogRequest>,
+    ) -> Result<Response<pb::CompleteOutageBacklogResponse>, Status> {
+        let who = principal(&req)?;
+        let id = i64::try_from(req.into_inner().id).map_err(|_| ServiceError::invalid("id", "too large"))?;
+        let o = self.0.complete_backlog(&who, id).await?;
+        Ok(Response::new(pb::CompleteOutageBacklogResponse { outage: Some(outage_to_wire(&o)) }))
+    }
+
+    async fn list_outages(
+        &self,
+        req: Request<pb::ListOutagesRequest>,
+    ) -> Result<Response<pb::ListOutagesResponse>, Status> {
+        let who = principal(&req)?;
+        let list = self.0.outages(&who, &req.into_inner().issuer_code).await?;
+        Ok(Response::new(pb::ListOutagesResponse { outages: list.iter().map(outage_to_wire).collect() }))
     }
 
     async fn watch_changes(

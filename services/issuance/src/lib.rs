@@ -11,6 +11,7 @@ mod document;
 mod feed;
 pub mod grpc;
 pub mod import;
+pub mod outage;
 mod record;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct Issuance {
     signing: SigningClient,
     /// Woken after every commit that appended to the feed.
     appended: Notify,
+    /// Working days, for outage catch-up deadlines.
+    calendar: zhengzhao_core::calendar::WorkingCalendar,
 }
 
 impl std::fmt::Debug for Issuance {
@@ -137,9 +140,10 @@ impl Issuance {
         store: &StoreConfig,
         catalog: CatalogClient,
         signing: SigningClient,
+        calendar: zhengzhao_core::calendar::WorkingCalendar,
     ) -> Result<Arc<Self>, StoreError> {
         let db = zhengzhao_store::open(store, "issuance", &MIGRATIONS).await?;
-        Ok(Arc::new(Issuance { db, catalog, signing, appended: Notify::new() }))
+        Ok(Arc::new(Issuance { db, catalog, signing, appended: Notify::new(), calendar }))
     }
 
     async fn licence_type(&self, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError> {
@@ -261,6 +265,7 @@ impl Issuance {
         }
         let current = self.fetch(identifier).await?;
         let next = transition(Some(current.state()), action).map_err(refused)?;
+        let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         feed::lock(&mut tx, self.db.engine).await?;
         update_state(&mut tx, &current, next, None, at).await?;
@@ -273,7 +278,7 @@ impl Issuance {
                 actor: &who.actor(),
                 reason: &reason,
                 details,
-                backfill: false,
+                backfill,
                 occurred_at,
                 recorded_at: at,
             },
@@ -367,6 +372,7 @@ impl Issuance {
             return Ok(done);
         }
         let next = transition(Some(current.state()), action).map_err(refused)?;
+        let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;
         let id = parse_identifier("identifier", &current.identifier)?;
         let version = id.version().checked_add(1).filter(|v| *v <= 999).ok_or_else(|| {
             ServiceError::FailedPrecondition(format!(
@@ -402,7 +408,7 @@ impl Issuance {
                 actor: &actor,
                 reason: &reason,
                 details,
-                backfill: false,
+                backfill,
                 occurred_at,
                 recorded_at: at,
             };

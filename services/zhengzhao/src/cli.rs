@@ -72,6 +72,9 @@ enum Command {
     /// Issuer public keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Outages and the 3-working-day catch-up rule.
+    #[command(subcommand)]
+    Outage(OutageCommand),
     /// Verify a licence by identifier, or a signed document; exit 0 only when valid (3 when not).
     Verify(VerifyArgs),
     /// Read the usage log (administrators and auditors).
@@ -311,6 +314,61 @@ fn occurred_at(e: &EventArgs) -> anyhow::Result<Option<prost_types::Timestamp>> 
 }
 
 #[derive(Debug, Subcommand)]
+enum OutageCommand {
+    /// Record an outage; prints it (JSON). Events whose business time falls
+    /// inside it are then accepted as backfill until its deadline passes.
+    Record {
+        /// Start (RFC 3339).
+        #[arg(long)]
+        start: String,
+        /// End (RFC 3339); omit while it lasts.
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long)]
+        cause: String,
+        /// The issuer (administrators only; issuers record their own).
+        #[arg(long, default_value = "")]
+        issuer: String,
+    },
+    /// Record when an open outage ended (default now).
+    End {
+        id: u64,
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Mark an ended outage's backlog as caught up.
+    Complete { id: u64 },
+    /// List outages with their deadline and backlog state (JSON lines).
+    Report {
+        #[arg(long, default_value = "")]
+        issuer: String,
+    },
+}
+
+fn rfc3339(flag: &str, t: &str) -> anyhow::Result<prost_types::Timestamp> {
+    let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("{flag} {t:?}: use RFC 3339, e.g. 2026-11-27T09:30:00+08:00"))?;
+    Ok(zhengzhao_proto::convert::timestamp(t))
+}
+
+fn outage_json(o: &issuance::Outage) -> serde_json::Value {
+    let state = issuance::BacklogState::try_from(o.state).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+    serde_json::json!({
+        "id": o.id,
+        "issuer_code": o.issuer_code,
+        "started_at": time_text(&o.started_at),
+        "ended_at": time_text(&o.ended_at),
+        "cause": o.cause,
+        "recorded_by": o.recorded_by,
+        "deadline": o.deadline,
+        "state": state.trim_start_matches("BACKLOG_STATE_").to_lowercase(),
+        "calendar": o.calendar,
+        "backfill_events": o.backfill_events,
+        "backlog_done_at": time_text(&o.backlog_done_at),
+    })
+}
+
+#[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Print the public keys as a JWKS (JSON).
     Jwks {
@@ -491,6 +549,52 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Catalog(cmd) => catalog_command(&Client::connect(&cli.client).await?, cmd).await?,
         Command::Licence(cmd) => return licence_command(&Client::connect(&cli.client).await?, cmd).await,
+        Command::Outage(cmd) => {
+            let c = Client::connect(&cli.client).await?;
+            let outage = match cmd {
+                OutageCommand::Record { start, end, cause, issuer } => {
+                    c.issuance()
+                        .record_outage(issuance::RecordOutageRequest {
+                            issuer_code: issuer,
+                            started_at: Some(rfc3339("--start", &start)?),
+                            ended_at: end.as_deref().map(|e| rfc3339("--end", e)).transpose()?,
+                            cause,
+                        })
+                        .await?
+                        .into_inner()
+                        .outage
+                }
+                OutageCommand::End { id, at } => {
+                    c.issuance()
+                        .end_outage(issuance::EndOutageRequest {
+                            id,
+                            ended_at: at.as_deref().map(|t| rfc3339("--at", t)).transpose()?,
+                        })
+                        .await?
+                        .into_inner()
+                        .outage
+                }
+                OutageCommand::Complete { id } => {
+                    c.issuance()
+                        .complete_outage_backlog(issuance::CompleteOutageBacklogRequest { id })
+                        .await?
+                        .into_inner()
+                        .outage
+                }
+                OutageCommand::Report { issuer } => {
+                    let r = c
+                        .issuance()
+                        .list_outages(issuance::ListOutagesRequest { issuer_code: issuer })
+                        .await?
+                        .into_inner();
+                    for o in &r.outages {
+                        println!("{}", outage_json(o));
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
+            print_json(&outage_json(&outage.context("no outage returned")?))?;
+        }
         Command::Keys(KeysCommand::Jwks { issuer }) => {
             let c = Client::connect(&cli.client).await?;
             let r = c

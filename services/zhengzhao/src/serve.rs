@@ -52,6 +52,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         &ctx.store,
         CatalogClient::Local(catalog.clone(), as_service(ServiceName::Issuance)),
         SigningClient::Local(signing.clone(), as_service(ServiceName::Issuance)),
+        ctx.calendar()?,
     )
     .await?;
     issuance.clone().spawn_expiry_job(as_service(ServiceName::Issuance), EXPIRY_INTERVAL);
