@@ -97,8 +97,26 @@ fn has_han(s: &str) -> bool {
     s.chars().any(|c| matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F))
 }
 
+/// The full-match regex of `pattern`, compiled once per thread (templates are
+/// checked once per licence, and bulk imports check millions).
 fn full_match(pattern: &str) -> Option<regex::Regex> {
-    regex::Regex::new(&format!("^(?:{pattern})$")).ok()
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static COMPILED: RefCell<HashMap<String, Option<regex::Regex>>> = RefCell::new(HashMap::new());
+    }
+    COMPILED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(hit) = cache.get(pattern) {
+            return hit.clone();
+        }
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        let compiled = regex::Regex::new(&format!("^(?:{pattern})$")).ok();
+        cache.insert(pattern.to_owned(), compiled.clone());
+        compiled
+    })
 }
 
 /// Whether `v` is a decimal with at most `max_scale` digits after the point.

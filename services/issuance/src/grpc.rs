@@ -322,6 +322,7 @@ impl IssuanceService for IssuanceGrpc {
         let mut stream = req.into_inner();
         let mut cache = crate::import::TypeCache::default();
         let mut total = crate::import::ImportOutcome::default();
+        let mut storing: Option<tokio::task::JoinHandle<Result<crate::import::ImportOutcome, ServiceError>>> = None;
         while let Some(msg) = stream.message().await? {
             let rows = msg
                 .rows
@@ -333,8 +334,16 @@ impl IssuanceService for IssuanceGrpc {
                     draft: draft_from_wire(r.draft.unwrap_or_default()),
                 })
                 .collect();
-            let outcome = self.0.import_batch(&who, rows, msg.allow_legacy, &mut cache).await?;
-            total.add(outcome);
+            // Validate and sign this batch while the previous one is stored.
+            let prepared = self.0.prepare_batch(&who, rows, msg.allow_legacy, &mut cache).await?;
+            if let Some(previous) = storing.take() {
+                total.add(previous.await.map_err(ServiceError::internal)??);
+            }
+            let issuance = self.0.clone();
+            storing = Some(tokio::spawn(async move { issuance.store_batch(prepared).await }));
+        }
+        if let Some(previous) = storing.take() {
+            total.add(previous.await.map_err(ServiceError::internal)??);
         }
         tracing::info!(actor = %who.actor(), received = total.received, imported = total.imported,
             already_present = total.already_present, errors = total.errors.len(), "import finished");

@@ -68,6 +68,21 @@ impl ImportOutcome {
 #[derive(Debug, Default)]
 pub struct TypeCache(HashMap<(String, u32), Result<LicenceTypeRecord, ServiceError>>);
 
+/// A batch validated and signed, ready to store.
+pub struct PreparedBatch {
+    out: ImportOutcome,
+    ready: Vec<Ready>,
+    signed: Vec<zhengzhao_signing::Signed>,
+    issuer: String,
+    actor: String,
+}
+
+impl std::fmt::Debug for PreparedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedBatch({} rows)", self.ready.len())
+    }
+}
+
 struct Ready {
     row: ImportRow,
     doc: LicenceDocument,
@@ -168,10 +183,23 @@ impl Issuance {
     pub async fn import_batch(
         &self,
         who: &Principal,
-        mut rows: Vec<ImportRow>,
+        rows: Vec<ImportRow>,
         allow_legacy: bool,
         cache: &mut TypeCache,
     ) -> Result<ImportOutcome, ServiceError> {
+        let prepared = self.prepare_batch(who, rows, allow_legacy, cache).await?;
+        self.store_batch(prepared).await
+    }
+
+    /// Validates and signs one batch (the CPU half of an import; it can run
+    /// while the previous batch is being stored).
+    pub async fn prepare_batch(
+        &self,
+        who: &Principal,
+        mut rows: Vec<ImportRow>,
+        allow_legacy: bool,
+        cache: &mut TypeCache,
+    ) -> Result<PreparedBatch, ServiceError> {
         authorize(who, &Action::IssueLicence { issuer: &who.agency })?;
         if rows.len() > MAX_BATCH_ROWS {
             return Err(ServiceError::invalid("rows", format!("at most {MAX_BATCH_ROWS} rows per message")));
@@ -206,17 +234,26 @@ impl Issuance {
                 Err(e) => out.errors.extend(errors_of(&row, e)),
             }
         }
+        let signed = if ready.is_empty() {
+            Vec::new()
+        } else {
+            let payloads: Vec<Vec<u8>> = ready.iter().map(|r| r.canonical.clone()).collect();
+            self.signing.sign_many(&who.agency, payloads).await?
+        };
+        Ok(PreparedBatch { out, ready, signed, issuer: who.agency.clone(), actor: who.actor() })
+    }
+
+    /// Stores a prepared batch and its feed events in one transaction.
+    pub async fn store_batch(&self, batch: PreparedBatch) -> Result<ImportOutcome, ServiceError> {
+        let PreparedBatch { mut out, ready, signed, issuer, actor } = batch;
         if ready.is_empty() {
             return Ok(out);
         }
-        let payloads: Vec<Vec<u8>> = ready.iter().map(|r| r.canonical.clone()).collect();
-        let signed = self.signing.sign_many(&who.agency, payloads).await?;
         let at = now();
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         feed::lock(&mut tx, self.db.engine).await?;
-        let inserted = insert_many(&mut tx, &ready, &signed, &who.agency, at).await?;
+        let inserted = insert_many(&mut tx, &ready, &signed, &issuer, at).await?;
         let mut events = Vec::with_capacity(inserted.len());
-        let actor = who.actor();
         for r in &ready {
             if inserted.contains(&r.doc.identifier) {
                 let occurred_at =
@@ -228,7 +265,10 @@ impl Issuance {
                 out.errors.push(row_error(
                     &r.row,
                     "identifier",
-                    format!("{} is already held (under another source key)", r.doc.identifier),
+                    format!(
+                        "{} conflicts with a licence already held (same identifier or source key)",
+                        r.doc.identifier
+                    ),
                 ));
             }
         }
@@ -254,7 +294,9 @@ impl Issuance {
                 "SELECT source_key FROM licences WHERE issuer_code = $1 AND source_key IN ({})",
                 marks.join(", ")
             );
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(issuer);
+            // Not a cached prepared statement: a generic plan made while the
+            // table was small would scan it whole once it is large.
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false).bind(issuer);
             for k in part {
                 q = q.bind(*k);
             }
@@ -276,7 +318,7 @@ async fn insert_many(
 ) -> Result<BTreeSet<String>, ServiceError> {
     let mut inserted = BTreeSet::new();
     let at_text = format_time(at);
-    for (part, sigs) in ready.chunks(500).zip(signed.chunks(500)) {
+    for (part, sigs) in ready.chunks(MAX_BATCH_ROWS).zip(signed.chunks(MAX_BATCH_ROWS)) {
         let mut sql = String::from(
             "INSERT INTO licences (identifier, type_code, issuer_code, serial, version, template_version, holder_id_type,
                 holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at, source_key,
