@@ -337,7 +337,9 @@ impl IssuanceService for IssuanceGrpc {
             // Validate and sign this batch while the previous one is stored.
             let prepared = self.0.prepare_batch(&who, rows, msg.allow_legacy, &mut cache).await?;
             if let Some(previous) = storing.take() {
-                total.add(previous.await.map_err(ServiceError::internal)??);
+                let stored = previous.await.map_err(ServiceError::internal)??;
+                cache.check_held |= stored.already_present > 0;
+                total.add(stored);
             }
             let issuance = self.0.clone();
             storing = Some(tokio::spawn(async move { issuance.store_batch(prepared).await }));

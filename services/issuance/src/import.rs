@@ -64,9 +64,23 @@ impl ImportOutcome {
     }
 }
 
-/// Licence types seen during one import, by (code, template version).
-#[derive(Debug, Default)]
-pub struct TypeCache(HashMap<(String, u32), Result<LicenceTypeRecord, ServiceError>>);
+/// What one import call remembers between batches: the licence types seen,
+/// by (code, template version), and whether rows may already be held.
+#[derive(Debug)]
+pub struct TypeCache {
+    types: HashMap<(String, u32), Result<LicenceTypeRecord, ServiceError>>,
+    /// Look up held source keys before signing. On for the first batch (a
+    /// re-run is seen at once) and after any batch that met held rows; off
+    /// while a fresh import finds none, which keeps the lookup off the hot
+    /// path (rows that turn out to be held are still classified at insert).
+    pub check_held: bool,
+}
+
+impl Default for TypeCache {
+    fn default() -> Self {
+        TypeCache { types: HashMap::new(), check_held: true }
+    }
+}
 
 /// A batch validated and signed, ready to store.
 pub struct PreparedBatch {
@@ -116,14 +130,14 @@ impl Issuance {
         version: u32,
     ) -> Result<LicenceTypeRecord, ServiceError> {
         let key = (code.to_owned(), version);
-        if let Some(hit) = cache.0.get(&key) {
+        if let Some(hit) = cache.types.get(&key) {
             return hit.clone();
         }
         let got = self.licence_type(code, version).await;
         if matches!(got, Err(ServiceError::Unavailable(_)) | Err(ServiceError::Internal(_))) {
             return got; // not cached: transient
         }
-        cache.0.insert(key, got.clone());
+        cache.types.insert(key, got.clone());
         got
     }
 
@@ -219,9 +233,13 @@ impl Issuance {
             }
         }
         let mut rows = kept;
-        let held = self.held_source_keys(&who.agency, rows.iter().map(|r| r.source_key.as_str())).await?;
-        rows.retain(|r| !held.contains(&r.source_key));
-        out.already_present = held.len() as u64;
+        if cache.check_held {
+            let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+            let held = held_source_keys(&mut conn, &who.agency, rows.iter().map(|r| r.source_key.as_str())).await?;
+            rows.retain(|r| !held.contains(&r.source_key));
+            out.already_present = held.len() as u64;
+            cache.check_held = !held.is_empty();
+        }
         let mut ready = Vec::with_capacity(rows.len());
         for mut row in rows {
             match self.prepare(who, cache, &mut row, allow_legacy).await {
@@ -253,6 +271,8 @@ impl Issuance {
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         feed::lock(&mut tx, self.db.engine).await?;
         let inserted = insert_many(&mut tx, &ready, &signed, &issuer, at).await?;
+        let missed = ready.iter().filter(|r| !inserted.contains(&r.doc.identifier)).map(|r| r.row.source_key.as_str());
+        let held = held_source_keys(&mut tx, &issuer, missed).await?;
         let mut events = Vec::with_capacity(inserted.len());
         for r in &ready {
             if inserted.contains(&r.doc.identifier) {
@@ -261,6 +281,8 @@ impl Issuance {
                 events.push((r.doc.identifier.as_str(), occurred_at));
                 out.imported += 1;
                 out.legacy += u64::from(r.legacy);
+            } else if held.contains(&r.row.source_key) {
+                out.already_present += 1;
             } else {
                 out.errors.push(row_error(
                     &r.row,
@@ -276,33 +298,6 @@ impl Issuance {
         tx.commit().await.map_err(db_err)?;
         self.appended.notify_waiters();
         Ok(out)
-    }
-
-    async fn held_source_keys<'a>(
-        &self,
-        issuer: &str,
-        keys: impl Iterator<Item = &'a str>,
-    ) -> Result<BTreeSet<String>, ServiceError> {
-        let keys: Vec<&str> = keys.collect();
-        let mut held = BTreeSet::new();
-        for part in keys.chunks(500) {
-            if part.is_empty() {
-                continue;
-            }
-            let marks: Vec<String> = (0..part.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!(
-                "SELECT source_key FROM licences WHERE issuer_code = $1 AND source_key IN ({})",
-                marks.join(", ")
-            );
-            // Not a cached prepared statement: a generic plan made while the
-            // table was small would scan it whole once it is large.
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false).bind(issuer);
-            for k in part {
-                q = q.bind(*k);
-            }
-            held.extend(q.fetch_all(&self.db.pool).await.map_err(db_err)?);
-        }
-        Ok(held)
     }
 }
 
@@ -402,4 +397,30 @@ async fn append_many(
         q.execute(&mut *conn).await.map_err(db_err)?;
     }
     Ok(())
+}
+
+/// The source keys among `keys` that `issuer` already holds.
+async fn held_source_keys<'a>(
+    conn: &mut sqlx::AnyConnection,
+    issuer: &str,
+    keys: impl Iterator<Item = &'a str>,
+) -> Result<BTreeSet<String>, ServiceError> {
+    let keys: Vec<&str> = keys.collect();
+    let mut held = BTreeSet::new();
+    for part in keys.chunks(500) {
+        if part.is_empty() {
+            continue;
+        }
+        let marks: Vec<String> = (0..part.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql =
+            format!("SELECT source_key FROM licences WHERE issuer_code = $1 AND source_key IN ({})", marks.join(", "));
+        // Not a cached prepared statement: a generic plan made while the
+        // table was small would scan it whole once it is large.
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false).bind(issuer);
+        for k in part {
+            q = q.bind(*k);
+        }
+        held.extend(q.fetch_all(&mut *conn).await.map_err(db_err)?);
+    }
+    Ok(held)
 }
