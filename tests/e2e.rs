@@ -138,6 +138,38 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
     let no_cause = cli.run(&s.front, Some(&consumer), &["licence", "fetch", &id, "--cause", ""])?;
     assert!(!no_cause.status.success());
 
+    // Lifecycle verbs: review, loss and its withdrawal, mortgage and release,
+    // seizure and return, then a renewal (a new version), then cancellation.
+    let next_due = "2099-12-31";
+    cli.ok(
+        &s.issuance,
+        Some(&issuer),
+        &["licence", "review", &id, "--reason", "年审", "--result", "合格", "--next-due", next_due],
+    )?;
+    cli.ok(
+        &s.issuance,
+        Some(&issuer),
+        &["licence", "inspect", &id, "--reason", "年检", "--result", "pass", "--next-due", next_due],
+    )?;
+    let lost = cli.ok(&s.issuance, Some(&issuer), &["licence", "report-loss", &id, "--reason", "遗失"])?;
+    assert!(lost.ends_with("valid, reported lost"), "{lost}");
+    let lost_verify = cli.run(&s.front, Some(&consumer), &["verify", &id])?;
+    assert!(String::from_utf8(lost_verify.stdout)?.starts_with("reported lost:"));
+    for (verb, reason) in
+        [("withdraw-loss", "找回"), ("mortgage", "抵押"), ("release", "解押"), ("seize", "暂扣"), ("return", "发还")]
+    {
+        cli.ok(&s.issuance, Some(&issuer), &["licence", verb, &id, "--reason", reason])?;
+    }
+    let refused = cli.run(&s.issuance, Some(&issuer), &["licence", "return", &id, "--reason", "再次发还"])?;
+    assert!(
+        String::from_utf8(refused.stderr)?
+            .contains("failed precondition: cannot return a licence whose status is valid (01)")
+    );
+    let renewed = cli.ok(&s.issuance, Some(&issuer), &["licence", "renew", &id, "--reason", "延续"])?;
+    assert_eq!(zhengzhao_core::LicenceId::parse(&renewed)?.version(), 2, "{renewed}");
+    let superseded = cli.run(&s.front, Some(&consumer), &["verify", &id])?;
+    assert!(String::from_utf8(superseded.stdout)?.starts_with("superseded:"));
+    let id = renewed;
     let cancelled = cli.ok(&s.issuance, Some(&issuer), &["licence", "cancel", &id, "--reason", "企业申请注销"])?;
     assert!(cancelled.ends_with("cancelled"), "{cancelled}");
     let after = cli.run(&s.front, Some(&consumer), &["verify", &id])?;
@@ -150,7 +182,34 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
             serde_json::from_str::<serde_json::Value>(l).map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
         })
         .collect::<Result<_, _>>()?;
-    assert_eq!(kinds, vec!["issue", "cancel"]);
+    assert_eq!(kinds, vec!["renew", "cancel"]);
+    // The change feed holds every event, in order.
+    let sync = cli.token("sync", ADMIN)?;
+    let feed = cli.ok(&s.issuance, Some(&sync), &["licence", "watch"])?;
+    let feed_kinds: Vec<String> = feed
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        feed_kinds[..12],
+        [
+            "issue",
+            "review",
+            "inspect",
+            "report_loss",
+            "withdraw_loss",
+            "mortgage",
+            "release",
+            "seize",
+            "return",
+            "renew",
+            "renew",
+            "cancel"
+        ],
+        "{feed}"
+    );
     // Historical licences from a CSV file: good rows land, a re-run changes nothing,
     // a bad row is reported by number and field with exit code 3.
     let csv = format!(

@@ -31,6 +31,7 @@ async fn record_outage(
             started_at: Some(timestamp(ago(start))),
             ended_at: end.map(|e| timestamp(ago(e))),
             cause: "机房断电".into(),
+            idempotency_key: String::new(),
         })
         .await
         .map(|r| r.into_inner().outage.unwrap_or_default())
@@ -93,6 +94,22 @@ async fn issuers_record_their_own_outages_and_administrators_any() -> Result {
             .await
             .unwrap_err();
         assert_eq!(violated_fields(&e), vec!["cause".to_owned()]);
+        // A retry with an idempotency key records nothing new.
+        let once = issuance::RecordOutageRequest {
+            started_at: Some(timestamp(ago(2))),
+            cause: "网络中断".into(),
+            idempotency_key: "outage-7".into(),
+            ..Default::default()
+        };
+        let a = lib
+            .issuance(Role::Issuer, ISSUER)
+            .record_outage(once.clone())
+            .await?
+            .into_inner()
+            .outage
+            .unwrap_or_default();
+        let b = lib.issuance(Role::Issuer, ISSUER).record_outage(once).await?.into_inner().outage.unwrap_or_default();
+        assert_eq!(a.id, b.id, "{engine}");
         // Issuers see only their own; administrators and auditors see all.
         let mine = lib
             .issuance(Role::Issuer, ISSUER)
@@ -100,8 +117,8 @@ async fn issuers_record_their_own_outages_and_administrators_any() -> Result {
             .await?
             .into_inner()
             .outages;
-        assert_eq!(mine.len(), 1);
-        assert_eq!(report(&lib).await?.len(), 2);
+        assert_eq!(mine.len(), 2);
+        assert_eq!(report(&lib).await?.len(), 3);
         let e = lib
             .issuance(Role::Issuer, ISSUER)
             .list_outages(issuance::ListOutagesRequest { issuer_code: OTHER_ISSUER.into() })

@@ -376,7 +376,7 @@ impl IssuanceService for IssuanceGrpc {
         let started = r.started_at.as_ref().ok_or_else(|| ServiceError::invalid("started_at", "required"))?;
         let started = from_timestamp("started_at", started)?;
         let ended = r.ended_at.as_ref().map(|t| from_timestamp("ended_at", t)).transpose()?;
-        let o = self.0.record_outage(&who, &r.issuer_code, started, ended, &r.cause).await?;
+        let o = self.0.record_outage(&who, &r.issuer_code, started, ended, &r.cause, &r.idempotency_key).await?;
         Ok(Response::new(pb::RecordOutageResponse { outage: Some(outage_to_wire(&o)) }))
     }
 

@@ -144,6 +144,7 @@ impl Issuance {
         started_at: OffsetDateTime,
         ended_at: Option<OffsetDateTime>,
         cause: &str,
+        idempotency_key: &str,
     ) -> Result<OutageRecord, ServiceError> {
         let issuer = if issuer.is_empty() && who.role == Role::Issuer { who.agency.as_str() } else { issuer };
         Uscc::parse(issuer).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))?;
@@ -164,6 +165,31 @@ impl Issuance {
                 return Err(ServiceError::invalid("ended_at", "in the future"));
             }
         }
+        crate::check_idempotency_key(idempotency_key)?;
+        let request_digest =
+            crate::digest(&[issuer, &format_time(started_at), &ended_at.map(format_time).unwrap_or_default(), cause]);
+        if !idempotency_key.is_empty() {
+            let row = sqlx::query(
+                "SELECT operation, request_digest, identifier FROM idempotency_keys WHERE agency = $1 AND idempotency_key = $2",
+            )
+            .bind(&who.agency)
+            .bind(idempotency_key)
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(db_err)?;
+            if let Some(row) = row {
+                let op: String = row.try_get("operation").map_err(db_err)?;
+                let d: String = row.try_get("request_digest").map_err(db_err)?;
+                let first: String = row.try_get("identifier").map_err(db_err)?;
+                if op != "record_outage" || d != request_digest {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "idempotency key {idempotency_key:?} was already used for a different request"
+                    )));
+                }
+                return self.outage(first.parse().map_err(ServiceError::internal)?).await;
+            }
+        }
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO outages (issuer_code, started_at, ended_at, cause, recorded_by, recorded_at)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -174,9 +200,11 @@ impl Issuance {
         .bind(cause)
         .bind(who.actor())
         .bind(format_time(at))
-        .fetch_one(&self.db.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
+        crate::remember(&mut tx, who, idempotency_key, "record_outage", &request_digest, &id.to_string(), at).await?;
+        tx.commit().await.map_err(db_err)?;
         tracing::info!(outage = id, issuer_code = %issuer, actor = %who.actor(), "outage recorded");
         self.outage(id).await
     }

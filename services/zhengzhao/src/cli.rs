@@ -329,6 +329,9 @@ enum OutageCommand {
         /// The issuer (administrators only; issuers record their own).
         #[arg(long, default_value = "")]
         issuer: String,
+        /// Retrying with the same key returns the first result.
+        #[arg(long, default_value = "")]
+        idempotency_key: String,
     },
     /// Record when an open outage ended (default now).
     End {
@@ -552,13 +555,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Outage(cmd) => {
             let c = Client::connect(&cli.client).await?;
             let outage = match cmd {
-                OutageCommand::Record { start, end, cause, issuer } => {
+                OutageCommand::Record { start, end, cause, issuer, idempotency_key } => {
                     c.issuance()
                         .record_outage(issuance::RecordOutageRequest {
                             issuer_code: issuer,
                             started_at: Some(rfc3339("--start", &start)?),
                             ended_at: end.as_deref().map(|e| rfc3339("--end", e)).transpose()?,
                             cause,
+                            idempotency_key,
                         })
                         .await?
                         .into_inner()
