@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod es256;
 pub mod jws;
 pub mod merkle;
+pub mod sm2;
 
 pub use envelope::{EnvelopeError, MasterKey};
 pub use es256::{Es256KeyPair, Es256PublicKey, KeyError};
