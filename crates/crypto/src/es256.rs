@@ -7,8 +7,6 @@
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 
-use crate::{b64url, b64url_decode};
-
 /// A key that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -123,36 +121,12 @@ impl Es256PublicKey {
 
     /// The public key as a JWK (RFC 7517/7518) with `kid`, `alg` and `use`.
     pub fn to_jwk(&self, kid: &str) -> serde_json::Value {
-        let point = self.to_sec1();
-        serde_json::json!({
-            "kty": "EC",
-            "crv": "P-256",
-            "x": b64url(&point[1..33]),
-            "y": b64url(&point[33..65]),
-            "kid": kid,
-            "alg": "ES256",
-            "use": "sig",
-        })
+        crate::ec_jwk(&self.to_sec1(), "P-256", kid, "ES256")
     }
 
     /// From a JWK with `kty` EC and `crv` P-256.
     pub fn from_jwk(jwk: &serde_json::Value) -> Result<Self, KeyError> {
-        let field = |name: &str| {
-            jwk.get(name).and_then(|v| v.as_str()).ok_or_else(|| KeyError::Public(format!("missing {name}")))
-        };
-        if field("kty")? != "EC" || field("crv")? != "P-256" {
-            return Err(KeyError::Public("kty must be EC and crv P-256".into()));
-        }
-        let x = b64url_decode(field("x")?).map_err(|e| KeyError::Public(e.to_string()))?;
-        let y = b64url_decode(field("y")?).map_err(|e| KeyError::Public(e.to_string()))?;
-        if x.len() != 32 || y.len() != 32 {
-            return Err(KeyError::Public("x and y must be 32 bytes".into()));
-        }
-        let mut point = Vec::with_capacity(65);
-        point.push(4);
-        point.extend_from_slice(&x);
-        point.extend_from_slice(&y);
-        Self::from_sec1(&point)
+        Self::from_sec1(&crate::ec_point_from_jwk(jwk, "P-256")?)
     }
 
     /// Whether `signature` (64-byte `r || s`) is valid for `message`.
@@ -228,9 +202,10 @@ mod tests {
             "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"});
         let key = Es256PublicKey::from_jwk(&jwk).unwrap();
         let input = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
-        let sig =
-            b64url_decode("DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q")
-                .unwrap();
+        let sig = crate::b64url_decode(
+            "DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q",
+        )
+        .unwrap();
         assert!(key.verify(input.as_bytes(), &sig));
         assert!(!key.verify(b"other", &sig));
     }

@@ -10,7 +10,6 @@ use sm2::dsa::signature::{Signer, Verifier};
 use sm2::dsa::{Signature, SigningKey, VerifyingKey};
 
 use crate::es256::KeyError;
-use crate::{b64url, b64url_decode};
 
 /// The SM2 default distinguishing (user) ID.
 pub const DEFAULT_USER_ID: &str = "1234567812345678";
@@ -84,35 +83,12 @@ impl Sm2PublicKey {
 
     /// The public key as a JWK (see the module docs).
     pub fn to_jwk(&self, kid: &str) -> serde_json::Value {
-        let point = self.to_sec1();
-        serde_json::json!({
-            "kty": "EC",
-            "crv": "SM2",
-            "x": b64url(point.get(1..33).unwrap_or_default()),
-            "y": b64url(point.get(33..65).unwrap_or_default()),
-            "kid": kid,
-            "alg": JWS_ALG,
-            "use": "sig",
-        })
+        crate::ec_jwk(&self.to_sec1(), "SM2", kid, JWS_ALG)
     }
 
     /// From a JWK with `kty` EC and `crv` SM2.
     pub fn from_jwk(jwk: &serde_json::Value) -> Result<Self, KeyError> {
-        let field = |name: &str| {
-            jwk.get(name).and_then(|v| v.as_str()).ok_or_else(|| KeyError::Public(format!("missing {name}")))
-        };
-        if field("kty")? != "EC" || field("crv")? != "SM2" {
-            return Err(KeyError::Public("kty must be EC and crv SM2".into()));
-        }
-        let x = b64url_decode(field("x")?).map_err(|e| KeyError::Public(e.to_string()))?;
-        let y = b64url_decode(field("y")?).map_err(|e| KeyError::Public(e.to_string()))?;
-        if x.len() != 32 || y.len() != 32 {
-            return Err(KeyError::Public("x and y must be 32 bytes".into()));
-        }
-        let mut point = vec![4u8];
-        point.extend_from_slice(&x);
-        point.extend_from_slice(&y);
-        Self::from_sec1(&point)
+        Self::from_sec1(&crate::ec_point_from_jwk(jwk, "SM2")?)
     }
 
     /// Whether `signature` (64-byte `r || s`) is valid for `message`.
