@@ -202,6 +202,15 @@ fn outage_to_wire(o: &crate::outage::OutageRecord) -> pb::Outage {
     }
 }
 
+/// A lifecycle request without a review result.
+fn event_request(
+    reason: String,
+    t: &Option<prost_types::Timestamp>,
+    idempotency_key: String,
+) -> Result<EventRequest, ServiceError> {
+    Ok(EventRequest { reason, occurred_at: occurred(t)?, idempotency_key, ..Default::default() })
+}
+
 fn occurred(t: &Option<prost_types::Timestamp>) -> Result<Option<time::OffsetDateTime>, ServiceError> {
     t.as_ref().map(|t| from_timestamp("occurred_at", t)).transpose()
 }
@@ -231,12 +240,7 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::CancelLicenceResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        let e = EventRequest {
-            reason: r.reason,
-            occurred_at: occurred(&r.occurred_at)?,
-            idempotency_key: r.idempotency_key,
-            ..Default::default()
-        };
+        let e = event_request(r.reason, &r.occurred_at, r.idempotency_key)?;
         let l = self.0.cancel(&who, &r.identifier, &e).await?;
         Ok(Response::new(pb::CancelLicenceResponse { licence: licence_reply(&l) }))
     }
@@ -288,12 +292,7 @@ impl IssuanceService for IssuanceGrpc {
         let who = principal(&req)?;
         let r = req.into_inner();
         let draft = r.draft.ok_or_else(|| ServiceError::invalid("draft", "required"))?;
-        let e = EventRequest {
-            reason: r.reason,
-            occurred_at: occurred(&r.occurred_at)?,
-            idempotency_key: r.idempotency_key,
-            ..Default::default()
-        };
+        let e = event_request(r.reason, &r.occurred_at, r.idempotency_key)?;
         let l = self.0.change(&who, &r.identifier, draft_from_wire(draft), &e).await?;
         Ok(Response::new(pb::ChangeLicenceResponse { licence: licence_reply(&l) }))
     }
@@ -304,12 +303,7 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::RenewLicenceResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        let e = EventRequest {
-            reason: r.reason,
-            occurred_at: occurred(&r.occurred_at)?,
-            idempotency_key: r.idempotency_key,
-            ..Default::default()
-        };
+        let e = event_request(r.reason, &r.occurred_at, r.idempotency_key)?;
         let l = self.0.renew(&who, &r.identifier, &r.valid_from, &r.valid_until, &e).await?;
         Ok(Response::new(pb::RenewLicenceResponse { licence: licence_reply(&l) }))
     }

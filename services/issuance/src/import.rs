@@ -319,16 +319,7 @@ async fn insert_many(
                 holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at, source_key,
                 legacy_identifier) VALUES ",
         );
-        for i in 0..part.len() {
-            let base = i * LICENCE_INSERT_COLUMNS;
-            let marks: Vec<String> = (1..=LICENCE_INSERT_COLUMNS).map(|c| format!("${}", base + c)).collect();
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&marks.join(", "));
-            sql.push(')');
-        }
+        sql.push_str(&values_list(part.len(), LICENCE_INSERT_COLUMNS));
         sql.push_str(" ON CONFLICT DO NOTHING RETURNING identifier");
         let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for (r, s) in part.iter().zip(sigs) {
@@ -371,16 +362,7 @@ async fn append_many(
         let mut sql = String::from(
             "INSERT INTO licence_events (identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, recorded_at) VALUES ",
         );
-        for i in 0..part.len() {
-            let base = i * EVENT_INSERT_COLUMNS;
-            let marks: Vec<String> = (1..=EVENT_INSERT_COLUMNS).map(|c| format!("${}", base + c)).collect();
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&marks.join(", "));
-            sql.push(')');
-        }
+        sql.push_str(&values_list(part.len(), EVENT_INSERT_COLUMNS));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (identifier, occurred_at) in part {
             q = q
@@ -423,4 +405,15 @@ async fn held_source_keys<'a>(
         held.extend(q.fetch_all(&mut *conn).await.map_err(db_err)?);
     }
     Ok(held)
+}
+
+/// `($1, ..., $c), ($c+1, ...)`: placeholders for `rows` rows of `columns` values.
+fn values_list(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let marks: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -541,6 +541,21 @@ impl Issuance {
         operation: &str,
         request_digest: &str,
     ) -> Result<Option<LicenceRecord>, ServiceError> {
+        match self.first_result(who, key, operation, request_digest).await? {
+            Some(identifier) => self.fetch(&identifier).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// What the first request with idempotency `key` produced (an identifier),
+    /// if there was one; refuses a key reused for a different request.
+    pub(crate) async fn first_result(
+        &self,
+        who: &Principal,
+        key: &str,
+        operation: &str,
+        request_digest: &str,
+    ) -> Result<Option<String>, ServiceError> {
         if key.is_empty() {
             return Ok(None);
         }
@@ -558,8 +573,7 @@ impl Issuance {
                 "idempotency key {key:?} was already used for a different request"
             )));
         }
-        let identifier: String = row.try_get("identifier").map_err(db_err)?;
-        self.fetch(&identifier).await.map(Some)
+        row.try_get("identifier").map(Some).map_err(db_err)
     }
 }
 

@@ -168,26 +168,8 @@ impl Issuance {
         crate::check_idempotency_key(idempotency_key)?;
         let request_digest =
             crate::digest(&[issuer, &format_time(started_at), &ended_at.map(format_time).unwrap_or_default(), cause]);
-        if !idempotency_key.is_empty() {
-            let row = sqlx::query(
-                "SELECT operation, request_digest, identifier FROM idempotency_keys WHERE agency = $1 AND idempotency_key = $2",
-            )
-            .bind(&who.agency)
-            .bind(idempotency_key)
-            .fetch_optional(&self.db.pool)
-            .await
-            .map_err(db_err)?;
-            if let Some(row) = row {
-                let op: String = row.try_get("operation").map_err(db_err)?;
-                let d: String = row.try_get("request_digest").map_err(db_err)?;
-                let first: String = row.try_get("identifier").map_err(db_err)?;
-                if op != "record_outage" || d != request_digest {
-                    return Err(ServiceError::FailedPrecondition(format!(
-                        "idempotency key {idempotency_key:?} was already used for a different request"
-                    )));
-                }
-                return self.outage(first.parse().map_err(ServiceError::internal)?).await;
-            }
+        if let Some(first) = self.first_result(who, idempotency_key, "record_outage", &request_digest).await? {
+            return self.outage(first.parse().map_err(ServiceError::internal)?).await;
         }
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         let id: i64 = sqlx::query_scalar(
