@@ -20,6 +20,10 @@ pub enum Action<'a> {
     SignDocument,
     /// Read public keys.
     ReadPublicKeys,
+    /// Create, rotate, retire or mark compromised an issuer key.
+    ManageKeys,
+    /// Read the transparency log's checkpoints and consistency proofs.
+    ReadLog,
     /// Verify a licence.
     Verify,
     /// Use a licence through the exchange (use cause checked there).
@@ -55,7 +59,8 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
     let own = |issuer: &str| principal.agency == issuer;
     let allowed = match action {
         A::ManageCatalog => role == R::Admin,
-        A::ReadCatalog | A::ReadPublicKeys | A::Verify | A::ReadRoutes => true,
+        A::ReadCatalog | A::ReadPublicKeys | A::Verify | A::ReadRoutes | A::ReadLog => true,
+        A::ManageKeys => role == R::Admin,
         A::IssueLicence { issuer } | A::ChangeLicence { issuer } => role == R::Issuer && own(issuer),
         A::ReadLicence { issuer } => match role {
             R::Issuer => own(issuer),
@@ -86,6 +91,8 @@ fn describe(action: &Action<'_>) -> String {
         Action::ReadLicence { issuer } => format!("read licences issued by {issuer} outside the exchange"),
         Action::SignDocument => "ask for signatures".into(),
         Action::ReadPublicKeys => "read public keys".into(),
+        Action::ManageKeys => "manage issuer keys".into(),
+        Action::ReadLog => "read the transparency log".into(),
         Action::Verify => "verify licences".into(),
         Action::UseLicence => "use licences through the exchange".into(),
         Action::ReadUsageLog => "read the usage log".into(),
@@ -136,6 +143,10 @@ mod tests {
             (svc(ServiceName::Issuance), B, X::SignDocument, true),
             (Issuer, A, X::SignDocument, false),
             (Admin, A, X::SignDocument, false),
+            (Admin, A, X::ManageKeys, true),
+            (Issuer, A, X::ManageKeys, false),
+            (svc(ServiceName::Issuance), A, X::ManageKeys, false),
+            (Consumer, A, X::ReadLog, true),
             (Consumer, A, X::Verify, true),
             (Portal, A, X::ReadPublicKeys, true),
             (Consumer, A, X::UseLicence, true),

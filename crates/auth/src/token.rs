@@ -99,7 +99,7 @@ impl TokenAuthority {
             jti: uuid::Uuid::new_v4().to_string(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?;
-        let header = JwsHeader { alg: "ES256".into(), kid: Some(KID.into()), typ: Some("JWT".into()) };
+        let header = JwsHeader { alg: "ES256".into(), kid: Some(KID.into()), typ: Some("JWT".into()), iat: None };
         let input = jws::signing_input(&header, &payload);
         Ok(jws::assemble(&input, &self.key.sign(input.as_bytes())))
     }

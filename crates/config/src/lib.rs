@@ -35,7 +35,23 @@ pub struct Config {
     pub peers: Peers,
     /// The gateway's libraries.
     pub gateway: GatewayConfig,
+    pub signing: SigningConfig,
     pub telemetry: TelemetryConfig,
+}
+
+/// The signing service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Algorithm of an issuer's first key when its first signature creates
+    /// it: `es256` or `sm2`. Keys an administrator creates name their own.
+    pub default_algorithm: String,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig { default_algorithm: "es256".into() }
+    }
 }
 
 /// Where the other services are (split deployment); unset means in-process.
@@ -106,6 +122,7 @@ impl Default for Config {
             calendar_file: None,
             peers: Peers::default(),
             gateway: GatewayConfig::default(),
+            signing: SigningConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }

@@ -12,6 +12,10 @@ pub struct JwsHeader {
     pub kid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub typ: Option<String>,
+    /// When the signature was made (seconds since the epoch); set by the
+    /// signing service, read when a key is marked compromised as of a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
 }
 
 /// Why a string is not a JWS we can read.
@@ -78,7 +82,7 @@ mod tests {
     #[test]
     fn round_trip_with_es256() {
         let key = Es256KeyPair::generate();
-        let header = JwsHeader { alg: "ES256".into(), kid: Some("k".into()), typ: None };
+        let header = JwsHeader { alg: "ES256".into(), kid: Some("k".into()), typ: None, iat: None };
         let input = signing_input(&header, b"{\"a\":1}");
         let jws = assemble(&input, &key.sign(input.as_bytes()));
         let parsed = parse(&jws).unwrap();
@@ -96,7 +100,7 @@ mod tests {
 
         #[test]
         fn payload_round_trips(payload in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let header = JwsHeader { alg: "ES256".into(), kid: None, typ: None };
+            let header = JwsHeader { alg: "ES256".into(), kid: None, typ: None, iat: None };
             let input = signing_input(&header, &payload);
             let parsed = parse(&assemble(&input, b"sig")).unwrap();
             prop_assert_eq!(parsed.payload, payload);

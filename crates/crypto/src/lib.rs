@@ -7,12 +7,14 @@
 pub mod envelope;
 pub mod es256;
 pub mod jws;
+pub mod keys;
 pub mod merkle;
 pub mod sm2;
 
 pub use envelope::{EnvelopeError, MasterKey};
 pub use es256::{Es256KeyPair, Es256PublicKey, KeyError};
 pub use jws::{JwsError, JwsHeader, ParsedJws};
+pub use keys::{Algorithm, IssuerKeyPair, IssuerPublicKey};
 
 /// `n` bytes from the operating system's random source.
 pub fn random_bytes<const N: usize>() -> [u8; N] {

@@ -130,6 +130,15 @@ impl Context {
         }
     }
 
+    /// The algorithm of an issuer's first key (`signing.default_algorithm`).
+    pub fn signing_algorithm(&self) -> anyhow::Result<zhengzhao_crypto::Algorithm> {
+        self.config
+            .signing
+            .default_algorithm
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("signing.default_algorithm: {e}"))
+    }
+
     /// The interceptor that authenticates inbound calls.
     pub fn authenticate(&self) -> Authenticate {
         Authenticate::new(self.keys.verifier.clone())
@@ -172,7 +181,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // HTTP/1.1 too, for the plain-HTTP routes (the JWKS) web clients read.
     Server::builder()
+        .accept_http1(true)
         .layer(zhengzhao_telemetry::MetricsLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)

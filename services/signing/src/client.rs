@@ -36,7 +36,9 @@ impl SigningClient {
                     .await
                     .map_err(|s| ServiceError::from_status(&s))?
                     .into_inner();
-                Ok(Signed { jws: r.jws, key_id: r.key_id, algorithm: "ES256".into() })
+                let algorithm = crate::grpc::algorithm_from_wire("algorithm", r.algorithm)?
+                    .ok_or_else(|| ServiceError::internal("signing named no algorithm"))?;
+                Ok(Signed { jws: r.jws, key_id: r.key_id, algorithm })
             }
         }
     }
@@ -60,11 +62,13 @@ impl SigningClient {
                     if r.jws.len() != part.len() {
                         return Err(ServiceError::internal("signing returned a different number of signatures"));
                     }
-                    out.extend(r.jws.into_iter().map(|jws| Signed {
-                        jws,
-                        key_id: r.key_id.clone(),
-                        algorithm: "ES256".into(),
-                    }));
+                    for jws in r.jws {
+                        let algorithm = zhengzhao_crypto::jws::parse(&jws)
+                            .ok()
+                            .and_then(|p| zhengzhao_crypto::Algorithm::from_jws_alg(&p.header.alg))
+                            .ok_or_else(|| ServiceError::internal("signing returned an unreadable JWS"))?;
+                        out.push(Signed { jws, key_id: r.key_id.clone(), algorithm });
+                    }
                 }
                 Ok(out)
             }

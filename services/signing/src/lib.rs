@@ -1,20 +1,28 @@
-//! The signing service: one ES256 key per issuer, created on first use, kept
-//! encrypted at rest under the master key; signs canonical licence documents
-//! as JWS and publishes the public keys as a JWKS. Private keys never leave it.
+//! The signing service: issuer keys (ES256 or SM2-with-SM3, chosen when a key
+//! is created), kept encrypted at rest under the master key; signs canonical
+//! licence documents as JWS and publishes every key with its history (active,
+//! retired, compromised as of a time) as a JWKS. Private keys never leave it.
+//!
+//! An issuer has at most one active key. Its first signature creates one of
+//! the default algorithm if the issuer never had a key; after that, keys
+//! change only by `create` (when none is active), `rotate`, `retire` and
+//! `compromise`, each recorded in `key_events`.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod grpc;
+pub mod http;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::Row;
 use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
 use zhengzhao_core::Uscc;
-use zhengzhao_crypto::{Es256KeyPair, JwsHeader, MasterKey, jws};
+use zhengzhao_crypto::{Algorithm, IssuerKeyPair, JwsHeader, MasterKey, jws};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{Db, Migrations, StoreConfig, StoreError, format_time, now, parse_time};
 
@@ -31,30 +39,113 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Most payloads signed in one batch call.
 pub const MAX_BATCH: usize = 1000;
 
+/// How long a process trusts its cached copy of an issuer's active key. Key
+/// management in this process updates the cache at once; another signing
+/// replica sees a rotation or compromise within this time.
+const ACTIVE_KEY_TTL: Duration = Duration::from_secs(5);
+
 /// A signature over a payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
     pub jws: String,
     pub key_id: String,
-    pub algorithm: String,
+    pub algorithm: Algorithm,
 }
 
-/// A public key and its state.
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Signs the issuer's new documents.
+    Active,
+    /// No longer signs; what it signed still verifies.
+    Retired,
+    /// Distrusted for signatures made at or after `compromised_since`.
+    Compromised,
+}
+
+impl KeyStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Retired => "retired",
+            KeyStatus::Compromised => "compromised",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(KeyStatus::Active),
+            "retired" => Some(KeyStatus::Retired),
+            "compromised" => Some(KeyStatus::Compromised),
+            _ => None,
+        }
+    }
+}
+
+/// A public key and its history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublicKeyRecord {
     pub key_id: String,
     pub issuer_code: String,
-    pub algorithm: String,
-    pub status: String,
+    pub algorithm: Algorithm,
+    pub status: KeyStatus,
     pub jwk: serde_json::Value,
     pub created_at: OffsetDateTime,
+    /// When it stopped signing (rotation, retirement or compromise).
+    pub retired_at: Option<OffsetDateTime>,
+    /// Signatures made at or after this time are not trusted.
+    pub compromised_since: Option<OffsetDateTime>,
 }
 
-/// The signing service over its own table.
+impl PublicKeyRecord {
+    /// Whether a signature this key made at `signed_at` (None: unknown) is
+    /// distrusted because the key was compromised by then.
+    pub fn distrusts(&self, signed_at: Option<OffsetDateTime>) -> bool {
+        match (self.compromised_since, signed_at) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(since), Some(at)) => at >= since,
+        }
+    }
+
+    /// The JWK as published: the key plus its status and dates (extra JWK
+    /// members, RFC 7517 §4), so web clients see the whole history.
+    pub fn published_jwk(&self) -> serde_json::Value {
+        let mut jwk = self.jwk.clone();
+        if let Some(o) = jwk.as_object_mut() {
+            o.insert("status".into(), self.status.name().into());
+            o.insert("issuer".into(), self.issuer_code.clone().into());
+            o.insert("created_at".into(), format_time(self.created_at).into());
+            if let Some(t) = self.retired_at {
+                o.insert("retired_at".into(), format_time(t).into());
+            }
+            if let Some(t) = self.compromised_since {
+                o.insert("compromised_since".into(), format_time(t).into());
+            }
+        }
+        jwk
+    }
+}
+
+/// The outcome of marking a key compromised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compromised {
+    pub key: PublicKeyRecord,
+    /// The fresh key that took over, when the compromised one was active.
+    pub replacement: Option<PublicKeyRecord>,
+}
+
+struct ActiveKey {
+    key_id: String,
+    pair: IssuerKeyPair,
+}
+
+/// The signing service over its own tables.
 pub struct Signing {
     db: Db,
     master: MasterKey,
-    active: Mutex<HashMap<String, Arc<(String, Es256KeyPair)>>>,
+    default_algorithm: Algorithm,
+    active: Mutex<HashMap<String, (Instant, Arc<ActiveKey>)>>,
 }
 
 impl std::fmt::Debug for Signing {
@@ -67,16 +158,57 @@ fn db_err(e: sqlx::Error) -> ServiceError {
     ServiceError::internal(e)
 }
 
+fn check_issuer(issuer: &str) -> Result<(), ServiceError> {
+    Uscc::parse(issuer).map(|_| ()).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))
+}
+
+fn check_reason(reason: &str) -> Result<String, ServiceError> {
+    let r = reason.trim();
+    if r.is_empty() || r.chars().count() > 500 {
+        return Err(ServiceError::invalid("reason", "required, at most 500 characters"));
+    }
+    Ok(r.to_owned())
+}
+
+const KEY_COLUMNS: &str =
+    "key_id, issuer_code, algorithm, status, public_jwk, created_at, retired_at, compromised_since";
+
+fn key_from_row(r: &sqlx::any::AnyRow) -> Result<PublicKeyRecord, ServiceError> {
+    let s = |c: &str| r.try_get::<String, _>(c).map_err(db_err);
+    let t = |c: &str| -> Result<Option<OffsetDateTime>, ServiceError> {
+        r.try_get::<Option<String>, _>(c)
+            .map_err(db_err)?
+            .map(|v| parse_time(&v).ok_or_else(|| ServiceError::internal(format!("bad {c}"))))
+            .transpose()
+    };
+    Ok(PublicKeyRecord {
+        key_id: s("key_id")?,
+        issuer_code: s("issuer_code")?,
+        algorithm: Algorithm::from_jws_alg(&s("algorithm")?).ok_or_else(|| ServiceError::internal("bad algorithm"))?,
+        status: KeyStatus::from_name(&s("status")?).ok_or_else(|| ServiceError::internal("bad status"))?,
+        jwk: serde_json::from_str(&s("public_jwk")?).map_err(ServiceError::internal)?,
+        created_at: t("created_at")?.ok_or_else(|| ServiceError::internal("bad created_at"))?,
+        retired_at: t("retired_at")?,
+        compromised_since: t("compromised_since")?,
+    })
+}
+
 impl Signing {
-    pub async fn open(store: &StoreConfig, master: MasterKey) -> Result<Arc<Self>, StoreError> {
+    /// Opens the service; `default_algorithm` is used for an issuer's first
+    /// key when its first signature creates it.
+    pub async fn open(
+        store: &StoreConfig,
+        master: MasterKey,
+        default_algorithm: Algorithm,
+    ) -> Result<Arc<Self>, StoreError> {
         let db = zhengzhao_store::open(store, "signing", &MIGRATIONS).await?;
-        Ok(Arc::new(Signing { db, master, active: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Signing { db, master, default_algorithm, active: Mutex::new(HashMap::new()) }))
     }
 
     /// Signs `payload` (a canonical licence document) with `issuer`'s active key.
     pub async fn sign(&self, who: &Principal, issuer: &str, payload: &[u8]) -> Result<Signed, ServiceError> {
         authorize(who, &Action::SignDocument)?;
-        Uscc::parse(issuer).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))?;
+        check_issuer(issuer)?;
         if payload.is_empty() || payload.len() > MAX_PAYLOAD {
             return Err(ServiceError::invalid("payload", format!("1 to {MAX_PAYLOAD} bytes")));
         }
@@ -84,7 +216,7 @@ impl Signing {
             return Err(ServiceError::invalid("payload", "must be a JSON document"));
         }
         let key = self.active_key(issuer).await?;
-        Ok(sign_with(&key, payload))
+        Ok(sign_with(&key, payload, OffsetDateTime::now_utc().unix_timestamp()))
     }
 
     /// Signs many payloads with `issuer`'s active key, spread over the cores.
@@ -95,7 +227,7 @@ impl Signing {
         payloads: Vec<Vec<u8>>,
     ) -> Result<Vec<Signed>, ServiceError> {
         authorize(who, &Action::SignDocument)?;
-        Uscc::parse(issuer).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))?;
+        check_issuer(issuer)?;
         if payloads.len() > MAX_BATCH {
             return Err(ServiceError::invalid("payloads", format!("at most {MAX_BATCH} per call")));
         }
@@ -103,6 +235,7 @@ impl Signing {
             return Err(ServiceError::invalid(format!("payloads[{i}]"), format!("1 to {MAX_PAYLOAD} bytes")));
         }
         let key = self.active_key(issuer).await?;
+        let iat = OffsetDateTime::now_utc().unix_timestamp();
         tokio::task::spawn_blocking(move || {
             let threads = std::thread::available_parallelism().map_or(1, usize::from).min(payloads.len().max(1));
             let chunk = payloads.len().div_ceil(threads).max(1);
@@ -111,7 +244,7 @@ impl Signing {
                     .chunks(chunk)
                     .map(|part| {
                         let key = &key;
-                        scope.spawn(move || part.iter().map(|p| sign_with(key, p)).collect::<Vec<_>>())
+                        scope.spawn(move || part.iter().map(|p| sign_with(key, p, iat)).collect::<Vec<_>>())
                     })
                     .collect();
                 handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect::<Vec<_>>()
@@ -121,41 +254,246 @@ impl Signing {
         .map_err(ServiceError::internal)
     }
 
-    /// Public keys, optionally of one issuer, oldest first.
+    /// Public keys with their history, optionally of one issuer, oldest first.
     pub async fn public_keys(
         &self,
         who: &Principal,
         issuer: Option<&str>,
     ) -> Result<Vec<PublicKeyRecord>, ServiceError> {
         authorize(who, &Action::ReadPublicKeys)?;
+        self.published_keys(issuer).await
+    }
+
+    /// The published key history (public to everyone, as on the HTTP JWKS).
+    pub async fn published_keys(&self, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError> {
         if let Some(i) = issuer {
-            Uscc::parse(i).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))?;
+            check_issuer(i)?;
         }
-        let rows = sqlx::query(
-            "SELECT key_id, issuer_code, algorithm, status, public_jwk, created_at FROM issuer_keys
-             WHERE ($1 = '' OR issuer_code = $1) ORDER BY created_at, key_id",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM issuer_keys WHERE ($1 = '' OR issuer_code = $1) ORDER BY created_at, key_id"
+        )))
         .bind(issuer.unwrap_or(""))
         .fetch_all(&self.db.pool)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let s = |c: &str| r.try_get::<String, _>(c).map_err(db_err);
-                Ok(PublicKeyRecord {
-                    key_id: s("key_id")?,
-                    issuer_code: s("issuer_code")?,
-                    algorithm: s("algorithm")?,
-                    status: s("status")?,
-                    jwk: serde_json::from_str(&s("public_jwk")?).map_err(ServiceError::internal)?,
-                    created_at: parse_time(&s("created_at")?)
-                        .ok_or_else(|| ServiceError::internal("bad created_at"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(key_from_row).collect()
     }
 
-    async fn active_key(&self, issuer: &str) -> Result<Arc<(String, Es256KeyPair)>, ServiceError> {
+    /// Creates `issuer`'s active key of `alg`; refused while one is active
+    /// (rotate instead).
+    pub async fn create_key(
+        &self,
+        who: &Principal,
+        issuer: &str,
+        alg: Algorithm,
+        reason: &str,
+    ) -> Result<PublicKeyRecord, ServiceError> {
+        authorize(who, &Action::ManageKeys)?;
+        check_issuer(issuer)?;
+        let reason = check_reason(reason)?;
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        if let Some(k) = active_record(&mut *tx, issuer).await? {
+            return Err(ServiceError::AlreadyExists(format!(
+                "issuer {issuer} already has the active key {}: rotate it instead",
+                k.key_id
+            )));
+        }
+        let (record, pair) = self.insert_key(&mut *tx, issuer, alg, &who.actor(), &reason, "create").await?;
+        tx.commit().await.map_err(|e| self.lost_race(e, issuer))?;
+        self.remember(issuer, Arc::new(pair));
+        Ok(record)
+    }
+
+    /// Retires `issuer`'s active key and creates a new one (of `alg`, or of
+    /// the old key's algorithm). The old key still verifies what it signed.
+    pub async fn rotate_key(
+        &self,
+        who: &Principal,
+        issuer: &str,
+        alg: Option<Algorithm>,
+        reason: &str,
+    ) -> Result<(PublicKeyRecord, PublicKeyRecord), ServiceError> {
+        authorize(who, &Action::ManageKeys)?;
+        check_issuer(issuer)?;
+        let reason = check_reason(reason)?;
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let old = active_record(&mut *tx, issuer)
+            .await?
+            .ok_or_else(|| ServiceError::FailedPrecondition(format!("issuer {issuer} has no active key to rotate")))?;
+        let at = now();
+        set_status(&mut *tx, &old.key_id, KeyStatus::Retired, at, None).await?;
+        log_key_event(&mut *tx, &old.key_id, "retire (rotation)", &who.actor(), &reason, at).await?;
+        let (new, pair) = self
+            .insert_key(&mut *tx, issuer, alg.unwrap_or(old.algorithm), &who.actor(), &reason, "create (rotation)")
+            .await?;
+        tx.commit().await.map_err(|e| self.lost_race(e, issuer))?;
+        self.remember(issuer, Arc::new(pair));
+        let old = PublicKeyRecord { status: KeyStatus::Retired, retired_at: Some(at), ..old };
+        Ok((old, new))
+    }
+
+    /// Retires `issuer`'s active key without a successor: the issuer cannot
+    /// sign until a key is created.
+    pub async fn retire_key(
+        &self,
+        who: &Principal,
+        issuer: &str,
+        reason: &str,
+    ) -> Result<PublicKeyRecord, ServiceError> {
+        authorize(who, &Action::ManageKeys)?;
+        check_issuer(issuer)?;
+        let reason = check_reason(reason)?;
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let old = active_record(&mut *tx, issuer)
+            .await?
+            .ok_or_else(|| ServiceError::FailedPrecondition(format!("issuer {issuer} has no active key to retire")))?;
+        let at = now();
+        set_status(&mut *tx, &old.key_id, KeyStatus::Retired, at, None).await?;
+        log_key_event(&mut *tx, &old.key_id, "retire", &who.actor(), &reason, at).await?;
+        tx.commit().await.map_err(db_err)?;
+        self.forget(issuer);
+        Ok(PublicKeyRecord { status: KeyStatus::Retired, retired_at: Some(at), ..old })
+    }
+
+    /// Marks `key_id` compromised as of `since`: its signatures made at or
+    /// after then verify as "key compromised", earlier ones stay valid. An
+    /// active key is replaced at once by a fresh key of the same algorithm.
+    /// `since` may move earlier on a second call, never later.
+    pub async fn compromise_key(
+        &self,
+        who: &Principal,
+        key_id: &str,
+        since: OffsetDateTime,
+        reason: &str,
+    ) -> Result<Compromised, ServiceError> {
+        authorize(who, &Action::ManageKeys)?;
+        let reason = check_reason(reason)?;
+        let at = now();
+        if since > at {
+            return Err(ServiceError::invalid("since", "must not be in the future"));
+        }
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM issuer_keys WHERE key_id = $1")))
+            .bind(key_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let key = row
+            .as_ref()
+            .map(key_from_row)
+            .transpose()?
+            .ok_or_else(|| ServiceError::NotFound(format!("key {key_id}")))?;
+        if let Some(earlier) = key.compromised_since.filter(|t| *t < since) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "key {key_id} is already compromised since {}: the time can only move earlier",
+                format_time(earlier)
+            )));
+        }
+        let retired_at = key.retired_at.unwrap_or(at);
+        set_status(&mut *tx, key_id, KeyStatus::Compromised, retired_at, Some(since)).await?;
+        log_key_event(
+            &mut *tx,
+            key_id,
+            &format!("compromised since {}", format_time(since)),
+            &who.actor(),
+            &reason,
+            at,
+        )
+        .await?;
+        let replacement = if key.status == KeyStatus::Active {
+            let (r, pair) = self
+                .insert_key(
+                    &mut *tx,
+                    &key.issuer_code,
+                    key.algorithm,
+                    &who.actor(),
+                    &reason,
+                    "create (replaces compromised)",
+                )
+                .await?;
+            Some((r, pair))
+        } else {
+            None
+        };
+        tx.commit().await.map_err(|e| self.lost_race(e, &key.issuer_code))?;
+        tracing::warn!(key_id = %key_id, since = %format_time(since), "issuer key marked compromised");
+        let issuer = key.issuer_code.clone();
+        let replacement = match replacement {
+            Some((r, pair)) => {
+                self.remember(&issuer, Arc::new(pair));
+                Some(r)
+            }
+            None => None,
+        };
+        Ok(Compromised {
+            key: PublicKeyRecord {
+                status: KeyStatus::Compromised,
+                retired_at: Some(retired_at),
+                compromised_since: Some(since),
+                ..key
+            },
+            replacement,
+        })
+    }
+
+    async fn insert_key(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        issuer: &str,
+        alg: Algorithm,
+        actor: &str,
+        reason: &str,
+        action: &str,
+    ) -> Result<(PublicKeyRecord, ActiveKey), ServiceError> {
+        let pair = IssuerKeyPair::generate(alg);
+        let key_id = format!("{issuer}.{}.{}", alg.short_name(), hex_id());
+        let envelope = self.master.seal(&key_id, &pair.secret_bytes());
+        let jwk = pair.public_key().to_jwk(&key_id);
+        let at = now();
+        sqlx::query(
+            "INSERT INTO issuer_keys (key_id, issuer_code, algorithm, status, public_jwk, private_envelope, created_at)
+             VALUES ($1, $2, $3, 'active', $4, $5, $6)",
+        )
+        .bind(&key_id)
+        .bind(issuer)
+        .bind(alg.jws_alg())
+        .bind(jwk.to_string())
+        .bind(envelope)
+        .bind(format_time(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            if zhengzhao_store::is_unique_violation(&e) {
+                ServiceError::AlreadyExists(format!("issuer {issuer} got an active key concurrently; try again"))
+            } else {
+                db_err(e)
+            }
+        })?;
+        log_key_event(conn, &key_id, action, actor, reason, at).await?;
+        tracing::info!(issuer_code = %issuer, key_id = %key_id, algorithm = %alg, "issuer key created");
+        let record = PublicKeyRecord {
+            key_id: key_id.clone(),
+            issuer_code: issuer.to_owned(),
+            algorithm: alg,
+            status: KeyStatus::Active,
+            jwk,
+            created_at: at,
+            retired_at: None,
+            compromised_since: None,
+        };
+        Ok((record, ActiveKey { key_id, pair }))
+    }
+
+    fn lost_race(&self, e: sqlx::Error, issuer: &str) -> ServiceError {
+        self.forget(issuer);
+        if zhengzhao_store::is_unique_violation(&e) {
+            ServiceError::AlreadyExists(format!("issuer {issuer} got an active key concurrently; try again"))
+        } else {
+            db_err(e)
+        }
+    }
+
+    async fn active_key(&self, issuer: &str) -> Result<Arc<ActiveKey>, ServiceError> {
         if let Some(k) = self.cached(issuer) {
             return Ok(k);
         }
@@ -163,39 +501,48 @@ impl Signing {
             if let Some(k) = self.load_active(issuer).await? {
                 return Ok(k);
             }
-            let key = Es256KeyPair::generate();
-            let key_id = format!("{issuer}.es256.{}", hex_id());
-            let envelope = self.master.seal(&key_id, &key.secret_bytes());
-            let jwk = key.public_key().to_jwk(&key_id).to_string();
-            let inserted = sqlx::query(
-                "INSERT INTO issuer_keys (key_id, issuer_code, algorithm, status, public_jwk, private_envelope, created_at)
-                 VALUES ($1, $2, 'ES256', 'active', $3, $4, $5)",
-            )
-            .bind(&key_id)
-            .bind(issuer)
-            .bind(&jwk)
-            .bind(envelope)
-            .bind(format_time(now()))
-            .execute(&self.db.pool)
-            .await;
-            match inserted {
-                Ok(_) => {
-                    tracing::info!(issuer_code = %issuer, key_id = %key_id, "issuer key created");
-                    let k = Arc::new((key_id, key));
-                    self.remember(issuer, k.clone());
-                    return Ok(k);
-                }
-                // Another replica created the issuer's key first: use theirs.
-                Err(e) if zhengzhao_store::is_unique_violation(&e) => continue,
-                Err(e) => return Err(db_err(e)),
+            let had_keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM issuer_keys WHERE issuer_code = $1")
+                .bind(issuer)
+                .fetch_one(&self.db.pool)
+                .await
+                .map_err(db_err)?;
+            if had_keys > 0 {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "issuer {issuer} has no active key (its keys were retired or compromised): an administrator must create one"
+                )));
+            }
+            let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+            let created = self
+                .insert_key(
+                    &mut *tx,
+                    issuer,
+                    self.default_algorithm,
+                    "service:signing",
+                    "first signature of the issuer",
+                    "create",
+                )
+                .await;
+            match created {
+                Ok((_, pair)) => match tx.commit().await {
+                    Ok(()) => {
+                        let k = Arc::new(pair);
+                        self.remember(issuer, k.clone());
+                        return Ok(k);
+                    }
+                    // Another replica created the issuer's key first: use theirs.
+                    Err(e) if zhengzhao_store::is_unique_violation(&e) => continue,
+                    Err(e) => return Err(db_err(e)),
+                },
+                Err(ServiceError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(ServiceError::internal("could not create or load the issuer key"))
     }
 
-    async fn load_active(&self, issuer: &str) -> Result<Option<Arc<(String, Es256KeyPair)>>, ServiceError> {
+    async fn load_active(&self, issuer: &str) -> Result<Option<Arc<ActiveKey>>, ServiceError> {
         let row = sqlx::query(
-            "SELECT key_id, private_envelope FROM issuer_keys WHERE issuer_code = $1 AND status = 'active'",
+            "SELECT key_id, algorithm, private_envelope FROM issuer_keys WHERE issuer_code = $1 AND status = 'active'",
         )
         .bind(issuer)
         .fetch_optional(&self.db.pool)
@@ -203,36 +550,95 @@ impl Signing {
         .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
         let key_id: String = row.try_get("key_id").map_err(db_err)?;
+        let alg: String = row.try_get("algorithm").map_err(db_err)?;
+        let alg = Algorithm::from_jws_alg(&alg).ok_or_else(|| ServiceError::internal("bad algorithm"))?;
         let envelope: Vec<u8> = row.try_get("private_envelope").map_err(db_err)?;
         let secret =
             self.master.open(&key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
-        let key = Es256KeyPair::from_secret_bytes(&secret).map_err(ServiceError::internal)?;
-        let k = Arc::new((key_id, key));
+        let pair = IssuerKeyPair::from_secret_bytes(alg, &secret).map_err(ServiceError::internal)?;
+        let k = Arc::new(ActiveKey { key_id, pair });
         self.remember(issuer, k.clone());
         Ok(Some(k))
     }
 
-    fn cached(&self, issuer: &str) -> Option<Arc<(String, Es256KeyPair)>> {
-        self.active.lock().ok().and_then(|m| m.get(issuer).cloned())
+    fn cached(&self, issuer: &str) -> Option<Arc<ActiveKey>> {
+        let m = self.active.lock().ok()?;
+        m.get(issuer).filter(|(at, _)| at.elapsed() < ACTIVE_KEY_TTL).map(|(_, k)| k.clone())
     }
 
-    fn remember(&self, issuer: &str, key: Arc<(String, Es256KeyPair)>) {
+    fn remember(&self, issuer: &str, key: Arc<ActiveKey>) {
         if let Ok(mut m) = self.active.lock() {
-            m.insert(issuer.to_owned(), key);
+            m.insert(issuer.to_owned(), (Instant::now(), key));
+        }
+    }
+
+    fn forget(&self, issuer: &str) {
+        if let Ok(mut m) = self.active.lock() {
+            m.remove(issuer);
         }
     }
 }
 
-fn sign_with(key: &(String, Es256KeyPair), payload: &[u8]) -> Signed {
-    let header = JwsHeader { alg: "ES256".into(), kid: Some(key.0.clone()), typ: None };
-    let input = jws::signing_input(&header, payload);
-    let signature = key.1.sign(input.as_bytes());
-    Signed { jws: jws::assemble(&input, &signature), key_id: key.0.clone(), algorithm: "ES256".into() }
+async fn active_record(conn: &mut sqlx::AnyConnection, issuer: &str) -> Result<Option<PublicKeyRecord>, ServiceError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM issuer_keys WHERE issuer_code = $1 AND status = 'active'"
+    )))
+    .bind(issuer)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    row.as_ref().map(key_from_row).transpose()
 }
 
-/// A JWK Set of the given keys.
+async fn set_status(
+    conn: &mut sqlx::AnyConnection,
+    key_id: &str,
+    status: KeyStatus,
+    retired_at: OffsetDateTime,
+    compromised_since: Option<OffsetDateTime>,
+) -> Result<(), ServiceError> {
+    sqlx::query("UPDATE issuer_keys SET status = $2, retired_at = $3, compromised_since = $4 WHERE key_id = $1")
+        .bind(key_id)
+        .bind(status.name())
+        .bind(format_time(retired_at))
+        .bind(compromised_since.map(format_time))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+async fn log_key_event(
+    conn: &mut sqlx::AnyConnection,
+    key_id: &str,
+    action: &str,
+    actor: &str,
+    reason: &str,
+    at: OffsetDateTime,
+) -> Result<(), ServiceError> {
+    sqlx::query("INSERT INTO key_events (key_id, action, actor, reason, recorded_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(key_id)
+        .bind(action)
+        .bind(actor)
+        .bind(reason)
+        .bind(format_time(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+fn sign_with(key: &ActiveKey, payload: &[u8], iat: i64) -> Signed {
+    let alg = key.pair.algorithm();
+    let header = JwsHeader { alg: alg.jws_alg().into(), kid: Some(key.key_id.clone()), typ: None, iat: Some(iat) };
+    let input = jws::signing_input(&header, payload);
+    let signature = key.pair.sign(input.as_bytes());
+    Signed { jws: jws::assemble(&input, &signature), key_id: key.key_id.clone(), algorithm: alg }
+}
+
+/// A JWK Set of the given keys, each with its status and dates.
 pub fn jwks(keys: &[PublicKeyRecord]) -> serde_json::Value {
-    serde_json::json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
+    serde_json::json!({ "keys": keys.iter().map(PublicKeyRecord::published_jwk).collect::<Vec<_>>() })
 }
 
 fn hex_id() -> String {

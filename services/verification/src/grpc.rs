@@ -38,6 +38,7 @@ fn outcome_to_wire(o: Outcome) -> pb::VerificationOutcome {
         Outcome::Mismatch => W::Mismatch,
         Outcome::Superseded => W::Superseded,
         Outcome::ReportedLost => W::ReportedLost,
+        Outcome::KeyCompromised => W::KeyCompromised,
     }
 }
 

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
 use zhengzhao_core::date::parse_date;
 use zhengzhao_core::{LicenceDocument, LicenceStatus};
-use zhengzhao_crypto::{Es256PublicKey, jws};
+use zhengzhao_crypto::{Algorithm, IssuerPublicKey, jws};
 use zhengzhao_issuance::{IssuanceClient, LicenceRecord, parse_identifier, today};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_signing::SigningClient;
@@ -35,6 +35,7 @@ pub enum Outcome {
     Mismatch,
     Superseded,
     ReportedLost,
+    KeyCompromised,
 }
 
 impl Outcome {
@@ -55,6 +56,7 @@ impl Outcome {
             Outcome::Mismatch => "mismatch",
             Outcome::Superseded => "superseded",
             Outcome::ReportedLost => "reported lost",
+            Outcome::KeyCompromised => "key compromised",
         }
     }
 }
@@ -81,6 +83,10 @@ impl Verdict {
             checked_at: OffsetDateTime::now_utc(),
         }
     }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// The verification service.
@@ -135,14 +141,14 @@ impl Verification {
             Err(e) => return Ok(Verdict::new(Outcome::Malformed, "", "", format!("not a JWS: {e}"))),
         };
         let key_id = parsed.header.kid.clone().unwrap_or_default();
-        if parsed.header.alg != "ES256" {
+        let Some(alg) = Algorithm::from_jws_alg(&parsed.header.alg) else {
             return Ok(Verdict::new(
                 Outcome::Malformed,
                 "",
                 &key_id,
-                format!("unsupported algorithm {:?}", parsed.header.alg),
+                format!("unsupported algorithm {:?}: ES256 or SM2SM3", parsed.header.alg),
             ));
-        }
+        };
         let document = match LicenceDocument::from_json(&parsed.payload) {
             Ok(d) => d,
             Err(e) => {
@@ -170,13 +176,32 @@ impl Verification {
                 "the library knows no such key of the document's issuer",
             ));
         };
-        let public = Es256PublicKey::from_jwk(&key.jwk).map_err(ServiceError::internal)?;
+        if key.algorithm != alg {
+            return Ok(Verdict::new(
+                Outcome::SignatureInvalid,
+                &identifier,
+                &key_id,
+                format!("the JWS says {alg} but key {key_id} is {}", key.algorithm),
+            ));
+        }
+        let public = IssuerPublicKey::from_jwk(&key.jwk).map_err(ServiceError::internal)?;
         if !public.verify(parsed.signing_input.as_bytes(), &parsed.signature) {
             return Ok(Verdict::new(
                 Outcome::SignatureInvalid,
                 &identifier,
                 &key_id,
                 "the signature does not verify under the issuer's key",
+            ));
+        }
+        let signed_at = parsed.header.iat.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
+        if key.distrusts(signed_at) {
+            let since = key.compromised_since.map(rfc3339).unwrap_or_default();
+            let when = signed_at.map_or_else(|| "at an unstated time".to_owned(), |t| format!("at {}", rfc3339(t)));
+            return Ok(Verdict::new(
+                Outcome::KeyCompromised,
+                &identifier,
+                &key_id,
+                format!("signed {when} by a key compromised since {since}: not to be relied on"),
             ));
         }
         let held = match held {

@@ -373,12 +373,151 @@ fn outage_json(o: &issuance::Outage) -> serde_json::Value {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Print the public keys as a JWKS (JSON).
+    /// Create an issuer's active key (administrator; refused while one is active).
+    Create {
+        /// The issuer's unified social credit code.
+        #[arg(long)]
+        issuer: String,
+        /// es256 (P-256, SHA-256) or sm2 (SM2 with SM3).
+        #[arg(long, default_value = "es256")]
+        alg: String,
+        #[arg(long, default_value = "key created by the administrator")]
+        reason: String,
+    },
+    /// Retire the issuer's active key and create its successor (administrator).
+    Rotate {
+        #[arg(long)]
+        issuer: String,
+        /// Algorithm of the new key [default: the old key's].
+        #[arg(long)]
+        alg: Option<String>,
+        #[arg(long, default_value = "scheduled rotation")]
+        reason: String,
+    },
+    /// Retire the issuer's active key without a successor (administrator).
+    Retire {
+        #[arg(long)]
+        issuer: String,
+        #[arg(long, default_value = "retired by the administrator")]
+        reason: String,
+    },
+    /// Mark a key compromised as of a time (administrator): its signatures
+    /// from then on verify as "key compromised"; an active key is replaced.
+    Compromise {
+        /// The key ID (`keys list` shows them).
+        key_id: String,
+        /// From when (RFC 3339) its signatures are distrusted.
+        #[arg(long)]
+        since: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List keys with their status and dates (JSON lines).
+    List {
+        /// Only this issuer's keys.
+        #[arg(long, default_value = "")]
+        issuer: String,
+    },
+    /// Print the public keys as a JWKS (JSON), with status and dates.
     Jwks {
         /// Only this issuer's keys.
         #[arg(long, default_value = "")]
         issuer: String,
     },
+}
+
+fn algorithm_arg(flag: &str, alg: &str) -> anyhow::Result<signing::SignatureAlgorithm> {
+    match alg.parse::<zhengzhao_crypto::Algorithm>() {
+        Ok(zhengzhao_crypto::Algorithm::Es256) => Ok(signing::SignatureAlgorithm::Es256),
+        Ok(zhengzhao_crypto::Algorithm::Sm2Sm3) => Ok(signing::SignatureAlgorithm::Sm2Sm3),
+        Err(e) => bail!("{flag}: {e}"),
+    }
+}
+
+fn key_json(k: &signing::PublicKey) -> serde_json::Value {
+    let alg = signing::SignatureAlgorithm::try_from(k.algorithm).map(|a| a.as_str_name()).unwrap_or("UNKNOWN");
+    let status = signing::KeyStatus::try_from(k.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+    serde_json::json!({
+        "key_id": k.key_id,
+        "issuer_code": k.issuer_code,
+        "algorithm": alg.trim_start_matches("SIGNATURE_ALGORITHM_").replace('_', "").to_lowercase(),
+        "status": status.trim_start_matches("KEY_STATUS_").to_lowercase(),
+        "created_at": time_text(&k.created_at),
+        "retired_at": time_text(&k.retired_at),
+        "compromised_since": time_text(&k.compromised_since),
+    })
+}
+
+async fn keys_command(c: &Client, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create { issuer, alg, reason } => {
+            let r = c
+                .signing()
+                .create_key(signing::CreateKeyRequest {
+                    issuer_code: issuer,
+                    algorithm: algorithm_arg("--alg", &alg)? as i32,
+                    reason,
+                })
+                .await?
+                .into_inner();
+            print_json(&key_json(&r.key.context("no key returned")?))?;
+        }
+        KeysCommand::Rotate { issuer, alg, reason } => {
+            let algorithm = alg.as_deref().map(|a| algorithm_arg("--alg", a)).transpose()?;
+            let r = c
+                .signing()
+                .rotate_key(signing::RotateKeyRequest {
+                    issuer_code: issuer,
+                    algorithm: algorithm.map_or(0, |a| a as i32),
+                    reason,
+                })
+                .await?
+                .into_inner();
+            print_json(&serde_json::json!({
+                "retired": r.retired.as_ref().map(key_json),
+                "active": r.active.as_ref().map(key_json),
+            }))?;
+        }
+        KeysCommand::Retire { issuer, reason } => {
+            let r =
+                c.signing().retire_key(signing::RetireKeyRequest { issuer_code: issuer, reason }).await?.into_inner();
+            print_json(&key_json(&r.key.context("no key returned")?))?;
+        }
+        KeysCommand::Compromise { key_id, since, reason } => {
+            let r = c
+                .signing()
+                .compromise_key(signing::CompromiseKeyRequest {
+                    key_id,
+                    since: Some(rfc3339("--since", &since)?),
+                    reason,
+                })
+                .await?
+                .into_inner();
+            print_json(&serde_json::json!({
+                "compromised": r.key.as_ref().map(key_json),
+                "replacement": r.replacement.as_ref().map(key_json),
+            }))?;
+        }
+        KeysCommand::List { issuer } => {
+            let r = c
+                .signing()
+                .list_public_keys(signing::ListPublicKeysRequest { issuer_code: issuer })
+                .await?
+                .into_inner();
+            for k in &r.keys {
+                println!("{}", key_json(k));
+            }
+        }
+        KeysCommand::Jwks { issuer } => {
+            let r = c
+                .signing()
+                .list_public_keys(signing::ListPublicKeysRequest { issuer_code: issuer })
+                .await?
+                .into_inner();
+            print_json(&serde_json::from_str::<serde_json::Value>(&r.jwks_json)?)?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -599,15 +738,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             print_json(&outage_json(&outage.context("no outage returned")?))?;
         }
-        Command::Keys(KeysCommand::Jwks { issuer }) => {
-            let c = Client::connect(&cli.client).await?;
-            let r = c
-                .signing()
-                .list_public_keys(signing::ListPublicKeysRequest { issuer_code: issuer })
-                .await?
-                .into_inner();
-            print_json(&serde_json::from_str::<serde_json::Value>(&r.jwks_json)?)?;
-        }
+        Command::Keys(cmd) => keys_command(&Client::connect(&cli.client).await?, cmd).await?,
         Command::Verify(v) => {
             let c = Client::connect(&cli.client).await?;
             let verdict = match (v.id, v.document) {

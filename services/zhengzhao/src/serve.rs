@@ -47,7 +47,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     let agency = ctx.keys.agency.clone();
     let as_service = |name| Principal::service(name, &agency);
     let catalog = Catalog::open(&ctx.store).await?;
-    let signing = Signing::open(&ctx.store, ctx.keys.master.clone()).await?;
+    let signing = Signing::open(&ctx.store, ctx.keys.master.clone(), ctx.signing_algorithm()?).await?;
     let issuance = Issuance::open(
         &ctx.store,
         CatalogClient::Local(catalog.clone(), as_service(ServiceName::Issuance)),
@@ -67,7 +67,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     let gateway = Gateway::new(&[LibraryAddress::single("local", &own)], ctx.keys.verifier.clone())?;
     let auth = ctx.authenticate();
     let routes = Routes::new(InterceptedService::new(CatalogGrpc(catalog).into_server(), auth.clone()))
-        .add_service(InterceptedService::new(SigningGrpc(signing).into_server(), auth.clone()))
+        .add_service(InterceptedService::new(SigningGrpc(signing.clone()).into_server(), auth.clone()))
         .add_service(InterceptedService::new(IssuanceGrpc(issuance.clone()).into_server(), auth.clone()))
         .add_service(InterceptedService::new(VerificationGrpc(verification).into_server(), auth.clone()))
         .add_service(InterceptedService::new(ExchangeGrpc(exchange).into_server(), auth.clone()))
@@ -80,5 +80,6 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         ExchangeServiceServer::<ExchangeGrpc>::NAME,
         GatewayServiceServer::<GatewayGrpc>::NAME,
     ];
+    let routes = Routes::from(zhengzhao_signing::http::routes(routes.into_axum_router(), signing));
     Ok(Assembly { routes, names, issuance })
 }
