@@ -54,7 +54,7 @@ fn version_of(t: &catalog::LicenceType) -> u32 {
 async fn verify(lib: &Library, id: &str) -> anyhow::Result<i32> {
     Ok(lib
         .verification(Role::Consumer, CONSUMER)
-        .verify_licence(verification::VerifyLicenceRequest { identifier: id.into() })
+        .verify_licence(verification::VerifyLicenceRequest { identifier: id.into(), include_inclusion_proof: false })
         .await?
         .into_inner()
         .verification

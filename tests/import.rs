@@ -143,7 +143,10 @@ async fn legacy_identifiers_need_the_flag_and_are_marked() -> Result {
         assert_eq!(l.into_inner().licence.unwrap_or_default().identifier, legacy);
         let v = lib
             .verification(Role::Consumer, CONSUMER)
-            .verify_licence(verification::VerifyLicenceRequest { identifier: legacy.clone() })
+            .verify_licence(verification::VerifyLicenceRequest {
+                identifier: legacy.clone(),
+                include_inclusion_proof: false,
+            })
             .await?
             .into_inner()
             .verification

@@ -22,7 +22,7 @@ type Result = anyhow::Result<()>;
 async fn verify(lib: &Library, id: &str) -> anyhow::Result<(O, String)> {
     let v = lib
         .verification(Role::Consumer, CONSUMER)
-        .verify_licence(verification::VerifyLicenceRequest { identifier: id.to_owned(), ..Default::default() })
+        .verify_licence(verification::VerifyLicenceRequest { identifier: id.to_owned(), include_inclusion_proof: true })
         .await?
         .into_inner()
         .verification

@@ -44,7 +44,7 @@ async fn record(lib: &Library, r: issuance::RecordEventRequest) -> std::result::
 async fn outcome(lib: &Library, id: &str) -> anyhow::Result<(O, String)> {
     let v = lib
         .verification(Role::Consumer, CONSUMER)
-        .verify_licence(verification::VerifyLicenceRequest { identifier: id.into() })
+        .verify_licence(verification::VerifyLicenceRequest { identifier: id.into(), include_inclusion_proof: false })
         .await?
         .into_inner()
         .verification

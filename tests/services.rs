@@ -22,7 +22,10 @@ type Result = anyhow::Result<()>;
 async fn verify_id(lib: &Library, id: &str) -> anyhow::Result<verification::Verification> {
     Ok(lib
         .verification(Role::Consumer, CONSUMER)
-        .verify_licence(verification::VerifyLicenceRequest { identifier: id.to_owned() })
+        .verify_licence(verification::VerifyLicenceRequest {
+            identifier: id.to_owned(),
+            include_inclusion_proof: false,
+        })
         .await?
         .into_inner()
         .verification
@@ -353,7 +356,10 @@ async fn verification_names_every_outcome() -> Result {
         assert_eq!(outcome(&verify_id(&lib, &absent.to_string()).await?), verification::VerificationOutcome::NotFound);
         let e = lib
             .verification(Role::Consumer, CONSUMER)
-            .verify_licence(verification::VerifyLicenceRequest { identifier: "1.2.3".into() })
+            .verify_licence(verification::VerifyLicenceRequest {
+                identifier: "1.2.3".into(),
+                include_inclusion_proof: false,
+            })
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);

@@ -85,6 +85,21 @@ impl TokenAuthority {
         &self.verifier
     }
 
+    /// Signs `payload` as a JWS of type `typ` with the library key (`kid`
+    /// "library"): statements the library makes, such as transparency-log
+    /// checkpoints. Never a token: the type must not be "JWT".
+    pub fn sign_statement(&self, typ: &str, payload: &[u8]) -> String {
+        debug_assert_ne!(typ, "JWT");
+        let header = JwsHeader { alg: "ES256".into(), kid: Some(KID.into()), typ: Some(typ.into()), iat: None };
+        let input = jws::signing_input(&header, payload);
+        jws::assemble(&input, &self.key.sign(input.as_bytes()))
+    }
+
+    /// The library's public key as a JWK (`kid` "library").
+    pub fn public_jwk(&self) -> serde_json::Value {
+        self.key.public_key().to_jwk(KID)
+    }
+
     /// Mints a token for `agency` (a unified social credit code) in `role`, valid for `ttl`.
     pub fn mint(&self, agency: &str, role: Role, ttl: Duration) -> Result<String, TokenError> {
         zhengzhao_core::Uscc::parse(agency).map_err(|e| TokenError::Claims(format!("agency: {e}")))?;

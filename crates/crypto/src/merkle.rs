@@ -1,6 +1,11 @@
 //! RFC 6962 / RFC 9162 Merkle tree hashing, inclusion and consistency proofs,
-//! and their verification. The tree here is computed over a slice of leaf
-//! hashes (the transparency log stores and serves them).
+//! and their verification.
+//!
+//! Two forms of the same tree: over a slice of leaf hashes (the reference,
+//! checked against the CT vectors), and over stored complete subtrees
+//! ([`NodeId`]), which is how the transparency log keeps it: appending a leaf
+//! stores the leaf and every subtree it completes, so a proof over any size
+//! needs O(log² n) stored nodes fetched in one read, never the leaves.
 
 use sha2::{Digest, Sha256};
 
@@ -171,6 +176,149 @@ pub fn verify_consistency(old_size: u64, new_size: u64, old_root: &Hash, new_roo
     snode == 0 && &fr == old_root && &sr == new_root
 }
 
+/// A complete subtree: the `2^level` leaves from `index << level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId {
+    pub level: u8,
+    pub index: u64,
+}
+
+impl NodeId {
+    /// One integer per node, for storage: `level << 48 | index`.
+    pub fn key(self) -> i64 {
+        (i64::from(self.level) << 48) | (self.index as i64 & ((1 << 48) - 1))
+    }
+
+    pub fn from_key(key: i64) -> Self {
+        NodeId { level: (key >> 48) as u8, index: (key & ((1 << 48) - 1)) as u64 }
+    }
+}
+
+/// The largest power of two smaller than `n` (n > 1), for u64 ranges.
+fn split64(n: u64) -> u64 {
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+/// The complete subtrees that make up the leaves `[lo, hi)` of an RFC 6962
+/// (sub)tree, left to right. `lo` must be aligned as the tree's recursion
+/// aligns it (true for every range a proof or tree head asks for).
+pub fn range_nodes(lo: u64, hi: u64) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    let mut at = lo;
+    while at < hi {
+        let size = hi - at;
+        let level = 63 - size.leading_zeros();
+        let level = (level as u8).min(at.trailing_zeros().min(63) as u8);
+        out.push(NodeId { level, index: at >> level });
+        at += 1 << level;
+    }
+    out
+}
+
+/// MTH of the leaves `[lo, hi)` from stored complete subtrees (`get`).
+pub fn range_hash(lo: u64, hi: u64, get: &dyn Fn(NodeId) -> Option<Hash>) -> Option<Hash> {
+    if lo == hi {
+        return Some(Sha256::digest([]).into());
+    }
+    let nodes = range_nodes(lo, hi);
+    let mut it = nodes.iter().rev();
+    let mut acc = get(*it.next()?)?;
+    for n in it {
+        acc = node_hash(&get(*n)?, &acc);
+    }
+    Some(acc)
+}
+
+/// The leaf ranges whose hashes form the audit path of leaf `m` in a tree of
+/// `n` leaves, in proof order (RFC 6962 PATH).
+pub fn inclusion_ranges(m: u64, n: u64) -> Vec<(u64, u64)> {
+    fn path(m: u64, lo: u64, hi: u64, out: &mut Vec<(u64, u64)>) {
+        if hi - lo <= 1 {
+            return;
+        }
+        let k = split64(hi - lo);
+        if m < lo + k {
+            path(m, lo, lo + k, out);
+            out.push((lo + k, hi));
+        } else {
+            path(m, lo + k, hi, out);
+            out.push((lo, lo + k));
+        }
+    }
+    let mut out = Vec::new();
+    if m < n {
+        path(m, 0, n, &mut out);
+    }
+    out
+}
+
+/// The leaf ranges whose hashes form the consistency proof from size `m` to
+/// size `n`, in proof order (RFC 6962 PROOF).
+pub fn consistency_ranges(m: u64, n: u64) -> Vec<(u64, u64)> {
+    fn sub(m: u64, lo: u64, hi: u64, complete: bool, out: &mut Vec<(u64, u64)>) {
+        if m == hi - lo {
+            if !complete {
+                out.push((lo, hi));
+            }
+            return;
+        }
+        let k = split64(hi - lo);
+        if m <= k {
+            sub(m, lo, lo + k, complete, out);
+            out.push((lo + k, hi));
+        } else {
+            sub(m - k, lo + k, hi, false, out);
+            out.push((lo, lo + k));
+        }
+    }
+    let mut out = Vec::new();
+    if m > 0 && m < n {
+        sub(m, 0, n, true, &mut out);
+    }
+    out
+}
+
+/// Every stored node the hashes of `ranges` need.
+pub fn nodes_for(ranges: &[(u64, u64)]) -> Vec<NodeId> {
+    let mut ids: Vec<NodeId> = ranges.iter().flat_map(|&(lo, hi)| range_nodes(lo, hi)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The right edge of a tree of `size` leaves: the complete subtrees an
+/// append may combine with, largest first.
+pub fn frontier(size: u64) -> Vec<NodeId> {
+    range_nodes(0, size)
+}
+
+/// Appends `leaves` to a tree of `size` leaves whose [`frontier`] is
+/// `edge`: every node to store (each new leaf and each subtree it
+/// completes), in creation order. `None` if `edge` lacks a frontier node.
+pub fn append(
+    size: u64,
+    edge: &std::collections::HashMap<NodeId, Hash>,
+    leaves: &[Hash],
+) -> Option<Vec<(NodeId, Hash)>> {
+    let mut made: std::collections::HashMap<NodeId, Hash> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(leaves.len() * 2);
+    for (i, leaf) in leaves.iter().enumerate() {
+        let mut id = NodeId { level: 0, index: size + i as u64 };
+        let mut h = *leaf;
+        made.insert(id, h);
+        out.push((id, h));
+        while id.index & 1 == 1 {
+            let left = NodeId { level: id.level, index: id.index - 1 };
+            let l = made.get(&left).or_else(|| edge.get(&left))?;
+            h = node_hash(l, &h);
+            id = NodeId { level: id.level + 1, index: id.index >> 1 };
+            made.insert(id, h);
+            out.push((id, h));
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +382,45 @@ mod tests {
             &root(&rewritten),
             &consistency_proof(&rewritten, 3).unwrap()
         ));
+    }
+
+    /// The stored-node form agrees with the slice form for every size,
+    /// however the leaves arrive in batches.
+    #[test]
+    fn stored_nodes_agree_with_the_reference_for_every_size() {
+        use std::collections::HashMap;
+        let leaves: Vec<Hash> = (0..70u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut store: HashMap<NodeId, Hash> = HashMap::new();
+        let mut size = 0u64;
+        for batch in [1usize, 2, 3, 1, 7, 16, 5, 35] {
+            let edge: HashMap<NodeId, Hash> = frontier(size).into_iter().map(|id| (id, store[&id])).collect();
+            let end = (size as usize + batch).min(leaves.len());
+            for (id, h) in append(size, &edge, &leaves[size as usize..end]).unwrap() {
+                assert!(store.insert(id, h).is_none(), "node {id:?} written twice");
+            }
+            size = end as u64;
+        }
+        assert_eq!(size, 70);
+        let get = |id: NodeId| store.get(&id).copied();
+        for n in 0..=70u64 {
+            let prefix = &leaves[..n as usize];
+            assert_eq!(range_hash(0, n, &get), Some(root(prefix)), "root of {n}");
+            for m in 0..n {
+                let proof: Vec<Hash> =
+                    inclusion_ranges(m, n).iter().map(|&(lo, hi)| range_hash(lo, hi, &get).unwrap()).collect();
+                assert_eq!(Some(proof), inclusion_proof(prefix, m as usize), "path {m} of {n}");
+            }
+            for m in 0..=n {
+                let proof: Vec<Hash> =
+                    consistency_ranges(m, n).iter().map(|&(lo, hi)| range_hash(lo, hi, &get).unwrap()).collect();
+                assert_eq!(Some(proof), consistency_proof(prefix, m as usize), "consistency {m} to {n}");
+            }
+        }
+        assert_eq!(
+            NodeId::from_key(NodeId { level: 23, index: 10_000_000 }.key()),
+            NodeId { level: 23, index: 10_000_000 }
+        );
+        assert!(nodes_for(&inclusion_ranges(5_000_000, 10_000_000)).len() < 600);
     }
 
     proptest! {

@@ -9,6 +9,7 @@ use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::issuance::v1 as pb;
 use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
 
+use crate::translog::LoggedEvent;
 use crate::{Issuance, LicenceRecord};
 
 /// Issuance as another service sees it.
@@ -37,6 +38,39 @@ impl IssuanceClient {
                 crate::grpc::licence_from_wire(
                     r.licence.ok_or_else(|| ServiceError::internal("issuance returned no licence"))?,
                 )
+            }
+        }
+    }
+
+    /// The transparency log's latest checkpoint and the library's public key.
+    pub async fn checkpoint(&self) -> Result<(String, serde_json::Value), ServiceError> {
+        match self {
+            IssuanceClient::Local(i, who) => Ok((i.checkpoint(who).await?.jws, i.log_public_jwk())),
+            IssuanceClient::Remote(c) => {
+                let r = c
+                    .clone()
+                    .get_checkpoint(pb::GetCheckpointRequest {})
+                    .await
+                    .map_err(|s| ServiceError::from_status(&s))?
+                    .into_inner();
+                let jwk = serde_json::from_str(&r.library_jwk_json).map_err(ServiceError::internal)?;
+                Ok((r.checkpoint.map(|c| c.jws).unwrap_or_default(), jwk))
+            }
+        }
+    }
+
+    /// A licence's logged events with audit paths against `tree_size`.
+    pub async fn inclusion_proof(&self, identifier: &str, tree_size: u64) -> Result<Vec<LoggedEvent>, ServiceError> {
+        match self {
+            IssuanceClient::Local(i, who) => i.inclusion_proof(who, identifier, tree_size).await,
+            IssuanceClient::Remote(c) => {
+                let r = c
+                    .clone()
+                    .get_inclusion_proof(pb::GetInclusionProofRequest { identifier: identifier.to_owned(), tree_size })
+                    .await
+                    .map_err(|s| ServiceError::from_status(&s))?
+                    .into_inner();
+                r.events.into_iter().map(crate::grpc::logged_event_from_wire).collect()
             }
         }
     }

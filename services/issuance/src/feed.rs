@@ -10,6 +10,7 @@ use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{Engine, format_time};
 
 use crate::record::{EVENT_COLUMNS, EventDetails, FeedEntry, event_from_row};
+use crate::translog::{self, LogLeaf};
 
 /// Advisory lock key serialising feed appends on PostgreSQL ("ZZFEED").
 const FEED_LOCK: i64 = 0x5A5A_4645_4544;
@@ -41,11 +42,31 @@ pub(crate) struct NewEvent<'a> {
     pub recorded_at: OffsetDateTime,
 }
 
-/// Appends one event (the caller holds the feed lock).
+/// Appends one event and its transparency-log leaf (the caller holds the
+/// feed lock; the licence row is already written).
 pub(crate) async fn append(conn: &mut AnyConnection, e: &NewEvent<'_>) -> Result<(), ServiceError> {
+    let jws: String = sqlx::query_scalar("SELECT jws FROM licences WHERE identifier = $1")
+        .bind(e.identifier)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(ServiceError::internal)?;
+    let index = translog::size(conn).await?;
+    let leaf = LogLeaf {
+        log_index: index,
+        identifier: e.identifier.to_owned(),
+        kind: e.action.name().to_owned(),
+        status_after: e.status_after.name().to_owned(),
+        actor: e.actor.to_owned(),
+        reason: e.reason.to_owned(),
+        details: e.details.clone(),
+        backfill: e.backfill,
+        occurred_at: format_time(e.occurred_at),
+        recorded_at: format_time(e.recorded_at),
+        jws_sha256: translog::jws_digest(&jws),
+    };
     sqlx::query(
-        "INSERT INTO licence_events (identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, recorded_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO licence_events (identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, recorded_at, log_index)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(e.identifier)
     .bind(e.action.name())
@@ -56,10 +77,11 @@ pub(crate) async fn append(conn: &mut AnyConnection, e: &NewEvent<'_>) -> Result
     .bind(i64::from(e.backfill))
     .bind(format_time(e.occurred_at))
     .bind(format_time(e.recorded_at))
+    .bind(i64::try_from(index).map_err(ServiceError::internal)?)
     .execute(&mut *conn)
     .await
     .map_err(ServiceError::internal)?;
-    Ok(())
+    translog::append(conn, index, &[leaf.hash()]).await
 }
 
 /// Up to `limit` feed entries after `after`, in order.

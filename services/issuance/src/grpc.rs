@@ -15,6 +15,7 @@ use zhengzhao_proto::convert::{from_timestamp, status_from_wire, status_to_wire,
 use zhengzhao_proto::issuance::v1 as pb;
 use zhengzhao_proto::issuance::v1::issuance_service_server::{IssuanceService, IssuanceServiceServer};
 
+use crate::translog::{Checkpoint, LogLeaf, LoggedEvent};
 use crate::{EventRecord, EventRequest, FeedEntry, Issuance, LicenceRecord, MAX_FEED_BATCH};
 
 /// How often a follower polls for appends made by other replicas.
@@ -219,6 +220,38 @@ fn licence_reply(l: &LicenceRecord) -> Option<common::Licence> {
     Some(licence_to_wire(l))
 }
 
+pub fn checkpoint_to_wire(c: &Checkpoint) -> pb::Checkpoint {
+    pb::Checkpoint {
+        origin: c.origin.clone(),
+        tree_size: c.tree_size,
+        root_hash: c.root_hash.to_vec(),
+        timestamp: Some(timestamp(c.timestamp)),
+        jws: c.jws.clone(),
+    }
+}
+
+pub fn logged_event_to_wire(e: &LoggedEvent) -> pb::LoggedEvent {
+    pb::LoggedEvent {
+        leaf_index: e.leaf.log_index,
+        leaf: e.leaf.to_bytes(),
+        audit_path: e.audit_path.iter().map(|h| h.to_vec()).collect(),
+    }
+}
+
+/// A logged event as received; the leaf must be well-formed and name its index.
+pub fn logged_event_from_wire(e: pb::LoggedEvent) -> Result<LoggedEvent, ServiceError> {
+    let leaf: LogLeaf = serde_json::from_slice(&e.leaf).map_err(|x| ServiceError::invalid("leaf", x.to_string()))?;
+    if leaf.log_index != e.leaf_index {
+        return Err(ServiceError::invalid("leaf_index", "differs from the leaf's own log_index"));
+    }
+    let audit_path = e
+        .audit_path
+        .into_iter()
+        .map(|h| h.try_into().map_err(|_| ServiceError::invalid("audit_path", "hashes are 32 bytes")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LoggedEvent { leaf, audit_path })
+}
+
 #[tonic::async_trait]
 impl IssuanceService for IssuanceGrpc {
     type WatchChangesStream = Pin<Box<dyn Stream<Item = Result<pb::WatchChangesResponse, Status>> + Send>>;
@@ -400,6 +433,41 @@ impl IssuanceService for IssuanceGrpc {
         let who = principal(&req)?;
         let list = self.0.outages(&who, &req.into_inner().issuer_code).await?;
         Ok(Response::new(pb::ListOutagesResponse { outages: list.iter().map(outage_to_wire).collect() }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        req: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        let who = principal(&req)?;
+        let c = self.0.checkpoint(&who).await?;
+        Ok(Response::new(pb::GetCheckpointResponse {
+            checkpoint: Some(checkpoint_to_wire(&c)),
+            library_jwk_json: self.0.log_public_jwk().to_string(),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        req: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let hashes = self.0.consistency_proof(&who, r.first_tree_size, r.second_tree_size).await?;
+        Ok(Response::new(pb::GetConsistencyProofResponse { hashes: hashes.iter().map(|h| h.to_vec()).collect() }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let events = self.0.inclusion_proof(&who, &r.identifier, r.tree_size).await?;
+        Ok(Response::new(pb::GetInclusionProofResponse {
+            tree_size: r.tree_size,
+            events: events.iter().map(logged_event_to_wire).collect(),
+        }))
     }
 
     async fn watch_changes(

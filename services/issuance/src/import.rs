@@ -15,6 +15,7 @@ use zhengzhao_core::{CheckForm, LicenceDocument, LicenceDraft, LicenceId, Licenc
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{format_time, now};
 
+use crate::translog::{self, LogLeaf};
 use crate::{Issuance, LIBRARY_OFFSET, db_err, document, feed};
 
 /// Most rows accepted in one batch.
@@ -274,11 +275,11 @@ impl Issuance {
         let missed = ready.iter().filter(|r| !inserted.contains(&r.doc.identifier)).map(|r| r.row.source_key.as_str());
         let held = held_source_keys(&mut tx, &issuer, missed).await?;
         let mut events = Vec::with_capacity(inserted.len());
-        for r in &ready {
+        for (r, s) in ready.iter().zip(&signed) {
             if inserted.contains(&r.doc.identifier) {
                 let occurred_at =
                     parse_date(&r.doc.issue_date).map(|d| d.midnight().assume_offset(LIBRARY_OFFSET)).unwrap_or(at);
-                events.push((r.doc.identifier.as_str(), occurred_at));
+                events.push((r.doc.identifier.as_str(), occurred_at, s.jws.as_str()));
                 out.imported += 1;
                 out.legacy += u64::from(r.legacy);
             } else if held.contains(&r.row.source_key) {
@@ -349,36 +350,60 @@ async fn insert_many(
     Ok(inserted)
 }
 
-const EVENT_INSERT_COLUMNS: usize = 9;
+const EVENT_INSERT_COLUMNS: usize = 10;
+const IMPORT_REASON: &str = "aggregated historical licence";
 
+/// Appends the issue events of imported licences `(identifier, occurred_at,
+/// jws)` and their transparency-log leaves (the caller holds the feed lock).
 async fn append_many(
     conn: &mut sqlx::AnyConnection,
-    events: &[(&str, OffsetDateTime)],
+    events: &[(&str, OffsetDateTime, &str)],
     actor: &str,
     at: OffsetDateTime,
 ) -> Result<(), ServiceError> {
     let at_text = format_time(at);
-    for part in events.chunks(1000) {
+    let start = translog::size(conn).await?;
+    let mut leaves = Vec::with_capacity(events.len());
+    for (i, part) in events.chunks(1000).enumerate() {
         let mut sql = String::from(
-            "INSERT INTO licence_events (identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, recorded_at) VALUES ",
+            "INSERT INTO licence_events (identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, recorded_at, log_index) VALUES ",
         );
         sql.push_str(&values_list(part.len(), EVENT_INSERT_COLUMNS));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (identifier, occurred_at) in part {
+        for (j, (identifier, occurred_at, jws)) in part.iter().enumerate() {
+            let index = start + (i * 1000 + j) as u64;
+            let occurred = format_time(*occurred_at);
+            leaves.push(
+                LogLeaf {
+                    log_index: index,
+                    identifier: (*identifier).to_owned(),
+                    kind: LifecycleAction::Issue.name().to_owned(),
+                    status_after: LicenceStatus::Valid.name().to_owned(),
+                    actor: actor.to_owned(),
+                    reason: IMPORT_REASON.to_owned(),
+                    details: crate::record::EventDetails::default(),
+                    backfill: false,
+                    occurred_at: occurred.clone(),
+                    recorded_at: at_text.clone(),
+                    jws_sha256: translog::jws_digest(jws),
+                }
+                .hash(),
+            );
             q = q
                 .bind((*identifier).to_owned())
                 .bind(LifecycleAction::Issue.name())
                 .bind(LicenceStatus::Valid.name())
                 .bind(actor.to_owned())
-                .bind("aggregated historical licence")
+                .bind(IMPORT_REASON)
                 .bind("{}")
                 .bind(0_i64)
-                .bind(format_time(*occurred_at))
-                .bind(at_text.clone());
+                .bind(occurred)
+                .bind(at_text.clone())
+                .bind(i64::try_from(index).map_err(ServiceError::internal)?);
         }
         q.execute(&mut *conn).await.map_err(db_err)?;
     }
-    Ok(())
+    translog::append(conn, start, &leaves).await
 }
 
 /// The source keys among `keys` that `issuer` already holds.

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod import;
 pub mod outage;
 mod record;
+pub mod translog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use zhengzhao_core::{
 };
 use zhengzhao_proto::ServiceError;
 use zhengzhao_signing::SigningClient;
-use zhengzhao_store::{Db, Migrations, StoreConfig, StoreError, format_time, now};
+use zhengzhao_store::{Db, Migrations, StoreConfig, format_time, now};
 
 pub use client::IssuanceClient;
 use feed::NewEvent;
@@ -65,6 +66,8 @@ pub struct Issuance {
     appended: Notify,
     /// Working days, for outage catch-up deadlines.
     calendar: zhengzhao_core::calendar::WorkingCalendar,
+    /// Signs the transparency log's checkpoints.
+    log: translog::LogSigner,
 }
 
 impl std::fmt::Debug for Issuance {
@@ -141,9 +144,11 @@ impl Issuance {
         catalog: CatalogClient,
         signing: SigningClient,
         calendar: zhengzhao_core::calendar::WorkingCalendar,
-    ) -> Result<Arc<Self>, StoreError> {
-        let db = zhengzhao_store::open(store, "issuance", &MIGRATIONS).await?;
-        Ok(Arc::new(Issuance { db, catalog, signing, appended: Notify::new(), calendar }))
+        log: translog::LogSigner,
+    ) -> Result<Arc<Self>, ServiceError> {
+        let db = zhengzhao_store::open(store, "issuance", &MIGRATIONS).await.map_err(ServiceError::internal)?;
+        translog::catch_up(&db.pool, db.engine).await?;
+        Ok(Arc::new(Issuance { db, catalog, signing, appended: Notify::new(), calendar, log }))
     }
 
     async fn licence_type(&self, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError> {

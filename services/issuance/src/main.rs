@@ -21,7 +21,11 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
         CatalogClient::remote(ctx.peer("catalog", peers.catalog.as_ref())?, ctx.credentials(ServiceName::Issuance));
     let signing =
         SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Issuance));
-    let issuance = Issuance::open(&ctx.store, catalog, signing, ctx.calendar()?).await?;
+    let log = zhengzhao_issuance::translog::LogSigner {
+        authority: ctx.keys.tokens.clone(),
+        origin: format!("zhengzhao/{}", ctx.keys.agency),
+    };
+    let issuance = Issuance::open(&ctx.store, catalog, signing, ctx.calendar()?, log).await?;
     let job = zhengzhao_auth::Principal::service(ServiceName::Issuance, &ctx.keys.agency);
     issuance.clone().spawn_expiry_job(job, std::time::Duration::from_secs(300));
     let svc = InterceptedService::new(IssuanceGrpc(issuance).into_server(), ctx.authenticate());

@@ -39,6 +39,7 @@ fn outcome_to_wire(o: Outcome) -> pb::VerificationOutcome {
         Outcome::Superseded => W::Superseded,
         Outcome::ReportedLost => W::ReportedLost,
         Outcome::KeyCompromised => W::KeyCompromised,
+        Outcome::LogMismatch => W::LogMismatch,
     }
 }
 
@@ -50,6 +51,11 @@ pub fn verdict_to_wire(v: &Verdict) -> pb::Verification {
         key_id: v.key_id.clone(),
         detail: v.detail.clone(),
         checked_at: Some(timestamp(v.checked_at)),
+        log_inclusion: v.log.as_ref().map(|l| pb::LogInclusion {
+            checkpoint: Some(zhengzhao_issuance::grpc::checkpoint_to_wire(&l.checkpoint)),
+            events: l.events.iter().map(zhengzhao_issuance::grpc::logged_event_to_wire).collect(),
+            library_jwk_json: l.library_jwk.to_string(),
+        }),
     }
 }
 
@@ -60,7 +66,8 @@ impl VerificationService for VerificationGrpc {
         req: Request<pb::VerifyLicenceRequest>,
     ) -> Result<Response<pb::VerifyLicenceResponse>, Status> {
         let who = principal(&req)?;
-        let v = self.0.verify_identifier(&who, &req.into_inner().identifier).await?;
+        let r = req.into_inner();
+        let v = self.0.verify_identifier(&who, &r.identifier, r.include_inclusion_proof).await?;
         Ok(Response::new(pb::VerifyLicenceResponse { verification: Some(verdict_to_wire(&v)) }))
     }
 

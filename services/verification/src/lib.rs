@@ -12,7 +12,8 @@ use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
 use zhengzhao_core::date::parse_date;
 use zhengzhao_core::{LicenceDocument, LicenceStatus};
-use zhengzhao_crypto::{Algorithm, IssuerPublicKey, jws};
+use zhengzhao_crypto::{Algorithm, Es256PublicKey, IssuerPublicKey, jws};
+use zhengzhao_issuance::translog::{Checkpoint, LoggedEvent, check_inclusion, verify_checkpoint};
 use zhengzhao_issuance::{IssuanceClient, LicenceRecord, parse_identifier, today};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_signing::SigningClient;
@@ -36,6 +37,7 @@ pub enum Outcome {
     Superseded,
     ReportedLost,
     KeyCompromised,
+    LogMismatch,
 }
 
 impl Outcome {
@@ -57,6 +59,7 @@ impl Outcome {
             Outcome::Superseded => "superseded",
             Outcome::ReportedLost => "reported lost",
             Outcome::KeyCompromised => "key compromised",
+            Outcome::LogMismatch => "log mismatch",
         }
     }
 }
@@ -70,6 +73,16 @@ pub struct Verdict {
     pub key_id: String,
     pub detail: String,
     pub checked_at: OffsetDateTime,
+    /// When asked for: the transparency-log proof the verdict was checked against.
+    pub log: Option<LogProof>,
+}
+
+/// A licence's logged events proven against a checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogProof {
+    pub checkpoint: Checkpoint,
+    pub events: Vec<LoggedEvent>,
+    pub library_jwk: serde_json::Value,
 }
 
 impl Verdict {
@@ -81,6 +94,7 @@ impl Verdict {
             key_id: key_id.to_owned(),
             detail: detail.into(),
             checked_at: OffsetDateTime::now_utc(),
+            log: None,
         }
     }
 }
@@ -106,8 +120,15 @@ impl Verification {
         Arc::new(Verification { issuance, signing })
     }
 
-    /// Verifies the licence the library holds under `identifier`.
-    pub async fn verify_identifier(&self, who: &Principal, identifier: &str) -> Result<Verdict, ServiceError> {
+    /// Verifies the licence the library holds under `identifier`; with
+    /// `include_proof`, also checks (and returns) the proof that its events,
+    /// as the library now holds them, are in the transparency log.
+    pub async fn verify_identifier(
+        &self,
+        who: &Principal,
+        identifier: &str,
+        include_proof: bool,
+    ) -> Result<Verdict, ServiceError> {
         authorize(who, &Action::Verify)?;
         parse_identifier("identifier", identifier)?;
         let licence = match self.issuance.get(identifier).await {
@@ -123,7 +144,35 @@ impl Verification {
             Err(e) => return Err(e),
         };
         let jws = licence.jws.clone();
-        self.check(&jws, Some(licence)).await
+        let mut verdict = self.check(&jws, Some(licence.clone())).await?;
+        if include_proof && verdict.status.is_some() {
+            self.check_log(&mut verdict, licence).await?;
+        }
+        Ok(verdict)
+    }
+
+    /// Proves `licence`'s events against the latest checkpoint. An event
+    /// appended between reading the licence and the checkpoint can make the
+    /// two disagree, so a mismatch is checked once more with fresh reads.
+    async fn check_log(&self, verdict: &mut Verdict, mut licence: LicenceRecord) -> Result<(), ServiceError> {
+        for attempt in 0..2 {
+            let (signed, jwk) = self.issuance.checkpoint().await?;
+            let library = Es256PublicKey::from_jwk(&jwk).map_err(ServiceError::internal)?;
+            let checkpoint = verify_checkpoint(&signed, &library).map_err(ServiceError::internal)?;
+            let events = self.issuance.inclusion_proof(&licence.identifier, checkpoint.tree_size).await?;
+            let checked =
+                check_inclusion(&checkpoint, &licence.identifier, &licence.jws, licence.stored_status.name(), &events);
+            verdict.log = Some(LogProof { checkpoint, events, library_jwk: jwk });
+            match checked {
+                Ok(()) => return Ok(()),
+                Err(why) if attempt == 1 => {
+                    verdict.outcome = Outcome::LogMismatch;
+                    verdict.detail = format!("the transparency log contradicts the library's records: {why}");
+                }
+                Err(_) => licence = self.issuance.get(&licence.identifier).await?,
+            }
+        }
+        Ok(())
     }
 
     /// Verifies a submitted JWS and the current status of the licence it carries.

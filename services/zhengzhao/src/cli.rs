@@ -744,7 +744,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let verdict = match (v.id, v.document) {
                 (Some(id), _) => {
                     c.verification()
-                        .verify_licence(verification::VerifyLicenceRequest { identifier: id })
+                        .verify_licence(verification::VerifyLicenceRequest {
+                            identifier: id,
+                            include_inclusion_proof: false,
+                        })
                         .await?
                         .into_inner()
                         .verification

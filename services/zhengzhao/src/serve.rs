@@ -53,6 +53,10 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         CatalogClient::Local(catalog.clone(), as_service(ServiceName::Issuance)),
         SigningClient::Local(signing.clone(), as_service(ServiceName::Issuance)),
         ctx.calendar()?,
+        zhengzhao_issuance::translog::LogSigner {
+            authority: ctx.keys.tokens.clone(),
+            origin: format!("zhengzhao/{agency}"),
+        },
     )
     .await?;
     issuance.clone().spawn_expiry_job(as_service(ServiceName::Issuance), EXPIRY_INTERVAL);
