@@ -48,7 +48,22 @@ pub struct Library {
 impl Library {
     /// Starts a library over `db`.
     pub async fn start(db: TestDb) -> anyhow::Result<Self> {
-        let data = tempfile::tempdir()?;
+        Self::start_in(db, tempfile::tempdir()?).await
+    }
+
+    /// Stops this library and starts it again over the same database and
+    /// data directory (same keys), as an operator's restart would.
+    pub async fn restart(mut self) -> anyhow::Result<Self> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let db = std::mem::replace(&mut self.db, TestDb::sqlite()?);
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir()?);
+        drop(self);
+        Self::start_in(db, data).await
+    }
+
+    async fn start_in(db: TestDb, data: tempfile::TempDir) -> anyhow::Result<Self> {
         let mut config = zhengzhao_config::Config {
             listen: "127.0.0.1:0".parse()?,
             data_dir: data.path().to_path_buf(),

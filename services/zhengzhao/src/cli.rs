@@ -77,6 +77,12 @@ enum Command {
     Outage(OutageCommand),
     /// Verify a licence by identifier, or a signed document; exit 0 only when valid (3 when not).
     Verify(VerifyArgs),
+    /// The transparency log of issuance: checkpoints and proofs.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Check the library's log is consistent with an earlier checkpoint and
+    /// that the listed licences are in it; exit 0 when it is, 3 when not.
+    Audit(AuditArgs),
     /// Read the usage log (administrators and auditors).
     UsageLog(UsageLogArgs),
 }
@@ -528,6 +534,111 @@ struct VerifyArgs {
     /// A file holding a JWS compact serialisation.
     #[arg(long)]
     document: Option<PathBuf>,
+    /// Also prove the licence's events are in the transparency log (by identifier).
+    #[arg(long, conflicts_with = "document")]
+    with_proof: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Print the latest signed checkpoint (a JWS line; keep it for `audit --from`).
+    Checkpoint {
+        /// Print its size, root and time as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a licence's logged events with their audit paths (JSON).
+    Prove {
+        identifier: String,
+        /// Tree size to prove against [default: the latest checkpoint's].
+        #[arg(long)]
+        tree_size: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// A file holding a checkpoint saved earlier (`log checkpoint`).
+    #[arg(long = "from", value_name = "CHECKPOINT")]
+    from: PathBuf,
+    /// A file of licence identifiers to prove, one per line.
+    #[arg(long)]
+    licences: Option<PathBuf>,
+    /// The library key (JWK file) to trust; default: the key the library serves.
+    #[arg(long)]
+    library_jwk: Option<PathBuf>,
+    /// Write the current checkpoint here when the audit passes.
+    #[arg(long)]
+    save: Option<PathBuf>,
+}
+
+async fn log_command(c: &Client, cmd: LogCommand) -> anyhow::Result<()> {
+    let r = c.issuance().get_checkpoint(issuance::GetCheckpointRequest {}).await?.into_inner();
+    let cp = r.checkpoint.context("no checkpoint returned")?;
+    match cmd {
+        LogCommand::Checkpoint { json: false } => println!("{}", cp.jws),
+        LogCommand::Checkpoint { json: true } => print_json(&serde_json::json!({
+            "origin": cp.origin,
+            "tree_size": cp.tree_size,
+            "root_hash": hex::encode(&cp.root_hash),
+            "timestamp": time_text(&cp.timestamp),
+            "jws": cp.jws,
+        }))?,
+        LogCommand::Prove { identifier, tree_size } => {
+            let p = c
+                .issuance()
+                .get_inclusion_proof(issuance::GetInclusionProofRequest {
+                    identifier,
+                    tree_size: tree_size.unwrap_or(cp.tree_size),
+                })
+                .await?
+                .into_inner();
+            let events: Vec<serde_json::Value> = p
+                .events
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "leaf_index": e.leaf_index,
+                        "leaf": serde_json::from_slice::<serde_json::Value>(&e.leaf).unwrap_or_default(),
+                        "audit_path": e.audit_path.iter().map(hex::encode).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            print_json(&serde_json::json!({ "tree_size": p.tree_size, "checkpoint": cp.jws, "events": events }))?;
+        }
+    }
+    Ok(())
+}
+
+async fn audit_command(c: &Client, a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let from = read_file(&a.from)?;
+    let identifiers: Vec<String> = match &a.licences {
+        Some(f) => read_file(f)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+        None => Vec::new(),
+    };
+    let pinned = a
+        .library_jwk
+        .as_ref()
+        .map(|f| -> anyhow::Result<serde_json::Value> { Ok(serde_json::from_str(&read_file(f)?)?) });
+    let pinned = pinned.transpose()?;
+    let report = zhengzhao::audit::audit(&mut c.issuance(), &from, &identifiers, pinned.as_ref()).await?;
+    if report.passed() {
+        println!(
+            "audit passed: the log grew from {} to {} leaves consistently; {} licence(s) proven",
+            report.from_size, report.current_size, report.licences_checked
+        );
+        if let Some(path) = &a.save {
+            std::fs::write(path, format!("{}\n", report.current))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &report.failures {
+            eprintln!("AUDIT FAILED: {f}");
+        }
+        eprintln!("AUDIT FAILED: {} problem(s); do not trust this library's history", report.failures.len());
+        Ok(ExitCode::from(NOT_VALID))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -739,6 +850,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_json(&outage_json(&outage.context("no outage returned")?))?;
         }
         Command::Keys(cmd) => keys_command(&Client::connect(&cli.client).await?, cmd).await?,
+        Command::Log(cmd) => log_command(&Client::connect(&cli.client).await?, cmd).await?,
+        Command::Audit(a) => return audit_command(&Client::connect(&cli.client).await?, a).await,
         Command::Verify(v) => {
             let c = Client::connect(&cli.client).await?;
             let verdict = match (v.id, v.document) {
@@ -746,7 +859,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     c.verification()
                         .verify_licence(verification::VerifyLicenceRequest {
                             identifier: id,
-                            include_inclusion_proof: false,
+                            include_inclusion_proof: v.with_proof,
                         })
                         .await?
                         .into_inner()
@@ -773,6 +886,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if !verdict.key_id.is_empty() {
                 println!("key: {}", verdict.key_id);
+            }
+            if let Some(log) = &verdict.log_inclusion {
+                let size = log.checkpoint.as_ref().map_or(0, |c| c.tree_size);
+                println!("log: {} event(s) proven against the checkpoint of {size} leaves", log.events.len());
             }
             if outcome != verification::VerificationOutcome::Valid {
                 return Ok(ExitCode::from(NOT_VALID));
