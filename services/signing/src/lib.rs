@@ -292,13 +292,13 @@ impl Signing {
         check_issuer(issuer)?;
         let reason = check_reason(reason)?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        if let Some(k) = active_record(&mut *tx, issuer).await? {
+        if let Some(k) = active_record(&mut tx, issuer).await? {
             return Err(ServiceError::AlreadyExists(format!(
                 "issuer {issuer} already has the active key {}: rotate it instead",
                 k.key_id
             )));
         }
-        let (record, pair) = self.insert_key(&mut *tx, issuer, alg, &who.actor(), &reason, "create").await?;
+        let (record, pair) = self.insert_key(&mut tx, issuer, alg, &who.actor(), &reason, "create").await?;
         tx.commit().await.map_err(|e| self.lost_race(e, issuer))?;
         self.remember(issuer, Arc::new(pair));
         Ok(record)
@@ -317,14 +317,14 @@ impl Signing {
         check_issuer(issuer)?;
         let reason = check_reason(reason)?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        let old = active_record(&mut *tx, issuer)
+        let old = active_record(&mut tx, issuer)
             .await?
             .ok_or_else(|| ServiceError::FailedPrecondition(format!("issuer {issuer} has no active key to rotate")))?;
         let at = now();
-        set_status(&mut *tx, &old.key_id, KeyStatus::Retired, at, None).await?;
-        log_key_event(&mut *tx, &old.key_id, "retire (rotation)", &who.actor(), &reason, at).await?;
+        set_status(&mut tx, &old.key_id, KeyStatus::Retired, at, None).await?;
+        log_key_event(&mut tx, &old.key_id, "retire (rotation)", &who.actor(), &reason, at).await?;
         let (new, pair) = self
-            .insert_key(&mut *tx, issuer, alg.unwrap_or(old.algorithm), &who.actor(), &reason, "create (rotation)")
+            .insert_key(&mut tx, issuer, alg.unwrap_or(old.algorithm), &who.actor(), &reason, "create (rotation)")
             .await?;
         tx.commit().await.map_err(|e| self.lost_race(e, issuer))?;
         self.remember(issuer, Arc::new(pair));
@@ -344,12 +344,12 @@ impl Signing {
         check_issuer(issuer)?;
         let reason = check_reason(reason)?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        let old = active_record(&mut *tx, issuer)
+        let old = active_record(&mut tx, issuer)
             .await?
             .ok_or_else(|| ServiceError::FailedPrecondition(format!("issuer {issuer} has no active key to retire")))?;
         let at = now();
-        set_status(&mut *tx, &old.key_id, KeyStatus::Retired, at, None).await?;
-        log_key_event(&mut *tx, &old.key_id, "retire", &who.actor(), &reason, at).await?;
+        set_status(&mut tx, &old.key_id, KeyStatus::Retired, at, None).await?;
+        log_key_event(&mut tx, &old.key_id, "retire", &who.actor(), &reason, at).await?;
         tx.commit().await.map_err(db_err)?;
         self.forget(issuer);
         Ok(PublicKeyRecord { status: KeyStatus::Retired, retired_at: Some(at), ..old })
@@ -390,20 +390,13 @@ impl Signing {
             )));
         }
         let retired_at = key.retired_at.unwrap_or(at);
-        set_status(&mut *tx, key_id, KeyStatus::Compromised, retired_at, Some(since)).await?;
-        log_key_event(
-            &mut *tx,
-            key_id,
-            &format!("compromised since {}", format_time(since)),
-            &who.actor(),
-            &reason,
-            at,
-        )
-        .await?;
+        set_status(&mut tx, key_id, KeyStatus::Compromised, retired_at, Some(since)).await?;
+        log_key_event(&mut tx, key_id, &format!("compromised since {}", format_time(since)), &who.actor(), &reason, at)
+            .await?;
         let replacement = if key.status == KeyStatus::Active {
             let (r, pair) = self
                 .insert_key(
-                    &mut *tx,
+                    &mut tx,
                     &key.issuer_code,
                     key.algorithm,
                     &who.actor(),
@@ -514,7 +507,7 @@ impl Signing {
             let mut tx = self.db.pool.begin().await.map_err(db_err)?;
             let created = self
                 .insert_key(
-                    &mut *tx,
+                    &mut tx,
                     issuer,
                     self.default_algorithm,
                     "service:signing",
