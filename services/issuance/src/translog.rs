@@ -179,7 +179,7 @@ pub fn check_inclusion(
 }
 
 /// The log's size (the caller holds the feed lock when appending).
-pub(crate) async fn size(conn: &mut AnyConnection) -> Result<u64, ServiceError> {
+pub async fn size(conn: &mut AnyConnection) -> Result<u64, ServiceError> {
     let n: i64 = sqlx::query_scalar("SELECT tree_size FROM log_state WHERE id = 1")
         .fetch_one(&mut *conn)
         .await
@@ -207,8 +207,9 @@ async fn nodes(conn: &mut AnyConnection, ids: &[NodeId]) -> Result<HashMap<NodeI
     Ok(out)
 }
 
-/// Appends `leaves` at `size` (the current size; the caller holds the feed lock).
-pub(crate) async fn append(conn: &mut AnyConnection, size: u64, leaves: &[Hash]) -> Result<(), ServiceError> {
+/// Appends `leaves` at `size` (the current size; the caller holds the feed
+/// lock). Only the event appends call this; public for the benchmark.
+pub async fn append(conn: &mut AnyConnection, size: u64, leaves: &[Hash]) -> Result<(), ServiceError> {
     if leaves.is_empty() {
         return Ok(());
     }
@@ -244,6 +245,16 @@ async fn range_hashes(conn: &mut AnyConnection, ranges: &[(u64, u64)]) -> Result
                 .ok_or_else(|| ServiceError::internal("the transparency log is missing nodes"))
         })
         .collect()
+}
+
+/// The audit path of leaf `index` in the tree of the first `tree_size` leaves.
+pub async fn audit_path(conn: &mut AnyConnection, index: u64, tree_size: u64) -> Result<Vec<Hash>, ServiceError> {
+    range_hashes(conn, &merkle::inclusion_ranges(index, tree_size)).await
+}
+
+/// The root hash of the first `tree_size` leaves.
+pub async fn root(conn: &mut AnyConnection, tree_size: u64) -> Result<Hash, ServiceError> {
+    range_hashes(conn, &[(0, tree_size)]).await?.pop().ok_or_else(|| ServiceError::internal("no root"))
 }
 
 /// Logs every event that has no leaf yet (events recorded before the log
@@ -311,7 +322,7 @@ impl Issuance {
         if let Some(c) = stored_checkpoint(&mut conn, n).await? {
             return Ok(c);
         }
-        let root = range_hashes(&mut conn, &[(0, n)]).await?.pop().ok_or_else(|| ServiceError::internal("no root"))?;
+        let root = root(&mut conn, n).await?;
         let at = now();
         let body = CheckpointBody {
             origin: self.log.origin.clone(),
@@ -381,7 +392,7 @@ impl Issuance {
             let event = event_from_row(row)?;
             let index: i64 = row.try_get("log_index").map_err(ServiceError::internal)?;
             let index = u64::try_from(index).map_err(ServiceError::internal)?;
-            let audit_path = range_hashes(&mut conn, &merkle::inclusion_ranges(index, tree_size)).await?;
+            let audit_path = audit_path(&mut conn, index, tree_size).await?;
             out.push(LoggedEvent { leaf: LogLeaf::of(&event, index, &licence.jws), audit_path });
         }
         Ok(out)
