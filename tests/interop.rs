@@ -41,3 +41,48 @@ fn gmssl_verifies_our_sm2_signatures_and_we_verify_theirs() -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// A licence the signing service sealed with an SM2 key, as published: gmssl
+/// verifies the JWS signature under the key from the service's JWKS.
+#[tokio::test]
+async fn gmssl_verifies_a_licence_sealed_with_an_sm2_key() -> anyhow::Result<()> {
+    use zhengzhao_auth::Role;
+    use zhengzhao_e2e::fixtures::{draft, issue, published_type};
+    use zhengzhao_e2e::{ADMIN, ISSUER, Library};
+    use zhengzhao_proto::signing::v1 as signing;
+
+    let lib = Library::start(zhengzhao_testkit::TestDb::sqlite()?).await?;
+    let code = published_type(&lib).await?;
+    lib.signing(Role::Admin, ADMIN)
+        .create_key(signing::CreateKeyRequest {
+            issuer_code: ISSUER.into(),
+            algorithm: signing::SignatureAlgorithm::Sm2Sm3 as i32,
+            reason: "SM2 from the start".into(),
+        })
+        .await?;
+    let licence = issue(&lib, draft(&code)).await?;
+    let parsed = zhengzhao_crypto::jws::parse(&licence.jws)?;
+    assert_eq!(parsed.header.alg, "SM2SM3");
+    let jwks = lib
+        .signing(Role::Admin, ADMIN)
+        .list_public_keys(signing::ListPublicKeysRequest { issuer_code: ISSUER.into() })
+        .await?
+        .into_inner();
+    let jwk: serde_json::Value = serde_json::from_str(&jwks.keys[0].jwk_json)?;
+    assert_eq!(jwk["crv"], "SM2");
+    let coordinate = |c: &str| -> anyhow::Result<String> {
+        Ok(hex::encode(zhengzhao_crypto::b64url_decode(jwk[c].as_str().unwrap_or_default())?))
+    };
+    let xy = format!("{}{}", coordinate("x")?, coordinate("y")?);
+    let run = |message: &[u8]| {
+        tokio::process::Command::new(python())
+            .arg(script())
+            .args(["verify", &xy, &hex::encode(message), &hex::encode(&parsed.signature)])
+            .output()
+    };
+    let ok = run(parsed.signing_input.as_bytes()).await?;
+    assert!(ok.status.success(), "gmssl rejected the licence: {}", String::from_utf8_lossy(&ok.stderr));
+    let tampered = parsed.signing_input.replacen('.', ".e", 1);
+    assert_eq!(run(tampered.as_bytes()).await?.status.code(), Some(1), "gmssl accepted a tampered licence");
+    Ok(())
+}
