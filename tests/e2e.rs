@@ -234,6 +234,42 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
     let stderr = String::from_utf8(out.stderr)?;
     assert!(stderr.contains("\"row\":2") && stderr.contains("face_fields.main_format"), "{stderr}");
 
+    // Keys and the transparency log: an auditor keeps a checkpoint; the
+    // issuer's key is rotated to SM2; the old licence still verifies, the new
+    // one is sealed with SM2 and verifies with its log proof; the audit from
+    // the kept checkpoint passes for both.
+    let auditor = cli.token("auditor", ADMIN)?;
+    let checkpoint = cli.ok(&s.front, Some(&auditor), &["log", "checkpoint"])?;
+    let checkpoint_file = cli.write("checkpoint.jws", &checkpoint)?;
+    let refused = cli.run(&s.signing, Some(&issuer), &["keys", "rotate", "--issuer", ISSUER, "--alg", "sm2"])?;
+    assert!(String::from_utf8(refused.stderr)?.starts_with("error: permission denied"));
+    let rotated: serde_json::Value = serde_json::from_str(&cli.ok(
+        &s.signing,
+        Some(&admin),
+        &["keys", "rotate", "--issuer", ISSUER, "--alg", "sm2", "--reason", "国密改造"],
+    )?)?;
+    assert_eq!(
+        (rotated["retired"]["status"].as_str(), rotated["active"]["algorithm"].as_str()),
+        (Some("retired"), Some("sm2"))
+    );
+    let sealed =
+        cli.ok(&s.issuance, Some(&issuer), &["licence", "issue", "--file", &licence_file.display().to_string()])?;
+    let sealed_jws = cli.ok(&s.front, Some(&issuer), &["licence", "get", &sealed, "--jws"])?;
+    assert_eq!(zhengzhao_crypto::jws::parse(&sealed_jws)?.header.alg, "SM2SM3");
+    let proven = cli.run(&s.front, Some(&consumer), &["verify", &sealed, "--with-proof"])?;
+    let proven_out = String::from_utf8(proven.stdout)?;
+    assert_eq!(proven.status.code(), Some(0), "{proven_out}");
+    assert!(proven_out.contains("log: 1 event(s) proven against the checkpoint of"), "{proven_out}");
+    let keys = cli.ok(&s.signing, Some(&consumer), &["keys", "list", "--issuer", ISSUER])?;
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    let ids = cli.write("audit-licences.txt", &format!("{id}\n{sealed}\n"))?;
+    let audited = cli.ok(
+        &s.front,
+        Some(&auditor),
+        &["audit", "--from", &checkpoint_file.display().to_string(), "--licences", &ids.display().to_string()],
+    )?;
+    assert!(audited.starts_with("audit passed:") && audited.ends_with("2 licence(s) proven"), "{audited}");
+
     // No token: a clear error.
     let anonymous = cli.run(&s.front, None, &["verify", &id])?;
     assert_eq!(anonymous.status.code(), Some(1));

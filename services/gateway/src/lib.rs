@@ -22,6 +22,9 @@ use zhengzhao_proto::gateway::v1::gateway_service_server::{GatewayService, Gatew
 pub const FORWARDED: &[&str] = &[
     "/zhengzhao.issuance.v1.IssuanceService/GetLicence",
     "/zhengzhao.issuance.v1.IssuanceService/GetLicenceHistory",
+    "/zhengzhao.issuance.v1.IssuanceService/GetCheckpoint",
+    "/zhengzhao.issuance.v1.IssuanceService/GetConsistencyProof",
+    "/zhengzhao.issuance.v1.IssuanceService/GetInclusionProof",
     "/zhengzhao.verification.v1.VerificationService/VerifyLicence",
     "/zhengzhao.verification.v1.VerificationService/VerifyDocument",
     "/zhengzhao.exchange.v1.ExchangeService/FetchLicence",

@@ -441,12 +441,16 @@ fn algorithm_arg(flag: &str, alg: &str) -> anyhow::Result<signing::SignatureAlgo
 }
 
 fn key_json(k: &signing::PublicKey) -> serde_json::Value {
-    let alg = signing::SignatureAlgorithm::try_from(k.algorithm).map(|a| a.as_str_name()).unwrap_or("UNKNOWN");
+    let alg = match signing::SignatureAlgorithm::try_from(k.algorithm) {
+        Ok(signing::SignatureAlgorithm::Es256) => "es256",
+        Ok(signing::SignatureAlgorithm::Sm2Sm3) => "sm2",
+        _ => "unknown",
+    };
     let status = signing::KeyStatus::try_from(k.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
     serde_json::json!({
         "key_id": k.key_id,
         "issuer_code": k.issuer_code,
-        "algorithm": alg.trim_start_matches("SIGNATURE_ALGORITHM_").replace('_', "").to_lowercase(),
+        "algorithm": alg,
         "status": status.trim_start_matches("KEY_STATUS_").to_lowercase(),
         "created_at": time_text(&k.created_at),
         "retired_at": time_text(&k.retired_at),
