@@ -82,7 +82,7 @@ impl Library {
         let routes = zhengzhao_server::with_health_and_reflection(assembly.routes, &assembly.names).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = zhengzhao_server::serve(routes, listener, async {
+            let _ = zhengzhao_server::serve(routes, listener, None, async {
                 let _ = rx.await;
             })
             .await;

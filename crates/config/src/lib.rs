@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// Variables with the `ZHENGZHAO_` prefix that are not configuration keys
 /// (client settings and secrets read by their own code).
-const NOT_CONFIG: &[&str] = &["server", "token", "master_key"];
+const NOT_CONFIG: &[&str] = &["server", "token", "master_key", "ca_file"];
 
 /// The whole configuration of a Zhengzhao process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,7 +36,22 @@ pub struct Config {
     /// The gateway's libraries.
     pub gateway: GatewayConfig,
     pub signing: SigningConfig,
+    pub tls: TlsConfig,
     pub telemetry: TelemetryConfig,
+}
+
+/// TLS for this process's server and its calls to peers (rustls on
+/// `aws-lc-rs`, the same backend that signs). Unset means plain HTTP/2, for
+/// a private network or behind a TLS-terminating ingress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain this process serves with (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates trusted for `https://` peers and libraries.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The signing service.
@@ -123,6 +138,7 @@ impl Default for Config {
             peers: Peers::default(),
             gateway: GatewayConfig::default(),
             signing: SigningConfig::default(),
+            tls: TlsConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -187,6 +203,9 @@ impl Config {
             {
                 return Err(ConfigError::Invalid(format!("peers.{name} must be an http:// or https:// URL")));
             }
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Invalid("tls.cert_file and tls.key_file go together".into()));
         }
         Ok(())
     }

@@ -5,17 +5,17 @@
 #![forbid(unsafe_code)]
 
 pub mod keys;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Server};
 use zhengzhao_auth::{Authenticate, ServiceCredentials, ServiceName};
 use zhengzhao_config::Config;
 use zhengzhao_store::StoreConfig;
@@ -149,14 +149,18 @@ impl Context {
         ServiceCredentials::new(self.keys.tokens.clone(), name, &self.keys.agency)
     }
 
-    /// A lazily connected channel to a peer service named in the config.
+    /// A lazily connected channel to a peer service named in the config
+    /// (over TLS for `https://`, trusting `tls.ca_file`).
     pub fn peer(&self, name: &str, url: Option<&String>) -> anyhow::Result<Channel> {
         let url =
             url.with_context(|| format!("the {name} service is not in this process: set peers.{name} (--{name}-url)"))?;
-        Ok(Endpoint::from_shared(url.clone())
-            .with_context(|| format!("peers.{name}: invalid URL"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy())
+        let ca = self.trusted_ca()?;
+        Ok(tls::endpoint(url, ca.as_deref()).with_context(|| format!("peers.{name}"))?.connect_lazy())
+    }
+
+    /// The CA certificates trusted for `https://` peers (`tls.ca_file`).
+    pub fn trusted_ca(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        tls::trusted_ca(self.config.tls.ca_file.as_deref())
     }
 }
 
@@ -174,15 +178,21 @@ pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> an
     Ok(routes.add_service(health).add_service(reflection))
 }
 
-/// Serves `routes` on `listener` until `shutdown` completes.
+/// Serves `routes` on `listener` (over TLS when `tls` is given) until
+/// `shutdown` completes.
 pub async fn serve(
     routes: Routes,
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("TLS settings (tls.cert_file, tls.key_file)")?;
+    }
     // HTTP/1.1 too, for the plain-HTTP routes (the JWKS) web clients read.
-    Server::builder()
+    builder
         .accept_http1(true)
         .layer(zhengzhao_telemetry::MetricsLayer)
         .add_routes(routes)
@@ -230,6 +240,7 @@ where
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
     })?;
     let keys = LibraryKeys::load_or_create(&config.data_dir, config.agency.as_deref())?;
+    let tls = tls::server_tls(&config.tls)?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -244,7 +255,7 @@ where
             }
         });
     }
-    tracing::info!(%addr, service = name, "listening");
+    tracing::info!(%addr, service = name, tls = tls.is_some(), "listening");
     println!("listening on {addr}");
-    serve(routes, listener, shutdown_signal()).await
+    serve(routes, listener, tls, shutdown_signal()).await
 }

@@ -57,10 +57,9 @@ impl LibraryAddress {
     }
 }
 
-fn channel(name: &str, address: &str) -> Result<Channel, GatewayError> {
-    Ok(tonic::transport::Endpoint::from_shared(address.to_owned())
-        .map_err(|e| GatewayError::Address(name.to_owned(), e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
+fn channel(name: &str, address: &str, ca_pem: Option<&[u8]>) -> Result<Channel, GatewayError> {
+    Ok(zhengzhao_server::tls::endpoint(address, ca_pem)
+        .map_err(|e| GatewayError::Address(name.to_owned(), format!("{e:#}")))?
         .connect_lazy())
 }
 
@@ -82,8 +81,13 @@ pub enum GatewayError {
 }
 
 impl Gateway {
-    /// Connects lazily to each library.
-    pub fn new(libraries: &[LibraryAddress], verifier: Arc<TokenVerifier>) -> Result<Self, GatewayError> {
+    /// Connects lazily to each library (over TLS to `https://` addresses,
+    /// trusting the CA certificates `ca_pem`).
+    pub fn new(
+        libraries: &[LibraryAddress],
+        verifier: Arc<TokenVerifier>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, GatewayError> {
         if libraries.is_empty() {
             return Err(GatewayError::NoLibraries);
         }
@@ -97,13 +101,13 @@ impl Gateway {
                     ("/zhengzhao.exchange.v1.", &l.exchange),
                 ] {
                     if let Some(a) = address {
-                        services.push((prefix, channel(&l.name, a)?));
+                        services.push((prefix, channel(&l.name, a, ca_pem)?));
                     }
                 }
                 Ok(Upstream {
                     name: l.name.clone(),
                     address: l.address.clone(),
-                    channel: channel(&l.name, &l.address)?,
+                    channel: channel(&l.name, &l.address, ca_pem)?,
                     services,
                 })
             })

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use zhengzhao_auth::{BearerToken, OPERATOR_ROLES, Role};
 use zhengzhao_proto::catalog::v1 as catalog;
 use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
@@ -50,6 +50,9 @@ struct ClientArgs {
     /// Bearer token (mint one with `zhengzhao token`).
     #[arg(long, global = true, env = "ZHENGZHAO_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM CA certificates to trust for an https:// server.
+    #[arg(long, global = true, env = "ZHENGZHAO_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -704,9 +707,9 @@ impl Client {
             .as_deref()
             .context("no token: pass --token or set ZHENGZHAO_TOKEN (mint one with `zhengzhao token`)")?;
         let token = BearerToken::new(token.trim()).context("the token is not valid header text")?;
-        let channel = Endpoint::from_shared(args.server.clone())
-            .with_context(|| format!("--server {:?} is not a URL", args.server))?
-            .connect_timeout(Duration::from_secs(5))
+        let ca = zhengzhao_server::tls::trusted_ca(args.ca_file.as_deref())?;
+        let channel = zhengzhao_server::tls::endpoint(&args.server, ca.as_deref())
+            .context("--server")?
             .connect()
             .await
             .with_context(|| format!("cannot reach {}", args.server))?;

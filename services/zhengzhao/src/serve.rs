@@ -67,8 +67,20 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     let exchange =
         Exchange::open(&ctx.store, IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Exchange))).await?;
     // The gateway's routing table names this process as its one library.
-    let own = ctx.local_addr.map(|a| format!("http://{a}")).unwrap_or_else(|| format!("http://{}", ctx.config.listen));
-    let gateway = Gateway::new(&[LibraryAddress::single("local", &own)], ctx.keys.verifier.clone())?;
+    // With TLS it calls itself as https://localhost:PORT: the certificate
+    // must name localhost and tls.ca_file hold its CA.
+    let port = ctx.local_addr.map_or(ctx.config.listen.port(), |a| a.port());
+    let own = if ctx.config.tls.cert_file.is_some() {
+        format!("https://localhost:{port}")
+    } else {
+        let addr = ctx.local_addr.unwrap_or(ctx.config.listen);
+        format!("http://{addr}")
+    };
+    let gateway = Gateway::new(
+        &[LibraryAddress::single("local", &own)],
+        ctx.keys.verifier.clone(),
+        ctx.trusted_ca()?.as_deref(),
+    )?;
     let auth = ctx.authenticate();
     let routes = Routes::new(InterceptedService::new(CatalogGrpc(catalog).into_server(), auth.clone()))
         .add_service(InterceptedService::new(SigningGrpc(signing.clone()).into_server(), auth.clone()))
