@@ -72,7 +72,7 @@ async fn append(db: &zhengzhao_store::Db, from: u64, to: u64, batch: u64) -> any
         translog::append(&mut tx, size, &leaves).await?;
         tx.commit().await?;
         at += n;
-        if at % 1_000_000 == 0 {
+        if at.is_multiple_of(1_000_000) {
             let s = start.elapsed().as_secs_f64();
             eprintln!("  {at} leaves, {:.0} leaves/s so far", (at - from) as f64 / s);
         }
