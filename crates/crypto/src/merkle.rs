@@ -384,6 +384,43 @@ mod tests {
         ));
     }
 
+    /// An independent RFC 6962 implementation (`ct-merkle`) computes the same
+    /// roots, accepts our inclusion and consistency proofs, and its proofs
+    /// pass our verifiers.
+    #[test]
+    fn ct_merkle_agrees_in_both_directions() {
+        use ct_merkle::mem_backed_tree::MemoryBackedTree;
+        use ct_merkle::{ConsistencyProof, InclusionProof};
+        let items: Vec<Vec<u8>> = (0..40u32).map(|i| format!("leaf {i}").into_bytes()).collect();
+        let leaves: Vec<Hash> = items.iter().map(|i| leaf_hash(i)).collect();
+        let split = |bytes: &[u8]| -> Vec<Hash> { bytes.chunks(32).map(|c| c.try_into().unwrap()).collect() };
+        let mut tree = MemoryBackedTree::<Sha256, Vec<u8>>::new();
+        let mut old_roots = Vec::new();
+        for (n, item) in items.iter().enumerate() {
+            tree.push(item.clone());
+            let size = n + 1;
+            let prefix = &leaves[..size];
+            let ours = root(prefix);
+            let theirs = tree.root();
+            assert_eq!(theirs.as_bytes().as_slice(), &ours[..], "root of {size}");
+            for m in 0..size {
+                let proof = InclusionProof::<Sha256>::from_bytes(inclusion_proof(prefix, m).unwrap().concat());
+                theirs.verify_inclusion(&items[m], m as u64, &proof).unwrap();
+                let their_proof = split(tree.prove_inclusion(m).as_bytes());
+                assert!(verify_inclusion(m as u64, size as u64, &leaves[m], &their_proof, &ours));
+            }
+            for (old, old_root) in old_roots.iter().enumerate().map(|(i, r)| (i + 1, r)) {
+                let proof =
+                    ConsistencyProof::<Sha256>::try_from_bytes(consistency_proof(prefix, old).unwrap().concat())
+                        .unwrap();
+                theirs.verify_consistency(old_root, &proof).unwrap();
+                let their_proof = split(tree.prove_consistency(size - old).as_bytes());
+                assert!(verify_consistency(old as u64, size as u64, &root(&leaves[..old]), &ours, &their_proof));
+            }
+            old_roots.push(theirs);
+        }
+    }
+
     /// The stored-node form agrees with the slice form for every size,
     /// however the leaves arrive in batches.
     #[test]
