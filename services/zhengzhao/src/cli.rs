@@ -456,8 +456,8 @@ fn key_json(k: &signing::PublicKey) -> serde_json::Value {
         "algorithm": alg,
         "status": status.trim_start_matches("KEY_STATUS_").to_lowercase(),
         "created_at": time_text(&k.created_at),
-        "retired_at": time_text(&k.retired_at),
-        "compromised_since": time_text(&k.compromised_since),
+        "retired_at": k.retired_at.as_ref().map(|_| time_text(&k.retired_at)),
+        "compromised_since": k.compromised_since.as_ref().map(|_| time_text(&k.compromised_since)),
     })
 }
 
