@@ -40,30 +40,34 @@ pub(crate) struct NewEvent<'a> {
     pub backfill: bool,
     pub occurred_at: OffsetDateTime,
     pub recorded_at: OffsetDateTime,
+    /// The licence's JWS, whose digest the event's log leaf carries.
+    pub jws: &'a str,
+}
+
+impl NewEvent<'_> {
+    /// The event's transparency-log leaf at `log_index`.
+    pub(crate) fn leaf(&self, log_index: u64) -> LogLeaf {
+        LogLeaf {
+            log_index,
+            identifier: self.identifier.to_owned(),
+            kind: self.action.name().to_owned(),
+            status_after: self.status_after.name().to_owned(),
+            actor: self.actor.to_owned(),
+            reason: self.reason.to_owned(),
+            details: self.details.clone(),
+            backfill: self.backfill,
+            occurred_at: format_time(self.occurred_at),
+            recorded_at: format_time(self.recorded_at),
+            jws_sha256: translog::jws_digest(self.jws),
+        }
+    }
 }
 
 /// Appends one event and its transparency-log leaf (the caller holds the
-/// feed lock; the licence row is already written).
+/// feed lock).
 pub(crate) async fn append(conn: &mut AnyConnection, e: &NewEvent<'_>) -> Result<(), ServiceError> {
-    let jws: String = sqlx::query_scalar("SELECT jws FROM licences WHERE identifier = $1")
-        .bind(e.identifier)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(ServiceError::internal)?;
     let index = translog::size(conn).await?;
-    let leaf = LogLeaf {
-        log_index: index,
-        identifier: e.identifier.to_owned(),
-        kind: e.action.name().to_owned(),
-        status_after: e.status_after.name().to_owned(),
-        actor: e.actor.to_owned(),
-        reason: e.reason.to_owned(),
-        details: e.details.clone(),
-        backfill: e.backfill,
-        occurred_at: format_time(e.occurred_at),
-        recorded_at: format_time(e.recorded_at),
-        jws_sha256: translog::jws_digest(&jws),
-    };
+    let leaf = e.leaf(index);
     sqlx::query(
         "INSERT INTO licence_events (identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, recorded_at, log_index)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

@@ -15,7 +15,9 @@ use zhengzhao_core::{CheckForm, LicenceDocument, LicenceDraft, LicenceId, Licenc
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{format_time, now};
 
-use crate::translog::{self, LogLeaf};
+use crate::feed::NewEvent;
+use crate::record::EventDetails;
+use crate::translog;
 use crate::{Issuance, LIBRARY_OFFSET, db_err, document, feed};
 
 /// Most rows accepted in one batch.
@@ -372,32 +374,28 @@ async fn append_many(
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (j, (identifier, occurred_at, jws)) in part.iter().enumerate() {
             let index = start + (i * 1000 + j) as u64;
-            let occurred = format_time(*occurred_at);
-            leaves.push(
-                LogLeaf {
-                    log_index: index,
-                    identifier: (*identifier).to_owned(),
-                    kind: LifecycleAction::Issue.name().to_owned(),
-                    status_after: LicenceStatus::Valid.name().to_owned(),
-                    actor: actor.to_owned(),
-                    reason: IMPORT_REASON.to_owned(),
-                    details: crate::record::EventDetails::default(),
-                    backfill: false,
-                    occurred_at: occurred.clone(),
-                    recorded_at: at_text.clone(),
-                    jws_sha256: translog::jws_digest(jws),
-                }
-                .hash(),
-            );
+            let event = NewEvent {
+                identifier,
+                action: LifecycleAction::Issue,
+                status_after: LicenceStatus::Valid,
+                actor,
+                reason: IMPORT_REASON,
+                details: EventDetails::default(),
+                backfill: false,
+                occurred_at: *occurred_at,
+                recorded_at: at,
+                jws,
+            };
+            leaves.push(event.leaf(index).hash());
             q = q
                 .bind((*identifier).to_owned())
-                .bind(LifecycleAction::Issue.name())
-                .bind(LicenceStatus::Valid.name())
+                .bind(event.action.name())
+                .bind(event.status_after.name())
                 .bind(actor.to_owned())
                 .bind(IMPORT_REASON)
                 .bind("{}")
                 .bind(0_i64)
-                .bind(occurred)
+                .bind(format_time(*occurred_at))
                 .bind(at_text.clone())
                 .bind(i64::try_from(index).map_err(ServiceError::internal)?);
         }

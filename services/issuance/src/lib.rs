@@ -204,6 +204,7 @@ impl Issuance {
                 backfill: false,
                 occurred_at: at,
                 recorded_at: at,
+                jws: &signed.jws,
             },
         )
         .await?;
@@ -286,6 +287,7 @@ impl Issuance {
                 backfill,
                 occurred_at,
                 recorded_at: at,
+                jws: &current.jws,
             },
         )
         .await?;
@@ -401,9 +403,9 @@ impl Issuance {
             .await
             .map_err(db_err)?;
         let actor = who.actor();
-        for (identifier, status_after, related) in [
-            (current.identifier.as_str(), next.status, &doc.identifier),
-            (doc.identifier.as_str(), fresh.status, &current.identifier),
+        for (identifier, status_after, related, jws) in [
+            (current.identifier.as_str(), next.status, &doc.identifier, current.jws.as_str()),
+            (doc.identifier.as_str(), fresh.status, &current.identifier, signed.jws.as_str()),
         ] {
             let details = EventDetails { related_identifier: Some(related.clone()), ..Default::default() };
             let e = NewEvent {
@@ -416,6 +418,7 @@ impl Issuance {
                 backfill,
                 occurred_at,
                 recorded_at: at,
+                jws,
             };
             feed::append(&mut tx, &e).await?;
         }
@@ -468,8 +471,8 @@ impl Issuance {
     pub async fn record_expiries(&self, who: &Principal, day: Date) -> Result<usize, ServiceError> {
         let mut total = 0;
         loop {
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT identifier FROM licences WHERE status = 'valid' AND valid_until IS NOT NULL AND valid_until < $1
+            let ids: Vec<(String, String)> = sqlx::query_as(
+                "SELECT identifier, jws FROM licences WHERE status = 'valid' AND valid_until IS NOT NULL AND valid_until < $1
                  ORDER BY identifier LIMIT 200",
             )
             .bind(format_date(day))
@@ -482,7 +485,7 @@ impl Issuance {
             let at = now();
             let mut tx = self.db.pool.begin().await.map_err(db_err)?;
             feed::lock(&mut tx, self.db.engine).await?;
-            for identifier in &ids {
+            for (identifier, jws) in &ids {
                 let done = sqlx::query("UPDATE licences SET status = 'expired', updated_at = $2 WHERE identifier = $1 AND status = 'valid'")
                     .bind(identifier)
                     .bind(format_time(at))
@@ -501,6 +504,7 @@ impl Issuance {
                         backfill: false,
                         occurred_at: at,
                         recorded_at: at,
+                        jws,
                     };
                     feed::append(&mut tx, &e).await?;
                     total += 1;

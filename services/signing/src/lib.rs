@@ -299,7 +299,7 @@ impl Signing {
             )));
         }
         let (record, pair) = self.insert_key(&mut tx, issuer, alg, &who.actor(), &reason, "create").await?;
-        tx.commit().await.map_err(|e| self.lost_race(e, issuer))?;
+        tx.commit().await.map_err(db_err)?;
         self.remember(issuer, Arc::new(pair));
         Ok(record)
     }
@@ -317,18 +317,12 @@ impl Signing {
         check_issuer(issuer)?;
         let reason = check_reason(reason)?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        let old = active_record(&mut tx, issuer)
-            .await?
-            .ok_or_else(|| ServiceError::FailedPrecondition(format!("issuer {issuer} has no active key to rotate")))?;
-        let at = now();
-        set_status(&mut tx, &old.key_id, KeyStatus::Retired, at, None).await?;
-        log_key_event(&mut tx, &old.key_id, "retire (rotation)", &who.actor(), &reason, at).await?;
+        let old = retire_active(&mut tx, issuer, "rotate", "retire (rotation)", &who.actor(), &reason).await?;
         let (new, pair) = self
             .insert_key(&mut tx, issuer, alg.unwrap_or(old.algorithm), &who.actor(), &reason, "create (rotation)")
             .await?;
-        tx.commit().await.map_err(|e| self.lost_race(e, issuer))?;
+        tx.commit().await.map_err(db_err)?;
         self.remember(issuer, Arc::new(pair));
-        let old = PublicKeyRecord { status: KeyStatus::Retired, retired_at: Some(at), ..old };
         Ok((old, new))
     }
 
@@ -344,15 +338,10 @@ impl Signing {
         check_issuer(issuer)?;
         let reason = check_reason(reason)?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        let old = active_record(&mut tx, issuer)
-            .await?
-            .ok_or_else(|| ServiceError::FailedPrecondition(format!("issuer {issuer} has no active key to retire")))?;
-        let at = now();
-        set_status(&mut tx, &old.key_id, KeyStatus::Retired, at, None).await?;
-        log_key_event(&mut tx, &old.key_id, "retire", &who.actor(), &reason, at).await?;
+        let old = retire_active(&mut tx, issuer, "retire", "retire", &who.actor(), &reason).await?;
         tx.commit().await.map_err(db_err)?;
         self.forget(issuer);
-        Ok(PublicKeyRecord { status: KeyStatus::Retired, retired_at: Some(at), ..old })
+        Ok(old)
     }
 
     /// Marks `key_id` compromised as of `since`: its signatures made at or
@@ -394,30 +383,17 @@ impl Signing {
         log_key_event(&mut tx, key_id, &format!("compromised since {}", format_time(since)), &who.actor(), &reason, at)
             .await?;
         let replacement = if key.status == KeyStatus::Active {
-            let (r, pair) = self
-                .insert_key(
-                    &mut tx,
-                    &key.issuer_code,
-                    key.algorithm,
-                    &who.actor(),
-                    &reason,
-                    "create (replaces compromised)",
-                )
-                .await?;
-            Some((r, pair))
+            let action = "create (replaces compromised)";
+            Some(self.insert_key(&mut tx, &key.issuer_code, key.algorithm, &who.actor(), &reason, action).await?)
         } else {
             None
         };
-        tx.commit().await.map_err(|e| self.lost_race(e, &key.issuer_code))?;
+        tx.commit().await.map_err(db_err)?;
         tracing::warn!(key_id = %key_id, since = %format_time(since), "issuer key marked compromised");
-        let issuer = key.issuer_code.clone();
-        let replacement = match replacement {
-            Some((r, pair)) => {
-                self.remember(&issuer, Arc::new(pair));
-                Some(r)
-            }
-            None => None,
-        };
+        let replacement = replacement.map(|(record, pair)| {
+            self.remember(&key.issuer_code, Arc::new(pair));
+            record
+        });
         Ok(Compromised {
             key: PublicKeyRecord {
                 status: KeyStatus::Compromised,
@@ -475,15 +451,6 @@ impl Signing {
             compromised_since: None,
         };
         Ok((record, ActiveKey { key_id, pair }))
-    }
-
-    fn lost_race(&self, e: sqlx::Error, issuer: &str) -> ServiceError {
-        self.forget(issuer);
-        if zhengzhao_store::is_unique_violation(&e) {
-            ServiceError::AlreadyExists(format!("issuer {issuer} got an active key concurrently; try again"))
-        } else {
-            db_err(e)
-        }
     }
 
     async fn active_key(&self, issuer: &str) -> Result<Arc<ActiveKey>, ServiceError> {
@@ -581,6 +548,25 @@ async fn active_record(conn: &mut sqlx::AnyConnection, issuer: &str) -> Result<O
     .await
     .map_err(db_err)?;
     row.as_ref().map(key_from_row).transpose()
+}
+
+/// Retires `issuer`'s active key in `conn`'s transaction, for `verb`
+/// ("rotate" or "retire"), recording the key event `event`.
+async fn retire_active(
+    conn: &mut sqlx::AnyConnection,
+    issuer: &str,
+    verb: &str,
+    event: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<PublicKeyRecord, ServiceError> {
+    let old = active_record(conn, issuer)
+        .await?
+        .ok_or_else(|| ServiceError::FailedPrecondition(format!("issuer {issuer} has no active key to {verb}")))?;
+    let at = now();
+    set_status(conn, &old.key_id, KeyStatus::Retired, at, None).await?;
+    log_key_event(conn, &old.key_id, event, actor, reason, at).await?;
+    Ok(PublicKeyRecord { status: KeyStatus::Retired, retired_at: Some(at), ..old })
 }
 
 async fn set_status(
