@@ -1,6 +1,8 @@
 //! Bulk aggregation of historical licences over gRPC, on SQLite and
 //! PostgreSQL: good rows land and bad rows are reported by row, field and
-//! reason; re-running is safe; legacy identifiers only with the flag.
+//! reason; re-running is safe; legacy identifiers (any wrong check character
+//! on a well-formed identifier) only with the flag, kept verbatim, and
+//! fetched and verified by exactly that string.
 
 use tonic::Code;
 use zhengzhao_auth::Role;
@@ -40,6 +42,29 @@ fn legacy_identifier(code: &str, serial: &str) -> String {
     let body = format!("{code}{ISSUER}{serial}001");
     let check = zhengzhao_core::mod3736::legacy_check_char(&body).expect("alphanumeric");
     format!("{}.{code}.{ISSUER}.{serial}.001.{check}", zhengzhao_core::identifier::ROOT)
+}
+
+/// The standard check character for `serial`, and an identifier with a
+/// wrong one that no known computation gives (neither the standard nor
+/// letters valued one too high).
+fn arbitrary_legacy_identifier(code: &str, serial: &str) -> (char, String) {
+    use zhengzhao_core::mod3736::{check_char, legacy_check_char, value_char};
+    let body = format!("{code}{ISSUER}{serial}001");
+    let standard = check_char(&body).expect("alphanumeric");
+    let one_high = legacy_check_char(&body).expect("alphanumeric");
+    let check = (0..36).map(value_char).find(|c| *c != standard && *c != one_high).expect("36 characters");
+    (standard, format!("{}.{code}.{ISSUER}.{serial}.001.{check}", zhengzhao_core::identifier::ROOT))
+}
+
+/// The `standard_check` column of a held licence, read from its database.
+async fn standard_check_column(lib: &Library, identifier: &str) -> anyhow::Result<Option<String>> {
+    let db = zhengzhao_store::open(&lib.db.store(), "issuance", &zhengzhao_issuance::MIGRATIONS).await?;
+    let got = sqlx::query_scalar::<_, Option<String>>("SELECT standard_check FROM licences WHERE identifier = $1")
+        .bind(identifier)
+        .fetch_one(&db.pool)
+        .await?;
+    db.pool.close().await;
+    Ok(got)
 }
 
 #[tokio::test]
@@ -120,38 +145,84 @@ async fn good_rows_land_bad_rows_are_reported_and_reruns_change_nothing() -> Res
 }
 
 #[tokio::test]
-async fn legacy_identifiers_need_the_flag_and_are_marked() -> Result {
+async fn legacy_identifiers_need_the_flag_are_kept_verbatim_and_verify() -> Result {
     for lib in libraries().await? {
         let engine = lib.db.engine();
         let code = published_type(&lib).await?;
-        let legacy = legacy_identifier(&code, "LEGACY01");
-        assert!(matches!(zhengzhao_core::LicenceId::parse(&legacy), Err(zhengzhao_core::IdError::Legacy { .. })));
-        let mut r = row(1, "L1", &code, "");
-        r.identifier = legacy.clone();
-        if let Some(d) = r.draft.as_mut() {
-            d.valid_until = String::new();
-            d.issue_date = "2024-01-01".into();
+        let (standard, arbitrary) = arbitrary_legacy_identifier(&code, "LEGACY02");
+        let one_high = legacy_identifier(&code, "LEGACY01");
+        let one_high_standard = zhengzhao_core::mod3736::check_char(&format!("{code}{ISSUER}LEGACY01001"))
+            .ok_or_else(|| anyhow::anyhow!("alphanumeric"))?;
+        let mut rows = Vec::new();
+        for (n, identifier) in [(1, &one_high), (2, &arbitrary)] {
+            assert!(
+                matches!(zhengzhao_core::LicenceId::parse(identifier), Err(zhengzhao_core::IdError::Check { .. })),
+                "{identifier}"
+            );
+            let mut r = row(n, &format!("L{n}"), &code, "");
+            r.identifier = identifier.clone();
+            if let Some(d) = r.draft.as_mut() {
+                d.valid_until = String::new();
+                d.issue_date = "2024-01-01".into();
+            }
+            rows.push(r);
         }
-        let refused = import(&lib, vec![vec![r.clone()]], false).await?;
-        assert_eq!(errors(&refused), vec![(1, "identifier".to_owned())], "{engine}");
-        let accepted = import(&lib, vec![vec![r]], true).await?;
-        assert_eq!((accepted.imported, accepted.legacy), (1, 1), "{engine}: {:?}", accepted.errors);
-        let l = lib
+        // Without the flag: refused, naming the standard check character.
+        let refused = import(&lib, vec![rows.clone()], false).await?;
+        assert_eq!(refused.imported, 0, "{engine}");
+        assert_eq!(errors(&refused), vec![(1, "identifier".to_owned()), (2, "identifier".to_owned())], "{engine}");
+        let reason = |n: u64| refused.errors.iter().find(|e| e.row_number == n).map(|e| e.reason.clone());
+        let r1 = reason(1).unwrap_or_default();
+        let r2 = reason(2).unwrap_or_default();
+        assert!(r1.contains(&format!("should be {one_high_standard}")), "{engine}: {r1}");
+        assert!(r2.contains(&format!("should be {standard}")) && r2.contains("legacy"), "{engine}: {r2}");
+
+        // With the flag: both land, marked legacy, kept verbatim.
+        let accepted = import(&lib, vec![rows], true).await?;
+        assert_eq!((accepted.imported, accepted.legacy), (2, 2), "{engine}: {:?}", accepted.errors);
+        assert_eq!(standard_check_column(&lib, &arbitrary).await?, Some(standard.to_string()), "{engine}");
+        assert_eq!(standard_check_column(&lib, &one_high).await?, Some(one_high_standard.to_string()), "{engine}");
+
+        for identifier in [&one_high, &arbitrary] {
+            let l = lib
+                .issuance(Role::Issuer, ISSUER)
+                .get_licence(issuance::GetLicenceRequest { identifier: identifier.clone() })
+                .await?
+                .into_inner()
+                .licence
+                .unwrap_or_default();
+            assert_eq!(&l.identifier, identifier, "{engine}");
+            // By identifier.
+            let v = lib
+                .verification(Role::Consumer, CONSUMER)
+                .verify_licence(verification::VerifyLicenceRequest {
+                    identifier: identifier.clone(),
+                    include_inclusion_proof: false,
+                })
+                .await?
+                .into_inner()
+                .verification
+                .unwrap_or_default();
+            assert_eq!(v.outcome, verification::VerificationOutcome::Valid as i32, "{engine}: {}", v.detail);
+            // By the signed document (what `verify --document` sends).
+            let v = lib
+                .verification(Role::Consumer, CONSUMER)
+                .verify_document(verification::VerifyDocumentRequest { jws: l.jws.clone() })
+                .await?
+                .into_inner()
+                .verification
+                .unwrap_or_default();
+            assert_eq!(v.outcome, verification::VerificationOutcome::Valid as i32, "{engine}: {}", v.detail);
+            assert_eq!(&v.identifier, identifier, "{engine}");
+        }
+        // The standard form of a legacy identifier names no licence held.
+        let standard_form = format!("{}{standard}", &arbitrary[..arbitrary.len() - 1]);
+        let e = lib
             .issuance(Role::Issuer, ISSUER)
-            .get_licence(issuance::GetLicenceRequest { identifier: legacy.clone() })
-            .await?;
-        assert_eq!(l.into_inner().licence.unwrap_or_default().identifier, legacy);
-        let v = lib
-            .verification(Role::Consumer, CONSUMER)
-            .verify_licence(verification::VerifyLicenceRequest {
-                identifier: legacy.clone(),
-                include_inclusion_proof: false,
-            })
-            .await?
-            .into_inner()
-            .verification
-            .unwrap_or_default();
-        assert_eq!(v.outcome, verification::VerificationOutcome::Valid as i32, "{engine}: {}", v.detail);
+            .get_licence(issuance::GetLicenceRequest { identifier: standard_form })
+            .await
+            .expect_err("not held");
+        assert_eq!(e.code(), Code::NotFound, "{engine}");
     }
     Ok(())
 }

@@ -291,7 +291,7 @@ async fn expiry_is_right_at_read_time_and_recorded_by_the_job() -> Result {
         assert_eq!(old.status, common::LicenceStatus::Expired as i32, "{engine}: derived before the job ran");
         let current = issue(&lib, draft(&code)).await?;
         let job = zhengzhao_auth::Principal::service(zhengzhao_auth::ServiceName::Issuance, &lib.keys.agency);
-        let today = zhengzhao_issuance::today();
+        let today = zhengzhao_core::clock::Clock::default().today();
         assert_eq!(lib.issuance_service.record_expiries(&job, today).await?, 1, "{engine}");
         assert_eq!(lib.issuance_service.record_expiries(&job, today).await?, 0, "{engine}: the job is idempotent");
         assert_eq!(kinds(&history(&lib, &old.identifier).await?), vec![K::Issue, K::Expire]);
@@ -347,6 +347,129 @@ async fn the_feed_resumes_exactly_from_a_cursor_and_follows_new_changes() -> Res
             .err()
             .map(|s| s.code());
         assert_eq!(e, Some(Code::PermissionDenied));
+    }
+    Ok(())
+}
+
+/// Which of `ids` verify as valid.
+async fn valid_ones(lib: &Library, ids: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for id in ids {
+        if outcome(lib, id).await?.0 == O::Valid {
+            out.push((*id).to_owned());
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn exactly_one_version_is_valid_across_a_renewal_and_a_change() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let code = published_type(&lib).await?;
+        // Valid 2026-11-27 to 2031-11-26 (5 years); renewed with no dates,
+        // the successor starts the day after: 2031-11-27.
+        let v1 = issue(&lib, draft(&code)).await?.identifier;
+        let v2 = lib
+            .issuance(Role::Issuer, ISSUER)
+            .renew_licence(issuance::RenewLicenceRequest {
+                identifier: v1.clone(),
+                reason: "有效期届满前延续".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .licence
+            .unwrap_or_default();
+        assert_eq!(v2.replaces, v1);
+        let doc: serde_json::Value = serde_json::from_str(&v2.document_json)?;
+        assert_eq!(doc["validFrom"], "2031-11-27", "{engine}");
+        let v2 = v2.identifier;
+
+        // Right after the renewal: the renewed version stays valid and says so.
+        assert_eq!(valid_ones(&lib, &[&v1, &v2]).await?, vec![v1.clone()], "{engine}: right after renewal");
+        let (_, detail) = outcome(&lib, &v1).await?;
+        assert!(detail.contains(&v2) && detail.contains("2031-11-27"), "{engine}: {detail}");
+        assert_eq!(outcome(&lib, &v2).await?.0, O::NotYetValid);
+        let old = lib
+            .issuance(Role::Issuer, ISSUER)
+            .get_licence(issuance::GetLicenceRequest { identifier: v1.clone() })
+            .await?
+            .into_inner()
+            .licence
+            .unwrap_or_default();
+        assert_eq!(old.status, common::LicenceStatus::Valid as i32, "{engine}: in force until the successor");
+        assert_eq!(old.recorded_status, common::LicenceStatus::Superseded as i32);
+        assert_eq!((old.superseded_by.as_str(), old.successor_from.as_str()), (v2.as_str(), "2031-11-27"));
+        // Events go to the current version, not to the one being replaced.
+        let e = record(&lib, event(&v1, K::Mortgage, "抵押")).await.unwrap_err();
+        assert!(e.message().contains(&format!("superseded by {v2}")), "{engine}: {}", e.message());
+        // With the proof, the log agrees with the records.
+        let with_proof = lib
+            .verification(Role::Auditor, ADMIN)
+            .verify_licence(verification::VerifyLicenceRequest { identifier: v1.clone(), include_inclusion_proof: true })
+            .await?
+            .into_inner()
+            .verification
+            .unwrap_or_default();
+        assert_eq!(O::try_from(with_proof.outcome)?, O::Valid, "{engine}: {}", with_proof.detail);
+
+        // Walk the clock to the last day of v1, then to the first of v2.
+        let last_day = time::Date::from_calendar_date(2031, time::Month::November, 26)?;
+        lib.clock.advance(last_day - lib.clock.today());
+        assert_eq!(valid_ones(&lib, &[&v1, &v2]).await?, vec![v1.clone()], "{engine}: last day of v1");
+        lib.clock.advance(time::Duration::days(1));
+        assert_eq!(valid_ones(&lib, &[&v1, &v2]).await?, vec![v2.clone()], "{engine}: first day of v2");
+        assert_eq!(outcome(&lib, &v1).await?.0, O::Superseded);
+
+        // A change takes effect at once: its successor keeps the validity.
+        let mut changed = draft(&code);
+        changed.holder.as_mut().map(|h| h.name = "示例食品股份有限公司".into());
+        changed.issue_date = String::new();
+        changed.valid_from = String::new();
+        let v3 = lib
+            .issuance(Role::Issuer, ISSUER)
+            .change_licence(issuance::ChangeLicenceRequest {
+                identifier: v2.clone(),
+                draft: Some(changed),
+                reason: "企业名称变更".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .licence
+            .unwrap_or_default()
+            .identifier;
+        assert_eq!(valid_ones(&lib, &[&v1, &v2, &v3]).await?, vec![v3.clone()], "{engine}: after the change");
+        lib.clock.advance(time::Duration::days(365));
+        assert_eq!(valid_ones(&lib, &[&v1, &v2, &v3]).await?, vec![v3.clone()], "{engine}: a year on");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_renewed_version_falls_with_its_successor() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let code = published_type(&lib).await?;
+        let v1 = issue(&lib, draft(&code)).await?.identifier;
+        let v2 = lib
+            .issuance(Role::Issuer, ISSUER)
+            .renew_licence(issuance::RenewLicenceRequest {
+                identifier: v1.clone(),
+                reason: "延续".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .licence
+            .unwrap_or_default()
+            .identifier;
+        record(&lib, event(&v2, K::Revoke, "吊销")).await?;
+        let (o, detail) = outcome(&lib, &v1).await?;
+        assert_eq!(o, O::Superseded, "{engine}: {detail}");
+        assert!(detail.contains(&v2) && detail.contains("revoked"), "{engine}: {detail}");
+        assert!(valid_ones(&lib, &[&v1, &v2]).await?.is_empty());
     }
     Ok(())
 }

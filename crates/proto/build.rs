@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "zhengzhao/verification/v1/verification.proto",
     "zhengzhao/exchange/v1/exchange.proto",
     "zhengzhao/gateway/v1/gateway.proto",
+    "zhengzhao/auth/v1/auth.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -43,6 +43,8 @@ pub struct Library {
     channel: Channel,
     /// The issuance service itself, for driving its jobs.
     pub issuance_service: Arc<zhengzhao_issuance::Issuance>,
+    /// The library's clock: tests advance it to walk the calendar.
+    pub clock: zhengzhao_core::clock::Clock,
 }
 
 impl Library {
@@ -77,6 +79,7 @@ impl Library {
         let addr = listener.local_addr()?;
         ctx.local_addr = Some(addr);
         let keys = ctx.keys.clone();
+        let clock = ctx.clock.clone();
         let assembly = zhengzhao::serve::assemble(ctx).await?;
         let issuance_service = assembly.issuance.clone();
         let routes = zhengzhao_server::with_health_and_reflection(assembly.routes, &assembly.names).await?;
@@ -91,7 +94,7 @@ impl Library {
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await?;
-        Ok(Library { db, keys, addr, data, shutdown: Some(tx), channel, issuance_service })
+        Ok(Library { db, keys, addr, data, shutdown: Some(tx), channel, issuance_service, clock })
     }
 
     /// A token for `agency` in `role`, valid for an hour.

@@ -4,11 +4,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod denylist;
 pub mod policy;
 pub mod token;
 
+pub use denylist::Denylist;
 pub use policy::{Action, authorize};
-pub use token::{TokenAuthority, TokenError, TokenVerifier};
+pub use token::{MintedToken, TokenAuthority, TokenError, TokenVerifier};
 
 use std::fmt;
 use std::str::FromStr;
@@ -59,6 +61,27 @@ impl ServiceName {
 /// The roles an operator may mint tokens for (service roles are internal).
 pub const OPERATOR_ROLES: [Role; 6] =
     [Role::Admin, Role::Issuer, Role::Consumer, Role::Portal, Role::Sync, Role::Auditor];
+
+/// Longest life of a token a person holds (admin, issuer, consumer, portal, auditor).
+pub const PERSON_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+/// Longest life of a sync peer's token: a machine job between libraries.
+pub const SYNC_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(31 * 86400);
+/// Longest life of a service's own token (minted per call).
+pub const SERVICE_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
+/// The longest lifetime any role's token may have.
+pub const LONGEST_TOKEN_LIFETIME: std::time::Duration = SYNC_TOKEN_LIFETIME;
+
+impl Role {
+    /// How long a token of this role may live, checked when it is minted and
+    /// when it is verified.
+    pub fn max_token_lifetime(self) -> std::time::Duration {
+        match self {
+            Role::Admin | Role::Issuer | Role::Consumer | Role::Portal | Role::Auditor => PERSON_TOKEN_LIFETIME,
+            Role::Sync => SYNC_TOKEN_LIFETIME,
+            Role::Service(_) => SERVICE_TOKEN_LIFETIME,
+        }
+    }
+}
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -126,7 +149,8 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status>
 }
 
 /// Authenticates inbound calls: a valid bearer token becomes a [`Principal`]
-/// in the request's extensions; anything else is UNAUTHENTICATED.
+/// in the request's extensions; anything else (including a token on the
+/// verifier's denylist) is UNAUTHENTICATED.
 #[derive(Clone)]
 pub struct Authenticate {
     verifier: std::sync::Arc<TokenVerifier>,

@@ -38,6 +38,10 @@ pub enum Action<'a> {
     ManageOutage { issuer: &'a str },
     /// Read outages of `issuer`.
     ReadOutages { issuer: &'a str },
+    /// Revoke a bearer token by its ID.
+    RevokeToken,
+    /// Read the list of revoked tokens (every process refreshes its denylist from it).
+    ReadRevokedTokens,
 }
 
 /// A refusal, saying why.
@@ -78,6 +82,8 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
             R::Service(s) => matches!(s, ServiceName::Verification | ServiceName::Exchange | ServiceName::Gateway),
             R::Issuer | R::Consumer | R::Portal => false,
         },
+        A::RevokeToken => role == R::Admin,
+        A::ReadRevokedTokens => matches!(role, R::Admin | R::Auditor | R::Service(_)),
     };
     if allowed { Ok(()) } else { Err(Denied(format!("{} may not {}", principal.actor(), describe(action)))) }
 }
@@ -100,6 +106,8 @@ fn describe(action: &Action<'_>) -> String {
         Action::WatchChanges => "follow the change feed".into(),
         Action::ManageOutage { issuer } => format!("record outages of {issuer}"),
         Action::ReadOutages { issuer } => format!("read outages of {issuer}"),
+        Action::RevokeToken => "revoke tokens".into(),
+        Action::ReadRevokedTokens => "read the revoked tokens".into(),
     }
 }
 
@@ -165,6 +173,20 @@ mod tests {
             (Consumer, A, X::ManageOutage { issuer: A }, false),
             (Auditor, B, X::ReadOutages { issuer: A }, true),
             (Issuer, B, X::ReadOutages { issuer: A }, false),
+            (Admin, A, X::RevokeToken, true),
+            (Issuer, A, X::RevokeToken, false),
+            (Consumer, A, X::RevokeToken, false),
+            (Auditor, A, X::RevokeToken, false),
+            (Sync, A, X::RevokeToken, false),
+            (svc(ServiceName::Gateway), A, X::RevokeToken, false),
+            (Admin, A, X::ReadRevokedTokens, true),
+            (Auditor, A, X::ReadRevokedTokens, true),
+            (svc(ServiceName::Verification), A, X::ReadRevokedTokens, true),
+            (svc(ServiceName::Gateway), A, X::ReadRevokedTokens, true),
+            (Issuer, A, X::ReadRevokedTokens, false),
+            (Consumer, A, X::ReadRevokedTokens, false),
+            (Portal, A, X::ReadRevokedTokens, false),
+            (Sync, A, X::ReadRevokedTokens, false),
         ];
         for (role, agency, action, allowed) in cases {
             let got = authorize(&p(role, agency), &action);

@@ -36,8 +36,40 @@ pub struct Config {
     /// The gateway's libraries.
     pub gateway: GatewayConfig,
     pub signing: SigningConfig,
+    pub issuance: IssuanceConfig,
     pub tls: TlsConfig,
     pub telemetry: TelemetryConfig,
+    pub auth: AuthConfig,
+}
+
+/// Bearer-token checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How often (seconds) a process that does not host the catalogue
+    /// refreshes its list of revoked tokens from `peers.catalog`.
+    pub revocation_refresh_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { revocation_refresh_seconds: 5 }
+    }
+}
+
+/// The issuance service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuanceConfig {
+    /// How many days before it is recorded an outage may have started when
+    /// an issuer records it (administrators may record older ones).
+    pub outage_backdate_days: u32,
+}
+
+impl Default for IssuanceConfig {
+    fn default() -> Self {
+        IssuanceConfig { outage_backdate_days: 7 }
+    }
 }
 
 /// TLS for this process's server and its calls to peers (rustls on
@@ -138,8 +170,10 @@ impl Default for Config {
             peers: Peers::default(),
             gateway: GatewayConfig::default(),
             signing: SigningConfig::default(),
+            issuance: IssuanceConfig::default(),
             tls: TlsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -204,6 +238,9 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("peers.{name} must be an http:// or https:// URL")));
             }
         }
+        if !(1..=3600).contains(&self.auth.revocation_refresh_seconds) {
+            return Err(ConfigError::Invalid("auth.revocation_refresh_seconds must be 1 to 3600".into()));
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file go together".into()));
         }
@@ -227,5 +264,12 @@ mod tests {
         std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n").unwrap();
         assert!(Config::load_without_env(Some(&file), &serde_json::json!({})).is_err());
         assert!(Config::load_without_env(None, &serde_json::json!({"database_url": "mysql://x"})).is_err());
+        let c =
+            Config::load_without_env(None, &serde_json::json!({"auth": {"revocation_refresh_seconds": 30}})).unwrap();
+        assert_eq!(c.auth.revocation_refresh_seconds, 30);
+        assert_eq!(Config::default().auth.revocation_refresh_seconds, 5);
+        assert!(
+            Config::load_without_env(None, &serde_json::json!({"auth": {"revocation_refresh_seconds": 0}})).is_err()
+        );
     }
 }

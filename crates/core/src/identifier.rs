@@ -18,8 +18,11 @@ pub const MAX_SERIAL_LEN: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CheckForm {
     Standard,
-    /// Computed by a deployed system that valued letters one too high; accepted
-    /// only where explicitly allowed, and flagged.
+    /// Any other check character on an otherwise well-formed identifier:
+    /// deployed systems computed it in more than one non-standard way (letters
+    /// valued one too high is only one of them). Accepted only where
+    /// explicitly allowed, kept verbatim, and flagged; the standard character
+    /// is [`LicenceId::standard_check`].
     Legacy,
 }
 
@@ -57,12 +60,10 @@ pub enum IdError {
     Version,
     #[error("check character must be one upper-case letter or digit")]
     CheckShape,
-    #[error("check character should be {expected}, got {found}")]
+    /// Well formed but for the check character: a legacy identifier, refused
+    /// where legacy ones are not allowed.
+    #[error("check character should be {expected}, got {found} (a legacy identifier, not allowed here)")]
     Check { expected: char, found: char },
-    #[error(
-        "check character {found} is the legacy form (standard: {expected}); legacy identifiers are not allowed here"
-    )]
-    Legacy { expected: char, found: char },
 }
 
 /// A parsed, valid licence identifier.
@@ -73,6 +74,8 @@ pub struct LicenceId {
     serial: String,
     version: u16,
     check: char,
+    /// The standard check character (equal to `check` unless legacy).
+    standard: char,
     form: CheckForm,
 }
 
@@ -92,7 +95,15 @@ impl LicenceId {
         let issuer = IssuerCode::Uscc(issuer);
         let body = format!("{}{}{}{:03}", type_code.as_str(), issuer.as_str(), serial, version);
         let check = mod3736::check_char(&body).ok_or(IdError::Serial)?;
-        Ok(LicenceId { type_code, issuer, serial: serial.to_owned(), version, check, form: CheckForm::Standard })
+        Ok(LicenceId {
+            type_code,
+            issuer,
+            serial: serial.to_owned(),
+            version,
+            check,
+            standard: check,
+            form: CheckForm::Standard,
+        })
     }
 
     /// Parses an identifier with a standard check character only.
@@ -100,8 +111,10 @@ impl LicenceId {
         Self::parse_with(s, false)
     }
 
-    /// Parses an identifier, accepting a legacy check character (flagged by
-    /// [`LicenceId::check_form`]). For bulk import of historical licences only.
+    /// Parses an identifier, accepting any check character on an otherwise
+    /// well-formed identifier: a wrong one makes it legacy (flagged by
+    /// [`LicenceId::check_form`], kept verbatim). For bulk import of
+    /// historical licences, and for naming licences already held.
     pub fn parse_allowing_legacy(s: &str) -> Result<Self, IdError> {
         Self::parse_with(s, true)
     }
@@ -139,15 +152,12 @@ impl LicenceId {
         let expected = mod3736::check_char(&body).ok_or(IdError::Serial)?;
         let form = if found == expected {
             CheckForm::Standard
-        } else if mod3736::legacy_check_char(&body) == Some(found) {
-            if !allow_legacy {
-                return Err(IdError::Legacy { expected, found });
-            }
+        } else if allow_legacy {
             CheckForm::Legacy
         } else {
             return Err(IdError::Check { expected, found });
         };
-        Ok(LicenceId { type_code, issuer, serial: serial.to_owned(), version, check: found, form })
+        Ok(LicenceId { type_code, issuer, serial: serial.to_owned(), version, check: found, standard: expected, form })
     }
 
     pub fn type_code(&self) -> &TypeCode {
@@ -167,6 +177,11 @@ impl LicenceId {
     }
     pub fn check_form(&self) -> CheckForm {
         self.form
+    }
+    /// The standard check character of this identifier's body (its own
+    /// check character unless it is legacy).
+    pub fn standard_check(&self) -> char {
+        self.standard
     }
 }
 
@@ -215,20 +230,47 @@ mod tests {
         assert_eq!(id.check_form(), CheckForm::Standard);
     }
 
+    /// `text` with its last (check) character replaced by `check`.
+    fn with_check(text: &str, check: char) -> String {
+        format!("{}{check}", &text[..text.len() - 1])
+    }
+
     #[test]
-    fn distinguishes_standard_legacy_and_invalid() {
+    fn any_wrong_check_character_is_legacy_only_where_allowed() {
         let id = sample();
         let body = format!("{}{}{}{:03}", id.type_code().as_str(), id.issuer().as_str(), id.serial(), id.version());
-        let legacy = mod3736::legacy_check_char(&body).unwrap();
-        assert_ne!(legacy, id.check(), "sample must contain letters");
-        let legacy_text = format!("{}.{}{}", ROOT, &id.to_string()[ROOT.len() + 1..id.to_string().len() - 1], legacy);
-        assert!(matches!(LicenceId::parse(&legacy_text), Err(IdError::Legacy { .. })));
-        let parsed = LicenceId::parse_allowing_legacy(&legacy_text).unwrap();
-        assert_eq!(parsed.check_form(), CheckForm::Legacy);
-        assert_eq!(parsed.to_string(), legacy_text);
-        let other = (0..36).map(mod3736::value_char).find(|c| *c != legacy && *c != id.check()).unwrap();
-        let invalid = format!("{}{}", &legacy_text[..legacy_text.len() - 1], other);
-        assert!(matches!(LicenceId::parse_allowing_legacy(&invalid), Err(IdError::Check { .. })));
+        // Letters valued one too high, and a check character no known
+        // computation gives: both are legacy.
+        let one_high = mod3736::legacy_check_char(&body).unwrap();
+        assert_ne!(one_high, id.check(), "sample must contain letters");
+        let other = (0..36).map(mod3736::value_char).find(|c| *c != one_high && *c != id.check()).unwrap();
+        for wrong in [one_high, other] {
+            let text = with_check(&id.to_string(), wrong);
+            assert_eq!(LicenceId::parse(&text), Err(IdError::Check { expected: id.check(), found: wrong }));
+            let message = LicenceId::parse(&text).unwrap_err().to_string();
+            assert!(message.contains(&format!("should be {}", id.check())), "{message}");
+            let parsed = LicenceId::parse_allowing_legacy(&text).unwrap();
+            assert_eq!(parsed.check_form(), CheckForm::Legacy);
+            assert_eq!((parsed.check(), parsed.standard_check()), (wrong, id.check()));
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert_eq!(LicenceId::parse(&id.to_string()).unwrap().standard_check(), id.check());
+    }
+
+    #[test]
+    fn legacy_needs_a_well_formed_identifier() {
+        let text = with_check(&sample().to_string(), '0');
+        for bad in [
+            text.replace(".001.", ".01."),
+            text.replace(".001.", ".000."),
+            text.replace("A1B2C3D4", "a1b2c3d4"),
+            text.replace("11100000000013338W011", "11100000000013338W01"),
+            text.replace("91350100M000100Y43", "91350100M000100Y44"),
+            format!("{}x", &text[..text.len() - 1]),
+            format!("{text}0"),
+        ] {
+            assert!(LicenceId::parse_allowing_legacy(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -258,6 +300,31 @@ mod tests {
             let text = id.to_string();
             prop_assert_eq!(LicenceId::parse(&text).unwrap(), id.clone());
             prop_assert_eq!(LicenceId::parse_allowing_legacy(&text).unwrap(), id);
+        }
+
+        #[test]
+        fn any_wrong_check_character_parses_as_legacy_and_keeps_its_text(
+            body in "[0-9A-HJ-NPQRTUWXY]{17}",
+            n in 0u16..1000,
+            area in proptest::option::of("[0-9]{6}"),
+            serial in "[0-9A-Z]{1,64}",
+            version in 1u16..=999,
+            shift in 1u32..36,
+        ) {
+            let authority = Uscc::from_body(&body).unwrap();
+            let type_code = TypeCode::new(&authority, n).unwrap();
+            let issuer = area.unwrap_or_else(|| authority.as_str().to_owned());
+            let plain = format!("{}{issuer}{serial}{version:03}", type_code.as_str());
+            let standard = mod3736::check_char(&plain).unwrap();
+            let wrong = mod3736::value_char((mod3736::char_value(standard).unwrap() + shift) % 36);
+            let text = format!("{ROOT}.{}.{issuer}.{serial}.{version:03}.{wrong}", type_code.as_str());
+            prop_assert_eq!(LicenceId::parse(&text), Err(IdError::Check { expected: standard, found: wrong }));
+            let id = LicenceId::parse_allowing_legacy(&text).unwrap();
+            prop_assert_eq!(id.check_form(), CheckForm::Legacy);
+            prop_assert_eq!((id.check(), id.standard_check()), (wrong, standard));
+            prop_assert_eq!(id.version(), version);
+            prop_assert_eq!(id.serial(), serial.as_str());
+            prop_assert_eq!(id.to_string(), text);
         }
 
         #[test]

@@ -7,6 +7,7 @@
 pub mod calendar;
 pub mod catalog;
 pub mod citizen_id;
+pub mod clock;
 pub mod date;
 pub mod document;
 pub mod draft;

@@ -93,6 +93,19 @@ fn valid_key(k: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// An unknown face-field key as named in a violation: at most 64 bytes (the
+/// longest valid key), cut on a character boundary and marked with `…`.
+fn shorten_key(k: &str) -> String {
+    if k.len() <= 64 {
+        return k.to_owned();
+    }
+    let mut end = 64;
+    while !k.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &k[..end])
+}
+
 fn has_han(s: &str) -> bool {
     s.chars().any(|c| matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F))
 }
@@ -224,8 +237,21 @@ impl FaceTemplate {
         }
     }
 
-    /// Checks face field values against the template; every offending field is named.
+    /// Checks face field values against the template; every offending field
+    /// is named. A map with more entries than the template has fields is
+    /// refused whole, with one violation, before any value is looked at.
     pub fn check_values(&self, values: &BTreeMap<String, String>) -> Result<(), Violations> {
+        let allowed = self.fields.len().min(MAX_FIELDS);
+        if values.len() > allowed {
+            return Err(Violations::single(
+                "face_fields",
+                format!(
+                    "at most {allowed} entries (the fields of template version {}), got {}",
+                    self.version,
+                    values.len()
+                ),
+            ));
+        }
         let mut out = Vec::new();
         for f in &self.fields {
             let at = format!("face_fields.{}", f.key);
@@ -272,7 +298,10 @@ impl FaceTemplate {
         }
         for k in values.keys() {
             if !self.fields.iter().any(|f| &f.key == k) {
-                out.push(FieldViolation::new(format!("face_fields.{k}"), "not a field of this template"));
+                out.push(FieldViolation::new(
+                    format!("face_fields.{}", shorten_key(k)),
+                    "not a field of this template",
+                ));
             }
         }
         Violations::into_result(out)
@@ -400,6 +429,29 @@ mod tests {
         let e = t.check_values(&bad).unwrap_err();
         assert_eq!(e.0.len(), 7, "{e}");
         assert!(t.check_values(&values(&[("count", "1")])).unwrap_err().names("face_fields.code"));
+    }
+
+    #[test]
+    fn face_field_maps_larger_than_the_template_are_refused_whole() {
+        let t = every_kind();
+        let n = t.fields.len();
+        // As many unknown keys as the template has fields: each is named.
+        let some: BTreeMap<String, String> = (0..n).map(|i| (format!("x{i}"), "1".to_owned())).collect();
+        let e = t.check_values(&some).unwrap_err();
+        assert!(e.names("face_fields.x0"), "{e}");
+        // One more, or 100,000 more: one violation for the map.
+        for extra in [n + 1, 100_000] {
+            let many: BTreeMap<String, String> = (0..extra).map(|i| (format!("x{i}"), "1".to_owned())).collect();
+            let e = t.check_values(&many).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{extra}");
+            assert_eq!(e.0[0].field, "face_fields");
+            assert!(e.0[0].description.contains(&format!("at most {n} entries")), "{e}");
+        }
+        // A long unknown key is named, shortened.
+        let long = "k".repeat(70) + "字";
+        let e = t.check_values(&values(&[("code", "ABC"), (&long, "1")])).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].field.len() < 80 && e.0[0].field.ends_with('…'), "{e}");
     }
 
     #[test]

@@ -13,11 +13,20 @@ pub fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 }
 }
 
-/// A domain time from a wire timestamp, or why not.
+/// A domain time from a wire timestamp, or why not: every instant a caller
+/// supplies lies in [`core::date::check_instant`]'s range, so whatever is
+/// accepted can be stored and read back.
 pub fn from_timestamp(field: &str, t: &prost_types::Timestamp) -> Result<OffsetDateTime, ServiceErrorAlias> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(crate::ServiceError::invalid(field, "nanos must be 0 to 999999999"));
+    }
     let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .map_err(|_| crate::ServiceError::invalid(field, "timestamp out of range"))
+    let range = |t| core::date::check_instant(t).map_err(|e| crate::ServiceError::invalid(field, e));
+    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => range(t),
+        // Beyond what the time crate represents: far outside the range too.
+        Err(_) => range(OffsetDateTime::UNIX_EPOCH - time::Duration::days(365 * 100)),
+    }
 }
 
 type ServiceErrorAlias = crate::ServiceError;
@@ -252,5 +261,35 @@ mod tests {
         bad.validity = None;
         let e = definition_from_wire(bad).unwrap_err();
         assert!(e.names("holder_category") && e.names("validity"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Over the whole wire range: a timestamp is refused naming its
+        /// field, or accepted and then stored text reads back to the same
+        /// instant (to the microsecond the store keeps).
+        #[test]
+        fn accepted_timestamps_store_and_read_back(seconds in proptest::num::i64::ANY, nanos in proptest::num::i32::ANY) {
+            let wire = prost_types::Timestamp { seconds, nanos };
+            match from_timestamp("started_at", &wire) {
+                Ok(t) => {
+                    let stored = zhengzhao_store::format_time(t);
+                    let back = zhengzhao_store::parse_time(&stored);
+                    proptest::prop_assert!(back.is_some(), "{stored}");
+                    let back = back.unwrap_or(t);
+                    proptest::prop_assert!(t - back < time::Duration::microseconds(1) && back <= t);
+                }
+                Err(crate::ServiceError::Invalid(v)) => proptest::prop_assert!(v.names("started_at")),
+                Err(other) => proptest::prop_assert!(false, "{other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_outside_the_range_are_refused() {
+        let year_minus_one = prost_types::Timestamp { seconds: -62_198_755_200, nanos: 0 };
+        assert!(from_timestamp("occurred_at", &year_minus_one).is_err());
+        assert!(from_timestamp("occurred_at", &prost_types::Timestamp { seconds: i64::MIN, nanos: 0 }).is_err());
+        assert!(from_timestamp("occurred_at", &prost_types::Timestamp { seconds: 0, nanos: -1 }).is_err());
+        assert!(from_timestamp("occurred_at", &prost_types::Timestamp { seconds: 1_800_000_000, nanos: 5 }).is_ok());
     }
 }

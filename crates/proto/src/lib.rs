@@ -51,5 +51,11 @@ pub mod gateway {
         tonic::include_proto!("zhengzhao.gateway.v1");
     }
 }
+#[allow(clippy::all, missing_docs)]
+pub mod auth {
+    pub mod v1 {
+        tonic::include_proto!("zhengzhao.auth.v1");
+    }
+}
 
 pub use prost_types::Timestamp;

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::{Channel, Server};
-use zhengzhao_auth::{Authenticate, ServiceCredentials, ServiceName};
+use zhengzhao_auth::{Authenticate, Denylist, ServiceCredentials, ServiceName};
 use zhengzhao_config::Config;
 use zhengzhao_store::StoreConfig;
 
@@ -111,12 +111,14 @@ pub struct Context {
     pub store: StoreConfig,
     /// The address this process listens on, once bound.
     pub local_addr: Option<SocketAddr>,
+    /// The library's clock ("today" for validity), shared by its services.
+    pub clock: zhengzhao_core::clock::Clock,
 }
 
 impl Context {
     pub fn new(config: Config, keys: LibraryKeys) -> Self {
         let store = StoreConfig::from_url_or_dir(config.database_url.as_deref(), config.data_dir.clone());
-        Context { config, keys: Arc::new(keys), store, local_addr: None }
+        Context { config, keys: Arc::new(keys), store, local_addr: None, clock: Default::default() }
     }
 
     /// The working-day calendar: the configured file, or the shipped one.
@@ -139,7 +141,12 @@ impl Context {
             .map_err(|e: String| anyhow::anyhow!("signing.default_algorithm: {e}"))
     }
 
-    /// The interceptor that authenticates inbound calls.
+    /// The tokens this process refuses (revoked by an administrator).
+    pub fn denylist(&self) -> Arc<Denylist> {
+        self.keys.denylist.clone()
+    }
+
+    /// The interceptor that authenticates inbound calls (refusing revoked tokens).
     pub fn authenticate(&self) -> Authenticate {
         Authenticate::new(self.keys.verifier.clone())
     }
@@ -161,6 +168,87 @@ impl Context {
     /// The CA certificates trusted for `https://` peers (`tls.ca_file`).
     pub fn trusted_ca(&self) -> anyhow::Result<Option<Vec<u8>>> {
         tls::trusted_ca(self.config.tls.ca_file.as_deref())
+    }
+}
+
+/// Every gRPC method a Zhengzhao process may serve: the library's services,
+/// health and reflection. Metrics label only these; other paths are `unknown`.
+pub fn known_methods() -> anyhow::Result<zhengzhao_telemetry::KnownMethods> {
+    zhengzhao_telemetry::KnownMethods::from_descriptor_sets(&[
+        zhengzhao_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])
+    .context("the compiled-in descriptor sets do not decode")
+}
+
+/// Keeps the denylist of a process that does not host the catalogue in step
+/// with the catalogue's list of revoked tokens: asks `peers.catalog` every
+/// `auth.revocation_refresh_seconds` with the service's own credentials and
+/// prunes expired entries. Without `peers.catalog`, warns that revocations
+/// are not enforced here.
+pub fn spawn_revocation_refresh(ctx: &Context, name: ServiceName) -> anyhow::Result<()> {
+    use zhengzhao_proto::auth::v1::ListRevokedTokensRequest;
+    use zhengzhao_proto::auth::v1::token_service_client::TokenServiceClient;
+    let Some(url) = ctx.config.peers.catalog.as_ref() else {
+        tracing::warn!(
+            service = name.as_str(),
+            "token revocations are not enforced by this process: set peers.catalog (--catalog-url)"
+        );
+        return Ok(());
+    };
+    let mut client = TokenServiceClient::with_interceptor(ctx.peer("catalog", Some(url))?, ctx.credentials(name));
+    let denylist = ctx.denylist();
+    let every = std::time::Duration::from_secs(ctx.config.auth.revocation_refresh_seconds);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            match client.list_revoked_tokens(ListRevokedTokensRequest {}).await {
+                Ok(list) => {
+                    for t in list.into_inner().revoked_tokens {
+                        if let Some(expires_at) = t.expires_at {
+                            denylist.revoke(&t.token_id, expires_at.seconds);
+                        }
+                    }
+                    denylist.prune(time_now());
+                    if failing {
+                        tracing::info!("revoked tokens refreshed from the catalogue again");
+                    }
+                    failing = false;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e.message(), code = ?e.code(), "cannot refresh the revoked tokens from the catalogue");
+                    }
+                    failing = true;
+                    denylist.prune(time_now());
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The service whose credentials a process of this name uses, when the
+/// process does not host the catalogue (which holds the revoked tokens).
+fn refreshing_service(process: &str) -> Option<ServiceName> {
+    match process {
+        "issuance" => Some(ServiceName::Issuance),
+        "signing" => Some(ServiceName::Signing),
+        "verification" => Some(ServiceName::Verification),
+        "exchange" => Some(ServiceName::Exchange),
+        "gateway" => Some(ServiceName::Gateway),
+        _ => None,
     }
 }
 
@@ -194,7 +282,7 @@ pub async fn serve(
     // HTTP/1.1 too, for the plain-HTTP routes (the JWKS) web clients read.
     builder
         .accept_http1(true)
-        .layer(zhengzhao_telemetry::MetricsLayer)
+        .layer(zhengzhao_telemetry::MetricsLayer::new(known_methods()?))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
@@ -246,6 +334,9 @@ where
     let addr = listener.local_addr()?;
     let mut ctx = Context::new(config.clone(), keys);
     ctx.local_addr = Some(addr);
+    if let Some(service) = refreshing_service(name) {
+        spawn_revocation_refresh(&ctx, service)?;
+    }
     let (routes, services) = build(ctx).await?;
     let routes = with_health_and_reflection(routes, &services).await?;
     if let Some(m) = config.telemetry.metrics_listen {

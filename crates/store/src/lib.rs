@@ -52,6 +52,8 @@ pub struct Db {
 pub enum StoreError {
     #[error("cannot create data directory {0}: {1}")]
     Dir(PathBuf, std::io::Error),
+    #[error("cannot make {0} private to its owner: {1}")]
+    Permissions(PathBuf, std::io::Error),
     #[error("cannot connect to the database: {0}")]
     Connect(sqlx::Error),
     #[error("cannot migrate the {service} schema: {source}")]
@@ -63,6 +65,42 @@ pub enum StoreError {
 pub struct Migrations {
     pub postgres: &'static Migrator,
     pub sqlite: &'static Migrator,
+}
+
+/// Creates `dir` (and missing parents) mode 0700; an existing one is left as it is.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes a SQLite database file and its `-wal` and `-shm` companions mode
+/// 0600, creating the database file so: SQLite creates the companions with
+/// the database file's mode, so they are born private too.
+fn private_database_files(db: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(db)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            let file = PathBuf::from(name);
+            match std::fs::metadata(&file) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
 }
 
 /// Opens (creating if needed) the database of `service` and applies its migrations.
@@ -83,8 +121,10 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
             Db { pool, engine: Engine::Postgres }
         }
         StoreConfig::SqliteDir(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir(dir.clone(), e))?;
-            let url = format!("sqlite://{}?mode=rwc", dir.join(format!("{service}.db")).display());
+            private_dir(dir).map_err(|e| StoreError::Dir(dir.clone(), e))?;
+            let path = dir.join(format!("{service}.db"));
+            private_database_files(&path).map_err(|e| StoreError::Permissions(path.clone(), e))?;
+            let url = format!("sqlite://{}?mode=rwc", path.display());
             // One connection: SQLite has one writer anyway, and a single
             // connection never meets a lock upgrade it cannot wait for.
             let pool = AnyPoolOptions::new().max_connections(1).connect(&url).await.map_err(StoreError::Connect)?;
@@ -100,16 +140,22 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
     Ok(db)
 }
 
+const STORED_TIME: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
 /// A timestamp as stored: RFC 3339, UTC, microseconds (sorts as text).
+/// Callers' instants are range-checked at the edge (`zhengzhao_core::date::check_instant`),
+/// so what is stored is always in years 1900 to 9999.
 pub fn format_time(t: OffsetDateTime) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    t.to_offset(time::UtcOffset::UTC).format(FORMAT).unwrap_or_default()
+    t.to_offset(time::UtcOffset::UTC).format(STORED_TIME).unwrap_or_default()
 }
 
-/// Parses a stored timestamp.
+/// Parses a stored timestamp: RFC 3339, or anything [`format_time`] ever
+/// wrote (before the edge checked ranges, years such as `-0001` were stored).
 pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
+    OffsetDateTime::parse(s, &Rfc3339)
+        .or_else(|_| time::PrimitiveDateTime::parse(s, STORED_TIME).map(time::PrimitiveDateTime::assume_utc))
+        .ok()
 }
 
 /// Now, as stored.
@@ -127,6 +173,48 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
+    fn mode(p: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// The data directory is created 0700 and every SQLite file in it
+    /// (database, WAL, shared memory) is 0600, also a database an older
+    /// version left readable by others.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sqlite_files_are_private_to_their_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        static NONE: Migrator = Migrator::DEFAULT;
+        static EMPTY: Migrations = Migrations { postgres: &NONE, sqlite: &NONE };
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("a").join("data");
+        let config = StoreConfig::SqliteDir(dir.clone());
+        let db = open(&config, "catalog", &EMPTY).await.unwrap();
+        sqlx::query("CREATE TABLE t (v TEXT)").execute(&db.pool).await.unwrap();
+        sqlx::query("INSERT INTO t (v) VALUES ('x')").execute(&db.pool).await.unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let names = |d: &std::path::Path| {
+            let mut v: Vec<String> =
+                std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&dir), ["catalog.db", "catalog.db-shm", "catalog.db-wal"]);
+        for name in names(&dir) {
+            assert_eq!(mode(&dir.join(&name)), 0o600, "{name}");
+        }
+        db.pool.close().await;
+        // A database an older version created 0644 is made private when opened.
+        std::fs::set_permissions(dir.join("catalog.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let db = open(&config, "catalog", &EMPTY).await.unwrap();
+        sqlx::query("INSERT INTO t (v) VALUES ('y')").execute(&db.pool).await.unwrap();
+        for name in names(&dir) {
+            assert_eq!(mode(&dir.join(&name)), 0o600, "{name}");
+        }
+    }
+
     #[test]
     fn times_round_trip_and_sort_as_text() {
         let a = now();
@@ -135,5 +223,13 @@ mod tests {
         assert!(format_time(b) < format_time(c));
         assert_eq!(parse_time(&format_time(a)), Some(a));
         assert!(format_time(a) < format_time(b));
+    }
+
+    #[test]
+    fn what_older_versions_stored_reads_back() {
+        let year_minus_one = OffsetDateTime::from_unix_timestamp(-62_198_755_200).unwrap();
+        let stored = format_time(year_minus_one);
+        assert!(stored.starts_with("-0001-"), "{stored}");
+        assert_eq!(parse_time(&stored), Some(year_minus_one));
     }
 }

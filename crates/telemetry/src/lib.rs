@@ -1,13 +1,16 @@
 //! Telemetry: structured logs (text or JSON), optional OpenTelemetry trace
-//! export over OTLP/gRPC, and Prometheus metrics for every gRPC call. `init`
-//! returns a guard that flushes traces when dropped.
+//! export over OTLP/gRPC, and Prometheus metrics for every gRPC call,
+//! labelled by method only for the methods the process serves (any other
+//! path is `unknown`, so callers cannot grow the label set). `init` returns a
+//! guard that flushes traces when dropped.
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -112,14 +115,67 @@ pub async fn serve_metrics(
     Ok(())
 }
 
-/// A tower layer that counts and times every gRPC call.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MetricsLayer;
+/// The method label of every path that is not a known method.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// The gRPC methods (`/package.Service/Method`) metrics are labelled by.
+#[derive(Debug, Clone, Default)]
+pub struct KnownMethods(Arc<HashSet<String>>);
+
+impl KnownMethods {
+    /// Every method of every service in the encoded `FileDescriptorSet`s.
+    pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
+        let mut methods = HashSet::new();
+        for set in sets {
+            let set = <prost_types::FileDescriptorSet as prost::Message>::decode(*set)?;
+            for file in &set.file {
+                let package = file.package();
+                for service in &file.service {
+                    let full = if package.is_empty() {
+                        service.name().to_owned()
+                    } else {
+                        format!("{package}.{}", service.name())
+                    };
+                    for method in &service.method {
+                        methods.insert(format!("/{full}/{}", method.name()));
+                    }
+                }
+            }
+        }
+        Ok(KnownMethods(Arc::new(methods)))
+    }
+
+    /// The label for a request path: the path if it is a known method, else [`UNKNOWN_METHOD`].
+    pub fn label(&self, path: &str) -> &str {
+        self.0.get(path).map_or(UNKNOWN_METHOD, String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A tower layer that counts and times every gRPC call, by known method.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsLayer {
+    known: KnownMethods,
+}
+
+impl MetricsLayer {
+    /// Labels calls to `known` methods by method, everything else `unknown`.
+    pub fn new(known: KnownMethods) -> Self {
+        MetricsLayer { known }
+    }
+}
 
 impl<S> tower::Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner }
+        MetricsService { inner, known: self.known.clone() }
     }
 }
 
@@ -127,6 +183,7 @@ impl<S> tower::Layer<S> for MetricsLayer {
 #[derive(Debug, Clone)]
 pub struct MetricsService<S> {
     inner: S,
+    known: KnownMethods,
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for MetricsService<S>
@@ -143,7 +200,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().to_owned();
+        // Labelled before authentication: a raw path would let anyone add series.
+        let method = self.known.label(req.uri().path()).to_owned();
         let start = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -158,5 +216,81 @@ where
             METRICS.grpc_seconds.with_label_values(&[method.as_str()]).observe(start.elapsed().as_secs_f64());
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(name: &str) -> usize {
+        render_metrics().lines().filter(|l| l.starts_with(name)).count()
+    }
+
+    #[test]
+    fn known_methods_come_from_descriptor_sets() {
+        let set = prost_types::FileDescriptorSet {
+            file: vec![prost_types::FileDescriptorProto {
+                package: Some("zhengzhao.test.v1".into()),
+                service: vec![prost_types::ServiceDescriptorProto {
+                    name: Some("EchoService".into()),
+                    method: vec![prost_types::MethodDescriptorProto {
+                        name: Some("Echo".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let bytes = prost::Message::encode_to_vec(&set);
+        let known = KnownMethods::from_descriptor_sets(&[&bytes]).unwrap();
+        assert_eq!(known.len(), 1);
+        assert_eq!(known.label("/zhengzhao.test.v1.EchoService/Echo"), "/zhengzhao.test.v1.EchoService/Echo");
+        assert_eq!(known.label("/zhengzhao.test.v1.EchoService/Other"), UNKNOWN_METHOD);
+        assert_eq!(known.label("/"), UNKNOWN_METHOD);
+        assert!(KnownMethods::from_descriptor_sets(&[b"\xff\xff"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn random_paths_add_no_series() {
+        use tower::{Layer as _, ServiceExt as _};
+        let set = prost_types::FileDescriptorSet {
+            file: vec![prost_types::FileDescriptorProto {
+                package: Some("zhengzhao.test.v1".into()),
+                service: vec![prost_types::ServiceDescriptorProto {
+                    name: Some("PingService".into()),
+                    method: vec![prost_types::MethodDescriptorProto {
+                        name: Some("Ping".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let known = KnownMethods::from_descriptor_sets(&[&prost::Message::encode_to_vec(&set)]).unwrap();
+        let inner = tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::builder().header("grpc-status", "12").body(()).unwrap())
+        });
+        let svc = MetricsLayer::new(known).layer(inner);
+        let call = |path: String| {
+            let svc = svc.clone();
+            async move { svc.oneshot(http::Request::builder().uri(path).body(()).unwrap()).await.unwrap() }
+        };
+        call("/zhengzhao.test.v1.PingService/Ping".into()).await;
+        call("/warm-up".into()).await;
+        let before = series("zhengzhao_grpc_requests_total{");
+        let buckets_before = series("zhengzhao_grpc_request_seconds_bucket{");
+        for i in 0..1000 {
+            call(format!("/random.{i}.Service/M{i}")).await;
+            call(format!("/{i}")).await;
+        }
+        assert_eq!(series("zhengzhao_grpc_requests_total{"), before);
+        assert_eq!(series("zhengzhao_grpc_request_seconds_bucket{"), buckets_before);
+        let text = render_metrics();
+        assert!(text.contains("method=\"unknown\""), "{text}");
+        assert!(text.contains("method=\"/zhengzhao.test.v1.PingService/Ping\""));
+        assert!(!text.contains("random."));
     }
 }

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod document;
 pub mod grpc;
+pub mod revocation;
 mod rows;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use zhengzhao_store::{Db, Migrations, StoreConfig, StoreError, format_time, now}
 
 pub use client::CatalogClient;
 pub use document::{CatalogDocument, CatalogEntry, ImportSummary};
+pub use revocation::Revocations;
 use rows::{db_err, load, load_versions, record_change};
 
 static PG: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

@@ -9,7 +9,7 @@ use zhengzhao_core::{LicenceStatus, LifecycleAction};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{Engine, format_time};
 
-use crate::record::{EVENT_COLUMNS, EventDetails, FeedEntry, event_from_row};
+use crate::record::{EVENT_COLUMNS, EventDetails, FeedEntry, event_from_row, readable};
 use crate::translog::{self, LogLeaf};
 
 /// Advisory lock key serialising feed appends on PostgreSQL ("ZZFEED").
@@ -100,14 +100,12 @@ pub(crate) async fn read(conn: &mut AnyConnection, after: i64, limit: i64) -> Re
     .fetch_all(&mut *conn)
     .await
     .map_err(ServiceError::internal)?;
-    rows.iter()
-        .map(|r| {
-            use sqlx::Row;
-            Ok(FeedEntry {
-                event: event_from_row(r)?,
-                type_code: r.try_get("type_code").map_err(ServiceError::internal)?,
-                issuer_code: r.try_get("issuer_code").map_err(ServiceError::internal)?,
-            })
+    Ok(readable(&rows, |r| {
+        use sqlx::Row;
+        Ok(FeedEntry {
+            event: event_from_row(r)?,
+            type_code: r.try_get("type_code").map_err(ServiceError::internal)?,
+            issuer_code: r.try_get("issuer_code").map_err(ServiceError::internal)?,
         })
-        .collect()
+    }))
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use zhengzhao_auth::principal;
-use zhengzhao_core::date::parse_date;
+use zhengzhao_core::date::{format_date, read_date};
 use zhengzhao_core::{Holder, LicenceDraft, LifecycleAction};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::common::v1 as common;
@@ -47,6 +47,8 @@ pub fn licence_to_wire(l: &LicenceRecord) -> common::Licence {
         mortgaged: l.mortgaged,
         superseded_by: l.superseded_by.clone().unwrap_or_default(),
         replaces: l.replaces.clone().unwrap_or_default(),
+        successor_from: l.successor_from.map(format_date).unwrap_or_default(),
+        recorded_status: status_to_wire(l.stored_status) as i32,
     }
 }
 
@@ -55,8 +57,11 @@ pub fn licence_from_wire(l: common::Licence) -> Result<LicenceRecord, ServiceErr
         .ok()
         .and_then(status_from_wire)
         .ok_or_else(|| ServiceError::internal("licence without status"))?;
+    let stored_status = common::LicenceStatus::try_from(l.recorded_status).ok().and_then(status_from_wire).unwrap_or(status);
     let doc = zhengzhao_core::LicenceDocument::from_json(l.document_json.as_bytes()).map_err(ServiceError::internal)?;
-    let valid_until = doc.valid_until.as_deref().map(parse_date).transpose().map_err(ServiceError::internal)?;
+    let valid_until = doc.valid_until.as_deref().map(read_date).transpose().map_err(ServiceError::internal)?;
+    let successor_from =
+        (!l.successor_from.is_empty()).then(|| read_date(&l.successor_from)).transpose().map_err(ServiceError::internal)?;
     let time = |t: &Option<prost_types::Timestamp>, f: &str| {
         t.as_ref().map(|t| from_timestamp(f, t)).transpose().map(|t| t.unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
     };
@@ -67,10 +72,11 @@ pub fn licence_from_wire(l: common::Licence) -> Result<LicenceRecord, ServiceErr
         issuer_code: l.issuer_code,
         template_version: l.template_version,
         status,
-        stored_status: status,
+        stored_status,
         reported_lost: l.reported_lost,
         mortgaged: l.mortgaged,
         superseded_by: text(l.superseded_by),
+        successor_from,
         replaces: text(l.replaces),
         valid_until,
         document_json: l.document_json,
@@ -235,7 +241,14 @@ pub fn logged_event_to_wire(e: &LoggedEvent) -> pb::LoggedEvent {
         leaf_index: e.leaf.log_index,
         leaf: e.leaf.to_bytes(),
         audit_path: e.audit_path.iter().map(|h| h.to_vec()).collect(),
+        leaf_hash: e.leaf.hash().to_vec(),
     }
+}
+
+/// A logged event proven by its leaf hash alone: for callers who may not
+/// read the licence's history (no actor, reason or details).
+pub fn logged_event_hash_only_to_wire(e: &LoggedEvent) -> pb::LoggedEvent {
+    pb::LoggedEvent { leaf: Vec::new(), ..logged_event_to_wire(e) }
 }
 
 /// A logged event as received; the leaf must be well-formed and name its index.

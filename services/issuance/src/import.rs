@@ -3,7 +3,13 @@
 //! events in one transaction. Bad rows are reported with their row number,
 //! field and reason; good rows land. A row whose source key the issuer
 //! already has is skipped, so re-running a file (or resuming an interrupted
-//! run) never duplicates anything.
+//! run) never duplicates anything. A batch is signed whole or not at all: a
+//! signature count that differs from the row count fails the batch, and
+//! nothing of it is stored.
+//!
+//! Legacy identifiers: with `allow_legacy`, a row's identifier that is well
+//! formed but whose check character is not the standard one is kept verbatim,
+//! marked legacy, and stored with the standard check character beside it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -11,9 +17,11 @@ use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
 use zhengzhao_catalog::{LicenceTypeRecord, TypeStatus};
 use zhengzhao_core::date::parse_date;
-use zhengzhao_core::{CheckForm, LicenceDocument, LicenceDraft, LicenceId, LicenceStatus, LifecycleAction, Violations};
+use zhengzhao_core::{
+    CheckForm, IdError, LicenceDocument, LicenceDraft, LicenceId, LicenceStatus, LifecycleAction, Violations,
+};
 use zhengzhao_proto::ServiceError;
-use zhengzhao_store::{format_time, now};
+use zhengzhao_store::{Db, format_time, now};
 
 use crate::feed::NewEvent;
 use crate::record::EventDetails;
@@ -104,7 +112,38 @@ struct Ready {
     row: ImportRow,
     doc: LicenceDocument,
     canonical: Vec<u8>,
-    legacy: bool,
+    /// For a legacy identifier, the standard check character.
+    standard_check: Option<char>,
+}
+
+impl Ready {
+    fn legacy(&self) -> bool {
+        self.standard_check.is_some()
+    }
+}
+
+/// Fails a batch whose signatures do not pair one to one with its rows.
+fn check_signed(rows: usize, signed: usize) -> Result<(), ServiceError> {
+    if rows == signed {
+        return Ok(());
+    }
+    Err(ServiceError::internal(format!(
+        "signing returned {signed} signatures for a batch of {rows} licences: the batch is not stored"
+    )))
+}
+
+/// The row error for an identifier that does not parse.
+fn identifier_error(e: IdError, allow_legacy: bool) -> ServiceError {
+    match e {
+        IdError::Check { expected, found } if !allow_legacy => ServiceError::invalid(
+            "identifier",
+            format!(
+                "check character should be {expected}, got {found}: a legacy identifier is imported only \
+                 when legacy identifiers are allowed (--allow-legacy)"
+            ),
+        ),
+        other => ServiceError::invalid("identifier", other.to_string()),
+    }
 }
 
 fn row_error(row: &ImportRow, field: &str, reason: impl Into<String>) -> RowError {
@@ -151,7 +190,7 @@ impl Issuance {
         cache: &mut TypeCache,
         row: &mut ImportRow,
         allow_legacy: bool,
-    ) -> Result<(LicenceDocument, bool), ServiceError> {
+    ) -> Result<(LicenceDocument, Option<char>), ServiceError> {
         let t = self.import_type(cache, &row.draft.type_code, row.draft.template_version).await?;
         if t.status == TypeStatus::Draft {
             return Err(ServiceError::invalid("type_code", format!("licence type {} is a draft", t.code())));
@@ -170,7 +209,7 @@ impl Issuance {
             } else {
                 LicenceId::parse(&row.identifier)
             }
-            .map_err(|e| ServiceError::invalid("identifier", e.to_string()))?;
+            .map_err(|e| identifier_error(e, allow_legacy))?;
             if id.type_code().as_str() != row.draft.type_code || id.issuer().as_str() != who.agency {
                 return Err(ServiceError::invalid(
                     "identifier",
@@ -189,11 +228,12 @@ impl Issuance {
         }
         let version = given.as_ref().map_or(1, LicenceId::version);
         let mut doc = document::build(&t, &mut row.draft, &who.agency, version, None)?;
-        let legacy = given.as_ref().is_some_and(|id| id.check_form() == CheckForm::Legacy);
+        let standard_check =
+            given.as_ref().filter(|id| id.check_form() == CheckForm::Legacy).map(LicenceId::standard_check);
         if let Some(id) = given {
             doc.identifier = id.to_string();
         }
-        Ok((doc, legacy))
+        Ok((doc, standard_check))
     }
 
     /// Imports one batch of rows on the caller's own account.
@@ -246,8 +286,8 @@ impl Issuance {
         let mut ready = Vec::with_capacity(rows.len());
         for mut row in rows {
             match self.prepare(who, cache, &mut row, allow_legacy).await {
-                Ok((doc, legacy)) => match doc.canonical_bytes() {
-                    Ok(canonical) => ready.push(Ready { row, doc, canonical, legacy }),
+                Ok((doc, standard_check)) => match doc.canonical_bytes() {
+                    Ok(canonical) => ready.push(Ready { row, doc, canonical, standard_check }),
                     Err(e) => out.errors.push(row_error(&row, "row", e.to_string())),
                 },
                 Err(ServiceError::Unavailable(m)) => return Err(ServiceError::Unavailable(m)),
@@ -261,50 +301,59 @@ impl Issuance {
             let payloads: Vec<Vec<u8>> = ready.iter().map(|r| r.canonical.clone()).collect();
             self.signing.sign_many(&who.agency, payloads).await?
         };
+        check_signed(ready.len(), signed.len())?;
         Ok(PreparedBatch { out, ready, signed, issuer: who.agency.clone(), actor: who.actor() })
     }
 
     /// Stores a prepared batch and its feed events in one transaction.
     pub async fn store_batch(&self, batch: PreparedBatch) -> Result<ImportOutcome, ServiceError> {
-        let PreparedBatch { mut out, ready, signed, issuer, actor } = batch;
-        if ready.is_empty() {
-            return Ok(out);
+        let (out, committed) = store_prepared(&self.db, batch).await?;
+        if committed {
+            self.appended.notify_waiters();
         }
-        let at = now();
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
-        feed::lock(&mut tx, self.db.engine).await?;
-        let inserted = insert_many(&mut tx, &ready, &signed, &issuer, at).await?;
-        let missed = ready.iter().filter(|r| !inserted.contains(&r.doc.identifier)).map(|r| r.row.source_key.as_str());
-        let held = held_source_keys(&mut tx, &issuer, missed).await?;
-        let mut events = Vec::with_capacity(inserted.len());
-        for (r, s) in ready.iter().zip(&signed) {
-            if inserted.contains(&r.doc.identifier) {
-                let occurred_at =
-                    parse_date(&r.doc.issue_date).map(|d| d.midnight().assume_offset(LIBRARY_OFFSET)).unwrap_or(at);
-                events.push((r.doc.identifier.as_str(), occurred_at, s.jws.as_str()));
-                out.imported += 1;
-                out.legacy += u64::from(r.legacy);
-            } else if held.contains(&r.row.source_key) {
-                out.already_present += 1;
-            } else {
-                out.errors.push(row_error(
-                    &r.row,
-                    "identifier",
-                    format!(
-                        "{} conflicts with a licence already held (same identifier or source key)",
-                        r.doc.identifier
-                    ),
-                ));
-            }
-        }
-        append_many(&mut tx, &events, &actor, at).await?;
-        tx.commit().await.map_err(db_err)?;
-        self.appended.notify_waiters();
         Ok(out)
     }
 }
 
-const LICENCE_INSERT_COLUMNS: usize = 17;
+/// Stores a prepared batch and its feed events in one transaction; says
+/// whether a transaction was committed. A batch whose signatures do not pair
+/// one to one with its rows is refused before anything is written.
+async fn store_prepared(db: &Db, batch: PreparedBatch) -> Result<(ImportOutcome, bool), ServiceError> {
+    let PreparedBatch { mut out, ready, signed, issuer, actor } = batch;
+    check_signed(ready.len(), signed.len())?;
+    if ready.is_empty() {
+        return Ok((out, false));
+    }
+    let at = now();
+    let mut tx = db.pool.begin().await.map_err(db_err)?;
+    feed::lock(&mut tx, db.engine).await?;
+    let inserted = insert_many(&mut tx, &ready, &signed, &issuer, at).await?;
+    let missed = ready.iter().filter(|r| !inserted.contains(&r.doc.identifier)).map(|r| r.row.source_key.as_str());
+    let held = held_source_keys(&mut tx, &issuer, missed).await?;
+    let mut events = Vec::with_capacity(inserted.len());
+    for (r, s) in ready.iter().zip(&signed) {
+        if inserted.contains(&r.doc.identifier) {
+            let occurred_at =
+                parse_date(&r.doc.issue_date).map(|d| d.midnight().assume_offset(LIBRARY_OFFSET)).unwrap_or(at);
+            events.push((r.doc.identifier.as_str(), occurred_at, s.jws.as_str()));
+            out.imported += 1;
+            out.legacy += u64::from(r.legacy());
+        } else if held.contains(&r.row.source_key) {
+            out.already_present += 1;
+        } else {
+            out.errors.push(row_error(
+                &r.row,
+                "identifier",
+                format!("{} conflicts with a licence already held (same identifier or source key)", r.doc.identifier),
+            ));
+        }
+    }
+    append_many(&mut tx, &events, &actor, at).await?;
+    tx.commit().await.map_err(db_err)?;
+    Ok((out, true))
+}
+
+const LICENCE_INSERT_COLUMNS: usize = 18;
 
 /// Inserts the rows that do not collide; returns the identifiers inserted.
 async fn insert_many(
@@ -320,7 +369,7 @@ async fn insert_many(
         let mut sql = String::from(
             "INSERT INTO licences (identifier, type_code, issuer_code, serial, version, template_version, holder_id_type,
                 holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at, source_key,
-                legacy_identifier) VALUES ",
+                legacy_identifier, standard_check) VALUES ",
         );
         sql.push_str(&values_list(part.len(), LICENCE_INSERT_COLUMNS));
         sql.push_str(" ON CONFLICT DO NOTHING RETURNING identifier");
@@ -345,7 +394,8 @@ async fn insert_many(
                 .bind(at_text.clone())
                 .bind(at_text.clone())
                 .bind(r.row.source_key.clone())
-                .bind(i64::from(r.legacy));
+                .bind(i64::from(r.legacy()))
+                .bind(r.standard_check.map(String::from));
         }
         inserted.extend(q.fetch_all(&mut *conn).await.map_err(db_err)?);
     }
@@ -439,4 +489,107 @@ fn values_list(rows: usize, columns: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use zhengzhao_core::document::{DocumentHolder, DocumentIssuer};
+    use zhengzhao_core::{Holder, TypeCode, Uscc};
+    use zhengzhao_testkit::TestDb;
+
+    use super::*;
+
+    const ISSUER: &str = "91350100M000100Y43";
+
+    fn ready(n: u64) -> anyhow::Result<Ready> {
+        let serial = format!("ALIGN{n}");
+        let id = LicenceId::new(
+            TypeCode::parse("11100000000013338W011").map_err(anyhow::Error::msg)?,
+            Uscc::parse(ISSUER)?,
+            &serial,
+            1,
+        )?;
+        let holder = Holder { name: "某公司".into(), id_type_code: "001".into(), id_number: ISSUER.into() };
+        let draft = LicenceDraft {
+            type_code: id.type_code().to_string(),
+            issuer_name: "某区市场监督管理局".into(),
+            serial: serial.clone(),
+            holder: holder.clone(),
+            issue_date: "2020-01-01".into(),
+            valid_from: String::new(),
+            valid_until: String::new(),
+            area_code: "350102".into(),
+            face_fields: Default::default(),
+            template_version: 1,
+        };
+        let doc = LicenceDocument {
+            identifier: id.to_string(),
+            licence_number: serial,
+            name: "食品经营许可证".into(),
+            type_code: id.type_code().to_string(),
+            template_version: 1,
+            issuer: DocumentIssuer { name: draft.issuer_name.clone(), code: ISSUER.into() },
+            issue_date: draft.issue_date.clone(),
+            valid_from: draft.issue_date.clone(),
+            valid_until: None,
+            holder: DocumentHolder {
+                name: holder.name,
+                id_type_code: holder.id_type_code,
+                id_number: holder.id_number,
+            },
+            area_code: draft.area_code.clone(),
+            face_fields: Default::default(),
+            replaces: None,
+        };
+        let canonical = doc.canonical_bytes()?;
+        let row = ImportRow { row_number: n, source_key: format!("S{n}"), identifier: String::new(), draft };
+        Ok(Ready { row, doc, canonical, standard_check: None })
+    }
+
+    /// Three rows, with `signatures` signatures.
+    fn batch(signatures: usize) -> anyhow::Result<PreparedBatch> {
+        let ready = (1..=3).map(ready).collect::<anyhow::Result<Vec<_>>>()?;
+        let signed = (0..signatures)
+            .map(|i| zhengzhao_signing::Signed {
+                jws: format!("header.payload{i}.signature"),
+                key_id: "k".into(),
+                algorithm: zhengzhao_crypto::Algorithm::Es256,
+            })
+            .collect();
+        let out = ImportOutcome { received: 3, ..Default::default() };
+        Ok(PreparedBatch { out, ready, signed, issuer: ISSUER.into(), actor: format!("issuer@{ISSUER}") })
+    }
+
+    async fn count(db: &Db, table: &str) -> anyhow::Result<i64> {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        Ok(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(&db.pool).await?)
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_signatures_do_not_pair_with_its_rows_stores_nothing() -> anyhow::Result<()> {
+        for test_db in TestDb::both().await? {
+            let engine = test_db.engine();
+            let db = zhengzhao_store::open(&test_db.store(), "issuance", &crate::MIGRATIONS).await?;
+            // One signature short (a signing worker's lost to a fault), or one too many.
+            for signatures in [2, 0, 4] {
+                match store_prepared(&db, batch(signatures)?).await {
+                    Err(ServiceError::Internal(m)) => assert!(m.contains("not stored"), "{engine}: {m}"),
+                    other => panic!("{engine}: {signatures} signatures for 3 rows: {other:?}"),
+                }
+                for table in ["licences", "licence_events"] {
+                    assert_eq!(count(&db, table).await?, 0, "{engine}: {table} after {signatures} signatures");
+                }
+                assert_eq!(translog::size(&mut *db.pool.acquire().await?).await?, 0, "{engine}");
+            }
+            assert!(check_signed(3, 2).is_err() && check_signed(3, 3).is_ok());
+            // The same batch, signed whole, lands whole.
+            let (out, committed) = store_prepared(&db, batch(3)?).await?;
+            assert!(committed);
+            assert_eq!((out.imported, out.errors.len()), (3, 0), "{engine}: {:?}", out.errors);
+            assert_eq!(count(&db, "licences").await?, 3, "{engine}");
+            assert_eq!(count(&db, "licence_events").await?, 3, "{engine}");
+            db.pool.close().await;
+        }
+        Ok(())
+    }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sha2::Digest;
 use sqlx::Row;
-use time::{Date, OffsetDateTime, UtcOffset};
+use time::{Date, OffsetDateTime};
 use tokio::sync::Notify;
 use zhengzhao_auth::{Action, Principal, authorize};
 use zhengzhao_catalog::{CatalogClient, LicenceTypeRecord};
@@ -43,19 +43,13 @@ static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// This service's migrations.
 pub static MIGRATIONS: Migrations = Migrations { postgres: &PG, sqlite: &SQLITE };
 
-/// The library's civil time zone (China Standard Time): "today" for validity.
-pub const LIBRARY_OFFSET: UtcOffset = time::macros::offset!(+8);
+pub use zhengzhao_core::clock::{Clock, LIBRARY_OFFSET};
 /// Longest reason accepted on a lifecycle event.
 pub const MAX_REASON: usize = 500;
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
 /// Largest batch of the feed read at once.
 pub const MAX_FEED_BATCH: i64 = 1000;
-
-/// Today's date in the library's time zone.
-pub fn today() -> Date {
-    OffsetDateTime::now_utc().to_offset(LIBRARY_OFFSET).date()
-}
 
 /// The issuance service over its own tables.
 pub struct Issuance {
@@ -66,8 +60,12 @@ pub struct Issuance {
     appended: Notify,
     /// Working days, for outage catch-up deadlines.
     calendar: zhengzhao_core::calendar::WorkingCalendar,
+    /// How long before it is recorded an issuer's outage may have started.
+    max_outage_backdate: time::Duration,
     /// Signs the transparency log's checkpoints.
     log: translog::LogSigner,
+    /// "Today", for validity.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Issuance {
@@ -126,6 +124,24 @@ fn refused(e: zhengzhao_core::TransitionError) -> ServiceError {
     ServiceError::FailedPrecondition(e.to_string())
 }
 
+/// A time as messages show it: China Standard Time, to the second.
+pub(crate) fn shown(t: OffsetDateTime) -> String {
+    let t = t.to_offset(LIBRARY_OFFSET).replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Events go to the current version: a replaced one takes none, even while
+/// it stays in force awaiting its successor.
+fn refuse_replaced(current: &LicenceRecord) -> Result<(), ServiceError> {
+    match &current.superseded_by {
+        Some(next) => Err(ServiceError::FailedPrecondition(format!(
+            "licence {} is superseded by {next}: record events on the current version",
+            current.identifier
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// What a lifecycle request asks for, beyond its kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventRequest {
@@ -143,12 +159,22 @@ impl Issuance {
         store: &StoreConfig,
         catalog: CatalogClient,
         signing: SigningClient,
-        calendar: zhengzhao_core::calendar::WorkingCalendar,
+        outages: outage::OutageRules,
         log: translog::LogSigner,
+        clock: Clock,
     ) -> Result<Arc<Self>, ServiceError> {
         let db = zhengzhao_store::open(store, "issuance", &MIGRATIONS).await.map_err(ServiceError::internal)?;
         translog::catch_up(&db.pool, db.engine).await?;
-        Ok(Arc::new(Issuance { db, catalog, signing, appended: Notify::new(), calendar, log }))
+        Ok(Arc::new(Issuance {
+            db,
+            catalog,
+            signing,
+            appended: Notify::new(),
+            calendar: outages.calendar,
+            max_outage_backdate: outages.max_backdate,
+            log,
+            clock,
+        }))
     }
 
     async fn licence_type(&self, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError> {
@@ -270,7 +296,9 @@ impl Issuance {
             return Ok(done);
         }
         let current = self.fetch(identifier).await?;
+        refuse_replaced(&current)?;
         let next = transition(Some(current.state()), action).map_err(refused)?;
+        self.check_after_last_event(&current, occurred_at).await?;
         let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         feed::lock(&mut tx, self.db.engine).await?;
@@ -344,7 +372,7 @@ impl Issuance {
         let current = self.fetch(identifier).await?;
         let old = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
         let mut draft = document::draft_of(&old);
-        let day = today();
+        let day = self.clock.today();
         draft.issue_date = format_date(day);
         draft.valid_from = if valid_from.is_empty() {
             let next = current.valid_until.and_then(Date::next_day).filter(|d| *d > day).unwrap_or(day);
@@ -378,7 +406,9 @@ impl Issuance {
         if let Some(done) = self.replay(who, &req.idempotency_key, action.name(), &request_digest).await? {
             return Ok(done);
         }
+        refuse_replaced(&current)?;
         let next = transition(Some(current.state()), action).map_err(refused)?;
+        self.check_after_last_event(&current, occurred_at).await?;
         let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;
         let id = parse_identifier("identifier", &current.identifier)?;
         let version = id.version().checked_add(1).filter(|v| *v <= 999).ok_or_else(|| {
@@ -394,14 +424,9 @@ impl Issuance {
         let fresh = transition(None, LifecycleAction::Issue).map_err(refused)?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         feed::lock(&mut tx, self.db.engine).await?;
-        update_state(&mut tx, &current, next, Some(&doc.identifier), at).await?;
+        let successor_from = parse_date(&doc.valid_from).map_err(ServiceError::internal)?;
+        update_state(&mut tx, &current, next, Some((&doc.identifier, successor_from)), at).await?;
         insert_licence(&mut tx, &doc, &canonical, &signed, fresh.status, at).await?;
-        sqlx::query("UPDATE licences SET replaces = $1 WHERE identifier = $2")
-            .bind(&current.identifier)
-            .bind(&doc.identifier)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
         let actor = who.actor();
         for (identifier, status_after, related, jws) in [
             (current.identifier.as_str(), next.status, &doc.identifier, current.jws.as_str()),
@@ -449,7 +474,7 @@ impl Issuance {
         .fetch_all(&self.db.pool)
         .await
         .map_err(db_err)?;
-        rows.iter().map(record::event_from_row).collect()
+        Ok(record::readable(&rows, record::event_from_row))
     }
 
     /// Up to `limit` feed entries after `after`.
@@ -521,13 +546,47 @@ impl Issuance {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                match self.record_expiries(&who, today()).await {
+                match self.record_expiries(&who, self.clock.today()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "expiries recorded"),
                     Err(e) => tracing::warn!(error = %e, "expiry job failed; will retry"),
                 }
             }
         })
+    }
+
+    /// Refuses a business time before the licence's issue date (00:00 China
+    /// Standard Time) or before its last recorded event after issue: a
+    /// licence's history runs forward.
+    async fn check_after_last_event(&self, current: &LicenceRecord, occurred_at: OffsetDateTime) -> Result<(), ServiceError> {
+        let doc = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
+        let issued = zhengzhao_core::date::read_date(&doc.issue_date)
+            .map(|d| d.midnight().assume_offset(LIBRARY_OFFSET))
+            .map_err(ServiceError::internal)?;
+        if occurred_at < issued {
+            return Err(ServiceError::invalid(
+                "occurred_at",
+                format!("{} is before the licence's issue date {}", shown(occurred_at), doc.issue_date),
+            ));
+        }
+        let last: Option<String> = sqlx::query_scalar(
+            "SELECT MAX(occurred_at) FROM licence_events WHERE identifier = $1 AND kind <> 'issue'",
+        )
+        .bind(&current.identifier)
+        .fetch_one(&self.db.pool)
+        .await
+        .map_err(db_err)?;
+        match last.as_deref().and_then(zhengzhao_store::parse_time) {
+            Some(last) if occurred_at < last => Err(ServiceError::invalid(
+                "occurred_at",
+                format!(
+                    "{} is before the licence's last recorded event ({}): business times may not go back",
+                    shown(occurred_at),
+                    shown(last)
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn fetch(&self, identifier: &str) -> Result<LicenceRecord, ServiceError> {
@@ -540,7 +599,7 @@ impl Issuance {
         .await
         .map_err(db_err)?
         .ok_or_else(|| ServiceError::NotFound(format!("no licence {identifier}")))?;
-        record::licence_from_row(&row, today())
+        record::licence_from_row(&row, self.clock.today())
     }
 
     async fn replay(
@@ -597,8 +656,8 @@ async fn insert_licence(
     let id = parse_identifier("identifier", &doc.identifier)?;
     let inserted = sqlx::query(
         "INSERT INTO licences (identifier, type_code, issuer_code, serial, version, template_version, holder_id_type,
-            holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+            holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at, replaces)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)",
     )
     .bind(&doc.identifier)
     .bind(&doc.type_code)
@@ -614,6 +673,7 @@ async fn insert_licence(
     .bind(&signed.jws)
     .bind(&signed.key_id)
     .bind(format_time(at))
+    .bind(doc.replaces.clone())
     .execute(&mut *conn)
     .await;
     match inserted {
@@ -634,22 +694,24 @@ async fn update_state(
     conn: &mut sqlx::AnyConnection,
     current: &LicenceRecord,
     next: LicenceState,
-    superseded_by: Option<&str>,
+    successor: Option<(&str, Date)>,
     at: OffsetDateTime,
 ) -> Result<(), ServiceError> {
     let updated = sqlx::query(
-        "UPDATE licences SET status = $1, reported_lost = $2, mortgaged = $3, superseded_by = $4, updated_at = $5
+        "UPDATE licences SET status = $1, reported_lost = $2, mortgaged = $3, superseded_by = $4, updated_at = $5,
+            successor_from = $10
          WHERE identifier = $6 AND status = $7 AND reported_lost = $8 AND mortgaged = $9 AND superseded_by IS NULL",
     )
     .bind(next.status.name())
     .bind(i64::from(next.lost))
     .bind(i64::from(next.mortgaged))
-    .bind(superseded_by)
+    .bind(successor.map(|(id, _)| id))
     .bind(format_time(at))
     .bind(&current.identifier)
     .bind(current.stored_status.name())
     .bind(i64::from(current.reported_lost))
     .bind(i64::from(current.mortgaged))
+    .bind(successor.map(|(_, from)| format_date(from)))
     .execute(&mut *conn)
     .await
     .map_err(db_err)?;

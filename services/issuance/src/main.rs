@@ -25,7 +25,14 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
         authority: ctx.keys.tokens.clone(),
         origin: format!("zhengzhao/{}", ctx.keys.agency),
     };
-    let issuance = Issuance::open(&ctx.store, catalog, signing, ctx.calendar()?, log).await?;
+    let issuance = Issuance::open(
+        &ctx.store,
+        catalog,
+        signing,
+        zhengzhao_issuance::outage::OutageRules::new(ctx.calendar()?, ctx.config.issuance.outage_backdate_days),
+        log,
+        ctx.clock.clone(),
+    ).await?;
     let job = zhengzhao_auth::Principal::service(ServiceName::Issuance, &ctx.keys.agency);
     issuance.clone().spawn_expiry_job(job, std::time::Duration::from_secs(300));
     let svc = InterceptedService::new(IssuanceGrpc(issuance).into_server(), ctx.authenticate());

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use time::{Date, OffsetDateTime};
-use zhengzhao_core::date::parse_date;
+use zhengzhao_core::date::read_date;
 use zhengzhao_core::{LicenceState, LicenceStatus, LifecycleAction};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::parse_time;
@@ -22,6 +22,9 @@ pub struct LicenceRecord {
     pub reported_lost: bool,
     pub mortgaged: bool,
     pub superseded_by: Option<String>,
+    /// While superseded: the day the successor takes effect. Until then this
+    /// version stays in force (its `status` reads valid).
+    pub successor_from: Option<Date>,
     pub replaces: Option<String>,
     pub valid_until: Option<Date>,
     pub document_json: String,
@@ -32,9 +35,17 @@ pub struct LicenceRecord {
 }
 
 impl LicenceRecord {
-    /// The state the transition table works on (effective status).
+    /// The state the transition table works on: a version replaced by a
+    /// successor takes no more events, even while it stays in force.
     pub fn state(&self) -> LicenceState {
-        LicenceState { status: self.status, lost: self.reported_lost, mortgaged: self.mortgaged }
+        let status = if self.superseded_by.is_some() { LicenceStatus::Superseded } else { self.status };
+        LicenceState { status, lost: self.reported_lost, mortgaged: self.mortgaged }
+    }
+
+    /// Whether this version was replaced but stays in force until its
+    /// successor takes effect.
+    pub fn awaiting_successor(&self) -> bool {
+        self.superseded_by.is_some() && self.status == LicenceStatus::Valid
     }
 }
 
@@ -78,24 +89,32 @@ fn bad(what: &str) -> ServiceError {
 }
 
 pub(crate) const LICENCE_COLUMNS: &str = "identifier, type_code, issuer_code, template_version, status, valid_until, \
-    document_json, jws, key_id, recorded_at, updated_at, reported_lost, mortgaged, superseded_by, replaces";
+    document_json, jws, key_id, recorded_at, updated_at, reported_lost, mortgaged, superseded_by, replaces, successor_from";
 
 pub(crate) fn licence_from_row(row: &sqlx::any::AnyRow, today: Date) -> Result<LicenceRecord, ServiceError> {
     let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::internal);
     let i = |c: &str| row.try_get::<i64, _>(c).map_err(ServiceError::internal);
     let o = |c: &str| row.try_get::<Option<String>, _>(c).map_err(ServiceError::internal);
     let stored_status = LicenceStatus::from_name(&s("status")?).ok_or_else(|| bad("status"))?;
-    let valid_until = o("valid_until")?.map(|d| parse_date(&d).map_err(|_| bad("valid_until"))).transpose()?;
+    let valid_until = o("valid_until")?.map(|d| read_date(&d).map_err(|_| bad("valid_until"))).transpose()?;
+    let successor_from =
+        o("successor_from")?.map(|d| read_date(&d).map_err(|_| bad("successor_from"))).transpose()?;
+    // A replaced version stays in force until its successor takes effect.
+    let status = match (stored_status, successor_from) {
+        (LicenceStatus::Superseded, Some(from)) if from > today => LicenceStatus::Valid.effective(valid_until, today),
+        _ => stored_status.effective(valid_until, today),
+    };
     Ok(LicenceRecord {
         identifier: s("identifier")?,
         type_code: s("type_code")?,
         issuer_code: s("issuer_code")?,
         template_version: u32::try_from(i("template_version")?).map_err(|_| bad("template_version"))?,
-        status: stored_status.effective(valid_until, today),
+        status,
         stored_status,
         reported_lost: i("reported_lost")? != 0,
         mortgaged: i("mortgaged")? != 0,
         superseded_by: o("superseded_by")?,
+        successor_from,
         replaces: o("replaces")?,
         valid_until,
         document_json: s("document_json")?,
@@ -122,4 +141,22 @@ pub(crate) fn event_from_row(row: &sqlx::any::AnyRow) -> Result<EventRecord, Ser
         occurred_at: parse_time(&s("occurred_at")?).ok_or_else(|| bad("occurred_at"))?,
         recorded_at: parse_time(&s("recorded_at")?).ok_or_else(|| bad("recorded_at"))?,
     })
+}
+
+/// Events from `rows`, leaving out (and reporting) any row that cannot be
+/// read, so that one bad row never takes down a whole history or feed page.
+pub(crate) fn readable<T>(
+    rows: &[sqlx::any::AnyRow],
+    read: impl Fn(&sqlx::any::AnyRow) -> Result<T, ServiceError>,
+) -> Vec<T> {
+    rows.iter()
+        .filter_map(|row| match read(row) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let sequence: Option<i64> = row.try_get("sequence").ok();
+                tracing::error!(sequence = ?sequence, error = %e, "unreadable event row left out");
+                None
+            }
+        })
+        .collect()
 }

@@ -43,8 +43,21 @@ impl SigningClient {
         }
     }
 
-    /// Signs many payloads of one issuer (batches of at most [`crate::MAX_BATCH`]).
+    /// Signs many payloads of one issuer (batches of at most [`crate::MAX_BATCH`]):
+    /// one signature per payload, in order, or an error for the whole batch.
     pub async fn sign_many(&self, issuer: &str, payloads: Vec<Vec<u8>>) -> Result<Vec<Signed>, ServiceError> {
+        let count = payloads.len();
+        let signed = self.sign_many_unchecked(issuer, payloads).await?;
+        if signed.len() != count {
+            return Err(ServiceError::internal(format!(
+                "signing returned {} signatures for {count} documents: the batch is not signed",
+                signed.len()
+            )));
+        }
+        Ok(signed)
+    }
+
+    async fn sign_many_unchecked(&self, issuer: &str, payloads: Vec<Vec<u8>>) -> Result<Vec<Signed>, ServiceError> {
         match self {
             SigningClient::Local(s, who) => s.sign_many(who, issuer, payloads).await,
             SigningClient::Remote(c) => {

@@ -53,7 +53,15 @@ pub fn verdict_to_wire(v: &Verdict) -> pb::Verification {
         checked_at: Some(timestamp(v.checked_at)),
         log_inclusion: v.log.as_ref().map(|l| pb::LogInclusion {
             checkpoint: Some(zhengzhao_issuance::grpc::checkpoint_to_wire(&l.checkpoint)),
-            events: l.events.iter().map(zhengzhao_issuance::grpc::logged_event_to_wire).collect(),
+            events: l
+                .events
+                .iter()
+                .map(if l.leaves_visible {
+                    zhengzhao_issuance::grpc::logged_event_to_wire
+                } else {
+                    zhengzhao_issuance::grpc::logged_event_hash_only_to_wire
+                })
+                .collect(),
             library_jwk_json: l.library_jwk.to_string(),
         }),
     }

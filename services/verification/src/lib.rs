@@ -10,13 +10,16 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
-use zhengzhao_core::date::parse_date;
+use zhengzhao_core::date::{format_date, read_date as parse_date};
 use zhengzhao_core::{LicenceDocument, LicenceStatus};
 use zhengzhao_crypto::{Algorithm, Es256PublicKey, IssuerPublicKey, jws};
 use zhengzhao_issuance::translog::{Checkpoint, LoggedEvent, check_inclusion, verify_checkpoint};
-use zhengzhao_issuance::{IssuanceClient, LicenceRecord, parse_identifier, today};
+use zhengzhao_issuance::{Clock, IssuanceClient, LicenceRecord, parse_identifier};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_signing::SigningClient;
+
+/// How many replacements a pending version's chain is followed through.
+const MAX_CHAIN: usize = 16;
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +86,9 @@ pub struct LogProof {
     pub checkpoint: Checkpoint,
     pub events: Vec<LoggedEvent>,
     pub library_jwk: serde_json::Value,
+    /// Whether the caller may see the leaves themselves (they name actors
+    /// and reasons); otherwise only leaf hashes and audit paths are shown.
+    pub leaves_visible: bool,
 }
 
 impl Verdict {
@@ -107,6 +113,8 @@ fn rfc3339(t: OffsetDateTime) -> String {
 pub struct Verification {
     issuance: IssuanceClient,
     signing: SigningClient,
+    /// "Today", for validity.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Verification {
@@ -116,8 +124,8 @@ impl std::fmt::Debug for Verification {
 }
 
 impl Verification {
-    pub fn new(issuance: IssuanceClient, signing: SigningClient) -> Arc<Self> {
-        Arc::new(Verification { issuance, signing })
+    pub fn new(issuance: IssuanceClient, signing: SigningClient, clock: Clock) -> Arc<Self> {
+        Arc::new(Verification { issuance, signing, clock })
     }
 
     /// Verifies the licence the library holds under `identifier`; with
@@ -146,7 +154,8 @@ impl Verification {
         let jws = licence.jws.clone();
         let mut verdict = self.check(&jws, Some(licence.clone())).await?;
         if include_proof && verdict.status.is_some() {
-            self.check_log(&mut verdict, licence).await?;
+            let visible = authorize(who, &Action::ReadLicence { issuer: &licence.issuer_code }).is_ok();
+            self.check_log(&mut verdict, licence, visible).await?;
         }
         Ok(verdict)
     }
@@ -154,7 +163,12 @@ impl Verification {
     /// Proves `licence`'s events against the latest checkpoint. An event
     /// appended between reading the licence and the checkpoint can make the
     /// two disagree, so a mismatch is checked once more with fresh reads.
-    async fn check_log(&self, verdict: &mut Verdict, mut licence: LicenceRecord) -> Result<(), ServiceError> {
+    async fn check_log(
+        &self,
+        verdict: &mut Verdict,
+        mut licence: LicenceRecord,
+        leaves_visible: bool,
+    ) -> Result<(), ServiceError> {
         for attempt in 0..2 {
             let (signed, jwk) = self.issuance.checkpoint().await?;
             let library = Es256PublicKey::from_jwk(&jwk).map_err(ServiceError::internal)?;
@@ -162,7 +176,7 @@ impl Verification {
             let events = self.issuance.inclusion_proof(&licence.identifier, checkpoint.tree_size).await?;
             let checked =
                 check_inclusion(&checkpoint, &licence.identifier, &licence.jws, licence.stored_status.name(), &events);
-            verdict.log = Some(LogProof { checkpoint, events, library_jwk: jwk });
+            verdict.log = Some(LogProof { checkpoint, events, library_jwk: jwk, leaves_visible });
             match checked {
                 Ok(()) => return Ok(()),
                 Err(why) if attempt == 1 => {
@@ -278,7 +292,10 @@ impl Verification {
             ));
         }
         let status = held.status;
-        let not_started = parse_date(&document.valid_from).map(|from| from > today()).unwrap_or(false);
+        let not_started = parse_date(&document.valid_from).map(|from| from > self.clock.today()).unwrap_or(false);
+        if held.awaiting_successor() {
+            return self.awaiting_successor(&held, &identifier, &key_id).await;
+        }
         let (outcome, detail) = match status {
             LicenceStatus::Valid if held.reported_lost => {
                 (Outcome::ReportedLost, "reported lost by its holder".to_owned())
@@ -303,6 +320,54 @@ impl Verification {
         };
         let mut v = Verdict::new(outcome, &identifier, &key_id, detail);
         v.status = Some(status);
+        Ok(v)
+    }
+
+    /// A changed or renewed version before its successor takes effect: in
+    /// force exactly while the successor is itself in good standing, so that
+    /// at every moment one version of the licence verifies as valid.
+    async fn awaiting_successor(
+        &self,
+        held: &LicenceRecord,
+        identifier: &str,
+        key_id: &str,
+    ) -> Result<Verdict, ServiceError> {
+        let successor_id = held.superseded_by.clone().unwrap_or_default();
+        let from = held.successor_from.map(format_date).unwrap_or_default();
+        // The current version at the end of the chain decides.
+        let mut successor = self.issuance.get(&successor_id).await?;
+        for _ in 0..MAX_CHAIN {
+            match successor.superseded_by.clone() {
+                Some(next) => successor = self.issuance.get(&next).await?,
+                None => break,
+            }
+        }
+        let standing = successor.superseded_by.is_none()
+            && successor.stored_status == LicenceStatus::Valid
+            && !successor.reported_lost;
+        let successor_id = successor.identifier.clone();
+        let mut v = if standing {
+            let mortgaged = if held.mortgaged || successor.mortgaged { "; mortgaged" } else { "" };
+            Verdict::new(
+                Outcome::Valid,
+                identifier,
+                key_id,
+                format!("genuine and in force; replaced by {successor_id}, which takes effect on {from}{mortgaged}"),
+            )
+        } else {
+            let state = zhengzhao_core::LicenceState {
+                status: successor.stored_status,
+                lost: successor.reported_lost,
+                mortgaged: successor.mortgaged,
+            };
+            Verdict::new(
+                Outcome::Superseded,
+                identifier,
+                key_id,
+                format!("replaced by {successor_id}, which is {state}"),
+            )
+        };
+        v.status = Some(if standing { LicenceStatus::Valid } else { LicenceStatus::Superseded });
         Ok(v)
     }
 }

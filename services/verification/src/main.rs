@@ -24,7 +24,7 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
     let signing =
         SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Verification));
     let svc = InterceptedService::new(
-        VerificationGrpc(Verification::new(issuance, signing)).into_server(),
+        VerificationGrpc(Verification::new(issuance, signing, ctx.clock.clone())).into_server(),
         ctx.authenticate(),
     );
     Ok((Routes::new(svc), vec![VerificationServiceServer::<VerificationGrpc>::NAME]))

@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{BearerToken, OPERATOR_ROLES, Role};
+use zhengzhao_proto::auth::v1 as auth;
+use zhengzhao_proto::auth::v1::token_service_client::TokenServiceClient;
 use zhengzhao_proto::catalog::v1 as catalog;
 use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use zhengzhao_proto::common::v1 as common;
@@ -59,12 +61,13 @@ struct ClientArgs {
 enum Command {
     /// Run every service in one process on one port (SQLite under --data-dir unless --database-url).
     Serve(zhengzhao_server::ServeArgs),
-    /// Create the library key and master key in --data-dir if missing (serve does this too).
+    /// Create --data-dir (mode 0700) with a new library key and master key (serve does this too).
+    /// Keys are created only in an empty directory.
     Init {
         #[arg(long, default_value = "zhengzhao-data")]
         data_dir: PathBuf,
     },
-    /// Mint a bearer token with the library key in --data-dir.
+    /// Mint a bearer token with the library key in --data-dir; or revoke one.
     Token(TokenArgs),
     /// Licence types (catalogue).
     #[command(subcommand)]
@@ -91,19 +94,115 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct TokenArgs {
+    #[command(subcommand)]
+    command: Option<TokenCommand>,
     /// The library's data directory (holds library-key.pem).
     #[arg(long, default_value = "zhengzhao-data")]
     data_dir: PathBuf,
     /// admin, issuer, consumer, portal, sync or auditor.
-    #[arg(long)]
-    role: String,
+    #[arg(long, required = true)]
+    role: Option<String>,
     /// The caller's unified social credit code.
-    #[arg(long)]
-    agency: String,
-    /// Lifetime: seconds, or a number with s, m, h or d (at most 366d).
+    #[arg(long, required = true)]
+    agency: Option<String>,
+    /// Lifetime: seconds, or a number with s, m, h or d; at most 12h for a
+    /// person's role, 31d for sync.
     #[arg(long, default_value = "1h")]
     ttl: String,
+    /// Print the token with its ID (jti) and expiry as JSON; otherwise the
+    /// token goes to stdout and its ID and expiry to stderr.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Revoke a token by its ID (jti) until it would have expired (administrators).
+    Revoke {
+        /// The token's ID (jti), as `zhengzhao token` printed it.
+        token_id: String,
+        /// When the token expires (RFC 3339); without it the entry is kept
+        /// for the longest lifetime any token may have.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the revoked tokens that have not yet expired, as JSON lines.
+    Revoked,
+}
+
+fn revoked_json(t: &auth::RevokedToken) -> serde_json::Value {
+    serde_json::json!({
+        "token_id": t.token_id,
+        "expires_at": time_text(&t.expires_at),
+        "revoked_at": time_text(&t.revoked_at),
+        "actor": t.actor,
+        "reason": t.reason,
+    })
+}
+
+async fn token_command(cli: &ClientArgs, t: TokenArgs) -> anyhow::Result<()> {
+    match t.command {
+        Some(TokenCommand::Revoke { token_id, until, reason }) => {
+            let c = Client::connect(cli).await?;
+            let revoked = c
+                .tokens()
+                .revoke_token(auth::RevokeTokenRequest {
+                    token_id,
+                    expires_at: until.as_deref().map(|u| rfc3339("--until", u)).transpose()?,
+                    reason,
+                })
+                .await?
+                .into_inner()
+                .revoked_token
+                .context("the library returned no revoked token")?;
+            println!("revoked {} until {}", revoked.token_id, time_text(&revoked.expires_at));
+        }
+        Some(TokenCommand::Revoked) => {
+            let c = Client::connect(cli).await?;
+            let list = c.tokens().list_revoked_tokens(auth::ListRevokedTokensRequest {}).await?.into_inner();
+            for t in &list.revoked_tokens {
+                println!("{}", revoked_json(t));
+            }
+        }
+        None => {
+            let (Some(role), Some(agency)) = (t.role, t.agency) else {
+                bail!("--role and --agency are required to mint a token");
+            };
+            let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            if !OPERATOR_ROLES.contains(&role) {
+                bail!("role must be one of admin, issuer, consumer, portal, sync, auditor");
+            }
+            let ttl = parse_ttl(&t.ttl)?;
+            let max = role.max_token_lifetime();
+            if ttl > max {
+                bail!(
+                    "--ttl {}: a {role} token may live at most {} (mint a new one when it expires)",
+                    t.ttl,
+                    zhengzhao_auth::token::human(max)
+                );
+            }
+            let authority = zhengzhao_server::LibraryKeys::token_authority(&t.data_dir)?;
+            let minted = authority.issue(&agency, role, ttl)?;
+            let expires = minted.expires_at.format(&time::format_description::well_known::Rfc3339)?;
+            if t.json {
+                print_json(&serde_json::json!({
+                    "token": minted.token,
+                    "token_id": minted.token_id,
+                    "role": role.to_string(),
+                    "agency": agency,
+                    "expires_at": expires,
+                }))?;
+            } else {
+                println!("{}", minted.token);
+                eprintln!("token id (jti) {}, {role} for {agency}, expires {expires}", minted.token_id);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -730,6 +829,9 @@ impl Client {
     fn exchange(&self) -> ExchangeServiceClient<Authed> {
         ExchangeServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
     }
+    fn tokens(&self) -> TokenServiceClient<Authed> {
+        TokenServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
 }
 
 fn read_file(path: &PathBuf) -> anyhow::Result<String> {
@@ -795,14 +897,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("default administrator code: {}", keys.agency);
         }
-        Command::Token(t) => {
-            let role: Role = t.role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            if !OPERATOR_ROLES.contains(&role) {
-                bail!("role must be one of admin, issuer, consumer, portal, sync, auditor");
-            }
-            let authority = zhengzhao_server::LibraryKeys::token_authority(&t.data_dir)?;
-            println!("{}", authority.mint(&t.agency, role, parse_ttl(&t.ttl)?)?);
-        }
+        Command::Token(t) => token_command(&cli.client, t).await?,
         Command::Catalog(CatalogCommand::Example { issuer }) => {
             zhengzhao_core::Uscc::parse(&issuer).with_context(|| format!("--issuer {issuer}"))?;
             print_json(&examples::definition(&issuer)?)?;
@@ -1100,7 +1195,7 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
                 .await?
                 .into_inner();
             let def = definition_from_wire(t.licence_type.and_then(|t| t.definition).unwrap_or_default())?;
-            let today = zhengzhao_core::date::format_date(zhengzhao_issuance::today());
+            let today = zhengzhao_core::date::format_date(zhengzhao_core::clock::Clock::default().today());
             print_json(&examples::draft(&def, &today)?)?;
         }
         LicenceCommand::Issue { file, idempotency_key } => {

@@ -6,12 +6,14 @@ use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use zhengzhao_auth::{Principal, ServiceName};
 use zhengzhao_catalog::grpc::CatalogGrpc;
-use zhengzhao_catalog::{Catalog, CatalogClient};
+use zhengzhao_catalog::revocation::TokenGrpc;
+use zhengzhao_catalog::{Catalog, CatalogClient, Revocations};
 use zhengzhao_exchange::Exchange;
 use zhengzhao_exchange::grpc::ExchangeGrpc;
 use zhengzhao_gateway::{Gateway, GatewayGrpc, LibraryAddress};
 use zhengzhao_issuance::grpc::IssuanceGrpc;
 use zhengzhao_issuance::{Issuance, IssuanceClient};
+use zhengzhao_proto::auth::v1::token_service_server::TokenServiceServer;
 use zhengzhao_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use zhengzhao_proto::exchange::v1::exchange_service_server::ExchangeServiceServer;
 use zhengzhao_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
@@ -47,22 +49,27 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     let agency = ctx.keys.agency.clone();
     let as_service = |name| Principal::service(name, &agency);
     let catalog = Catalog::open(&ctx.store).await?;
+    // Revoked tokens: kept by the catalogue, refused by every service here at once.
+    let revocations = Revocations::open(&catalog, ctx.denylist()).await?;
+    revocations.clone().spawn_reload(std::time::Duration::from_secs(ctx.config.auth.revocation_refresh_seconds));
     let signing = Signing::open(&ctx.store, ctx.keys.master.clone(), ctx.signing_algorithm()?).await?;
     let issuance = Issuance::open(
         &ctx.store,
         CatalogClient::Local(catalog.clone(), as_service(ServiceName::Issuance)),
         SigningClient::Local(signing.clone(), as_service(ServiceName::Issuance)),
-        ctx.calendar()?,
+        zhengzhao_issuance::outage::OutageRules::new(ctx.calendar()?, ctx.config.issuance.outage_backdate_days),
         zhengzhao_issuance::translog::LogSigner {
             authority: ctx.keys.tokens.clone(),
             origin: format!("zhengzhao/{agency}"),
         },
+        ctx.clock.clone(),
     )
     .await?;
     issuance.clone().spawn_expiry_job(as_service(ServiceName::Issuance), EXPIRY_INTERVAL);
     let verification = Verification::new(
         IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Verification)),
         SigningClient::Local(signing.clone(), as_service(ServiceName::Verification)),
+        ctx.clock.clone(),
     );
     let exchange =
         Exchange::open(&ctx.store, IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Exchange))).await?;
@@ -87,7 +94,8 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         .add_service(InterceptedService::new(IssuanceGrpc(issuance.clone()).into_server(), auth.clone()))
         .add_service(InterceptedService::new(VerificationGrpc(verification).into_server(), auth.clone()))
         .add_service(InterceptedService::new(ExchangeGrpc(exchange).into_server(), auth.clone()))
-        .add_service(InterceptedService::new(gateway.service(), auth));
+        .add_service(InterceptedService::new(gateway.service(), auth.clone()))
+        .add_service(InterceptedService::new(TokenGrpc(revocations).into_server(), auth));
     let names = vec![
         CatalogServiceServer::<CatalogGrpc>::NAME,
         SigningServiceServer::<SigningGrpc>::NAME,
@@ -95,6 +103,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         VerificationServiceServer::<VerificationGrpc>::NAME,
         ExchangeServiceServer::<ExchangeGrpc>::NAME,
         GatewayServiceServer::<GatewayGrpc>::NAME,
+        TokenServiceServer::<TokenGrpc>::NAME,
     ];
     let routes = Routes::from(zhengzhao_signing::http::routes(routes.into_axum_router(), signing));
     Ok(Assembly { routes, names, issuance })
