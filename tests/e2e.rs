@@ -167,8 +167,12 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
     );
     let renewed = cli.ok(&s.issuance, Some(&issuer), &["licence", "renew", &id, "--reason", "延续"])?;
     assert_eq!(zhengzhao_core::LicenceId::parse(&renewed)?.version(), 2, "{renewed}");
-    let superseded = cli.run(&s.front, Some(&consumer), &["verify", &id])?;
-    assert!(String::from_utf8(superseded.stdout)?.starts_with("superseded:"));
+    // The renewed version stays in force until its successor takes effect.
+    let pending = cli.run(&s.front, Some(&consumer), &["verify", &id])?;
+    let pending = String::from_utf8(pending.stdout)?;
+    assert!(pending.starts_with("valid:") && pending.contains(&renewed), "{pending}");
+    let successor = cli.run(&s.front, Some(&consumer), &["verify", &renewed])?;
+    assert!(String::from_utf8(successor.stdout)?.starts_with("not yet valid:"));
     let id = renewed;
     let cancelled = cli.ok(&s.issuance, Some(&issuer), &["licence", "cancel", &id, "--reason", "企业申请注销"])?;
     assert!(cancelled.ends_with("cancelled"), "{cancelled}");

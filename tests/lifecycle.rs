@@ -424,7 +424,9 @@ async fn exactly_one_version_is_valid_across_a_renewal_and_a_change() -> Result 
 
         // A change takes effect at once: its successor keeps the validity.
         let mut changed = draft(&code);
-        changed.holder.as_mut().map(|h| h.name = "示例食品股份有限公司".into());
+        if let Some(h) = changed.holder.as_mut() {
+            h.name = "示例食品股份有限公司".into();
+        }
         changed.issue_date = String::new();
         changed.valid_from = String::new();
         let v3 = lib

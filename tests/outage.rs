@@ -211,7 +211,9 @@ async fn open_outages_cover_backfill_until_ended_and_late_ones_show_overdue() ->
         // An outage that ended a month ago is past its deadline: overdue, and no longer covers backfill.
         let old = record_outage(&lib, Role::Admin, ADMIN, ISSUER, 40, Some(30)).await?;
         assert_eq!(old.state, B::Overdue as i32, "{engine}");
-        let other = issue(&lib, draft(&code)).await?.identifier;
+        let mut issued_long_ago = draft(&code);
+        issued_long_ago.issue_date = zhengzhao_core::date::format_date(ago(60).date());
+        let other = issue(&lib, issued_long_ago).await?.identifier;
         assert_eq!(seize_at(&lib, &other, 35).await.unwrap_err().code(), Code::FailedPrecondition);
         let late = lib
             .issuance(Role::Issuer, ISSUER)

@@ -105,22 +105,47 @@ async fn every_event_is_logged_proven_and_rewrites_fail_the_audit() -> Result {
             .unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
 
-        // Verification carries the proof, which a client can re-check alone.
-        let v = verify_with_proof(&lib, &c.identifier).await?;
-        assert_eq!(O::try_from(v.outcome)?, O::Revoked, "{engine}: {}", v.detail);
-        let log = v.log_inclusion.unwrap_or_default();
-        assert_eq!(log.events.len(), 2);
-        let cp = log.checkpoint.unwrap_or_default();
-        let e = log.events.last().cloned().unwrap_or_default();
-        let path: Vec<merkle::Hash> =
-            e.audit_path.iter().map(|h| h.as_slice().try_into()).collect::<std::result::Result<_, _>>()?;
-        assert!(merkle::verify_inclusion(
-            e.leaf_index,
-            cp.tree_size,
-            &merkle::leaf_hash(&e.leaf),
-            &path,
-            &cp.root_hash.as_slice().try_into()?
-        ));
+        // Verification carries the proof, which a client can re-check alone:
+        // over leaf hashes only for callers who may not read the history
+        // (leaves name actors and reasons), with the leaves for those who may.
+        for (role, agency, leaves_shown) in
+            [(Role::Consumer, CONSUMER, false), (Role::Portal, CONSUMER, false), (Role::Auditor, ADMIN, true)]
+        {
+            let v = lib
+                .verification(role, agency)
+                .verify_licence(verification::VerifyLicenceRequest {
+                    identifier: c.identifier.clone(),
+                    include_inclusion_proof: true,
+                })
+                .await?
+                .into_inner()
+                .verification
+                .unwrap_or_default();
+            assert_eq!(O::try_from(v.outcome)?, O::Revoked, "{engine}: {}", v.detail);
+            let wire = prost::Message::encode_to_vec(&v);
+            for secret in ["严重违法吊销", "issuer@", "\"actor\""] {
+                let seen = wire.windows(secret.len()).any(|w| w == secret.as_bytes());
+                assert_eq!(seen, leaves_shown, "{engine}: {role} and {secret:?} in the answer");
+            }
+            let log = v.log_inclusion.unwrap_or_default();
+            assert_eq!(log.events.len(), 2);
+            let cp = log.checkpoint.unwrap_or_default();
+            for e in &log.events {
+                assert_eq!(e.leaf.is_empty(), !leaves_shown, "{engine}: {role}");
+                if leaves_shown {
+                    assert_eq!(e.leaf_hash, merkle::leaf_hash(&e.leaf).to_vec());
+                }
+                let path: Vec<merkle::Hash> =
+                    e.audit_path.iter().map(|h| h.as_slice().try_into()).collect::<std::result::Result<_, _>>()?;
+                assert!(merkle::verify_inclusion(
+                    e.leaf_index,
+                    cp.tree_size,
+                    &e.leaf_hash.as_slice().try_into()?,
+                    &path,
+                    &cp.root_hash.as_slice().try_into()?
+                ));
+            }
+        }
 
         // The CLI: save a checkpoint, grow the log, audit it.
         let saved = cli(&lib, work.path(), &["log", "checkpoint"]).await?;
