@@ -407,7 +407,10 @@ async fn exactly_one_version_is_valid_across_a_renewal_and_a_change() -> Result 
         // With the proof, the log agrees with the records.
         let with_proof = lib
             .verification(Role::Auditor, ADMIN)
-            .verify_licence(verification::VerifyLicenceRequest { identifier: v1.clone(), include_inclusion_proof: true })
+            .verify_licence(verification::VerifyLicenceRequest {
+                identifier: v1.clone(),
+                include_inclusion_proof: true,
+            })
             .await?
             .into_inner()
             .verification

@@ -85,7 +85,9 @@ async fn caller_times_outside_the_range_are_refused_naming_the_field_and_store_n
             .events;
         assert_eq!(history.len(), 1, "{engine}: only the issue");
 
-        for (field, value) in [("valid_until", "0000-12-31"), ("issue_date", "1899-12-31"), ("valid_from", "-0001-01-01")] {
+        for (field, value) in
+            [("valid_until", "0000-12-31"), ("issue_date", "1899-12-31"), ("valid_from", "-0001-01-01")]
+        {
             let mut d = draft(&code);
             match field {
                 "valid_until" => d.valid_until = value.into(),
@@ -167,7 +169,10 @@ async fn rows_older_versions_stored_do_not_take_down_a_read() -> Result {
         }
         assert_eq!(seen, vec![a.clone(), b.clone()], "{engine}: the feed goes on past both rows");
 
-        issuer.get_inclusion_proof(issuance::GetInclusionProofRequest { identifier: a.clone(), tree_size: 0 }).await.ok();
+        issuer
+            .get_inclusion_proof(issuance::GetInclusionProofRequest { identifier: a.clone(), tree_size: 0 })
+            .await
+            .ok();
         let v = lib
             .verification(Role::Auditor, ADMIN)
             .verify_licence(verification::VerifyLicenceRequest { identifier: a.clone(), include_inclusion_proof: true })
@@ -213,9 +218,15 @@ async fn an_issuer_cannot_backdate_through_a_self_declared_outage() -> Result {
             .record_event(event(&id, issuance::EventKind::Revoke, Some(timestamp(now - Duration::days(5)))))
             .await
             .unwrap_err();
-        assert_eq!((e.code(), violated_fields(&e)), (Code::InvalidArgument, vec!["occurred_at".to_owned()]), "{engine}");
+        assert_eq!(
+            (e.code(), violated_fields(&e)),
+            (Code::InvalidArgument, vec!["occurred_at".to_owned()]),
+            "{engine}"
+        );
         assert!(e.message().contains("issue date"), "{}", e.message());
-        issuer.record_event(event(&id, issuance::EventKind::Seize, Some(timestamp(now - Duration::minutes(10))))).await?;
+        issuer
+            .record_event(event(&id, issuance::EventKind::Seize, Some(timestamp(now - Duration::minutes(10)))))
+            .await?;
         let e = issuer
             .record_event(event(&id, issuance::EventKind::Return, Some(timestamp(now - Duration::minutes(20)))))
             .await
@@ -256,8 +267,10 @@ async fn another_issuers_outage_answers_as_a_missing_one() -> Result {
         assert_eq!(a, b, "{engine}");
         assert_eq!(a.0, Code::NotFound);
         assert!(!a.1.contains(OTHER_ISSUER), "{engine}: {}", a.1);
-        let a = issuer.complete_outage_backlog(issuance::CompleteOutageBacklogRequest { id: theirs.id }).await.unwrap_err();
-        let b = issuer.complete_outage_backlog(issuance::CompleteOutageBacklogRequest { id: missing }).await.unwrap_err();
+        let a =
+            issuer.complete_outage_backlog(issuance::CompleteOutageBacklogRequest { id: theirs.id }).await.unwrap_err();
+        let b =
+            issuer.complete_outage_backlog(issuance::CompleteOutageBacklogRequest { id: missing }).await.unwrap_err();
         assert_eq!(answers(a, theirs.id), answers(b, missing), "{engine}");
     }
     Ok(())

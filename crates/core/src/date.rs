@@ -1,7 +1,7 @@
 //! Calendar dates as the licence documents write them (`YYYY-MM-DD`).
 
-use time::{Date, OffsetDateTime};
 use time::macros::format_description;
+use time::{Date, OffsetDateTime};
 
 const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 

@@ -57,11 +57,14 @@ pub fn licence_from_wire(l: common::Licence) -> Result<LicenceRecord, ServiceErr
         .ok()
         .and_then(status_from_wire)
         .ok_or_else(|| ServiceError::internal("licence without status"))?;
-    let stored_status = common::LicenceStatus::try_from(l.recorded_status).ok().and_then(status_from_wire).unwrap_or(status);
+    let stored_status =
+        common::LicenceStatus::try_from(l.recorded_status).ok().and_then(status_from_wire).unwrap_or(status);
     let doc = zhengzhao_core::LicenceDocument::from_json(l.document_json.as_bytes()).map_err(ServiceError::internal)?;
     let valid_until = doc.valid_until.as_deref().map(read_date).transpose().map_err(ServiceError::internal)?;
-    let successor_from =
-        (!l.successor_from.is_empty()).then(|| read_date(&l.successor_from)).transpose().map_err(ServiceError::internal)?;
+    let successor_from = (!l.successor_from.is_empty())
+        .then(|| read_date(&l.successor_from))
+        .transpose()
+        .map_err(ServiceError::internal)?;
     let time = |t: &Option<prost_types::Timestamp>, f: &str| {
         t.as_ref().map(|t| from_timestamp(f, t)).transpose().map(|t| t.unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
     };

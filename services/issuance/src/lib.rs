@@ -558,7 +558,11 @@ impl Issuance {
     /// Refuses a business time before the licence's issue date (00:00 China
     /// Standard Time) or before its last recorded event after issue: a
     /// licence's history runs forward.
-    async fn check_after_last_event(&self, current: &LicenceRecord, occurred_at: OffsetDateTime) -> Result<(), ServiceError> {
+    async fn check_after_last_event(
+        &self,
+        current: &LicenceRecord,
+        occurred_at: OffsetDateTime,
+    ) -> Result<(), ServiceError> {
         let doc = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
         let issued = zhengzhao_core::date::read_date(&doc.issue_date)
             .map(|d| d.midnight().assume_offset(LIBRARY_OFFSET))
@@ -569,13 +573,12 @@ impl Issuance {
                 format!("{} is before the licence's issue date {}", shown(occurred_at), doc.issue_date),
             ));
         }
-        let last: Option<String> = sqlx::query_scalar(
-            "SELECT MAX(occurred_at) FROM licence_events WHERE identifier = $1 AND kind <> 'issue'",
-        )
-        .bind(&current.identifier)
-        .fetch_one(&self.db.pool)
-        .await
-        .map_err(db_err)?;
+        let last: Option<String> =
+            sqlx::query_scalar("SELECT MAX(occurred_at) FROM licence_events WHERE identifier = $1 AND kind <> 'issue'")
+                .bind(&current.identifier)
+                .fetch_one(&self.db.pool)
+                .await
+                .map_err(db_err)?;
         match last.as_deref().and_then(zhengzhao_store::parse_time) {
             Some(last) if occurred_at < last => Err(ServiceError::invalid(
                 "occurred_at",

@@ -32,7 +32,8 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
         zhengzhao_issuance::outage::OutageRules::new(ctx.calendar()?, ctx.config.issuance.outage_backdate_days),
         log,
         ctx.clock.clone(),
-    ).await?;
+    )
+    .await?;
     let job = zhengzhao_auth::Principal::service(ServiceName::Issuance, &ctx.keys.agency);
     issuance.clone().spawn_expiry_job(job, std::time::Duration::from_secs(300));
     let svc = InterceptedService::new(IssuanceGrpc(issuance).into_server(), ctx.authenticate());

@@ -97,8 +97,7 @@ pub(crate) fn licence_from_row(row: &sqlx::any::AnyRow, today: Date) -> Result<L
     let o = |c: &str| row.try_get::<Option<String>, _>(c).map_err(ServiceError::internal);
     let stored_status = LicenceStatus::from_name(&s("status")?).ok_or_else(|| bad("status"))?;
     let valid_until = o("valid_until")?.map(|d| read_date(&d).map_err(|_| bad("valid_until"))).transpose()?;
-    let successor_from =
-        o("successor_from")?.map(|d| read_date(&d).map_err(|_| bad("successor_from"))).transpose()?;
+    let successor_from = o("successor_from")?.map(|d| read_date(&d).map_err(|_| bad("successor_from"))).transpose()?;
     // A replaced version stays in force until its successor takes effect.
     let status = match (stored_status, successor_from) {
         (LicenceStatus::Superseded, Some(from)) if from > today => LicenceStatus::Valid.effective(valid_until, today),
