@@ -478,3 +478,41 @@ async fn a_renewed_version_falls_with_its_successor() -> Result {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn versions_replaced_before_they_took_effect_never_verify_valid() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let code = published_type(&lib).await?;
+        let v1 = issue(&lib, draft(&code)).await?.identifier;
+        let renew =
+            |id: String| issuance::RenewLicenceRequest {
+                identifier: id, reason: "延续".into(), ..Default::default()
+            };
+        let mut issuer = lib.issuance(Role::Issuer, ISSUER);
+        let v2 = issuer.renew_licence(renew(v1.clone())).await?.into_inner().licence.unwrap_or_default().identifier;
+        // Renewing the pending successor again: still only v1 is in force.
+        let v3 = issuer.renew_licence(renew(v2.clone())).await?.into_inner().licence.unwrap_or_default().identifier;
+        assert_eq!(valid_ones(&lib, &[&v1, &v2, &v3]).await?, vec![v1.clone()], "{engine}: after renewing twice");
+        assert_eq!(outcome(&lib, &v2).await?.0, O::Superseded, "{engine}: v2 never took effect");
+        // A change that makes the newest version start today ends v1 at once.
+        let mut changed = draft(&code);
+        changed.issue_date = zhengzhao_core::date::format_date(lib.clock.today());
+        changed.valid_from = changed.issue_date.clone();
+        changed.valid_until = zhengzhao_core::date::format_date(lib.clock.today() + time::Duration::days(365));
+        let v4 = issuer
+            .change_licence(issuance::ChangeLicenceRequest {
+                identifier: v3.clone(),
+                draft: Some(changed),
+                reason: "更正".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .licence
+            .unwrap_or_default()
+            .identifier;
+        assert_eq!(valid_ones(&lib, &[&v1, &v2, &v3, &v4]).await?, vec![v4.clone()], "{engine}: after the change");
+    }
+    Ok(())
+}

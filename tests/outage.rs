@@ -5,7 +5,7 @@
 use time::{Duration, OffsetDateTime};
 use tonic::Code;
 use zhengzhao_auth::Role;
-use zhengzhao_e2e::fixtures::{draft, issue, libraries, published_type, violated_fields};
+use zhengzhao_e2e::fixtures::{draft, issue, issued_days_ago, libraries, published_type, violated_fields};
 use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER, Library, OTHER_ISSUER};
 use zhengzhao_proto::convert::timestamp;
 use zhengzhao_proto::issuance::v1 as issuance;
@@ -134,7 +134,7 @@ async fn events_inside_an_outage_are_backfill_and_old_uncovered_ones_are_refused
     for lib in libraries().await? {
         let engine = lib.db.engine();
         let code = published_type(&lib).await?;
-        let a = issue(&lib, draft(&code)).await?.identifier;
+        let a = issued_days_ago(&lib, &code, 10).await?;
         let b = issue(&lib, draft(&code)).await?.identifier;
         // Three days old and no outage: refused, nothing recorded.
         let e = seize_at(&lib, &a, 3).await.unwrap_err();
@@ -181,7 +181,7 @@ async fn open_outages_cover_backfill_until_ended_and_late_ones_show_overdue() ->
     for lib in libraries().await? {
         let engine = lib.db.engine();
         let code = published_type(&lib).await?;
-        let id = issue(&lib, draft(&code)).await?.identifier;
+        let id = issued_days_ago(&lib, &code, 10).await?;
         let open = record_outage(&lib, Role::Issuer, ISSUER, "", 5, None).await?;
         assert_eq!(open.state, B::Open as i32, "{engine}");
         assert!(open.deadline.is_empty());
@@ -211,9 +211,7 @@ async fn open_outages_cover_backfill_until_ended_and_late_ones_show_overdue() ->
         // An outage that ended a month ago is past its deadline: overdue, and no longer covers backfill.
         let old = record_outage(&lib, Role::Admin, ADMIN, ISSUER, 40, Some(30)).await?;
         assert_eq!(old.state, B::Overdue as i32, "{engine}");
-        let mut issued_long_ago = draft(&code);
-        issued_long_ago.issue_date = zhengzhao_core::date::format_date(ago(60).date());
-        let other = issue(&lib, issued_long_ago).await?.identifier;
+        let other = issued_days_ago(&lib, &code, 60).await?;
         assert_eq!(seize_at(&lib, &other, 35).await.unwrap_err().code(), Code::FailedPrecondition);
         let late = lib
             .issuance(Role::Issuer, ISSUER)

@@ -55,3 +55,41 @@ pub async fn issue(lib: &Library, d: issuance::LicenceDraft) -> std::result::Res
 pub fn violated_fields(s: &tonic::Status) -> Vec<String> {
     s.get_details_bad_request().map(|b| b.field_violations.into_iter().map(|v| v.field).collect()).unwrap_or_default()
 }
+
+/// A licence of `type_code` issued `days` ago, brought in as a historical
+/// licence (its issue event's business time is its issue date, 00:00 China
+/// Standard Time, as aggregation records it); returns its identifier.
+pub async fn issued_days_ago(lib: &Library, type_code: &str, days: i64) -> anyhow::Result<String> {
+    let issued = zhengzhao_core::clock::Clock::default().today() - time::Duration::days(days);
+    let serial = format!("H{}", uuid_like());
+    let mut d = draft(type_code);
+    d.serial = serial.clone();
+    d.issue_date = zhengzhao_core::date::format_date(issued);
+    let row =
+        issuance::ImportRow { row_number: 1, source_key: serial.clone(), identifier: String::new(), draft: Some(d) };
+    let r = lib
+        .issuance(Role::Issuer, ISSUER)
+        .import_licences(tokio_stream::iter(vec![issuance::ImportLicencesRequest {
+            rows: vec![row],
+            allow_legacy: false,
+        }]))
+        .await?
+        .into_inner();
+    anyhow::ensure!(r.imported == 1, "import refused: {:?}", r.errors);
+    let id = zhengzhao_core::LicenceId::new(
+        zhengzhao_core::TypeCode::parse(type_code).map_err(anyhow::Error::msg)?,
+        zhengzhao_core::Uscc::parse(ISSUER)?,
+        &serial,
+        1,
+    )?;
+    Ok(id.to_string())
+}
+
+/// Twelve upper-case characters, different on every call.
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:X}{n:X}", nanos % 0xFFFF_FFFF_FFFF)
+}

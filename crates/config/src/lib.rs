@@ -241,6 +241,9 @@ impl Config {
         if !(1..=3600).contains(&self.auth.revocation_refresh_seconds) {
             return Err(ConfigError::Invalid("auth.revocation_refresh_seconds must be 1 to 3600".into()));
         }
+        if !(1..=3650).contains(&self.issuance.outage_backdate_days) {
+            return Err(ConfigError::Invalid("issuance.outage_backdate_days must be 1 to 3650".into()));
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file go together".into()));
         }

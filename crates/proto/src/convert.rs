@@ -29,6 +29,15 @@ pub fn from_timestamp(field: &str, t: &prost_types::Timestamp) -> Result<OffsetD
     }
 }
 
+/// A domain time from a timestamp another service returned (a record it
+/// holds): only checked to be representable, since rows an older version
+/// stored outside [`from_timestamp`]'s range must still read.
+pub fn stored_timestamp(field: &str, t: &prost_types::Timestamp) -> Result<OffsetDateTime, ServiceErrorAlias> {
+    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map_err(|_| crate::ServiceError::internal(format!("{field}: timestamp not representable")))
+}
+
 type ServiceErrorAlias = crate::ServiceError;
 
 pub fn status_to_wire(s: core::LicenceStatus) -> common::LicenceStatus {
@@ -268,7 +277,16 @@ mod tests {
         /// field, or accepted and then stored text reads back to the same
         /// instant (to the microsecond the store keeps).
         #[test]
-        fn accepted_timestamps_store_and_read_back(seconds in proptest::num::i64::ANY, nanos in proptest::num::i32::ANY) {
+        fn accepted_timestamps_store_and_read_back(
+            seconds in proptest::prop_oneof![
+                proptest::num::i64::ANY,
+                // Around the accepted range's ends, and inside it.
+                (-2_208_988_800i64 - 5)..(-2_208_988_800i64 + 5),
+                (253_402_214_400i64 - 5)..(253_402_214_400i64 + 5),
+                -2_208_988_800i64..253_402_214_400i64,
+            ],
+            nanos in proptest::prop_oneof![proptest::num::i32::ANY, 0i32..1_000_000_000],
+        ) {
             let wire = prost_types::Timestamp { seconds, nanos };
             match from_timestamp("started_at", &wire) {
                 Ok(t) => {

@@ -10,7 +10,7 @@ use zhengzhao_proto::catalog::v1 as pb;
 use zhengzhao_proto::catalog::v1::catalog_service_server::{CatalogService, CatalogServiceServer};
 use zhengzhao_proto::common::v1 as common;
 use zhengzhao_proto::convert::{
-    definition_from_wire, definition_to_wire, from_timestamp, template_from_wire, template_to_wire, timestamp,
+    definition_from_wire, definition_to_wire, stored_timestamp, template_from_wire, template_to_wire, timestamp,
 };
 
 use crate::{Catalog, CatalogDocument, LicenceTypeRecord, TypeFilter, TypeStatus};
@@ -59,7 +59,7 @@ pub fn record_from_wire(t: pb::LicenceType) -> Result<LicenceTypeRecord, Service
     }
     let status =
         status_from_wire(t.status).ok_or_else(|| ServiceError::internal("catalog returned a type without status"))?;
-    let time = |ts: &Option<prost_types::Timestamp>, f: &str| ts.as_ref().map(|ts| from_timestamp(f, ts)).transpose();
+    let time = |ts: &Option<prost_types::Timestamp>, f: &str| ts.as_ref().map(|ts| stored_timestamp(f, ts)).transpose();
     Ok(LicenceTypeRecord {
         current_version: definition.template.version,
         definition,

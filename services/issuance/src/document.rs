@@ -68,13 +68,15 @@ fn end_date(t: &LicenceTypeRecord, from: Date, given: &str, out: &mut Vec<FieldV
 }
 
 /// Builds the document for `draft` as version `version` of its serial,
-/// issued by `issuer`; `replaces` names the version it replaces.
+/// issued by `issuer`; `replaces` names the version it replaces. The issue
+/// date may not be after `today` (China Standard Time).
 pub(crate) fn build(
     t: &LicenceTypeRecord,
     draft: &mut LicenceDraft,
     issuer: &str,
     version: u16,
     replaces: Option<&str>,
+    today: time::Date,
 ) -> Result<LicenceDocument, ServiceError> {
     let def = &t.definition;
     let type_code = TypeCode::parse(&draft.type_code).map_err(|e| ServiceError::invalid("type_code", e))?;
@@ -94,6 +96,9 @@ pub(crate) fn build(
         out.push(FieldViolation::new("serial", "upper-case letters and digits, at most 64"));
     }
     let issue_date = parse_date(&draft.issue_date).map_err(|e| out.push(FieldViolation::new("issue_date", e))).ok();
+    if issue_date.is_some_and(|d| d > today) {
+        out.push(FieldViolation::new("issue_date", format!("after today ({})", format_date(today))));
+    }
     let valid_from = if draft.valid_from.is_empty() {
         issue_date
     } else {

@@ -11,7 +11,7 @@ use zhengzhao_core::date::{format_date, read_date};
 use zhengzhao_core::{Holder, LicenceDraft, LifecycleAction};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::common::v1 as common;
-use zhengzhao_proto::convert::{from_timestamp, status_from_wire, status_to_wire, timestamp};
+use zhengzhao_proto::convert::{from_timestamp, status_from_wire, status_to_wire, stored_timestamp, timestamp};
 use zhengzhao_proto::issuance::v1 as pb;
 use zhengzhao_proto::issuance::v1::issuance_service_server::{IssuanceService, IssuanceServiceServer};
 
@@ -66,7 +66,7 @@ pub fn licence_from_wire(l: common::Licence) -> Result<LicenceRecord, ServiceErr
         .transpose()
         .map_err(ServiceError::internal)?;
     let time = |t: &Option<prost_types::Timestamp>, f: &str| {
-        t.as_ref().map(|t| from_timestamp(f, t)).transpose().map(|t| t.unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
+        t.as_ref().map(|t| stored_timestamp(f, t)).transpose().map(|t| t.unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
     };
     let text = |s: String| (!s.is_empty()).then_some(s);
     Ok(LicenceRecord {

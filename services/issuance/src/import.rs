@@ -227,7 +227,7 @@ impl Issuance {
             return Err(ServiceError::invalid("serial", "required for a historical licence without an identifier"));
         }
         let version = given.as_ref().map_or(1, LicenceId::version);
-        let mut doc = document::build(&t, &mut row.draft, &who.agency, version, None)?;
+        let mut doc = document::build(&t, &mut row.draft, &who.agency, version, None, self.clock.today())?;
         let standard_check =
             given.as_ref().filter(|id| id.check_form() == CheckForm::Legacy).map(LicenceId::standard_check);
         if let Some(id) = given {

@@ -35,7 +35,7 @@ use zhengzhao_store::{Db, Migrations, StoreConfig, format_time, now};
 
 pub use client::IssuanceClient;
 use feed::NewEvent;
-pub use record::{EventDetails, EventRecord, FeedEntry, LicenceRecord};
+pub use record::{EventDetails, EventRecord, FeedEntry, LicenceRecord, started};
 
 static PG: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -126,7 +126,8 @@ fn refused(e: zhengzhao_core::TransitionError) -> ServiceError {
 
 /// A time as messages show it: China Standard Time, to the second.
 pub(crate) fn shown(t: OffsetDateTime) -> String {
-    let t = t.to_offset(LIBRARY_OFFSET).replace_nanosecond(0).unwrap_or(t);
+    let t = t.checked_to_offset(LIBRARY_OFFSET).unwrap_or(t);
+    let t = t.replace_nanosecond(0).unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
@@ -211,7 +212,7 @@ impl Issuance {
         }
         let t = self.licence_type(&draft.type_code, draft.template_version).await?;
         document::check_issuable(&t, &who.agency)?;
-        let doc = document::build(&t, &mut draft, &who.agency, 1, None)?;
+        let doc = document::build(&t, &mut draft, &who.agency, 1, None, self.clock.today())?;
         let (canonical, signed) = self.sign(&who.agency, &doc).await?;
         let state = transition(None, LifecycleAction::Issue).map_err(refused)?;
         let at = now();
@@ -419,7 +420,14 @@ impl Issuance {
         })?;
         let t = self.licence_type(&draft.type_code, draft.template_version).await?;
         document::check_issuable(&t, &current.issuer_code)?;
-        let doc = document::build(&t, &mut draft, &current.issuer_code, version, Some(&current.identifier))?;
+        let doc = document::build(
+            &t,
+            &mut draft,
+            &current.issuer_code,
+            version,
+            Some(&current.identifier),
+            self.clock.today(),
+        )?;
         let (canonical, signed) = self.sign(&current.issuer_code, &doc).await?;
         let fresh = transition(None, LifecycleAction::Issue).map_err(refused)?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
@@ -555,41 +563,41 @@ impl Issuance {
         })
     }
 
-    /// Refuses a business time before the licence's issue date (00:00 China
-    /// Standard Time) or before its last recorded event after issue: a
-    /// licence's history runs forward.
+    /// Refuses a business time before the licence's last recorded event —
+    /// its issue (as recorded: an import records the issue date, 00:00
+    /// China Standard Time), or anything since: a licence's history runs
+    /// forward, and no outage lets an event go behind it.
     async fn check_after_last_event(
         &self,
         current: &LicenceRecord,
         occurred_at: OffsetDateTime,
     ) -> Result<(), ServiceError> {
-        let doc = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
-        let issued = zhengzhao_core::date::read_date(&doc.issue_date)
-            .map(|d| d.midnight().assume_offset(LIBRARY_OFFSET))
-            .map_err(ServiceError::internal)?;
-        if occurred_at < issued {
+        let last: Option<(String, String)> = sqlx::query_as(
+            "SELECT occurred_at, kind FROM licence_events WHERE identifier = $1 ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(&current.identifier)
+        .fetch_optional(&self.db.pool)
+        .await
+        .map_err(db_err)?;
+        let Some((last, kind)) = last else { return Ok(()) };
+        let Some(last) = zhengzhao_store::parse_time(&last) else {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "the last event of {} has an unreadable business time; an administrator must repair it first",
+                current.identifier
+            )));
+        };
+        if occurred_at < last {
+            let what = if kind == "issue" { "its issue" } else { "its last recorded event" };
             return Err(ServiceError::invalid(
                 "occurred_at",
-                format!("{} is before the licence's issue date {}", shown(occurred_at), doc.issue_date),
-            ));
-        }
-        let last: Option<String> =
-            sqlx::query_scalar("SELECT MAX(occurred_at) FROM licence_events WHERE identifier = $1 AND kind <> 'issue'")
-                .bind(&current.identifier)
-                .fetch_one(&self.db.pool)
-                .await
-                .map_err(db_err)?;
-        match last.as_deref().and_then(zhengzhao_store::parse_time) {
-            Some(last) if occurred_at < last => Err(ServiceError::invalid(
-                "occurred_at",
                 format!(
-                    "{} is before the licence's last recorded event ({}): business times may not go back",
+                    "{} is before {what} ({}): a licence's business times may not go back",
                     shown(occurred_at),
                     shown(last)
                 ),
-            )),
-            _ => Ok(()),
+            ));
         }
+        Ok(())
     }
 
     async fn fetch(&self, identifier: &str) -> Result<LicenceRecord, ServiceError> {

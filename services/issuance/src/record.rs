@@ -84,6 +84,14 @@ pub struct FeedEntry {
     pub issuer_code: String,
 }
 
+/// Whether the document's validity has started by `today`.
+pub fn started(document_json: &str, today: Date) -> bool {
+    zhengzhao_core::LicenceDocument::from_json(document_json.as_bytes())
+        .ok()
+        .and_then(|d| read_date(&d.valid_from).ok())
+        .is_some_and(|from| from <= today)
+}
+
 fn bad(what: &str) -> ServiceError {
     ServiceError::internal(format!("unreadable {what} in database"))
 }
@@ -98,9 +106,12 @@ pub(crate) fn licence_from_row(row: &sqlx::any::AnyRow, today: Date) -> Result<L
     let stored_status = LicenceStatus::from_name(&s("status")?).ok_or_else(|| bad("status"))?;
     let valid_until = o("valid_until")?.map(|d| read_date(&d).map_err(|_| bad("valid_until"))).transpose()?;
     let successor_from = o("successor_from")?.map(|d| read_date(&d).map_err(|_| bad("successor_from"))).transpose()?;
-    // A replaced version stays in force until its successor takes effect.
+    // A replaced version that took effect stays in force until its successor does.
+    let document_json = s("document_json")?;
     let status = match (stored_status, successor_from) {
-        (LicenceStatus::Superseded, Some(from)) if from > today => LicenceStatus::Valid.effective(valid_until, today),
+        (LicenceStatus::Superseded, Some(from)) if from > today && started(&document_json, today) => {
+            LicenceStatus::Valid.effective(valid_until, today)
+        }
         _ => stored_status.effective(valid_until, today),
     };
     Ok(LicenceRecord {
@@ -116,7 +127,7 @@ pub(crate) fn licence_from_row(row: &sqlx::any::AnyRow, today: Date) -> Result<L
         successor_from,
         replaces: o("replaces")?,
         valid_until,
-        document_json: s("document_json")?,
+        document_json,
         jws: s("jws")?,
         key_id: s("key_id")?,
         recorded_at: parse_time(&s("recorded_at")?).ok_or_else(|| bad("recorded_at"))?,

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use zhengzhao_auth::principal;
 use zhengzhao_crypto::Algorithm;
 use zhengzhao_proto::ServiceError;
-use zhengzhao_proto::convert::{from_timestamp, timestamp};
+use zhengzhao_proto::convert::{from_timestamp, stored_timestamp, timestamp};
 use zhengzhao_proto::signing::v1 as pb;
 use zhengzhao_proto::signing::v1::signing_service_server::{SigningService, SigningServiceServer};
 
@@ -78,11 +78,15 @@ pub fn key_from_wire(k: pb::PublicKey) -> Result<PublicKeyRecord, ServiceError> 
         created_at: k
             .created_at
             .as_ref()
-            .map(|t| from_timestamp("created_at", t))
+            .map(|t| stored_timestamp("created_at", t))
             .transpose()?
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-        retired_at: k.retired_at.as_ref().map(|t| from_timestamp("retired_at", t)).transpose()?,
-        compromised_since: k.compromised_since.as_ref().map(|t| from_timestamp("compromised_since", t)).transpose()?,
+        retired_at: k.retired_at.as_ref().map(|t| stored_timestamp("retired_at", t)).transpose()?,
+        compromised_since: k
+            .compromised_since
+            .as_ref()
+            .map(|t| stored_timestamp("compromised_since", t))
+            .transpose()?,
     })
 }
 

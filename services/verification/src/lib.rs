@@ -334,15 +334,22 @@ impl Verification {
     ) -> Result<Verdict, ServiceError> {
         let successor_id = held.superseded_by.clone().unwrap_or_default();
         let from = held.successor_from.map(format_date).unwrap_or_default();
-        // The current version at the end of the chain decides.
+        // Every later version must still be waiting to take effect, and the
+        // current one at the end of the chain in good standing.
+        let today = self.clock.today();
         let mut successor = self.issuance.get(&successor_id).await?;
+        let mut none_started = !zhengzhao_issuance::started(&successor.document_json, today);
         for _ in 0..MAX_CHAIN {
             match successor.superseded_by.clone() {
-                Some(next) => successor = self.issuance.get(&next).await?,
+                Some(next) => {
+                    successor = self.issuance.get(&next).await?;
+                    none_started &= !zhengzhao_issuance::started(&successor.document_json, today);
+                }
                 None => break,
             }
         }
-        let standing = successor.superseded_by.is_none()
+        let standing = none_started
+            && successor.superseded_by.is_none()
             && successor.stored_status == LicenceStatus::Valid
             && !successor.reported_lost;
         let successor_id = successor.identifier.clone();
@@ -364,7 +371,11 @@ impl Verification {
                 Outcome::Superseded,
                 identifier,
                 key_id,
-                format!("replaced by {successor_id}, which is {state}"),
+                if none_started {
+                    format!("replaced by {successor_id}, which is {state}")
+                } else {
+                    format!("replaced by {successor_id}, whose validity has begun")
+                },
             )
         };
         v.status = Some(if standing { LicenceStatus::Valid } else { LicenceStatus::Superseded });
