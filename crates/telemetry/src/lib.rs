@@ -67,15 +67,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
         registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()
     } else {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        // Caller-supplied text in a field never forges a log line.
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(ansi)
-                    .fmt_fields(escape::fields())
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
+        registry.with(escape::text_layer(ansi, std::io::stderr)).try_init()
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
     Ok(TelemetryGuard { provider })

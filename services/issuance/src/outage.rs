@@ -87,8 +87,12 @@ impl Issuance {
         backfill_events: i64,
     ) -> Result<OutageRecord, ServiceError> {
         let s = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
+        // NULL is "not yet"; a value that does not parse makes the row unreadable.
         let t = |c: &str| -> Result<Option<OffsetDateTime>, ServiceError> {
-            Ok(row.try_get::<Option<String>, _>(c).map_err(db_err)?.as_deref().and_then(parse_time))
+            match row.try_get::<Option<String>, _>(c).map_err(db_err)? {
+                None => Ok(None),
+                Some(v) => parse_time(&v).map(Some).ok_or_else(|| ServiceError::internal(format!("unreadable {c}"))),
+            }
         };
         let bad = || ServiceError::internal("unreadable outage in database");
         let ended_at = t("ended_at")?;
@@ -353,7 +357,16 @@ impl Issuance {
         .map_err(db_err)?;
         for row in rows {
             let ended: Option<String> = row.try_get("ended_at").map_err(db_err)?;
-            match ended.as_deref().and_then(parse_time) {
+            let ended = match ended.as_deref().map(|v| (v, parse_time(v))) {
+                None => None,
+                Some((_, Some(e))) => Some(e),
+                Some((v, None)) => {
+                    // An unreadable end never counts as "still open".
+                    tracing::error!(issuer_code = %issuer, ended_at = %v, "outage with an unreadable end ignored");
+                    continue;
+                }
+            };
+            match ended {
                 None => return Ok(true),
                 Some(e) => {
                     let (deadline, _) = self.calendar.catch_up_deadline(local_date(e));
