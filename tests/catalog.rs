@@ -1,11 +1,13 @@
 //! Catalogue tests over gRPC, each on SQLite and PostgreSQL: versioned
-//! templates, compatible and breaking revisions, retirement, search,
-//! export/import and the change log.
+//! templates, compatible and breaking revisions, revision of a type's own
+//! fields, one type per definition, retirement, search, export/import, the
+//! change log, and face-field rules (blank required fields, canonical and
+//! bounded integers).
 
 use tonic::Code;
 use zhengzhao_auth::Role;
 use zhengzhao_e2e::fixtures::{draft, example_definition, issue, libraries, published_type, violated_fields};
-use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER, Library};
+use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER, Library, OTHER_ISSUER};
 use zhengzhao_proto::catalog::v1 as catalog;
 use zhengzhao_proto::common::v1 as common;
 use zhengzhao_proto::convert::{definition_to_wire, template_to_wire};
@@ -84,6 +86,8 @@ async fn new_template_versions_never_change_licences_issued_under_older_ones() -
             pattern: None,
             values: Vec::new(),
             max_scale: None,
+            min: None,
+            max: None,
         });
         if let Some(f) = relaxed.fields.last_mut() {
             f.order = 100;
@@ -300,7 +304,12 @@ async fn catalogue_export_and_import_are_idempotent_and_all_or_nothing() -> Resu
         let target = Library::start(target_db).await?;
         let engine = source.db.engine();
         let food = published_type(&source).await?;
-        let other = published_type(&source).await?;
+        let other =
+            create(&source, "其他证照", "11100000000013338W", zhengzhao_core::HolderCategory::LegalPerson).await?;
+        source
+            .catalog(Role::Admin, ADMIN)
+            .publish_licence_type(catalog::PublishLicenceTypeRequest { code: other.clone() })
+            .await?;
         let _draft_only =
             create(&source, "草稿证照", "11100000000013338W", zhengzhao_core::HolderCategory::LegalPerson).await?;
         let mut v2 = current_template(&food);
@@ -332,16 +341,29 @@ async fn catalogue_export_and_import_are_idempotent_and_all_or_nothing() -> Resu
         assert_eq!((r.created, r.updated, r.unchanged), (0, 1, 2), "{engine}");
         assert_eq!(export(&target).await?, later);
 
+        // A revision of a type's own fields reaches the copy with the next import.
+        let mut revised = example_definition();
+        revised.name = "食品经营许可证（2027版）".into();
+        revised.validity = zhengzhao_core::ValidityRange::Years(10);
+        revise_type(&source, &food, &revised, "证照改版").await?;
+        let later = export(&source).await?;
+        let r = import(&target, &later).await?;
+        assert_eq!((r.created, r.updated, r.unchanged), (0, 1, 2), "{engine}");
+        assert_eq!(export(&target).await?, later, "{engine}");
+        let held = get(&target, &food, 0).await?.definition.unwrap_or_default();
+        assert_eq!(held.name, "食品经营许可证（2027版）");
+
         // One conflict refuses the whole document: the new type is not created either.
         let mut conflicting: serde_json::Value = serde_json::from_str(&later)?;
         let types = conflicting["licence_types"].as_array_mut().expect("types");
-        types[0]["definition"]["name"] = "改名的证照".into();
+        types[0]["definition"]["holder_category"] = "natural_person".into();
         let mut extra = types[1].clone();
         extra["definition"]["code"] = "11100000000013338W900".into();
         types.push(extra);
         let e = import(&target, &conflicting.to_string()).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{engine}");
         assert!(e.message().contains(&food) && e.message().contains("nothing was applied"), "{}", e.message());
+        assert!(e.message().contains("holder_category"), "{}", e.message());
         assert_eq!(export(&target).await?, later, "{engine}: a refused import changed the catalogue");
         // Going back in the lifecycle is a conflict too.
         let mut back: serde_json::Value = serde_json::from_str(&later)?;
@@ -437,5 +459,289 @@ async fn definitions_name_each_offending_field() -> Result {
             "template.fields[6].values"
         ]
     );
+    Ok(())
+}
+
+/// Revises a type's own fields to those of `def` (its template is not sent).
+async fn revise_type(
+    lib: &Library,
+    code: &str,
+    def: &zhengzhao_core::LicenceTypeDefinition,
+    reason: &str,
+) -> std::result::Result<catalog::LicenceType, tonic::Status> {
+    let mut definition = definition_to_wire(def);
+    definition.template = None;
+    lib.catalog(Role::Admin, ADMIN)
+        .revise_licence_type(catalog::ReviseLicenceTypeRequest {
+            code: code.into(),
+            definition: Some(definition),
+            reason: reason.into(),
+        })
+        .await
+        .map(|r| r.into_inner().licence_type.unwrap_or_default())
+}
+
+async fn changes_of(lib: &Library, code: &str) -> anyhow::Result<Vec<catalog::CatalogChange>> {
+    Ok(lib
+        .catalog(Role::Auditor, ADMIN)
+        .list_catalog_changes(catalog::ListCatalogChangesRequest { code: code.into(), ..Default::default() })
+        .await?
+        .into_inner()
+        .changes)
+}
+
+#[tokio::test]
+async fn a_types_own_fields_are_revised_recorded_and_followed_by_issuance() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let code = published_type(&lib).await?;
+        issue(&lib, draft(&code)).await?;
+
+        let mut def = example_definition();
+        def.name = "食品经营许可证（新版）".into();
+        def.defining_authority.name = "市场监管总局".into();
+        def.service_items
+            .push(zhengzhao_core::ServiceItem { name: "食品经营许可变更".into(), code: "FOOD-CHANGE".into() });
+        def.validity = zhengzhao_core::ValidityRange::Years(10);
+        def.issuers = vec![OTHER_ISSUER.into()];
+        let t = revise_type(&lib, &code, &def, "机构改革后证照改版").await?;
+        let held = t.definition.clone().unwrap_or_default();
+        assert_eq!(held.name, "食品经营许可证（新版）", "{engine}");
+        assert_eq!(held.issuers, vec![OTHER_ISSUER.to_owned()]);
+        assert_eq!(
+            held.validity,
+            Some(catalog::ValidityRange { range: Some(catalog::validity_range::Range::Years(10)) })
+        );
+        assert_eq!(held.service_items.len(), 2);
+        assert_eq!(version_of(&t), 1, "{engine}: the template is untouched");
+        assert_eq!(held.template.map(|t| t.fields.len()), Some(example_definition().template.fields.len()));
+        assert_eq!(get(&lib, &code, 0).await?.definition.unwrap_or_default().name, "食品经营许可证（新版）");
+        // The name filter sees the new name.
+        let found = lib
+            .catalog(Role::Consumer, CONSUMER)
+            .list_licence_types(catalog::ListLicenceTypesRequest {
+                name_contains: "新版".into(), ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .licence_types;
+        assert_eq!(found.len(), 1, "{engine}");
+
+        // Issuance follows the new issuer list: the removed issuer may no longer issue.
+        let e = issue(&lib, draft(&code)).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{engine}: {}", e.message());
+
+        // The change log says who, why, which fields, before and after.
+        let changes = changes_of(&lib, &code).await?;
+        assert_eq!(changes[0].change, "revise_type", "{engine}");
+        assert_eq!(changes[0].actor, format!("admin@{ADMIN}"));
+        let detail: serde_json::Value = serde_json::from_str(&changes[0].detail_json)?;
+        assert_eq!(detail["reason"], "机构改革后证照改版");
+        assert_eq!(
+            detail["changed"],
+            serde_json::json!(["name", "defining_authority", "service_items", "validity", "issuers"])
+        );
+        assert_eq!(detail["before"]["name"], "食品经营许可证");
+        assert_eq!(detail["after"]["name"], "食品经营许可证（新版）");
+        assert_eq!(detail["before"]["issuers"], serde_json::json!([ISSUER]));
+        assert_eq!(detail["after"]["validity"], "10/Y");
+
+        // The same fields again change nothing and record nothing.
+        revise_type(&lib, &code, &def, "重复提交").await?;
+        assert_eq!(changes_of(&lib, &code).await?.len(), changes.len(), "{engine}");
+
+        // What may not change is refused, naming the field, and changes nothing.
+        let mut category = def.clone();
+        category.holder_category = zhengzhao_core::HolderCategory::NaturalPerson;
+        let e = revise_type(&lib, &code, &category, "改为自然人").await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{engine}");
+        assert_eq!(violated_fields(&e), vec!["holder_category".to_owned()]);
+        let mut authority = def.clone();
+        authority.defining_authority.code = CONSUMER.into();
+        let e = revise_type(&lib, &code, &authority, "换定义机构").await.unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["defining_authority.code".to_owned()]);
+        let mut other_code = def.clone();
+        other_code.code = Some(format!("{ADMIN}999"));
+        let e = revise_type(&lib, &code, &other_code, "换编码").await.unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["code".to_owned()]);
+        let mut no_issuers = def.clone();
+        no_issuers.issuers.clear();
+        let e = revise_type(&lib, &code, &no_issuers, "清空").await.unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["issuers".to_owned()]);
+        let e = revise_type(&lib, &code, &def, " ").await.unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["reason".to_owned()]);
+        // The template is revised with ReviseTemplate only.
+        let e = lib
+            .catalog(Role::Admin, ADMIN)
+            .revise_licence_type(catalog::ReviseLicenceTypeRequest {
+                code: code.clone(),
+                definition: Some(definition_to_wire(&def)),
+                reason: "连模板一起改".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["template".to_owned()]);
+        // Administrators only.
+        let mut definition = definition_to_wire(&def);
+        definition.template = None;
+        let e = lib
+            .catalog(Role::Issuer, ISSUER)
+            .revise_licence_type(catalog::ReviseLicenceTypeRequest {
+                code: code.clone(),
+                definition: Some(definition),
+                reason: "发证机关自己改".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{engine}");
+        assert_eq!(changes_of(&lib, &code).await?.len(), changes.len(), "{engine}: refused revisions were recorded");
+        assert_eq!(get(&lib, &code, 0).await?.definition.unwrap_or_default().issuers, vec![OTHER_ISSUER.to_owned()]);
+
+        // A draft may still change its holder category; a retired type nothing.
+        let draft_code =
+            create(&lib, "草稿证照", "11100000000013338W", zhengzhao_core::HolderCategory::LegalPerson).await?;
+        let mut natural = example_definition();
+        natural.name = "草稿证照".into();
+        natural.holder_category = zhengzhao_core::HolderCategory::NaturalPerson;
+        let t = revise_type(&lib, &draft_code, &natural, "持证主体为自然人").await?;
+        assert_eq!(t.definition.unwrap_or_default().holder_category, common::HolderCategory::NaturalPerson as i32);
+        lib.catalog(Role::Admin, ADMIN)
+            .retire_licence_type(catalog::RetireLicenceTypeRequest { code: code.clone(), reason: "并证".into() })
+            .await?;
+        let mut renamed = def.clone();
+        renamed.name = "再改名".into();
+        let e = revise_type(&lib, &code, &renamed, "退役后改名").await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{engine}");
+        let e = revise_type(&lib, &format!("{ADMIN}998"), &renamed, "不存在").await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{engine}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_definition_is_one_type_and_templates_need_fields() -> Result {
+    use zhengzhao_core::HolderCategory::LegalPerson;
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let a = "11100000000013338W";
+        let b = "12100000400010275N";
+        let first = create(&lib, "食品经营许可证", a, LegalPerson).await?;
+        // The same name under the same authority, even padded with spaces, is refused naming the type.
+        for name in ["食品经营许可证", " 食品经营许可证 "] {
+            let e = create(&lib, name, a, LegalPerson).await.unwrap_err();
+            let status = e.downcast_ref::<tonic::Status>().expect("a gRPC status");
+            assert_eq!(status.code(), Code::AlreadyExists, "{engine}: {name:?}");
+            assert!(status.message().contains(&first), "{}", status.message());
+        }
+        // Another name, or the same name under another authority, is another type.
+        let second = create(&lib, "食品生产许可证", a, LegalPerson).await?;
+        create(&lib, "食品经营许可证", b, LegalPerson).await?;
+        // Renaming a type onto another's definition is refused the same way.
+        let mut onto = example_definition();
+        onto.name = "食品经营许可证".into();
+        let e = revise_type(&lib, &second, &onto, "改名").await.unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{engine}");
+        assert!(e.message().contains(&first), "{}", e.message());
+        // Once the first is retired, its definition may be made again.
+        lib.catalog(Role::Admin, ADMIN)
+            .retire_licence_type(catalog::RetireLicenceTypeRequest { code: first.clone(), reason: "改革".into() })
+            .await?;
+        let again = create(&lib, "食品经营许可证", a, LegalPerson).await?;
+        assert_ne!(again, first);
+
+        // A template with no fields is refused, on creation and on revision.
+        let mut empty = example_definition();
+        empty.name = "空模板证照".into();
+        empty.template.fields.clear();
+        let e = lib
+            .catalog(Role::Admin, ADMIN)
+            .create_licence_type(catalog::CreateLicenceTypeRequest { definition: Some(definition_to_wire(&empty)) })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["template.fields".to_owned()], "{engine}");
+        let none = zhengzhao_core::FaceTemplate { version: 0, fields: Vec::new() };
+        for new_version in [false, true] {
+            let e = revise(&lib, &second, &none, new_version).await.unwrap_err();
+            assert_eq!(violated_fields(&e), vec!["template.fields".to_owned()], "{engine}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn required_face_fields_are_not_blank_and_integers_are_canonical_and_bounded() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let code = published_type(&lib).await?;
+        let face = |key: &str, value: &str| {
+            let mut d = draft(&code);
+            d.face_fields.insert(key.into(), value.into());
+            d
+        };
+        for blank in [" ", "   ", "\u{3000}"] {
+            let e = issue(&lib, face("premises", blank)).await.unwrap_err();
+            assert_eq!(violated_fields(&e), vec!["face_fields.premises".to_owned()], "{engine}: {blank:?}");
+        }
+        for bad in ["+3", "007", "-0", "3.0", " 3"] {
+            let e = issue(&lib, face("staff_count", bad)).await.unwrap_err();
+            assert_eq!(violated_fields(&e), vec!["face_fields.staff_count".to_owned()], "{engine}: {bad:?}");
+        }
+        for good in ["0", "-3", "12"] {
+            issue(&lib, face("staff_count", good)).await?;
+        }
+
+        // Bounds: a new bound is tighter, so only as a new version.
+        let mut bounded = current_template(&code);
+        let staff = bounded.fields.iter_mut().find(|f| f.key == "staff_count").expect("field");
+        staff.min = Some(0);
+        staff.max = Some(1000);
+        let e = revise(&lib, &code, &bounded, false).await.unwrap_err();
+        // Two new bounds: two violations of the field, one each.
+        assert_eq!(violated_fields(&e), vec!["template.fields.staff_count".to_owned(); 2], "{engine}");
+        assert!(e.message().contains("min raised") && e.message().contains("max lowered"), "{}", e.message());
+        let t = revise(&lib, &code, &bounded, true).await?;
+        assert_eq!(version_of(&t), 2);
+        let wire_field = |t: &catalog::LicenceType| {
+            t.definition
+                .as_ref()
+                .and_then(|d| d.template.as_ref())
+                .and_then(|t| t.fields.iter().find(|f| f.key == "staff_count").cloned())
+                .unwrap_or_default()
+        };
+        let f = wire_field(&get(&lib, &code, 2).await?);
+        assert_eq!((f.min, f.max), (Some(0), Some(1000)), "{engine}");
+        assert_eq!((wire_field(&get(&lib, &code, 1).await?).min), None);
+        let mut under_v2 = face("staff_count", "-3");
+        under_v2.template_version = 2;
+        let e = issue(&lib, under_v2.clone()).await.unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["face_fields.staff_count".to_owned()], "{engine}");
+        under_v2.face_fields.insert("staff_count".into(), "1001".into());
+        assert!(issue(&lib, under_v2.clone()).await.is_err());
+        under_v2.face_fields.insert("staff_count".into(), "1000".into());
+        issue(&lib, under_v2.clone()).await?;
+        // A looser bound keeps every licence valid, so in place; a tighter one does not.
+        let mut looser = bounded.clone();
+        let staff = looser.fields.iter_mut().find(|f| f.key == "staff_count").expect("field");
+        staff.min = Some(-10);
+        staff.max = None;
+        assert_eq!(version_of(&revise(&lib, &code, &looser, false).await?), 2, "{engine}");
+        under_v2.face_fields.insert("staff_count".into(), "-3".into());
+        issue(&lib, under_v2).await?;
+        let mut tighter = looser.clone();
+        let staff = tighter.fields.iter_mut().find(|f| f.key == "staff_count").expect("field");
+        staff.max = Some(5000);
+        let e = revise(&lib, &code, &tighter, false).await.unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["template.fields.staff_count".to_owned()], "{engine}");
+        // Bounds belong to integer fields, below each other.
+        let mut misplaced = looser.clone();
+        misplaced.fields[0].min = Some(1);
+        let staff = misplaced.fields.iter_mut().find(|f| f.key == "staff_count").expect("field");
+        staff.min = Some(9);
+        staff.max = Some(1);
+        let e = revise(&lib, &code, &misplaced, true).await.unwrap_err();
+        let mut fields = violated_fields(&e);
+        fields.sort();
+        assert_eq!(fields, vec!["template.fields[0].kind".to_owned(), "template.fields[5].max".to_owned()], "{engine}");
+    }
     Ok(())
 }

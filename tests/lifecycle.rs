@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use zhengzhao_auth::Role;
-use zhengzhao_e2e::fixtures::{draft, issue, libraries, published_type, violated_fields};
+use zhengzhao_e2e::fixtures::{draft, imported, issue, libraries, published_type, violated_fields};
 use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER, Library, OTHER_ISSUER};
 use zhengzhao_proto::common::v1 as common;
 use zhengzhao_proto::issuance::v1 as issuance;
@@ -285,9 +285,19 @@ async fn expiry_is_right_at_read_time_and_recorded_by_the_job() -> Result {
         let engine = lib.db.engine();
         let code = published_type(&lib).await?;
         let mut d = draft(&code);
-        d.issue_date = "2020-01-01".into();
-        d.valid_until = "2020-12-31".into();
-        let old = issue(&lib, d).await?;
+        d.issue_date = "2022-01-01".into();
+        d.valid_until = zhengzhao_core::date::format_date(lib.clock.today() - time::Duration::days(30));
+        // An expired licence enters only as a historical licence.
+        let refused = issue(&lib, d.clone()).await.unwrap_err();
+        assert!(violated_fields(&refused).contains(&"valid_until".to_owned()), "{engine}: {refused:?}");
+        let old = imported(&lib, d).await?;
+        let old = lib
+            .issuance(Role::Issuer, ISSUER)
+            .get_licence(issuance::GetLicenceRequest { identifier: old })
+            .await?
+            .into_inner()
+            .licence
+            .unwrap_or_default();
         assert_eq!(old.status, common::LicenceStatus::Expired as i32, "{engine}: derived before the job ran");
         let current = issue(&lib, draft(&code)).await?;
         let job = zhengzhao_auth::Principal::service(zhengzhao_auth::ServiceName::Issuance, &lib.keys.agency);
@@ -296,7 +306,7 @@ async fn expiry_is_right_at_read_time_and_recorded_by_the_job() -> Result {
         assert_eq!(lib.issuance_service.record_expiries(&job, today).await?, 0, "{engine}: the job is idempotent");
         assert_eq!(kinds(&history(&lib, &old.identifier).await?), vec![K::Issue, K::Expire]);
         assert_eq!(kinds(&history(&lib, &current.identifier).await?), vec![K::Issue]);
-        // Renewing an expired licence is allowed.
+        // Renewing an expired licence is allowed (within the renewal window).
         let renewed = lib
             .issuance(Role::Issuer, ISSUER)
             .renew_licence(issuance::RenewLicenceRequest {
@@ -495,24 +505,22 @@ async fn versions_replaced_before_they_took_effect_never_verify_valid() -> Resul
         let v3 = issuer.renew_licence(renew(v2.clone())).await?.into_inner().licence.unwrap_or_default().identifier;
         assert_eq!(valid_ones(&lib, &[&v1, &v2, &v3]).await?, vec![v1.clone()], "{engine}: after renewing twice");
         assert_eq!(outcome(&lib, &v2).await?.0, O::Superseded, "{engine}: v2 never took effect");
-        // A change that makes the newest version start today ends v1 at once.
+        // A change cannot move the validity (that would start v3 at once
+        // beside v1): it is refused, naming the field.
         let mut changed = draft(&code);
-        changed.issue_date = zhengzhao_core::date::format_date(lib.clock.today());
-        changed.valid_from = changed.issue_date.clone();
-        changed.valid_until = zhengzhao_core::date::format_date(lib.clock.today() + time::Duration::days(365));
-        let v4 = issuer
+        changed.issue_date = String::new();
+        changed.valid_from = zhengzhao_core::date::format_date(lib.clock.today());
+        let e = issuer
             .change_licence(issuance::ChangeLicenceRequest {
                 identifier: v3.clone(),
                 draft: Some(changed),
                 reason: "更正".into(),
                 ..Default::default()
             })
-            .await?
-            .into_inner()
-            .licence
-            .unwrap_or_default()
-            .identifier;
-        assert_eq!(valid_ones(&lib, &[&v1, &v2, &v3, &v4]).await?, vec![v4.clone()], "{engine}: after the change");
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["draft.valid_from".to_owned()], "{engine}: {}", e.message());
+        assert_eq!(valid_ones(&lib, &[&v1, &v2, &v3]).await?, vec![v1.clone()], "{engine}: still only v1");
     }
     Ok(())
 }

@@ -35,6 +35,8 @@ async fn wide_type(lib: &Library) -> anyhow::Result<String> {
             pattern: None,
             values: Vec::new(),
             max_scale: None,
+            min: None,
+            max: None,
         });
     }
     let mut c = lib.catalog(Role::Admin, ADMIN);

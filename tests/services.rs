@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use zhengzhao_auth::Role;
-use zhengzhao_e2e::fixtures::{draft, example_definition, issue, libraries, published_type, violated_fields};
+use zhengzhao_e2e::fixtures::{draft, example_definition, imported, issue, libraries, published_type, violated_fields};
 use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER, Library, OTHER_ISSUER};
 use zhengzhao_proto::catalog::v1 as catalog;
 use zhengzhao_proto::common::v1 as common;
@@ -73,11 +73,12 @@ async fn catalogue_defines_publishes_and_pages() -> Result {
 
         // Codes are assigned in order under the defining authority.
         let mut codes = Vec::new();
-        for _ in 0..3 {
+        for i in 0..3 {
+            // One definition (name and authority) is one type: each gets its own name.
+            let mut def = example_definition();
+            def.name = format!("{}{i}", def.name);
             let t = admin
-                .create_licence_type(catalog::CreateLicenceTypeRequest {
-                    definition: Some(definition_to_wire(&example_definition())),
-                })
+                .create_licence_type(catalog::CreateLicenceTypeRequest { definition: Some(definition_to_wire(&def)) })
                 .await?
                 .into_inner()
                 .licence_type
@@ -367,9 +368,8 @@ async fn verification_names_every_outcome() -> Result {
         let mut old = draft(&code);
         old.issue_date = "2020-01-01".into();
         old.valid_until = "2020-12-31".into();
-        let old = issue(&lib, old).await?;
-        assert_eq!(old.status, common::LicenceStatus::Expired as i32);
-        assert_eq!(outcome(&verify_id(&lib, &old.identifier).await?), verification::VerificationOutcome::Expired);
+        let old = imported(&lib, old).await?;
+        assert_eq!(outcome(&verify_id(&lib, &old).await?), verification::VerificationOutcome::Expired);
         let mut future = draft(&code);
         future.valid_from = "2099-01-01".into();
         let future = issue(&lib, future).await?;

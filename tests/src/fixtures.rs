@@ -61,10 +61,16 @@ pub fn violated_fields(s: &tonic::Status) -> Vec<String> {
 /// Standard Time, as aggregation records it); returns its identifier.
 pub async fn issued_days_ago(lib: &Library, type_code: &str, days: i64) -> anyhow::Result<String> {
     let issued = zhengzhao_core::clock::Clock::default().today() - time::Duration::days(days);
-    let serial = format!("H{}", uuid_like());
     let mut d = draft(type_code);
-    d.serial = serial.clone();
     d.issue_date = zhengzhao_core::date::format_date(issued);
+    imported(lib, d).await
+}
+
+/// Brings `d` in as a historical licence (ImportLicences); returns its identifier.
+pub async fn imported(lib: &Library, mut d: issuance::LicenceDraft) -> anyhow::Result<String> {
+    let serial = format!("H{}", uuid_like());
+    d.serial = serial.clone();
+    let type_code = d.type_code.clone();
     let row =
         issuance::ImportRow { row_number: 1, source_key: serial.clone(), identifier: String::new(), draft: Some(d) };
     let r = lib
@@ -77,7 +83,7 @@ pub async fn issued_days_ago(lib: &Library, type_code: &str, days: i64) -> anyho
         .into_inner();
     anyhow::ensure!(r.imported == 1, "import refused: {:?}", r.errors);
     let id = zhengzhao_core::LicenceId::new(
-        zhengzhao_core::TypeCode::parse(type_code).map_err(anyhow::Error::msg)?,
+        zhengzhao_core::TypeCode::parse(&type_code).map_err(anyhow::Error::msg)?,
         zhengzhao_core::Uscc::parse(ISSUER)?,
         &serial,
         1,

@@ -14,6 +14,8 @@ pub enum Action<'a> {
     IssueLicence { issuer: &'a str },
     /// Record a lifecycle event on a licence issued by `issuer`.
     ChangeLicence { issuer: &'a str },
+    /// Force the cancellation of an encumbered licence issued by `issuer`.
+    ForceCancel { issuer: &'a str },
     /// Read a licence (and its history) issued by `issuer`, outside the exchange.
     ReadLicence { issuer: &'a str },
     /// Have a document signed with an issuer's key.
@@ -66,6 +68,7 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
         A::ReadCatalog | A::ReadPublicKeys | A::Verify | A::ReadRoutes | A::ReadLog => true,
         A::ManageKeys => role == R::Admin,
         A::IssueLicence { issuer } | A::ChangeLicence { issuer } => role == R::Issuer && own(issuer),
+        A::ForceCancel { .. } => role == R::Admin,
         A::ReadLicence { issuer } => match role {
             R::Issuer => own(issuer),
             R::Admin | R::Auditor | R::Sync => true,
@@ -94,6 +97,7 @@ fn describe(action: &Action<'_>) -> String {
         Action::ReadCatalog => "read the catalogue".into(),
         Action::IssueLicence { issuer } => format!("issue licences as {issuer}"),
         Action::ChangeLicence { issuer } => format!("change licences issued by {issuer}"),
+        Action::ForceCancel { issuer } => format!("force the cancellation of licences issued by {issuer}"),
         Action::ReadLicence { issuer } => format!("read licences issued by {issuer} outside the exchange"),
         Action::SignDocument => "ask for signatures".into(),
         Action::ReadPublicKeys => "read public keys".into(),
@@ -140,6 +144,9 @@ mod tests {
             (Issuer, A, X::ChangeLicence { issuer: A }, true),
             (Issuer, B, X::ChangeLicence { issuer: A }, false),
             (Consumer, A, X::ChangeLicence { issuer: A }, false),
+            (Admin, B, X::ForceCancel { issuer: A }, true),
+            (Issuer, A, X::ForceCancel { issuer: A }, false),
+            (Auditor, B, X::ForceCancel { issuer: A }, false),
             (Issuer, A, X::ReadLicence { issuer: A }, true),
             (Issuer, B, X::ReadLicence { issuer: A }, false),
             (Consumer, A, X::ReadLicence { issuer: A }, false),

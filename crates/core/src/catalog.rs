@@ -1,6 +1,7 @@
 //! Licence types as the catalogue defines them (GB/T 36902): type code,
 //! authorities, holder category, validity range, and the face template every
-//! licence of the type is checked against.
+//! licence of the type is checked against; and which of a type's own fields
+//! a revision may change.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -173,9 +174,69 @@ pub struct LicenceTypeDefinition {
     pub template: FaceTemplate,
 }
 
+/// The type's own fields a revision may change (by their JSON names): all but
+/// the code and the template. The defining authority's code never changes
+/// (the type code embeds it), and the holder category only while the type is
+/// a draft.
+pub const REVISABLE_FIELDS: [&str; 7] =
+    ["name", "defining_authority", "service_items", "holder_category", "validity", "issuing_level", "issuers"];
+
 impl LicenceTypeDefinition {
     /// Validates every field; the error lists each offending one.
     pub fn validate(&self) -> Result<(), Violations> {
+        let mut out = self.field_violations();
+        self.template.validate_into(&mut out);
+        Violations::into_result(out)
+    }
+
+    /// Validates every field but the template (for a revision of the type's
+    /// own fields, which leaves the template as it is).
+    pub fn validate_fields(&self) -> Result<(), Violations> {
+        Violations::into_result(self.field_violations())
+    }
+
+    /// Which of [`REVISABLE_FIELDS`] differ in `new`.
+    pub fn changed_fields(&self, new: &LicenceTypeDefinition) -> Vec<&'static str> {
+        let (Ok(old), Ok(new)) = (serde_json::to_value(self), serde_json::to_value(new)) else {
+            return REVISABLE_FIELDS.to_vec();
+        };
+        REVISABLE_FIELDS.into_iter().filter(|f| old.get(f) != new.get(f)).collect()
+    }
+
+    /// Checks `new` as a revision of this type's own fields (its template is
+    /// not looked at) and returns the fields it changes: the code and the
+    /// defining authority's code may not change, nor the holder category
+    /// once the type is `published` (licences issued to holders of one
+    /// category would belong to a type for the other).
+    pub fn check_type_revision(
+        &self,
+        new: &LicenceTypeDefinition,
+        published: bool,
+    ) -> Result<Vec<&'static str>, Violations> {
+        let mut out = Vec::new();
+        if new.code.is_some() && new.code != self.code {
+            out.push(FieldViolation::new("code", "a type's code never changes"));
+        }
+        if new.defining_authority.code != self.defining_authority.code {
+            out.push(FieldViolation::new(
+                "defining_authority.code",
+                format!("never changes: the type code starts with it ({})", self.defining_authority.code),
+            ));
+        }
+        if published && new.holder_category != self.holder_category {
+            out.push(FieldViolation::new(
+                "holder_category",
+                format!(
+                    "cannot change once the type is published (licences were issued to a {}): define a new type",
+                    self.holder_category.as_str()
+                ),
+            ));
+        }
+        Violations::into_result(out)?;
+        Ok(self.changed_fields(new))
+    }
+
+    fn field_violations(&self) -> Vec<FieldViolation> {
         let mut out = Vec::new();
         let name_len = self.name.trim().chars().count();
         if name_len == 0 || name_len > 200 {
@@ -225,8 +286,7 @@ impl LicenceTypeDefinition {
                 out.push(FieldViolation::new(format!("issuers[{i}]"), "listed twice"));
             }
         }
-        self.template.validate_into(&mut out);
-        Violations::into_result(out)
+        out
     }
 
     pub fn may_issue(&self, issuer: &str) -> bool {
@@ -278,6 +338,43 @@ pub(crate) mod tests {
         {
             assert!(e.names(f), "{f} missing from {e}");
         }
+    }
+
+    #[test]
+    fn a_template_without_fields_is_refused() {
+        let mut d = example();
+        d.template.fields.clear();
+        let e = d.validate().unwrap_err();
+        assert!(e.names("template.fields"), "{e}");
+        assert!(d.validate_fields().is_ok());
+    }
+
+    #[test]
+    fn revisions_of_the_type_change_everything_but_code_authority_code_and_published_category() {
+        let mut old = example();
+        old.code = Some("11100000000013338W001".into());
+        let mut new = old.clone();
+        new.name = "食品经营许可证（新）".into();
+        new.issuers.push("91110000802100433B".into());
+        new.validity = ValidityRange::Years(10);
+        new.defining_authority.name = "市场监管总局".into();
+        new.template.fields.clear(); // not looked at
+        assert_eq!(
+            old.check_type_revision(&new, true).unwrap(),
+            vec!["name", "defining_authority", "validity", "issuers"]
+        );
+        assert!(old.check_type_revision(&old, true).unwrap().is_empty());
+        let mut code = old.clone();
+        code.code = Some("11100000000013338W002".into());
+        code.defining_authority.code = "12100000400010275N".into();
+        code.holder_category = HolderCategory::NaturalPerson;
+        let e = old.check_type_revision(&code, true).unwrap_err();
+        for f in ["code", "defining_authority.code", "holder_category"] {
+            assert!(e.names(f), "{f} missing from {e}");
+        }
+        let mut category = old.clone();
+        category.holder_category = HolderCategory::NaturalPerson;
+        assert_eq!(old.check_type_revision(&category, false).unwrap(), vec!["holder_category"]);
     }
 
     #[test]

@@ -117,10 +117,12 @@ pub struct Holder {
 pub const MAX_HOLDER_TEXT: usize = 200;
 
 impl Holder {
-    /// Validates the holder for a licence type of `category`; the ID number is
-    /// checked against its type (citizen ID and USCC check characters), and a
-    /// citizen ID's `x` is upper-cased.
-    pub fn validate(&mut self, category: HolderCategory) -> Vec<FieldViolation> {
+    /// Validates the holder for a licence type of `category` as of `today`
+    /// (China Standard Time); the ID number is checked against its type: a
+    /// citizen ID's check character, birth date (from 1900 to today) and
+    /// province, a unified social credit code's check character, registration
+    /// department and organisation category. A citizen ID's `x` is upper-cased.
+    pub fn validate(&mut self, category: HolderCategory, today: time::Date) -> Vec<FieldViolation> {
         let mut out = Vec::new();
         let name = self.name.trim();
         if name.is_empty() {
@@ -150,7 +152,7 @@ impl Holder {
             ));
         }
         match kind {
-            HolderIdType::CitizenId => match CitizenId::parse(&self.id_number) {
+            HolderIdType::CitizenId => match CitizenId::parse(&self.id_number, today) {
                 Ok(id) => self.id_number = id.as_str().to_owned(),
                 Err(e) => {
                     out.push(FieldViolation::new("holder.id_number", format!("not a valid citizen ID number: {e}")))
@@ -202,27 +204,48 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const TODAY: time::Date = time::macros::date!(2026 - 11 - 27);
+
     fn holder(code: &str, number: &str) -> Holder {
         Holder { name: "张三".into(), id_type_code: code.into(), id_number: number.into() }
     }
 
     #[test]
     fn validates_id_numbers_by_type() {
-        assert!(holder("111", "11010519491231002x").validate(HolderCategory::NaturalPerson).is_empty());
-        assert!(holder("001", "91350100M000100Y43").validate(HolderCategory::LegalPerson).is_empty());
-        assert!(holder("414", "E12345678").validate(HolderCategory::NaturalPerson).is_empty());
-        let bad = holder("111", "110105194912310021").validate(HolderCategory::NaturalPerson);
+        assert!(holder("111", "11010519491231002x").validate(HolderCategory::NaturalPerson, TODAY).is_empty());
+        assert!(holder("001", "91350100M000100Y43").validate(HolderCategory::LegalPerson, TODAY).is_empty());
+        assert!(holder("414", "E12345678").validate(HolderCategory::NaturalPerson, TODAY).is_empty());
+        let bad = holder("111", "110105194912310021").validate(HolderCategory::NaturalPerson, TODAY);
         assert_eq!(bad[0].field, "holder.id_number");
-        let wrong_category = holder("111", "11010519491231002X").validate(HolderCategory::LegalPerson);
+        let wrong_category = holder("111", "11010519491231002X").validate(HolderCategory::LegalPerson, TODAY);
         assert_eq!(wrong_category[0].field, "holder.id_type_code");
-        let unknown = holder("123", "x").validate(HolderCategory::NaturalPerson);
+        let unknown = holder("123", "x").validate(HolderCategory::NaturalPerson, TODAY);
         assert_eq!(unknown[0].field, "holder.id_type_code");
+    }
+
+    #[test]
+    fn impossible_id_numbers_are_refused_saying_which_part() {
+        let says = |h: Holder, category| {
+            let mut h = h;
+            let v = h.validate(category, TODAY);
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert_eq!(v[0].field, "holder.id_number");
+            v[0].description.clone()
+        };
+        let body = "11010520990101002";
+        let id = format!("{body}{}", crate::citizen_id::check_char(body).unwrap());
+        assert!(says(holder("111", &id), HolderCategory::NaturalPerson).contains("after today (2026-11-27)"));
+        let body = "00000019491231002";
+        let id = format!("{body}{}", crate::citizen_id::check_char(body).unwrap());
+        assert!(says(holder("111", &id), HolderCategory::NaturalPerson).contains("00 is not a GB/T 2260 province"));
+        let d = says(holder("001", "00350100M000100Y4F"), HolderCategory::LegalPerson);
+        assert!(d.contains("registration department '0'"), "{d}");
     }
 
     #[test]
     fn normalises_citizen_id_check_letter() {
         let mut h = holder("111", "11010519491231002x");
-        assert!(h.validate(HolderCategory::NaturalPerson).is_empty());
+        assert!(h.validate(HolderCategory::NaturalPerson, TODAY).is_empty());
         assert_eq!(h.id_number, "11010519491231002X");
     }
 
@@ -254,7 +277,7 @@ mod tests {
         #[test]
         fn validate_never_panics(name in ".*", code in ".{0,4}", number in ".*") {
             let mut h = Holder { name, id_type_code: code, id_number: number };
-            let _ = h.validate(HolderCategory::NaturalPerson);
+            let _ = h.validate(HolderCategory::NaturalPerson, TODAY);
         }
     }
 }

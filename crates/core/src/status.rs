@@ -135,6 +135,8 @@ pub enum LifecycleAction {
     Change,
     /// 延续: a new version with a new validity period replaces this one.
     Renew,
+    /// 补发: a new version replaces one reported lost.
+    Replace,
     /// 年审, with a result and the next due date.
     Review,
     /// 年检, with a result and the next due date.
@@ -162,10 +164,11 @@ pub enum LifecycleAction {
 }
 
 impl LifecycleAction {
-    pub const ALL: [LifecycleAction; 15] = [
+    pub const ALL: [LifecycleAction; 16] = [
         LifecycleAction::Issue,
         LifecycleAction::Change,
         LifecycleAction::Renew,
+        LifecycleAction::Replace,
         LifecycleAction::Review,
         LifecycleAction::Inspect,
         LifecycleAction::ReportLoss,
@@ -185,6 +188,7 @@ impl LifecycleAction {
             LifecycleAction::Issue => "issue",
             LifecycleAction::Change => "change",
             LifecycleAction::Renew => "renew",
+            LifecycleAction::Replace => "replace",
             LifecycleAction::Review => "review",
             LifecycleAction::Inspect => "inspect",
             LifecycleAction::ReportLoss => "report_loss",
@@ -218,15 +222,34 @@ impl LifecycleAction {
         }
     }
 
+    /// The CLI's verb for the action (`withdraw-loss`), as messages name it.
+    pub fn verb(self) -> String {
+        self.name().replace('_', "-")
+    }
+
     /// Whether the event replaces the licence by a new version.
     pub fn makes_new_version(self) -> bool {
-        matches!(self, LifecycleAction::Change | LifecycleAction::Renew)
+        matches!(self, LifecycleAction::Change | LifecycleAction::Renew | LifecycleAction::Replace)
+    }
+
+    /// Whether the event lifts an encumbrance: such events reach the current
+    /// version when they name one it replaced (a bank releases the pledge it
+    /// registered, whatever version the licence is at now).
+    pub fn lifts_encumbrance(self) -> bool {
+        matches!(self, LifecycleAction::Release | LifecycleAction::WithdrawLoss | LifecycleAction::Return)
     }
 
     /// Whether the event carries a result and a next due date.
     pub fn is_periodic_check(self) -> bool {
         matches!(self, LifecycleAction::Review | LifecycleAction::Inspect)
     }
+}
+
+/// Whether a review or inspection result is a failure: 不合格, or `fail`
+/// / `failed` (any case); every other result counts as passed.
+pub fn check_failed(result: &str) -> bool {
+    let r = result.trim();
+    r == "不合格" || r.eq_ignore_ascii_case("fail") || r.eq_ignore_ascii_case("failed")
 }
 
 /// An encumbrance a rule tests or changes.
@@ -242,8 +265,8 @@ pub struct Rule {
     pub action: LifecycleAction,
     /// Statuses the action is allowed from.
     pub from: &'static [LicenceStatus],
-    /// An encumbrance that must hold (`true`) or must not (`false`).
-    pub requires: Option<(Encumbrance, bool)>,
+    /// Encumbrances that must hold (`true`) or must not (`false`).
+    pub requires: &'static [(Encumbrance, bool)],
     /// The status after; `None` keeps it.
     pub to: Option<LicenceStatus>,
     /// An encumbrance set (`true`) or cleared (`false`).
@@ -257,7 +280,7 @@ use LifecycleAction as A;
 const fn rule(
     action: LifecycleAction,
     from: &'static [LicenceStatus],
-    requires: Option<(Encumbrance, bool)>,
+    requires: &'static [(Encumbrance, bool)],
     to: Option<LicenceStatus>,
     sets: Option<(Encumbrance, bool)>,
 ) -> Rule {
@@ -265,30 +288,39 @@ const fn rule(
 }
 
 /// The one transition table. Issue is the only action allowed on a licence
-/// that does not exist yet, and it leads to valid.
+/// that does not exist yet, and it leads to valid. A mortgage carries over
+/// to the version a change, renewal or replacement makes (the issuance
+/// service copies it); seized and lost licences are neither changed nor
+/// renewed (return or withdraw the loss first, or replace a lost one).
 pub const TRANSITIONS: &[Rule] = &[
-    rule(A::Change, &[S::Valid], Some((Lost, false)), Some(S::Superseded), None),
-    rule(A::Renew, &[S::Valid, S::Expired], Some((Lost, false)), Some(S::Superseded), None),
-    rule(A::Review, &[S::Valid], None, None, None),
-    rule(A::Inspect, &[S::Valid], None, None, None),
-    rule(A::ReportLoss, &[S::Valid, S::Seized], Some((Lost, false)), None, Some((Lost, true))),
-    rule(A::WithdrawLoss, &[S::Valid, S::Seized], Some((Lost, true)), None, Some((Lost, false))),
-    rule(A::Mortgage, &[S::Valid], Some((Mortgaged, false)), None, Some((Mortgaged, true))),
-    rule(A::Release, &[S::Valid, S::Seized, S::Expired], Some((Mortgaged, true)), None, Some((Mortgaged, false))),
-    rule(A::Seize, &[S::Valid], None, Some(S::Seized), None),
-    rule(A::Return, &[S::Seized], None, Some(S::Valid), None),
-    rule(A::Cancel, &[S::Valid, S::Seized, S::Expired], None, Some(S::Cancelled), None),
-    rule(A::Withdraw, &[S::Valid, S::Seized, S::Expired], None, Some(S::Withdrawn), None),
-    rule(A::Revoke, &[S::Valid, S::Seized], None, Some(S::Revoked), None),
-    rule(A::Expire, &[S::Valid], None, Some(S::Expired), None),
+    rule(A::Change, &[S::Valid], &[(Lost, false)], Some(S::Superseded), None),
+    rule(A::Renew, &[S::Valid], &[(Lost, false)], Some(S::Superseded), None),
+    // An expired licence may be renewed even if it expired while reported lost.
+    rule(A::Renew, &[S::Expired], &[], Some(S::Superseded), None),
+    rule(A::Replace, &[S::Valid], &[(Lost, true)], Some(S::Superseded), None),
+    rule(A::Review, &[S::Valid], &[], None, None),
+    rule(A::Inspect, &[S::Valid], &[], None, None),
+    rule(A::ReportLoss, &[S::Valid, S::Seized], &[(Lost, false)], None, Some((Lost, true))),
+    rule(A::WithdrawLoss, &[S::Valid, S::Seized, S::Expired], &[(Lost, true)], None, Some((Lost, false))),
+    rule(A::Mortgage, &[S::Valid], &[(Mortgaged, false), (Lost, false)], None, Some((Mortgaged, true))),
+    rule(A::Release, &[S::Valid, S::Seized, S::Expired], &[(Mortgaged, true)], None, Some((Mortgaged, false))),
+    rule(A::Seize, &[S::Valid], &[], Some(S::Seized), None),
+    rule(A::Return, &[S::Seized], &[], Some(S::Valid), None),
+    // Cancellation (at the holder's request) waits for the pledge to be
+    // released; an administrator may force it (recorded as forced).
+    rule(A::Cancel, &[S::Valid, S::Seized, S::Expired], &[(Mortgaged, false)], Some(S::Cancelled), None),
+    rule(A::Withdraw, &[S::Valid, S::Seized, S::Expired], &[], Some(S::Withdrawn), None),
+    rule(A::Revoke, &[S::Valid, S::Seized], &[], Some(S::Revoked), None),
+    rule(A::Expire, &[S::Valid], &[], Some(S::Expired), None),
 ];
 
-/// An action the table does not allow from the current state.
+/// An action the table does not allow from the current state, saying why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot {action} a licence whose status is {}", from.map(|s| s.to_string()).unwrap_or_else(|| "absent".into()))]
+#[error("{reason}")]
 pub struct TransitionError {
     pub from: Option<LicenceState>,
     pub action: &'static str,
+    pub reason: String,
 }
 
 fn holds(state: &LicenceState, e: Encumbrance) -> bool {
@@ -298,20 +330,53 @@ fn holds(state: &LicenceState, e: Encumbrance) -> bool {
     }
 }
 
+/// Why a requirement that failed matters, in the words a user expects.
+fn unmet(e: Encumbrance, required: bool) -> &'static str {
+    match (e, required) {
+        (Mortgaged, true) => "it is not mortgaged",
+        (Mortgaged, false) => "it is mortgaged: release it first",
+        (Lost, true) => "it is not reported lost",
+        (Lost, false) => "it is reported lost: withdraw the loss or replace it first",
+    }
+}
+
 /// The state after `action` from `from` (with the effective status), or why not.
 pub fn transition(from: Option<LicenceState>, action: LifecycleAction) -> Result<LicenceState, TransitionError> {
-    let refuse = || TransitionError { from, action: action.name() };
-    let Some(state) = from else {
-        return if action == A::Issue { Ok(LicenceState::new(S::Valid)) } else { Err(refuse()) };
+    apply(from, action, false)
+}
+
+/// As [`transition`], ignoring the encumbrances a rule requires: an
+/// administrator's forced cancellation of a mortgaged licence.
+pub fn transition_forced(from: Option<LicenceState>, action: LifecycleAction) -> Result<LicenceState, TransitionError> {
+    apply(from, action, true)
+}
+
+fn apply(from: Option<LicenceState>, action: LifecycleAction, forced: bool) -> Result<LicenceState, TransitionError> {
+    let refuse = |reason: String| TransitionError { from, action: action.name(), reason };
+    let by_status = || {
+        let state = from.map(|s| s.to_string()).unwrap_or_else(|| "absent".into());
+        refuse(format!("cannot {} a licence whose status is {state}", action.verb()))
     };
-    let r = TRANSITIONS
-        .iter()
-        .find(|r| {
-            r.action == action
-                && r.from.contains(&state.status)
-                && r.requires.is_none_or(|(e, v)| holds(&state, e) == v)
-        })
-        .ok_or_else(refuse)?;
+    let Some(state) = from else {
+        return if action == A::Issue { Ok(LicenceState::new(S::Valid)) } else { Err(by_status()) };
+    };
+    let candidates: Vec<&Rule> =
+        TRANSITIONS.iter().filter(|r| r.action == action && r.from.contains(&state.status)).collect();
+    let met = |r: &&&Rule| forced || r.requires.iter().all(|&(e, v)| holds(&state, e) == v);
+    let r = match candidates.iter().find(met) {
+        Some(r) => *r,
+        None => {
+            let first_unmet = candidates
+                .iter()
+                .flat_map(|r| r.requires.iter())
+                .find(|&&(e, v)| holds(&state, e) != v)
+                .map(|&(e, v)| unmet(e, v));
+            return Err(match first_unmet {
+                Some(why) => refuse(format!("cannot {} this licence: {why}", action.verb())),
+                None => by_status(),
+            });
+        }
+    };
     let mut next = state;
     if let Some(to) = r.to {
         next.status = to;
@@ -356,7 +421,10 @@ mod tests {
         assert!(transition(Some(lost), A::ReportLoss).is_err());
         assert!(transition(Some(lost), A::Change).is_err(), "a lost licence is not changed");
         let e = transition(Some(lost), A::Change).unwrap_err();
-        assert_eq!(e.to_string(), "cannot change a licence whose status is valid (01), reported lost");
+        assert_eq!(
+            e.to_string(),
+            "cannot change this licence: it is reported lost: withdraw the loss or replace it first"
+        );
         assert!(!transition(Some(lost), A::WithdrawLoss).unwrap().lost);
         assert!(transition(st(S::Valid), A::WithdrawLoss).is_err());
         let mortgaged = transition(st(S::Valid), A::Mortgage).unwrap();
@@ -364,6 +432,28 @@ mod tests {
         let seized = transition(Some(mortgaged), A::Seize).unwrap();
         assert!(seized.mortgaged && seized.status == S::Seized);
         assert!(!transition(Some(seized), A::Release).unwrap().mortgaged);
+    }
+
+    #[test]
+    fn encumbrances_hold_back_what_they_must() {
+        let mortgaged = transition(st(S::Valid), A::Mortgage).unwrap();
+        let e = transition(Some(mortgaged), A::Cancel).unwrap_err();
+        assert_eq!(e.to_string(), "cannot cancel this licence: it is mortgaged: release it first");
+        let forced = transition_forced(Some(mortgaged), A::Cancel).unwrap();
+        assert!(forced.status == S::Cancelled && forced.mortgaged, "forced, the pledge stays on record");
+        assert!(transition_forced(st(S::Revoked), A::Cancel).is_err(), "forcing never revives an ended licence");
+        let lost = transition(st(S::Valid), A::ReportLoss).unwrap();
+        let e = transition(Some(lost), A::Mortgage).unwrap_err();
+        assert!(e.to_string().contains("reported lost"), "{e}");
+        let e = transition(st(S::Valid), A::Release).unwrap_err();
+        assert_eq!(e.to_string(), "cannot release this licence: it is not mortgaged");
+        let e = transition(st(S::Valid), A::WithdrawLoss).unwrap_err();
+        assert_eq!(e.to_string(), "cannot withdraw-loss this licence: it is not reported lost");
+        assert_eq!(transition(Some(lost), A::Replace).map(|s| s.status), Ok(S::Superseded));
+        assert!(transition(st(S::Valid), A::Replace).is_err(), "only a lost licence is replaced");
+        let expired_lost = LicenceState { status: S::Expired, lost: true, mortgaged: false };
+        assert_eq!(transition(Some(expired_lost), A::Renew).map(|s| s.status), Ok(S::Superseded));
+        assert!(!transition(Some(expired_lost), A::WithdrawLoss).unwrap().lost);
     }
 
     #[test]
@@ -387,7 +477,7 @@ mod tests {
                             .filter(|r| {
                                 r.action == a
                                     && r.from.contains(&s)
-                                    && r.requires.is_none_or(|(e, v)| holds(&state, e) == v)
+                                    && r.requires.iter().all(|&(e, v)| holds(&state, e) == v)
                             })
                             .count();
                         assert!(matches <= 1, "{a:?} from {state} matches {matches} rules");

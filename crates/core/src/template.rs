@@ -3,10 +3,13 @@
 //! changes keep existing licences valid.
 //!
 //! Value formats: text (optionally bounded by `max_length` and a full-match
-//! `pattern`), date `YYYY-MM-DD`, integer (64-bit), decimal `-?digits[.digits]`
-//! (at most `max_scale` digits after the point), enumeration (one of
-//! `values`), boolean `true`/`false`, and attachment reference
-//! `sha256:<64 lower-case hex>` (the digest of the attached file).
+//! `pattern`), date `YYYY-MM-DD`, integer (64-bit, canonical: an optional
+//! leading `-`, no `+`, no leading zeros, `0` but not `-0`; optionally bounded
+//! by `min` and `max`), decimal `-?digits[.digits]` (at most `max_scale`
+//! digits after the point), enumeration (one of `values`), boolean
+//! `true`/`false`, and attachment reference `sha256:<64 lower-case hex>` (the
+//! digest of the attached file). A required field must be present and not
+//! blank (a value of spaces only is missing).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,6 +69,12 @@ pub struct FieldDefinition {
     /// Most digits after the decimal point (decimal only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_scale: Option<u32>,
+    /// Smallest value allowed (integer only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i64>,
+    /// Largest value allowed (integer only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
 }
 
 /// Most fields a template may define.
@@ -146,6 +155,32 @@ fn decimal_ok(v: &str, max_scale: Option<u32>) -> bool {
     v.len() <= 40 && int_ok && frac_ok
 }
 
+/// `v` as a canonical integer: an optional `-`, then `0` or digits without a
+/// leading zero, in the 64-bit range; `-0` is not canonical.
+pub fn canonical_integer(v: &str) -> Option<i64> {
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && v != "-0";
+    if canonical { v.parse().ok() } else { None }
+}
+
+/// What is wrong with `v` as a value of integer field `f`, if anything.
+fn integer_problem(f: &FieldDefinition, v: &str) -> Option<String> {
+    let Some(n) = canonical_integer(v) else {
+        return Some(format!(
+            "{v:?} is not an integer in canonical form (digits, an optional leading -, no + and no leading zeros)"
+        ));
+    };
+    match (f.min, f.max) {
+        (Some(lo), Some(hi)) if n < lo || n > hi => Some(format!("{n} is outside {lo} to {hi}")),
+        (Some(lo), None) if n < lo => Some(format!("{n} is below the minimum {lo}")),
+        (None, Some(hi)) if n > hi => Some(format!("{n} is above the maximum {hi}")),
+        _ => None,
+    }
+}
+
 fn attachment_ok(v: &str) -> bool {
     v.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
@@ -176,6 +211,9 @@ impl FaceTemplate {
     }
 
     pub(crate) fn validate_into(&self, out: &mut Vec<FieldViolation>) {
+        if self.fields.is_empty() {
+            out.push(FieldViolation::new("template.fields", "at least one field"));
+        }
         if self.fields.len() > MAX_FIELDS {
             out.push(FieldViolation::new("template.fields", format!("at most {MAX_FIELDS} fields")));
         }
@@ -205,6 +243,14 @@ impl FaceTemplate {
             }
             if f.kind != FieldKind::Decimal && f.max_scale.is_some() {
                 out.push(FieldViolation::new(at("max_scale"), "max_scale applies to decimal fields only"));
+            }
+            if f.kind != FieldKind::Integer && (f.min.is_some() || f.max.is_some()) {
+                out.push(FieldViolation::new(at("kind"), "min and max apply to integer fields only"));
+            }
+            if let (Some(lo), Some(hi)) = (f.min, f.max)
+                && lo > hi
+            {
+                out.push(FieldViolation::new(at("max"), format!("max {hi} is below min {lo}")));
             }
             if f.max_length == Some(0) || f.max_length.is_some_and(|m| m as usize > MAX_VALUE_LEN) {
                 out.push(FieldViolation::new(at("max_length"), format!("1 to {MAX_VALUE_LEN}")));
@@ -255,12 +301,12 @@ impl FaceTemplate {
         let mut out = Vec::new();
         for f in &self.fields {
             let at = format!("face_fields.{}", f.key);
-            let Some(v) = values.get(&f.key).filter(|v| !v.is_empty()) else {
-                if f.required {
-                    out.push(FieldViolation::new(at, format!("required ({})", f.label)));
-                }
+            let given = values.get(&f.key).filter(|v| !v.is_empty());
+            if f.required && given.is_none_or(|v| v.trim().is_empty()) {
+                out.push(FieldViolation::new(at, format!("required, not blank ({})", f.label)));
                 continue;
-            };
+            }
+            let Some(v) = given else { continue };
             let n = v.chars().count();
             if n > MAX_VALUE_LEN || v.chars().any(|c| c.is_control() && c != '\n') {
                 out.push(FieldViolation::new(at, format!("at most {MAX_VALUE_LEN} characters, no control characters")));
@@ -279,7 +325,7 @@ impl FaceTemplate {
                     }
                 }
                 FieldKind::Date => parse_date(v).err(),
-                FieldKind::Integer => v.parse::<i64>().is_err().then(|| format!("{v:?} is not an integer")),
+                FieldKind::Integer => integer_problem(f, v),
                 FieldKind::Decimal => (!decimal_ok(v, f.max_scale)).then(|| match f.max_scale {
                     Some(s) => format!("{v:?} is not a decimal with at most {s} digits after the point"),
                     None => format!("{v:?} is not a decimal"),
@@ -310,7 +356,8 @@ impl FaceTemplate {
     /// Whether replacing this template by `new` in place keeps every licence
     /// issued under it valid; otherwise the violations, each asking for a new version.
     /// Allowed in place: new optional fields, new labels and orders, relaxed
-    /// limits, removed patterns, more enumeration values.
+    /// limits (a longer `max_length`, a larger `max_scale`, a lower `min`, a
+    /// higher `max`, or none), removed patterns, more enumeration values.
     pub fn check_revision(&self, new: &FaceTemplate) -> Result<(), Violations> {
         let mut out = Vec::new();
         let mut say = |key: &str, why: &str| {
@@ -348,6 +395,18 @@ impl FaceTemplate {
             if tighter(old.max_scale, f.max_scale) {
                 say(&old.key, "max_scale lowered");
             }
+            // A bound is tighter when it is new or moves inwards.
+            let narrower = |o: Option<i64>, n: Option<i64>, inwards: fn(i64, i64) -> bool| match (o, n) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(o), Some(n)) => inwards(o, n),
+            };
+            if narrower(old.min, f.min, |o, n| n > o) {
+                say(&old.key, "min raised");
+            }
+            if narrower(old.max, f.max, |o, n| n < o) {
+                say(&old.key, "max lowered");
+            }
         }
         for f in &new.fields {
             if f.required && !self.fields.iter().any(|o| o.key == f.key) {
@@ -374,6 +433,8 @@ mod tests {
             pattern: None,
             values: Vec::new(),
             max_scale: None,
+            min: None,
+            max: None,
         }
     }
 
@@ -494,6 +555,86 @@ mod tests {
         }
     }
 
+    #[test]
+    fn required_means_not_blank() {
+        let t = every_kind();
+        for blank in ["", " ", "   ", "\u{3000}", "\n"] {
+            let e = t.check_values(&values(&[("code", blank)])).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{blank:?}: {e}");
+            assert!(e.0[0].description.starts_with("required, not blank"), "{e}");
+        }
+        // An optional text field may hold spaces; an optional field left empty is absent.
+        t.check_values(&values(&[("code", "ABC"), ("count", "")])).unwrap();
+    }
+
+    #[test]
+    fn integers_are_canonical_and_bounded() {
+        for ok in ["0", "7", "-3", "10", "9223372036854775807", "-9223372036854775808"] {
+            assert!(canonical_integer(ok).is_some(), "{ok}");
+        }
+        for bad in ["+3", "007", "00", "-0", "-", "", " 3", "3 ", "1.0", "9223372036854775808", "٣", "-007"] {
+            assert!(canonical_integer(bad).is_none(), "{bad}");
+        }
+        let mut t = every_kind();
+        let e = t.check_values(&values(&[("code", "ABC"), ("count", "+3")])).unwrap_err();
+        assert!(e.names("face_fields.count") && e.0[0].description.contains("canonical form"), "{e}");
+        t.fields[2].min = Some(-5);
+        t.fields[2].max = Some(5);
+        t.validate().unwrap();
+        for (v, ok) in [("-5", true), ("5", true), ("0", true), ("-6", false), ("6", false)] {
+            assert_eq!(t.check_values(&values(&[("code", "ABC"), ("count", v)])).is_ok(), ok, "{v}");
+        }
+        let e = t.check_values(&values(&[("code", "ABC"), ("count", "6")])).unwrap_err();
+        assert_eq!(e.0[0].description, "6 is outside -5 to 5");
+        t.fields[2].min = None;
+        let e = t.check_values(&values(&[("code", "ABC"), ("count", "6")])).unwrap_err();
+        assert_eq!(e.0[0].description, "6 is above the maximum 5");
+        t.fields[2] = FieldDefinition { min: Some(1), ..field("count", FieldKind::Integer) };
+        let e = t.check_values(&values(&[("code", "ABC"), ("count", "0")])).unwrap_err();
+        assert_eq!(e.0[0].description, "0 is below the minimum 1");
+    }
+
+    #[test]
+    fn bounds_belong_to_integers_and_templates_need_fields() {
+        let mut t = every_kind();
+        t.fields[0].min = Some(1); // text
+        t.fields[2].min = Some(5);
+        t.fields[2].max = Some(4);
+        let e = t.validate().unwrap_err();
+        assert!(e.names("template.fields[0].kind") && e.names("template.fields[2].max"), "{e}");
+        let empty = FaceTemplate { version: 1, fields: Vec::new() };
+        let e = empty.validate().unwrap_err();
+        assert_eq!(e.0, vec![FieldViolation::new("template.fields", "at least one field")]);
+    }
+
+    #[test]
+    fn tighter_integer_bounds_need_a_new_version_and_looser_ones_do_not() {
+        let mut old = every_kind();
+        old.fields[2].min = Some(0);
+        old.fields[2].max = Some(100);
+        let with = |min: Option<i64>, max: Option<i64>| {
+            let mut t = old.clone();
+            t.fields[2].min = min;
+            t.fields[2].max = max;
+            t
+        };
+        for (min, max) in
+            [(Some(0), Some(100)), (Some(-1), Some(101)), (None, None), (None, Some(100)), (Some(0), None)]
+        {
+            old.check_revision(&with(min, max)).unwrap_or_else(|e| panic!("{min:?}..{max:?}: {e}"));
+        }
+        for (min, max, why) in
+            [(Some(1), Some(100), "min raised"), (Some(0), Some(99), "max lowered"), (Some(1), Some(99), "min raised")]
+        {
+            let e = old.check_revision(&with(min, max)).unwrap_err();
+            assert!(e.names("template.fields.count") && e.0[0].description.starts_with(why), "{e}");
+        }
+        // A bound where there was none is tighter.
+        let unbounded = with(None, None);
+        assert!(unbounded.check_revision(&with(Some(i64::MIN), None)).is_err());
+        assert!(unbounded.check_revision(&with(None, Some(i64::MAX))).is_err());
+    }
+
     /// A template of random fields, and values valid for it.
     fn template_and_values() -> impl Strategy<Value = (FaceTemplate, BTreeMap<String, String>)> {
         let kind = prop::sample::select(FieldKind::ALL.to_vec());
@@ -510,7 +651,11 @@ mod tests {
                         "A".repeat(len as usize)
                     }
                     FieldKind::Date => "2026-01-31".into(),
-                    FieldKind::Integer => len.to_string(),
+                    FieldKind::Integer => {
+                        f.min = Some(1);
+                        f.max = Some(30);
+                        len.to_string()
+                    }
                     FieldKind::Decimal => {
                         f.max_scale = Some(scale);
                         if scale == 0 { "7".into() } else { format!("7.{}", "5".repeat(scale as usize)) }
@@ -568,6 +713,27 @@ mod tests {
         #[test]
         fn check_values_never_panics(k in "[a-z_]{1,10}", v in ".*") {
             let _ = every_kind().check_values(&[(k, v)].into_iter().collect());
+        }
+
+        #[test]
+        fn every_integer_in_canonical_form_is_accepted_and_other_spellings_refused(n in any::<i64>(), zeros in 1usize..4) {
+            let text = n.to_string();
+            prop_assert_eq!(canonical_integer(&text), Some(n));
+            let magnitude = n.unsigned_abs().to_string();
+            let sign = if n < 0 { "-" } else { "" };
+            let padded = format!("{sign}{}{magnitude}", "0".repeat(zeros));
+            prop_assert_eq!(canonical_integer(&padded), None);
+            prop_assert_eq!(canonical_integer(&format!("+{magnitude}")), None);
+            prop_assert_eq!(canonical_integer(&format!(" {text}")), None);
+        }
+
+        #[test]
+        fn integers_inside_the_bounds_are_accepted_and_outside_refused(lo in -1000i64..1000, width in 0i64..1000, n in -3000i64..3000) {
+            let hi = lo + width;
+            let t = FaceTemplate { version: 1, fields: vec![FieldDefinition { min: Some(lo), max: Some(hi), ..field("n", FieldKind::Integer) }] };
+            prop_assert!(t.validate().is_ok());
+            let r = t.check_values(&values(&[("n", &n.to_string())]));
+            prop_assert_eq!(r.is_ok(), (lo..=hi).contains(&n));
         }
 
         #[test]

@@ -178,6 +178,8 @@ pub fn template_to_wire(t: &core::FaceTemplate) -> pb::FaceTemplate {
                 order: f.order,
                 values: f.values.clone(),
                 max_scale: f.max_scale,
+                min: f.min,
+                max: f.max,
             })
             .collect(),
     }
@@ -204,18 +206,46 @@ pub fn template_from_wire(template: pb::FaceTemplate, out: &mut Vec<FieldViolati
             pattern: (!f.pattern.is_empty()).then_some(f.pattern),
             values: f.values,
             max_scale: f.max_scale,
+            min: f.min,
+            max: f.max,
         });
     }
     core::FaceTemplate { version: template.version, fields }
 }
 
 /// Converts and fully validates a wire definition.
-pub fn definition_from_wire(d: pb::LicenceTypeDefinition) -> Result<core::LicenceTypeDefinition, Violations> {
-    use pb::validity_range::Range;
+pub fn definition_from_wire(mut d: pb::LicenceTypeDefinition) -> Result<core::LicenceTypeDefinition, Violations> {
     let mut out = Vec::new();
+    let template = d.template.take().unwrap_or_default();
+    let mut def = definition_fields(d, &mut out);
+    def.template = template_from_wire(template, &mut out);
+    if let Err(Violations(more)) = def.validate() {
+        out.extend(more);
+    }
+    Violations::into_result(out).map(|()| def)
+}
+
+/// Converts and validates a wire definition's own fields, for a revision of
+/// them: the template must be unset (it is left empty in the result).
+pub fn definition_fields_from_wire(d: pb::LicenceTypeDefinition) -> Result<core::LicenceTypeDefinition, Violations> {
+    let mut out = Vec::new();
+    if d.template.is_some() {
+        out.push(FieldViolation::new("template", "must be unset: revise the template with ReviseTemplate"));
+    }
+    let def = definition_fields(d, &mut out);
+    if let Err(Violations(more)) = def.validate_fields() {
+        out.extend(more);
+    }
+    Violations::into_result(out).map(|()| def)
+}
+
+/// A wire definition's fields but its template (left empty), conversion
+/// problems added to `out`.
+fn definition_fields(d: pb::LicenceTypeDefinition, out: &mut Vec<FieldViolation>) -> core::LicenceTypeDefinition {
+    use pb::validity_range::Range;
     let authority = d.defining_authority.unwrap_or_default();
-    let defining_level = level_from_wire("defining_authority.level", authority.level, &mut out);
-    let issuing_level = level_from_wire("issuing_level", d.issuing_level, &mut out);
+    let defining_level = level_from_wire("defining_authority.level", authority.level, out);
+    let issuing_level = level_from_wire("issuing_level", d.issuing_level, out);
     let holder_category = match common::HolderCategory::try_from(d.holder_category) {
         Ok(common::HolderCategory::NaturalPerson) => core::HolderCategory::NaturalPerson,
         Ok(common::HolderCategory::LegalPerson) => core::HolderCategory::LegalPerson,
@@ -237,8 +267,7 @@ pub fn definition_from_wire(d: pb::LicenceTypeDefinition) -> Result<core::Licenc
             core::ValidityRange::LongTerm
         }
     };
-    let template = template_from_wire(d.template.unwrap_or_default(), &mut out);
-    let def = core::LicenceTypeDefinition {
+    core::LicenceTypeDefinition {
         code: (!d.code.is_empty()).then_some(d.code),
         name: d.name,
         defining_authority: core::Authority { name: authority.name, code: authority.code, level: defining_level },
@@ -247,12 +276,8 @@ pub fn definition_from_wire(d: pb::LicenceTypeDefinition) -> Result<core::Licenc
         validity,
         issuing_level,
         issuers: d.issuers,
-        template,
-    };
-    if let Err(Violations(more)) = def.validate() {
-        out.extend(more);
+        template: core::FaceTemplate { version: 0, fields: Vec::new() },
     }
-    Violations::into_result(out).map(|()| def)
 }
 
 #[cfg(test)]
@@ -270,6 +295,39 @@ mod tests {
         bad.validity = None;
         let e = definition_from_wire(bad).unwrap_err();
         assert!(e.names("holder_category") && e.names("validity"), "{e}");
+    }
+
+    #[test]
+    fn integer_bounds_round_trip_and_fields_convert_without_a_template() {
+        let mut def: core::LicenceTypeDefinition =
+            serde_json::from_str(include_str!("../testdata/definition.json")).unwrap();
+        let i = def.template.fields.iter().position(|f| f.kind == core::FieldKind::Integer);
+        let i = i.unwrap_or_else(|| {
+            def.template.fields.push(core::FieldDefinition {
+                key: "staff_count".into(),
+                label: "从业人员数".into(),
+                kind: core::FieldKind::Integer,
+                required: false,
+                order: 0,
+                max_length: None,
+                pattern: None,
+                values: Vec::new(),
+                max_scale: None,
+                min: None,
+                max: None,
+            });
+            def.template.fields.len() - 1
+        });
+        def.template.fields[i].min = Some(-3);
+        def.template.fields[i].max = Some(0);
+        let wire = definition_to_wire(&def);
+        assert_eq!(definition_from_wire(wire.clone()).unwrap(), def);
+        let e = definition_fields_from_wire(wire.clone()).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.names("template"), "{e}");
+        let fields = definition_fields_from_wire(pb::LicenceTypeDefinition { template: None, ..wire }).unwrap();
+        assert!(fields.template.fields.is_empty());
+        assert_eq!(fields.name, def.name);
     }
 
     proptest::proptest! {

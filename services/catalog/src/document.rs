@@ -2,9 +2,11 @@
 //! `catalog import` reads, and what a district library starts from.
 //!
 //! Import is idempotent and all-or-nothing: types not yet held are created;
-//! a held type may gain later template versions and move forward in its
-//! lifecycle (draft → published → retired); anything else that differs is a
-//! conflict, and one conflict refuses the whole document.
+//! a held type may gain later template versions, move forward in its
+//! lifecycle (draft → published → retired) and take the document's own
+//! fields (name, authorities, service items, validity, issuers: what
+//! `ReviseLicenceType` may change, under the same rules); anything else that
+//! differs is a conflict, and one conflict refuses the whole document.
 
 use serde::{Deserialize, Serialize};
 use zhengzhao_auth::{Action, Principal, authorize};
@@ -96,13 +98,6 @@ impl CatalogDocument {
     }
 }
 
-/// A definition without its template, for comparing the rest.
-fn without_template(d: &LicenceTypeDefinition) -> LicenceTypeDefinition {
-    let mut d = d.clone();
-    d.template = FaceTemplate { version: 0, fields: Vec::new() };
-    d
-}
-
 impl Catalog {
     /// The whole catalogue, deterministic for the same contents.
     pub async fn export(&self, who: &Principal) -> Result<CatalogDocument, ServiceError> {
@@ -148,10 +143,13 @@ impl Catalog {
                 summary.created += 1;
                 continue;
             };
-            if without_template(&held.definition) != without_template(&e.definition) {
-                conflicts.push(format!("{code}: the definition differs from the one held"));
-                continue;
-            }
+            let changed = match held.definition.check_type_revision(&e.definition, held.status != TypeStatus::Draft) {
+                Ok(changed) => changed,
+                Err(v) => {
+                    conflicts.push(format!("{code}: the definition differs from the one held: {v}"));
+                    continue;
+                }
+            };
             let held_versions: Vec<FaceTemplate> =
                 load_versions(&mut tx, &code).await?.into_iter().map(|v| v.template).collect();
             if let Some(j) = held_versions.iter().zip(&e.template_versions).position(|(a, b)| a != b) {
@@ -171,7 +169,7 @@ impl Catalog {
                 continue;
             }
             let added = &e.template_versions[held_versions.len()..];
-            if added.is_empty() && status == held.status {
+            if added.is_empty() && status == held.status && changed.is_empty() {
                 summary.unchanged += 1;
                 continue;
             }
@@ -180,7 +178,8 @@ impl Catalog {
                 rows::insert_version(&mut tx, &code, t, at).await?;
             }
             rows::update_definition(&mut tx, &e.definition, status).await?;
-            let detail = serde_json::json!({ "added_versions": added.len(), "status": e.status });
+            let detail =
+                serde_json::json!({ "added_versions": added.len(), "status": e.status, "changed_fields": changed });
             record_change(&mut tx, &code, who, "import", &detail.to_string()).await?;
             summary.updated += 1;
         }

@@ -10,7 +10,8 @@ use zhengzhao_proto::catalog::v1 as pb;
 use zhengzhao_proto::catalog::v1::catalog_service_server::{CatalogService, CatalogServiceServer};
 use zhengzhao_proto::common::v1 as common;
 use zhengzhao_proto::convert::{
-    definition_from_wire, definition_to_wire, stored_timestamp, template_from_wire, template_to_wire, timestamp,
+    definition_fields_from_wire, definition_from_wire, definition_to_wire, stored_timestamp, template_from_wire,
+    template_to_wire, timestamp,
 };
 
 use crate::{Catalog, CatalogDocument, LicenceTypeRecord, TypeFilter, TypeStatus};
@@ -149,6 +150,18 @@ impl CatalogService for CatalogGrpc {
         zhengzhao_core::Violations::into_result(violations).map_err(ServiceError::from)?;
         let t = self.0.revise_template(&who, &r.code, template, r.new_version).await?;
         Ok(Response::new(pb::ReviseTemplateResponse { licence_type: one(t) }))
+    }
+
+    async fn revise_licence_type(
+        &self,
+        req: Request<pb::ReviseLicenceTypeRequest>,
+    ) -> Result<Response<pb::ReviseLicenceTypeResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let def = r.definition.ok_or_else(|| ServiceError::invalid("definition", "required"))?;
+        let def = definition_fields_from_wire(def).map_err(ServiceError::from)?;
+        let t = self.0.revise_type(&who, &r.code, def, &r.reason).await?;
+        Ok(Response::new(pb::ReviseLicenceTypeResponse { licence_type: one(t) }))
     }
 
     async fn retire_licence_type(

@@ -1,6 +1,8 @@
 //! The catalogue service: licence types and their versioned face templates
-//! (GB/T 36902). Administrators define, publish, revise and retire types;
-//! everyone else reads them. Every change is recorded (who, when, what).
+//! (GB/T 36902). Administrators define, publish, revise (a type's own fields,
+//! or its template) and retire types; everyone else reads them. Every change
+//! is recorded (who, when, what). One definition (name and defining
+//! authority) is one type: defining it again while it is not retired is refused.
 
 #![forbid(unsafe_code)]
 
@@ -123,6 +125,21 @@ fn not_found(code: &str) -> ServiceError {
     ServiceError::NotFound(format!("no licence type {code}"))
 }
 
+fn already_defined(existing: &str, def: &LicenceTypeDefinition) -> ServiceError {
+    ServiceError::AlreadyExists(format!(
+        "licence type {existing} already defines {:?} for {}: revise that type instead",
+        def.name, def.defining_authority.code
+    ))
+}
+
+fn check_reason(reason: &str) -> Result<&str, ServiceError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
+        return Err(ServiceError::invalid("reason", format!("required, at most {MAX_REASON} characters")));
+    }
+    Ok(reason)
+}
+
 /// The catalogue over its own tables.
 #[derive(Debug)]
 pub struct Catalog {
@@ -144,9 +161,13 @@ impl Catalog {
     ) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ManageCatalog)?;
         def.template.normalise();
+        def.name = def.name.trim().to_owned();
         def.validate()?;
         def.template.version = 1;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        if let Some(existing) = rows::same_definition(&mut tx, &def.defining_authority.code, &def.name, "").await? {
+            return Err(already_defined(&existing, &def));
+        }
         let code = match &def.code {
             Some(c) => c.clone(),
             None => {
@@ -250,14 +271,58 @@ impl Catalog {
         self.fetch(code, 0).await
     }
 
+    /// Revises a type's own fields (everything of `def` but its code and
+    /// template, which stay): see
+    /// [`LicenceTypeDefinition::check_type_revision`] for what may not
+    /// change. A revision that changes nothing records nothing. Licences
+    /// already issued are untouched; new issuance follows the new fields.
+    pub async fn revise_type(
+        &self,
+        who: &Principal,
+        code: &str,
+        mut def: LicenceTypeDefinition,
+        reason: &str,
+    ) -> Result<LicenceTypeRecord, ServiceError> {
+        authorize(who, &Action::ManageCatalog)?;
+        parse_code(code)?;
+        let reason = check_reason(reason)?;
+        def.name = def.name.trim().to_owned();
+        def.validate_fields()?;
+        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
+        if current.status == TypeStatus::Retired {
+            return Err(ServiceError::FailedPrecondition(format!("licence type {code} is retired")));
+        }
+        let changed = current.definition.check_type_revision(&def, current.status != TypeStatus::Draft)?;
+        if changed.is_empty() {
+            return Ok(current);
+        }
+        def.code = Some(code.to_owned());
+        def.template = current.definition.template.clone();
+        if let Some(existing) = rows::same_definition(&mut tx, &def.defining_authority.code, &def.name, code).await? {
+            return Err(already_defined(&existing, &def));
+        }
+        rows::update_definition(&mut tx, &def, current.status).await?;
+        let (before, after) = (
+            serde_json::to_value(&current.definition).map_err(ServiceError::internal)?,
+            serde_json::to_value(&def).map_err(ServiceError::internal)?,
+        );
+        let pick = |v: &serde_json::Value| -> serde_json::Map<String, serde_json::Value> {
+            changed.iter().map(|f| ((*f).to_owned(), v.get(*f).cloned().unwrap_or_default())).collect()
+        };
+        let detail =
+            serde_json::json!({ "reason": reason, "changed": changed, "before": pick(&before), "after": pick(&after) });
+        record_change(&mut tx, code, who, "revise_type", &detail.to_string()).await?;
+        tx.commit().await.map_err(db_err)?;
+        tracing::info!(type_code = %code, changed = ?changed, actor = %who.actor(), "licence type revised");
+        self.fetch(code, 0).await
+    }
+
     /// Retires a type: no new issuance; licences already issued stay valid.
     pub async fn retire(&self, who: &Principal, code: &str, reason: &str) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ManageCatalog)?;
         parse_code(code)?;
-        let reason = reason.trim();
-        if reason.is_empty() || reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
-            return Err(ServiceError::invalid("reason", format!("required, at most {MAX_REASON} characters")));
-        }
+        let reason = check_reason(reason)?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
         if current.status == TypeStatus::Retired {

@@ -133,7 +133,8 @@ pub(crate) async fn update_definition(
     sqlx::query(
         "UPDATE licence_types SET definition_json = $2, template_version = $3, status = $4,
             published_at = CASE WHEN $4 <> 'draft' AND published_at IS NULL THEN $5 ELSE published_at END,
-            retired_at = CASE WHEN $4 = 'retired' AND retired_at IS NULL THEN $5 ELSE retired_at END
+            retired_at = CASE WHEN $4 = 'retired' AND retired_at IS NULL THEN $5 ELSE retired_at END,
+            name = $6, holder_category = $7
          WHERE code = $1",
     )
     .bind(def.code.clone().unwrap_or_default())
@@ -141,10 +142,33 @@ pub(crate) async fn update_definition(
     .bind(i64::from(def.template.version))
     .bind(status.as_str())
     .bind(at)
+    .bind(&def.name)
+    .bind(def.holder_category.as_str())
     .execute(&mut *conn)
     .await
     .map_err(db_err)?;
     Ok(())
+}
+
+/// The code of a type other than `except` that is not retired and has this
+/// name under this defining authority, if any.
+pub(crate) async fn same_definition(
+    conn: &mut AnyConnection,
+    authority_code: &str,
+    name: &str,
+    except: &str,
+) -> Result<Option<String>, ServiceError> {
+    sqlx::query_scalar(
+        "SELECT code FROM licence_types
+         WHERE authority_code = $1 AND name = $2 AND code <> $3 AND status <> 'retired'
+         ORDER BY code LIMIT 1",
+    )
+    .bind(authority_code)
+    .bind(name)
+    .bind(except)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)
 }
 
 pub(crate) async fn insert_version(

@@ -80,13 +80,13 @@ pub(crate) fn build(
 ) -> Result<LicenceDocument, ServiceError> {
     let def = &t.definition;
     let type_code = TypeCode::parse(&draft.type_code).map_err(|e| ServiceError::invalid("type_code", e))?;
-    let mut out: Vec<FieldViolation> = draft.holder.validate(def.holder_category);
+    let mut out: Vec<FieldViolation> = draft.holder.validate(def.holder_category, today);
     let issuer_name = draft.issuer_name.trim().to_owned();
     if issuer_name.is_empty() || issuer_name.chars().count() > 200 {
         out.push(FieldViolation::new("issuer_name", "1 to 200 characters"));
     }
-    if draft.area_code.len() != 6 || !draft.area_code.bytes().all(|b| b.is_ascii_digit()) {
-        out.push(FieldViolation::new("area_code", "6 digits"));
+    if let Err(e) = zhengzhao_core::division::check_area_code(&draft.area_code) {
+        out.push(FieldViolation::new("area_code", e));
     }
     if draft.serial.is_empty() {
         draft.serial = generate_serial();

@@ -49,6 +49,8 @@ pub fn licence_to_wire(l: &LicenceRecord) -> common::Licence {
         replaces: l.replaces.clone().unwrap_or_default(),
         successor_from: l.successor_from.map(format_date).unwrap_or_default(),
         recorded_status: status_to_wire(l.stored_status) as i32,
+        last_check_kind: l.last_check.as_ref().map(|(k, _)| k.name().to_owned()).unwrap_or_default(),
+        last_check_result: l.last_check.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
     }
 }
 
@@ -81,6 +83,7 @@ pub fn licence_from_wire(l: common::Licence) -> Result<LicenceRecord, ServiceErr
         superseded_by: text(l.superseded_by),
         successor_from,
         replaces: text(l.replaces),
+        last_check: LifecycleAction::from_name(&l.last_check_kind).map(|k| (k, l.last_check_result)),
         valid_until,
         document_json: l.document_json,
         jws: l.jws,
@@ -98,6 +101,7 @@ pub fn kind_to_wire(a: LifecycleAction) -> pb::EventKind {
         A::Issue => K::Issue,
         A::Change => K::Change,
         A::Renew => K::Renew,
+        A::Replace => K::Replace,
         A::Review => K::Review,
         A::Inspect => K::Inspect,
         A::ReportLoss => K::ReportLoss,
@@ -133,6 +137,7 @@ pub fn event_to_wire(e: &EventRecord) -> pb::LicenceEvent {
         related_identifier: e.details.related_identifier.clone().unwrap_or_default(),
         backfill: e.backfill,
         identifier: e.identifier.clone(),
+        forced: e.details.forced.unwrap_or(false),
     }
 }
 
@@ -329,6 +334,7 @@ impl IssuanceService for IssuanceGrpc {
             result: r.result,
             next_due_date: r.next_due_date,
             idempotency_key: r.idempotency_key,
+            force: r.force,
         };
         let l = self.0.record_event(&who, &r.identifier, action, &e).await?;
         Ok(Response::new(pb::RecordEventResponse { licence: licence_reply(&l) }))

@@ -124,6 +124,34 @@ fn refused(e: zhengzhao_core::TransitionError) -> ServiceError {
     ServiceError::FailedPrecondition(e.to_string())
 }
 
+/// How long after its end an expired licence may still be renewed.
+pub const RENEWAL_WINDOW_DAYS: i64 = 180;
+
+/// The day a renewal of `current` starts: the day after its end date, or
+/// today for a licence that has expired (within [`RENEWAL_WINDOW_DAYS`]).
+fn renewal_start(current: &LicenceRecord, today: Date) -> Result<Date, ServiceError> {
+    let Some(end) = current.valid_until else {
+        return Err(ServiceError::FailedPrecondition(format!(
+            "licence {} is long-term: there is no period to renew",
+            current.identifier
+        )));
+    };
+    if current.status == LicenceStatus::Expired {
+        let closes = end + time::Duration::days(RENEWAL_WINDOW_DAYS);
+        if today > closes {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "licence {} expired on {}; renewal closed on {} ({RENEWAL_WINDOW_DAYS} days after): issue a new licence",
+                current.identifier,
+                format_date(end),
+                format_date(closes)
+            )));
+        }
+        return Ok(today);
+    }
+    end.next_day()
+        .ok_or_else(|| ServiceError::FailedPrecondition("the validity ends on the last representable day".into()))
+}
+
 /// A time as messages show it: China Standard Time, to the second.
 pub(crate) fn shown(t: OffsetDateTime) -> String {
     let t = t.checked_to_offset(LIBRARY_OFFSET).unwrap_or(t);
@@ -153,6 +181,9 @@ pub struct EventRequest {
     /// Review and inspection: the next due date, `YYYY-MM-DD`.
     pub next_due_date: String,
     pub idempotency_key: String,
+    /// Cancellation by an administrator although the licence is encumbered
+    /// (recorded as forced).
+    pub force: bool,
 }
 
 impl Issuance {
@@ -213,12 +244,23 @@ impl Issuance {
         let t = self.licence_type(&draft.type_code, draft.template_version).await?;
         document::check_issuable(&t, &who.agency)?;
         let doc = document::build(&t, &mut draft, &who.agency, 1, None, self.clock.today())?;
+        if let Some(end) = doc.valid_until.as_deref().and_then(|d| parse_date(d).ok())
+            && end < self.clock.today()
+        {
+            return Err(ServiceError::invalid(
+                "valid_until",
+                format!(
+                    "{} is already past: an expired licence enters only as a historical licence (licence import)",
+                    format_date(end)
+                ),
+            ));
+        }
         let (canonical, signed) = self.sign(&who.agency, &doc).await?;
         let state = transition(None, LifecycleAction::Issue).map_err(refused)?;
         let at = now();
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         feed::lock(&mut tx, self.db.engine).await?;
-        insert_licence(&mut tx, &doc, &canonical, &signed, state.status, at).await?;
+        insert_licence(&mut tx, &doc, &canonical, &signed, state, at).await?;
         feed::append(
             &mut tx,
             &NewEvent {
@@ -261,7 +303,17 @@ impl Issuance {
         req: &EventRequest,
     ) -> Result<LicenceRecord, ServiceError> {
         let id = parse_identifier("identifier", identifier)?;
-        authorize(who, &Action::ChangeLicence { issuer: id.issuer().as_str() })?;
+        if req.force {
+            if action != LifecycleAction::Cancel {
+                return Err(ServiceError::invalid("force", "only a cancellation can be forced"));
+            }
+            authorize(who, &Action::ForceCancel { issuer: id.issuer().as_str() })?;
+        } else {
+            authorize(who, &Action::ChangeLicence { issuer: id.issuer().as_str() })?;
+        }
+        if action == LifecycleAction::Replace {
+            return self.replace(who, identifier, req).await;
+        }
         if matches!(action, LifecycleAction::Issue | LifecycleAction::Expire) || action.makes_new_version() {
             return Err(ServiceError::invalid("kind", format!("{} is not recorded this way", action.name())));
         }
@@ -290,20 +342,42 @@ impl Issuance {
                 "only reviews and inspections carry a result and a next due date",
             ));
         }
+        details.forced = req.force.then_some(true);
         let asked_time = req.occurred_at.map(format_time).unwrap_or_default();
+        let forced = if req.force { "forced" } else { "" };
         let request_digest =
-            digest(&[action.name(), identifier, &reason, &asked_time, &req.result, &req.next_due_date]);
+            digest(&[action.name(), identifier, &reason, &asked_time, &req.result, &req.next_due_date, forced]);
         if let Some(done) = self.replay(who, &req.idempotency_key, action.name(), &request_digest).await? {
             return Ok(done);
         }
-        let current = self.fetch(identifier).await?;
+        let mut current = self.fetch(identifier).await?;
+        if action.lifts_encumbrance() {
+            // The pledge, seizure or loss was registered on a version the
+            // licence has since moved past: lift it on the current version.
+            current = self.current_version(current).await?;
+        }
         refuse_replaced(&current)?;
-        let next = transition(Some(current.state()), action).map_err(refused)?;
+        let identifier = current.identifier.clone();
+        let identifier = identifier.as_str();
+        let next = if req.force {
+            zhengzhao_core::transition_forced(Some(current.state()), action).map_err(refused)?
+        } else {
+            transition(Some(current.state()), action).map_err(refused)?
+        };
         self.check_after_last_event(&current, occurred_at).await?;
         let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         feed::lock(&mut tx, self.db.engine).await?;
         update_state(&mut tx, &current, next, None, at).await?;
+        if let Some(result) = &details.result {
+            sqlx::query("UPDATE licences SET last_check_kind = $1, last_check_result = $2 WHERE identifier = $3")
+                .bind(action.name())
+                .bind(result)
+                .bind(identifier)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
         feed::append(
             &mut tx,
             &NewEvent {
@@ -327,6 +401,39 @@ impl Issuance {
         self.fetch(identifier).await
     }
 
+    /// The version at the end of `licence`'s chain of replacements.
+    async fn current_version(&self, mut licence: LicenceRecord) -> Result<LicenceRecord, ServiceError> {
+        for _ in 0..=999 {
+            match licence.superseded_by.clone() {
+                Some(next) => licence = self.fetch(&next).await?,
+                None => return Ok(licence),
+            }
+        }
+        Err(ServiceError::internal(format!("licence {} has a cycle of replacements", licence.identifier)))
+    }
+
+    /// Replaces (补发) a licence reported lost: the next version, with the
+    /// same content and validity and today's issue date; the lost version
+    /// is superseded (and so no longer verifies), a mortgage carries over.
+    async fn replace(
+        &self,
+        who: &Principal,
+        identifier: &str,
+        req: &EventRequest,
+    ) -> Result<LicenceRecord, ServiceError> {
+        if !req.result.is_empty() || !req.next_due_date.is_empty() {
+            return Err(ServiceError::invalid(
+                "result",
+                "only reviews and inspections carry a result and a next due date",
+            ));
+        }
+        let current = self.fetch(identifier).await?;
+        let old = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
+        let mut draft = document::draft_of(&old);
+        draft.issue_date = format_date(self.clock.today());
+        self.new_version(who, current, draft, LifecycleAction::Replace, req).await
+    }
+
     /// Changes (变更) a licence: `draft` becomes the next version.
     pub async fn change(
         &self,
@@ -347,13 +454,30 @@ impl Issuance {
         } else if draft.serial != old.licence_number {
             return Err(ServiceError::invalid("draft.serial", "a change keeps the licence number"));
         }
-        for (field, value) in [
-            (&mut draft.issue_date, &old.issue_date),
-            (&mut draft.valid_from, &old.valid_from),
-            (&mut draft.valid_until, &old.valid_until.clone().unwrap_or_default()),
+        // A change keeps who holds the licence, when it was issued and how
+        // long it is valid: a transfer or a new period is not a change.
+        let holder = draft.holder.clone();
+        if holder.id_type_code != old.holder.id_type_code || holder.id_number != old.holder.id_number {
+            return Err(ServiceError::invalid(
+                "draft.holder",
+                "a change keeps the holder's identity (ID type and number); a transfer to another holder is not a change",
+            ));
+        }
+        for (name, field, value) in [
+            ("draft.issue_date", &mut draft.issue_date, old.issue_date.clone()),
+            ("draft.valid_from", &mut draft.valid_from, old.valid_from.clone()),
+            ("draft.valid_until", &mut draft.valid_until, old.valid_until.clone().unwrap_or_default()),
         ] {
             if field.is_empty() {
-                value.clone_into(field);
+                field.clone_from(&value);
+            } else if *field != value {
+                return Err(ServiceError::invalid(
+                    name,
+                    format!(
+                        "a change keeps it ({}); renew the licence for a new period",
+                        if value.is_empty() { "long-term" } else { &value }
+                    ),
+                ));
             }
         }
         self.new_version(who, current, draft, LifecycleAction::Change, req).await
@@ -375,12 +499,25 @@ impl Issuance {
         let mut draft = document::draft_of(&old);
         let day = self.clock.today();
         draft.issue_date = format_date(day);
-        draft.valid_from = if valid_from.is_empty() {
-            let next = current.valid_until.and_then(Date::next_day).filter(|d| *d > day).unwrap_or(day);
-            format_date(next)
-        } else {
-            valid_from.to_owned()
-        };
+        let start = renewal_start(&current, day)?;
+        if !valid_from.is_empty() {
+            let given = parse_date(valid_from).map_err(|e| ServiceError::invalid("valid_from", e))?;
+            if given != start {
+                return Err(ServiceError::invalid(
+                    "valid_from",
+                    format!(
+                        "a renewal starts on {} ({}): it extends the licence, without a gap or an overlap",
+                        format_date(start),
+                        if current.status == LicenceStatus::Expired {
+                            "today, for an expired licence"
+                        } else {
+                            "the day after the current end date"
+                        }
+                    ),
+                ));
+            }
+        }
+        draft.valid_from = format_date(start);
         valid_until.clone_into(&mut draft.valid_until);
         self.new_version(who, current, draft, LifecycleAction::Renew, req).await
     }
@@ -428,13 +565,32 @@ impl Issuance {
             Some(&current.identifier),
             self.clock.today(),
         )?;
+        if action == LifecycleAction::Change {
+            let before =
+                LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
+            let as_if_unchanged = LicenceDocument {
+                identifier: doc.identifier.clone(),
+                replaces: doc.replaces.clone(),
+                template_version: doc.template_version,
+                ..before
+            };
+            if as_if_unchanged == doc {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "the change to {} changes nothing: no new version made",
+                    current.identifier
+                )));
+            }
+        }
         let (canonical, signed) = self.sign(&current.issuer_code, &doc).await?;
-        let fresh = transition(None, LifecycleAction::Issue).map_err(refused)?;
+        // A mortgage carries over to the new version (the pledge is on the
+        // licence, not on one version of it).
+        let mut fresh = transition(None, LifecycleAction::Issue).map_err(refused)?;
+        fresh.mortgaged = current.mortgaged;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         feed::lock(&mut tx, self.db.engine).await?;
         let successor_from = parse_date(&doc.valid_from).map_err(ServiceError::internal)?;
         update_state(&mut tx, &current, next, Some((&doc.identifier, successor_from)), at).await?;
-        insert_licence(&mut tx, &doc, &canonical, &signed, fresh.status, at).await?;
+        insert_licence(&mut tx, &doc, &canonical, &signed, fresh, at).await?;
         let actor = who.actor();
         for (identifier, status_after, related, jws) in [
             (current.identifier.as_str(), next.status, &doc.identifier, current.jws.as_str()),
@@ -504,8 +660,8 @@ impl Issuance {
     pub async fn record_expiries(&self, who: &Principal, day: Date) -> Result<usize, ServiceError> {
         let mut total = 0;
         loop {
-            let ids: Vec<(String, String)> = sqlx::query_as(
-                "SELECT identifier, jws FROM licences WHERE status = 'valid' AND valid_until IS NOT NULL AND valid_until < $1
+            let ids: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT identifier, jws, valid_until FROM licences WHERE status = 'valid' AND valid_until IS NOT NULL AND valid_until < $1
                  ORDER BY identifier LIMIT 200",
             )
             .bind(format_date(day))
@@ -518,7 +674,13 @@ impl Issuance {
             let at = now();
             let mut tx = self.db.pool.begin().await.map_err(db_err)?;
             feed::lock(&mut tx, self.db.engine).await?;
-            for (identifier, jws) in &ids {
+            for (identifier, jws, valid_until) in &ids {
+                // The business time of expiry: the end of the last valid day (CST).
+                let ended = zhengzhao_core::date::read_date(valid_until)
+                    .ok()
+                    .and_then(Date::next_day)
+                    .map(|d| d.midnight().assume_offset(LIBRARY_OFFSET) - time::Duration::microseconds(1))
+                    .unwrap_or(at);
                 let done = sqlx::query("UPDATE licences SET status = 'expired', updated_at = $2 WHERE identifier = $1 AND status = 'valid'")
                     .bind(identifier)
                     .bind(format_time(at))
@@ -535,7 +697,7 @@ impl Issuance {
                         reason,
                         details: EventDetails::default(),
                         backfill: false,
-                        occurred_at: at,
+                        occurred_at: ended,
                         recorded_at: at,
                         jws,
                     };
@@ -661,14 +823,15 @@ async fn insert_licence(
     doc: &LicenceDocument,
     canonical: &str,
     signed: &zhengzhao_signing::Signed,
-    status: LicenceStatus,
+    state: LicenceState,
     at: OffsetDateTime,
 ) -> Result<(), ServiceError> {
     let id = parse_identifier("identifier", &doc.identifier)?;
     let inserted = sqlx::query(
         "INSERT INTO licences (identifier, type_code, issuer_code, serial, version, template_version, holder_id_type,
-            holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at, replaces)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)",
+            holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at, replaces,
+            reported_lost, mortgaged)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17)",
     )
     .bind(&doc.identifier)
     .bind(&doc.type_code)
@@ -678,13 +841,15 @@ async fn insert_licence(
     .bind(i64::from(doc.template_version))
     .bind(&doc.holder.id_type_code)
     .bind(&doc.holder.id_number)
-    .bind(status.name())
+    .bind(state.status.name())
     .bind(doc.valid_until.clone())
     .bind(canonical)
     .bind(&signed.jws)
     .bind(&signed.key_id)
     .bind(format_time(at))
     .bind(doc.replaces.clone())
+    .bind(i64::from(state.lost))
+    .bind(i64::from(state.mortgaged))
     .execute(&mut *conn)
     .await;
     match inserted {

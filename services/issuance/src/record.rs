@@ -26,6 +26,8 @@ pub struct LicenceRecord {
     /// version stays in force (its `status` reads valid).
     pub successor_from: Option<Date>,
     pub replaces: Option<String>,
+    /// The latest annual review or inspection: its kind and result.
+    pub last_check: Option<(LifecycleAction, String)>,
     pub valid_until: Option<Date>,
     pub document_json: String,
     pub jws: String,
@@ -59,6 +61,9 @@ pub struct EventDetails {
     /// For change and renewal: the other version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub related_identifier: Option<String>,
+    /// A cancellation an administrator forced on an encumbered licence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<bool>,
 }
 
 /// One lifecycle event, which is also one entry of the change feed.
@@ -97,7 +102,7 @@ fn bad(what: &str) -> ServiceError {
 }
 
 pub(crate) const LICENCE_COLUMNS: &str = "identifier, type_code, issuer_code, template_version, status, valid_until, \
-    document_json, jws, key_id, recorded_at, updated_at, reported_lost, mortgaged, superseded_by, replaces, successor_from";
+    document_json, jws, key_id, recorded_at, updated_at, reported_lost, mortgaged, superseded_by, replaces, successor_from, last_check_kind, last_check_result";
 
 pub(crate) fn licence_from_row(row: &sqlx::any::AnyRow, today: Date) -> Result<LicenceRecord, ServiceError> {
     let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::internal);
@@ -126,6 +131,10 @@ pub(crate) fn licence_from_row(row: &sqlx::any::AnyRow, today: Date) -> Result<L
         superseded_by: o("superseded_by")?,
         successor_from,
         replaces: o("replaces")?,
+        last_check: match (o("last_check_kind")?, o("last_check_result")?) {
+            (Some(k), Some(r)) => LifecycleAction::from_name(&k).map(|k| (k, r)),
+            _ => None,
+        },
         valid_until,
         document_json,
         jws: s("jws")?,

@@ -296,28 +296,40 @@ impl Verification {
         if held.awaiting_successor() {
             return self.awaiting_successor(&held, &identifier, &key_id).await;
         }
-        let (outcome, detail) = match status {
+        let ended = held.valid_until.is_some_and(|end| end < self.clock.today());
+        let end = document.valid_until.clone().unwrap_or_default();
+        let (outcome, mut detail) = match status {
             LicenceStatus::Valid if held.reported_lost => {
                 (Outcome::ReportedLost, "reported lost by its holder".to_owned())
             }
             LicenceStatus::Valid if not_started => {
                 (Outcome::NotYetValid, format!("valid from {}", document.valid_from))
             }
-            LicenceStatus::Valid if held.mortgaged => (Outcome::Valid, "genuine and in force; mortgaged".to_owned()),
             LicenceStatus::Valid => (Outcome::Valid, "genuine and in force".to_owned()),
             LicenceStatus::Superseded => (
                 Outcome::Superseded,
                 format!("replaced by {}", held.superseded_by.clone().unwrap_or_else(|| "a newer version".into())),
             ),
-            LicenceStatus::Expired => {
-                (Outcome::Expired, format!("validity ended {}", document.valid_until.clone().unwrap_or_default()))
-            }
+            LicenceStatus::Expired => (Outcome::Expired, format!("validity ended {end}")),
+            // Past its end, a seized licence is expired; the seizure is noted.
+            LicenceStatus::Seized if ended => (Outcome::Expired, format!("validity ended {end}; also seized")),
             LicenceStatus::Seized => (Outcome::Seized, "temporarily seized".to_owned()),
             LicenceStatus::Cancelled => (Outcome::Cancelled, "cancelled by its issuer".to_owned()),
             LicenceStatus::Withdrawn => (Outcome::Withdrawn, "withdrawn by its issuer".to_owned()),
             LicenceStatus::Revoked => (Outcome::Revoked, "revoked by its issuer".to_owned()),
             other => (Outcome::NotInForce, format!("status {other}")),
         };
+        if matches!(outcome, Outcome::Valid | Outcome::Expired | Outcome::Seized) {
+            if held.mortgaged {
+                detail.push_str("; mortgaged");
+            }
+            if let Some((kind, result)) = &held.last_check
+                && zhengzhao_core::check_failed(result)
+            {
+                let what = if *kind == zhengzhao_core::LifecycleAction::Inspect { "inspection" } else { "review" };
+                detail.push_str(&format!("; its last annual {what} failed ({result})"));
+            }
+        }
         let mut v = Verdict::new(outcome, &identifier, &key_id, detail);
         v.status = Some(status);
         Ok(v)

@@ -248,6 +248,19 @@ enum CatalogCommand {
         #[arg(long)]
         new_version: bool,
     },
+    /// Change a type's own fields from FILE (a licence-type definition, or
+    /// what `catalog get` prints): name, defining authority's name and level,
+    /// service items, validity, issuing level, issuers, and holder category
+    /// while a draft. The code and the template stay: a template in FILE is
+    /// not applied (use `catalog revise`). Recorded in the change log.
+    ReviseType {
+        code: String,
+        #[arg(long)]
+        file: PathBuf,
+        /// Why the type changes (recorded).
+        #[arg(long)]
+        reason: String,
+    },
     /// Retire a type: no new issuance; existing licences stay valid.
     Retire {
         code: String,
@@ -333,8 +346,18 @@ enum LicenceCommand {
     Seize(EventArgs),
     /// Return a seized licence (发还).
     Return(EventArgs),
-    /// Cancel (注销) a licence.
-    Cancel(EventArgs),
+    /// Cancel (注销) a licence. A mortgaged one waits for the release,
+    /// unless an administrator forces it (--force, recorded as forced).
+    Cancel {
+        #[command(flatten)]
+        event: EventArgs,
+        /// Administrators only: cancel although the licence is mortgaged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace (补发) a licence reported lost: the next version, same content
+    /// and validity; the lost one no longer verifies. Prints its identifier.
+    Replace(EventArgs),
     /// Withdraw (撤销) a licence.
     Withdraw(EventArgs),
     /// Revoke (吊销) a licence.
@@ -1123,6 +1146,29 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
             let d = r.licence_type.and_then(|t| t.definition).context("no type returned")?;
             println!("{} template version {}", d.code, d.template.map_or(0, |t| t.version));
         }
+        CatalogCommand::ReviseType { code, file, reason } => {
+            let not_a_definition = || format!("{} is not a licence-type definition", file.display());
+            let mut v: serde_json::Value = serde_json::from_str(&read_file(&file)?).with_context(not_a_definition)?;
+            if let Some(inner) = v.get("definition").cloned() {
+                v = inner;
+            }
+            // The template is not revised here: a placeholder lets the rest parse.
+            v.as_object_mut()
+                .with_context(not_a_definition)?
+                .insert("template".into(), serde_json::json!({ "fields": [] }));
+            let def: zhengzhao_core::LicenceTypeDefinition =
+                serde_json::from_value(v).with_context(not_a_definition)?;
+            def.validate_fields()?;
+            let mut definition = definition_to_wire(&def);
+            definition.template = None;
+            let r = c
+                .catalog()
+                .revise_licence_type(catalog::ReviseLicenceTypeRequest { code, definition: Some(definition), reason })
+                .await?
+                .into_inner();
+            let d = r.licence_type.and_then(|t| t.definition).context("no type returned")?;
+            println!("{}\t{}", d.code, d.name);
+        }
         CatalogCommand::Retire { code, reason } => {
             let r =
                 c.catalog().retire_licence_type(catalog::RetireLicenceTypeRequest { code, reason }).await?.into_inner();
@@ -1279,7 +1325,13 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
         LicenceCommand::Release(e) => record(c, issuance::EventKind::Release, e, String::new(), String::new()).await?,
         LicenceCommand::Seize(e) => record(c, issuance::EventKind::Seize, e, String::new(), String::new()).await?,
         LicenceCommand::Return(e) => record(c, issuance::EventKind::Return, e, String::new(), String::new()).await?,
-        LicenceCommand::Cancel(e) => record(c, issuance::EventKind::Cancel, e, String::new(), String::new()).await?,
+        LicenceCommand::Cancel { event, force } => {
+            record_event(c, issuance::EventKind::Cancel, event, String::new(), String::new(), force).await?
+        }
+        LicenceCommand::Replace(e) => {
+            let l = record_event_raw(c, issuance::EventKind::Replace, e, String::new(), String::new(), false).await?;
+            println!("{}", l.identifier);
+        }
         LicenceCommand::Withdraw(e) => {
             record(c, issuance::EventKind::Withdraw, e, String::new(), String::new()).await?
         }
@@ -1436,6 +1488,18 @@ async fn record(
     result: String,
     next_due_date: String,
 ) -> anyhow::Result<()> {
+    record_event(c, kind, e, result, next_due_date, false).await
+}
+
+/// Records a lifecycle event and returns the licence the library answers with.
+async fn record_event_raw(
+    c: &Client,
+    kind: issuance::EventKind,
+    e: EventArgs,
+    result: String,
+    next_due_date: String,
+    force: bool,
+) -> anyhow::Result<common::Licence> {
     let r = c
         .issuance()
         .record_event(issuance::RecordEventRequest {
@@ -1446,10 +1510,23 @@ async fn record(
             result,
             next_due_date,
             idempotency_key: e.idempotency_key,
+            force,
         })
         .await?
         .into_inner();
-    let l = r.licence.context("no licence returned")?;
+    r.licence.context("no licence returned")
+}
+
+/// Records a version-keeping lifecycle event and prints the licence's new status.
+async fn record_event(
+    c: &Client,
+    kind: issuance::EventKind,
+    e: EventArgs,
+    result: String,
+    next_due_date: String,
+    force: bool,
+) -> anyhow::Result<()> {
+    let l = record_event_raw(c, kind, e, result, next_due_date, force).await?;
     let mut line = format!("{}: {}", l.identifier, status_text(l.status).0);
     if l.reported_lost {
         line.push_str(", reported lost");

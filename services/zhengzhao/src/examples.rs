@@ -111,7 +111,7 @@ mod tests {
         def.template.normalise();
         def.code = Some("11100000000013338W001".into());
         let mut d = draft(&def, "2026-11-27").unwrap();
-        assert!(d.holder.validate(def.holder_category).is_empty());
+        assert!(d.holder.validate(def.holder_category, time::macros::date!(2026 - 11 - 27)).is_empty());
         def.template.check_values(&d.face_fields).unwrap();
         assert!(d.face_fields["permit_number"].starts_with("JY"));
     }
