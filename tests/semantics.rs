@@ -293,3 +293,28 @@ async fn the_expiry_event_happens_at_the_end_of_the_last_valid_day() -> Result {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replay_answers_with_the_original_result() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let code = published_type(&lib).await?;
+        let id = issue(&lib, draft(&code)).await?.identifier;
+        let mut seize = event(&id, K::Seize, "暂扣");
+        seize.idempotency_key = "seize-1".into();
+        let first = record(&lib, seize.clone()).await?;
+        assert_eq!(first.status, common::LicenceStatus::Seized as i32);
+        record(&lib, event(&id, K::Return, "发还")).await?;
+        let replayed = record(&lib, seize).await?;
+        assert_eq!(replayed.status, common::LicenceStatus::Seized as i32, "{engine}: the original result, not today's");
+        let now = lib
+            .issuance(Role::Issuer, ISSUER)
+            .get_licence(issuance::GetLicenceRequest { identifier: id.clone() })
+            .await?
+            .into_inner()
+            .licence
+            .unwrap_or_default();
+        assert_eq!(now.status, common::LicenceStatus::Valid as i32, "{engine}: and nothing changed");
+    }
+    Ok(())
+}

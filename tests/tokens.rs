@@ -4,7 +4,6 @@
 //! denylist from the catalogue; the CLI mints with a role's lifetime cap,
 //! shows the token ID, and revokes.
 
-use std::process::Command;
 use std::time::Duration;
 
 use tonic::Code;
@@ -147,10 +146,16 @@ async fn a_revoked_token_is_refused_everywhere_on_both_engines() -> anyhow::Resu
     Ok(())
 }
 
-fn zhengzhao(args: &[&str]) -> anyhow::Result<std::process::Output> {
+/// Runs the CLI without blocking the runtime the in-process library serves on.
+async fn zhengzhao(args: &[&str]) -> anyhow::Result<std::process::Output> {
     let path = binary("zhengzhao");
     anyhow::ensure!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first", path.display());
-    Ok(Command::new(path).args(args).env_remove("ZHENGZHAO_TOKEN").env_remove("ZHENGZHAO_SERVER").output()?)
+    Ok(tokio::process::Command::new(path)
+        .args(args)
+        .env_remove("ZHENGZHAO_TOKEN")
+        .env_remove("ZHENGZHAO_SERVER")
+        .output()
+        .await?)
 }
 
 /// The operator's side: `zhengzhao token` caps lifetimes by role and shows
@@ -159,29 +164,32 @@ fn zhengzhao(args: &[&str]) -> anyhow::Result<std::process::Output> {
 async fn the_cli_mints_within_the_caps_shows_the_id_and_revokes() -> anyhow::Result<()> {
     let lib = Library::start(TestDb::sqlite()?).await?;
     let data = lib.data.path().display().to_string();
-    let mint = |role: &str, agency: &str, ttl: &str, json: bool| {
-        let mut args = vec!["token", "--data-dir", &data, "--role", role, "--agency", agency, "--ttl", ttl];
-        if json {
-            args.push("--json");
+    let mint = |role: &'static str, agency: &'static str, ttl: &'static str, json: bool| {
+        let data = data.clone();
+        async move {
+            let mut args = vec!["token", "--data-dir", &data, "--role", role, "--agency", agency, "--ttl", ttl];
+            if json {
+                args.push("--json");
+            }
+            zhengzhao(&args).await
         }
-        zhengzhao(&args)
     };
     // Beyond the role's cap: refused, naming the cap.
     for (role, ttl, cap) in [("consumer", "13h", "12h"), ("admin", "2d", "12h"), ("sync", "32d", "31d")] {
-        let out = mint(role, CONSUMER, ttl, false)?;
+        let out = mint(role, CONSUMER, ttl, false).await?;
         assert!(!out.status.success(), "{role} --ttl {ttl} was minted");
         let stderr = String::from_utf8(out.stderr)?;
         assert!(stderr.contains(&format!("a {role} token may live at most {cap}")), "{stderr}");
     }
-    assert!(mint("sync", ADMIN, "31d", false)?.status.success());
+    assert!(mint("sync", ADMIN, "31d", false).await?.status.success());
     // Plain: the token on stdout (as the README's tour uses it), its ID on stderr.
-    let plain = mint("consumer", CONSUMER, "8h", false)?;
+    let plain = mint("consumer", CONSUMER, "8h", false).await?;
     assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
     let token = String::from_utf8(plain.stdout)?.trim().to_owned();
     let principal = lib.keys.verifier.verify(&token)?;
     assert!(String::from_utf8(plain.stderr)?.contains(&format!("token id (jti) {}", principal.token_id)));
     // JSON: token, ID and expiry together.
-    let json: serde_json::Value = serde_json::from_slice(&mint("consumer", CONSUMER, "1h", true)?.stdout)?;
+    let json: serde_json::Value = serde_json::from_slice(&mint("consumer", CONSUMER, "1h", true).await?.stdout)?;
     let json_token = json["token"].as_str().unwrap_or_default();
     assert_eq!(lib.keys.verifier.verify(json_token)?.token_id, json["token_id"].as_str().unwrap_or_default());
     assert_eq!(json["role"], "consumer");
@@ -191,7 +199,8 @@ async fn the_cli_mints_within_the_caps_shows_the_id_and_revokes() -> anyhow::Res
     list_types(&mut catalog_with(&lib, &token)?).await?;
     let admin = lib.token(Role::Admin, ADMIN);
     let refused =
-        zhengzhao(&["token", "revoke", &principal.token_id, "--reason", "x", "--server", &server, "--token", &token])?;
+        zhengzhao(&["token", "revoke", &principal.token_id, "--reason", "x", "--server", &server, "--token", &token])
+            .await?;
     assert!(String::from_utf8(refused.stderr)?.starts_with("error: permission denied"));
     let out = zhengzhao(&[
         "token",
@@ -205,7 +214,8 @@ async fn the_cli_mints_within_the_caps_shows_the_id_and_revokes() -> anyhow::Res
         &server,
         "--token",
         &admin,
-    ])?;
+    ])
+    .await?;
     assert!(!out.status.success(), "a date past any token's life was accepted");
     let out = zhengzhao(&[
         "token",
@@ -217,17 +227,18 @@ async fn the_cli_mints_within_the_caps_shows_the_id_and_revokes() -> anyhow::Res
         &server,
         "--token",
         &admin,
-    ])?;
+    ])
+    .await?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8(out.stdout)?.starts_with(&format!("revoked {} until ", principal.token_id)));
     let e = list_types(&mut catalog_with(&lib, &token)?).await.unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::Unauthenticated, "token has been revoked"));
-    let listed = zhengzhao(&["token", "revoked", "--server", &server, "--token", &admin])?;
+    let listed = zhengzhao(&["token", "revoked", "--server", &server, "--token", &admin]).await?;
     let line: serde_json::Value = serde_json::from_str(String::from_utf8(listed.stdout)?.trim())?;
     assert_eq!(line["token_id"], principal.token_id.as_str());
     assert_eq!(line["reason"], "left the agency");
     // The revoked token cannot be used to mint or act any more, even from the CLI.
-    let used = zhengzhao(&["catalog", "list", "--server", &server, "--token", &token])?;
+    let used = zhengzhao(&["catalog", "list", "--server", &server, "--token", &token]).await?;
     assert!(String::from_utf8(used.stderr)?.contains("unauthenticated: token has been revoked"));
     Ok(())
 }

@@ -395,6 +395,7 @@ impl Issuance {
         )
         .await?;
         remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, identifier, at).await?;
+        remember_state(&mut tx, who, &req.idempotency_key, next).await?;
         tx.commit().await.map_err(db_err)?;
         self.appended.notify_waiters();
         tracing::info!(identifier = %identifier, actor = %who.actor(), action = action.name(), "lifecycle event recorded");
@@ -612,6 +613,7 @@ impl Issuance {
             feed::append(&mut tx, &e).await?;
         }
         remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, &doc.identifier, at).await?;
+        remember_state(&mut tx, who, &req.idempotency_key, fresh).await?;
         tx.commit().await.map_err(db_err)?;
         self.appended.notify_waiters();
         tracing::info!(old = %current.identifier, new = %doc.identifier, actor = %actor, action = action.name(), "new licence version");
@@ -782,10 +784,18 @@ impl Issuance {
         operation: &str,
         request_digest: &str,
     ) -> Result<Option<LicenceRecord>, ServiceError> {
-        match self.first_result(who, key, operation, request_digest).await? {
-            Some(identifier) => self.fetch(&identifier).await.map(Some),
-            None => Ok(None),
+        let Some((identifier, state)) = self.first_result(who, key, operation, request_digest).await? else {
+            return Ok(None);
+        };
+        let mut licence = self.fetch(&identifier).await?;
+        // Answer as the first request was answered, whatever happened since.
+        if let Some(state) = state.as_deref().and_then(decode_state) {
+            licence.status = state.status;
+            licence.stored_status = state.status;
+            licence.reported_lost = state.lost;
+            licence.mortgaged = state.mortgaged;
         }
+        Ok(Some(licence))
     }
 
     /// What the first request with idempotency `key` produced (an identifier),
@@ -796,11 +806,11 @@ impl Issuance {
         key: &str,
         operation: &str,
         request_digest: &str,
-    ) -> Result<Option<String>, ServiceError> {
+    ) -> Result<Option<(String, Option<String>)>, ServiceError> {
         if key.is_empty() {
             return Ok(None);
         }
-        let row = sqlx::query("SELECT operation, request_digest, identifier FROM idempotency_keys WHERE agency = $1 AND idempotency_key = $2")
+        let row = sqlx::query("SELECT operation, request_digest, identifier, result_state FROM idempotency_keys WHERE agency = $1 AND idempotency_key = $2")
             .bind(&who.agency)
             .bind(key)
             .fetch_optional(&self.db.pool)
@@ -814,8 +824,42 @@ impl Issuance {
                 "idempotency key {key:?} was already used for a different request"
             )));
         }
-        row.try_get("identifier").map(Some).map_err(db_err)
+        let identifier: String = row.try_get("identifier").map_err(db_err)?;
+        let state: Option<String> = row.try_get("result_state").map_err(db_err)?;
+        Ok(Some((identifier, state)))
     }
+}
+
+fn encode_state(s: LicenceState) -> String {
+    format!("{},{},{}", s.status.name(), u8::from(s.lost), u8::from(s.mortgaged))
+}
+
+fn decode_state(text: &str) -> Option<LicenceState> {
+    let mut parts = text.split(',');
+    let status = LicenceStatus::from_name(parts.next()?)?;
+    let lost = parts.next()? == "1";
+    let mortgaged = parts.next()? == "1";
+    Some(LicenceState { status, lost, mortgaged })
+}
+
+/// Records the state a request left its licence in, under its idempotency key.
+async fn remember_state(
+    conn: &mut sqlx::AnyConnection,
+    who: &Principal,
+    key: &str,
+    state: LicenceState,
+) -> Result<(), ServiceError> {
+    if key.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE idempotency_keys SET result_state = $3 WHERE agency = $1 AND idempotency_key = $2")
+        .bind(&who.agency)
+        .bind(key)
+        .bind(encode_state(state))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 async fn insert_licence(

@@ -216,7 +216,7 @@ impl Issuance {
         crate::check_idempotency_key(idempotency_key)?;
         let request_digest =
             crate::digest(&[issuer, &format_time(started_at), &ended_at.map(format_time).unwrap_or_default(), cause]);
-        if let Some(first) = self.first_result(who, idempotency_key, "record_outage", &request_digest).await? {
+        if let Some((first, _)) = self.first_result(who, idempotency_key, "record_outage", &request_digest).await? {
             return self.outage(first.parse().map_err(ServiceError::internal)?).await;
         }
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
