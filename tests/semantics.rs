@@ -318,3 +318,31 @@ async fn a_replay_answers_with_the_original_result() -> Result {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn messages_name_what_is_wrong() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let code = published_type(&lib).await?;
+        // An unknown type is an unknown type, whatever template version is asked for.
+        let mut d = draft(&code);
+        d.type_code = "11100000000013338W999".into();
+        d.template_version = 1;
+        let e = issue(&lib, d).await.unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["type_code".to_owned()], "{engine}: {}", e.message());
+        let mut d = draft(&code);
+        d.template_version = 7;
+        let e = issue(&lib, d).await.unwrap_err();
+        assert_eq!(violated_fields(&e), vec!["template_version".to_owned()], "{engine}: {}", e.message());
+        // A business time is shown in China Standard Time, to the second.
+        let id = issue(&lib, draft(&code)).await?.identifier;
+        let mut old = event(&id, K::Seize, "补录");
+        let at = time::OffsetDateTime::now_utc() - time::Duration::days(3);
+        old.occurred_at = Some(zhengzhao_proto::convert::timestamp(at));
+        let e = record(&lib, old).await.unwrap_err();
+        let shown = at.to_offset(zhengzhao_issuance::LIBRARY_OFFSET).replace_nanosecond(0)?;
+        let shown = shown.format(&time::format_description::well_known::Rfc3339)?;
+        assert!(e.message().contains(&shown) && shown.ends_with("+08:00"), "{engine}: {} / {shown}", e.message());
+    }
+    Ok(())
+}

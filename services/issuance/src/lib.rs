@@ -212,7 +212,12 @@ impl Issuance {
     async fn licence_type(&self, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError> {
         TypeCode::parse(code).map_err(|e| ServiceError::invalid("type_code", e))?;
         match self.catalog.get(code, version).await {
-            Err(ServiceError::NotFound(m)) if version != 0 => Err(ServiceError::invalid("template_version", m)),
+            // Say which is missing: the type, or only that version of it.
+            Err(ServiceError::NotFound(m)) if version != 0 => match self.catalog.get(code, 0).await {
+                Ok(_) => Err(ServiceError::invalid("template_version", m)),
+                Err(ServiceError::NotFound(m)) => Err(ServiceError::invalid("type_code", m)),
+                Err(e) => Err(e),
+            },
             Err(ServiceError::NotFound(m)) => Err(ServiceError::invalid("type_code", m)),
             other => other,
         }

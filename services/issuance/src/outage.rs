@@ -337,7 +337,7 @@ impl Issuance {
         }
         Err(ServiceError::FailedPrecondition(format!(
             "the business time {} is more than a day ago and no open or recent outage of {issuer} covers it; record the outage first",
-            format_time(occurred_at)
+            crate::shown(occurred_at)
         )))
     }
 
