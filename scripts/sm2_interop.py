@@ -19,7 +19,8 @@ def crypt_sm2(private, public_xy: str) -> sm2.CryptSM2:
     signature fails. So the key is set after construction, as given.
     """
     if len(public_xy) != 128:
-        raise SystemExit(f"public key must be x||y, 128 hex digits (got {len(public_xy)})")
+        print(f"public key must be x||y, 128 hex digits (got {len(public_xy)})", file=sys.stderr)
+        raise SystemExit(2)
     crypt = sm2.CryptSM2(private_key=private, public_key="")
     crypt.public_key = public_xy
     return crypt

@@ -346,3 +346,37 @@ async fn messages_name_what_is_wrong() -> Result {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_type_sets_its_renewal_window_and_whether_a_failed_check_suspends() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let strict = zhengzhao_e2e::fixtures::published_type_with(&lib, |d| {
+            d.name = "危险化学品经营许可证".into();
+            d.renewal_window_days = 0;
+            d.failed_check_invalidates = true;
+        })
+        .await?;
+        let mut d = draft(&strict);
+        d.issue_date = "2022-01-01".into();
+        d.valid_until = zhengzhao_core::date::format_date(lib.clock.today() - time::Duration::days(1));
+        let expired = imported(&lib, d).await?;
+        let e = renew(&lib, &expired, "").await.unwrap_err();
+        assert!(e.message().contains("0 days after"), "{engine}: {}", e.message());
+
+        let id = issue(&lib, draft(&strict)).await?.identifier;
+        let check = |result: &str| {
+            let mut r = event(&id, K::Inspect, "年检");
+            r.result = result.into();
+            r.next_due_date = "2027-12-01".into();
+            r
+        };
+        record(&lib, check("不合格")).await?;
+        let (o, detail) = verify(&lib, &id).await?;
+        assert_eq!(o, O::NotInForce, "{engine}: {detail}");
+        assert!(detail.contains("inspection failed"), "{engine}: {detail}");
+        record(&lib, check("合格")).await?;
+        assert_eq!(verify(&lib, &id).await?.0, O::Valid, "{engine}: a passing check restores it");
+    }
+    Ok(())
+}

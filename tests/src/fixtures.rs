@@ -26,11 +26,19 @@ pub fn example_definition() -> zhengzhao_core::LicenceTypeDefinition {
 
 /// Creates and publishes the example type; returns its code.
 pub async fn published_type(lib: &Library) -> anyhow::Result<String> {
+    published_type_with(lib, |_| {}).await
+}
+
+/// Creates and publishes the example type as `adjust` leaves it; returns its code.
+pub async fn published_type_with(
+    lib: &Library,
+    adjust: impl FnOnce(&mut zhengzhao_core::LicenceTypeDefinition),
+) -> anyhow::Result<String> {
+    let mut definition = example_definition();
+    adjust(&mut definition);
     let mut c = lib.catalog(Role::Admin, ADMIN);
     let created = c
-        .create_licence_type(catalog::CreateLicenceTypeRequest {
-            definition: Some(definition_to_wire(&example_definition())),
-        })
+        .create_licence_type(catalog::CreateLicenceTypeRequest { definition: Some(definition_to_wire(&definition)) })
         .await?
         .into_inner();
     let code = created.licence_type.and_then(|t| t.definition).map(|d| d.code).unwrap_or_default();

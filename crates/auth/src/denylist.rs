@@ -27,14 +27,6 @@ impl Denylist {
         *until = (*until).max(expires_at);
     }
 
-    /// Replaces the whole list (a refresh from the catalog), dropping what has
-    /// already expired as of `now`.
-    pub fn replace(&self, revoked: impl IntoIterator<Item = (String, i64)>, now: i64) {
-        let fresh: HashMap<String, i64> =
-            revoked.into_iter().filter(|(_, until)| until.saturating_add(leeway()) > now).collect();
-        *self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-    }
-
     /// Whether `token_id` is revoked as of `now` (seconds since the epoch).
     pub fn is_revoked(&self, token_id: &str, now: i64) -> bool {
         self.entries
@@ -81,15 +73,5 @@ mod tests {
         // Revoking again never shortens the entry.
         d.revoke("b", 3000);
         assert!(d.is_revoked("b", 4000));
-    }
-
-    #[test]
-    fn a_refresh_replaces_the_list_without_expired_entries() {
-        let d = Denylist::default();
-        d.revoke("old", 10_000);
-        d.replace([("x".to_owned(), 500), ("y".to_owned(), 5000)], 1000);
-        assert!(!d.is_revoked("old", 1000), "replaced");
-        assert_eq!(d.len(), 1);
-        assert!(d.is_revoked("y", 1000));
     }
 }

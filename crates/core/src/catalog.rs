@@ -172,14 +172,40 @@ pub struct LicenceTypeDefinition {
     pub issuing_level: AuthorityLevel,
     pub issuers: Vec<String>,
     pub template: FaceTemplate,
+    /// How many days after its end an expired licence of this type may still
+    /// be renewed (延续); 0 means only before it expires.
+    #[serde(default = "default_renewal_window_days")]
+    pub renewal_window_days: u32,
+    /// Whether a failed annual review or inspection (不合格) puts a licence of
+    /// this type out of force until a later one passes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_check_invalidates: bool,
+}
+
+/// The renewal window of a type that names none.
+pub const DEFAULT_RENEWAL_WINDOW_DAYS: u32 = 180;
+/// The longest renewal window a type may name.
+pub const MAX_RENEWAL_WINDOW_DAYS: u32 = 3650;
+
+fn default_renewal_window_days() -> u32 {
+    DEFAULT_RENEWAL_WINDOW_DAYS
 }
 
 /// The type's own fields a revision may change (by their JSON names): all but
 /// the code and the template. The defining authority's code never changes
 /// (the type code embeds it), and the holder category only while the type is
 /// a draft.
-pub const REVISABLE_FIELDS: [&str; 7] =
-    ["name", "defining_authority", "service_items", "holder_category", "validity", "issuing_level", "issuers"];
+pub const REVISABLE_FIELDS: [&str; 9] = [
+    "name",
+    "defining_authority",
+    "service_items",
+    "holder_category",
+    "validity",
+    "issuing_level",
+    "issuers",
+    "renewal_window_days",
+    "failed_check_invalidates",
+];
 
 impl LicenceTypeDefinition {
     /// Validates every field; the error lists each offending one.
@@ -256,6 +282,9 @@ impl LicenceTypeDefinition {
                 }
                 Ok(_) => {}
             }
+        }
+        if self.renewal_window_days > MAX_RENEWAL_WINDOW_DAYS {
+            out.push(FieldViolation::new("renewal_window_days", format!("0 to {MAX_RENEWAL_WINDOW_DAYS} days")));
         }
         let mut item_codes = BTreeSet::new();
         for (i, item) in self.service_items.iter().enumerate() {

@@ -132,6 +132,8 @@ pub fn definition_to_wire(d: &core::LicenceTypeDefinition) -> pb::LicenceTypeDef
             .iter()
             .map(|i| pb::ServiceItem { name: i.name.clone(), code: i.code.clone() })
             .collect(),
+        renewal_window_days: Some(d.renewal_window_days),
+        failed_check_invalidates: d.failed_check_invalidates,
     }
 }
 
@@ -277,6 +279,8 @@ fn definition_fields(d: pb::LicenceTypeDefinition, out: &mut Vec<FieldViolation>
         issuing_level,
         issuers: d.issuers,
         template: core::FaceTemplate { version: 0, fields: Vec::new() },
+        renewal_window_days: d.renewal_window_days.unwrap_or(core::catalog::DEFAULT_RENEWAL_WINDOW_DAYS),
+        failed_check_invalidates: d.failed_check_invalidates,
     }
 }
 

@@ -49,8 +49,9 @@ pub fn licence_to_wire(l: &LicenceRecord) -> common::Licence {
         replaces: l.replaces.clone().unwrap_or_default(),
         successor_from: l.successor_from.map(format_date).unwrap_or_default(),
         recorded_status: status_to_wire(l.stored_status) as i32,
-        last_check_kind: l.last_check.as_ref().map(|(k, _)| k.name().to_owned()).unwrap_or_default(),
-        last_check_result: l.last_check.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
+        last_check_kind: l.last_check.as_ref().map(|c| c.kind.name().to_owned()).unwrap_or_default(),
+        last_check_result: l.last_check.as_ref().map(|c| c.result.clone()).unwrap_or_default(),
+        last_check_invalidates: l.last_check.as_ref().is_some_and(|c| c.invalidates),
     }
 }
 
@@ -83,7 +84,11 @@ pub fn licence_from_wire(l: common::Licence) -> Result<LicenceRecord, ServiceErr
         superseded_by: text(l.superseded_by),
         successor_from,
         replaces: text(l.replaces),
-        last_check: LifecycleAction::from_name(&l.last_check_kind).map(|k| (k, l.last_check_result)),
+        last_check: LifecycleAction::from_name(&l.last_check_kind).map(|kind| crate::LastCheck {
+            kind,
+            result: l.last_check_result,
+            invalidates: l.last_check_invalidates,
+        }),
         valid_until,
         document_json: l.document_json,
         jws: l.jws,

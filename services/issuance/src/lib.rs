@@ -35,7 +35,7 @@ use zhengzhao_store::{Db, Migrations, StoreConfig, format_time, now};
 
 pub use client::IssuanceClient;
 use feed::NewEvent;
-pub use record::{EventDetails, EventRecord, FeedEntry, LicenceRecord, started};
+pub use record::{EventDetails, EventRecord, FeedEntry, LastCheck, LicenceRecord, started};
 
 static PG: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -124,12 +124,10 @@ fn refused(e: zhengzhao_core::TransitionError) -> ServiceError {
     ServiceError::FailedPrecondition(e.to_string())
 }
 
-/// How long after its end an expired licence may still be renewed.
-pub const RENEWAL_WINDOW_DAYS: i64 = 180;
-
 /// The day a renewal of `current` starts: the day after its end date, or
-/// today for a licence that has expired (within [`RENEWAL_WINDOW_DAYS`]).
-fn renewal_start(current: &LicenceRecord, today: Date) -> Result<Date, ServiceError> {
+/// today for a licence that has expired (within its type's renewal window of
+/// `window` days after the end).
+fn renewal_start(current: &LicenceRecord, today: Date, window: u32) -> Result<Date, ServiceError> {
     let Some(end) = current.valid_until else {
         return Err(ServiceError::FailedPrecondition(format!(
             "licence {} is long-term: there is no period to renew",
@@ -137,10 +135,10 @@ fn renewal_start(current: &LicenceRecord, today: Date) -> Result<Date, ServiceEr
         )));
     };
     if current.status == LicenceStatus::Expired {
-        let closes = end + time::Duration::days(RENEWAL_WINDOW_DAYS);
+        let closes = end + time::Duration::days(i64::from(window));
         if today > closes {
             return Err(ServiceError::FailedPrecondition(format!(
-                "licence {} expired on {}; renewal closed on {} ({RENEWAL_WINDOW_DAYS} days after): issue a new licence",
+                "licence {} expired on {}; renewal closed on {} ({window} days after, as its type says): issue a new licence",
                 current.identifier,
                 format_date(end),
                 format_date(closes)
@@ -370,18 +368,27 @@ impl Issuance {
             transition(Some(current.state()), action).map_err(refused)?
         };
         self.check_after_last_event(&current, occurred_at).await?;
+        let failed_check_invalidates = if action.is_periodic_check() {
+            self.licence_type(&current.type_code, current.template_version).await?.definition.failed_check_invalidates
+        } else {
+            false
+        };
         let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;
         let mut tx = self.db.pool.begin().await.map_err(db_err)?;
         feed::lock(&mut tx, self.db.engine).await?;
         update_state(&mut tx, &current, next, None, at).await?;
         if let Some(result) = &details.result {
-            sqlx::query("UPDATE licences SET last_check_kind = $1, last_check_result = $2 WHERE identifier = $3")
-                .bind(action.name())
-                .bind(result)
-                .bind(identifier)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            sqlx::query(
+                "UPDATE licences SET last_check_kind = $1, last_check_result = $2, last_check_invalidates = $3
+                 WHERE identifier = $4",
+            )
+            .bind(action.name())
+            .bind(result)
+            .bind(i64::from(zhengzhao_core::check_failed(result) && failed_check_invalidates))
+            .bind(identifier)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         }
         feed::append(
             &mut tx,
@@ -505,7 +512,9 @@ impl Issuance {
         let mut draft = document::draft_of(&old);
         let day = self.clock.today();
         draft.issue_date = format_date(day);
-        let start = renewal_start(&current, day)?;
+        let window =
+            self.licence_type(&current.type_code, current.template_version).await?.definition.renewal_window_days;
+        let start = renewal_start(&current, day, window)?;
         if !valid_from.is_empty() {
             let given = parse_date(valid_from).map_err(|e| ServiceError::invalid("valid_from", e))?;
             if given != start {

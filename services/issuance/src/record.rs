@@ -26,8 +26,8 @@ pub struct LicenceRecord {
     /// version stays in force (its `status` reads valid).
     pub successor_from: Option<Date>,
     pub replaces: Option<String>,
-    /// The latest annual review or inspection: its kind and result.
-    pub last_check: Option<(LifecycleAction, String)>,
+    /// The latest annual review or inspection.
+    pub last_check: Option<LastCheck>,
     pub valid_until: Option<Date>,
     pub document_json: String,
     pub jws: String,
@@ -48,6 +48,22 @@ impl LicenceRecord {
     /// successor takes effect.
     pub fn awaiting_successor(&self) -> bool {
         self.superseded_by.is_some() && self.status == LicenceStatus::Valid
+    }
+}
+
+/// The latest annual review (年审) or inspection (年检) of a licence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastCheck {
+    pub kind: LifecycleAction,
+    pub result: String,
+    /// Failed, and its type says a failed check puts the licence out of force.
+    pub invalidates: bool,
+}
+
+impl LastCheck {
+    /// Whether the check failed (不合格, fail).
+    pub fn failed(&self) -> bool {
+        zhengzhao_core::check_failed(&self.result)
     }
 }
 
@@ -102,7 +118,7 @@ fn bad(what: &str) -> ServiceError {
 }
 
 pub(crate) const LICENCE_COLUMNS: &str = "identifier, type_code, issuer_code, template_version, status, valid_until, \
-    document_json, jws, key_id, recorded_at, updated_at, reported_lost, mortgaged, superseded_by, replaces, successor_from, last_check_kind, last_check_result";
+    document_json, jws, key_id, recorded_at, updated_at, reported_lost, mortgaged, superseded_by, replaces, successor_from, last_check_kind, last_check_result, last_check_invalidates";
 
 pub(crate) fn licence_from_row(row: &sqlx::any::AnyRow, today: Date) -> Result<LicenceRecord, ServiceError> {
     let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::internal);
@@ -132,7 +148,11 @@ pub(crate) fn licence_from_row(row: &sqlx::any::AnyRow, today: Date) -> Result<L
         successor_from,
         replaces: o("replaces")?,
         last_check: match (o("last_check_kind")?, o("last_check_result")?) {
-            (Some(k), Some(r)) => LifecycleAction::from_name(&k).map(|k| (k, r)),
+            (Some(k), Some(result)) => LifecycleAction::from_name(&k).map(|kind| LastCheck {
+                kind,
+                result,
+                invalidates: i("last_check_invalidates").unwrap_or(0) != 0,
+            }),
             _ => None,
         },
         valid_until,

@@ -305,6 +305,11 @@ impl Verification {
             LicenceStatus::Valid if not_started => {
                 (Outcome::NotYetValid, format!("valid from {}", document.valid_from))
             }
+            LicenceStatus::Valid if held.last_check.as_ref().is_some_and(|c| c.invalidates) => (
+                Outcome::NotInForce,
+                "not in force: its last annual check failed, and for its type that suspends it until one passes"
+                    .to_owned(),
+            ),
             LicenceStatus::Valid => (Outcome::Valid, "genuine and in force".to_owned()),
             LicenceStatus::Superseded => (
                 Outcome::Superseded,
@@ -319,15 +324,13 @@ impl Verification {
             LicenceStatus::Revoked => (Outcome::Revoked, "revoked by its issuer".to_owned()),
             other => (Outcome::NotInForce, format!("status {other}")),
         };
-        if matches!(outcome, Outcome::Valid | Outcome::Expired | Outcome::Seized) {
+        if matches!(outcome, Outcome::Valid | Outcome::Expired | Outcome::Seized | Outcome::NotInForce) {
             if held.mortgaged {
                 detail.push_str("; mortgaged");
             }
-            if let Some((kind, result)) = &held.last_check
-                && zhengzhao_core::check_failed(result)
-            {
-                let what = if *kind == zhengzhao_core::LifecycleAction::Inspect { "inspection" } else { "review" };
-                detail.push_str(&format!("; its last annual {what} failed ({result})"));
+            if let Some(check) = held.last_check.as_ref().filter(|c| c.failed()) {
+                let what = if check.kind == zhengzhao_core::LifecycleAction::Inspect { "inspection" } else { "review" };
+                detail.push_str(&format!("; its last annual {what} failed ({})", check.result));
             }
         }
         let mut v = Verdict::new(outcome, &identifier, &key_id, detail);

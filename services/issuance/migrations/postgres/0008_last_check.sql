@@ -1,5 +1,7 @@
 -- The latest annual review or inspection of a licence version: its kind
--- (review or inspect) and its result, so that verification can say a
--- failed one (不合格) without reading the history.
+-- (review or inspect), its result, and whether, failed, it puts the licence
+-- out of force (as its type said when it was recorded), so that
+-- verification can say so without reading the history.
 ALTER TABLE licences ADD COLUMN last_check_kind TEXT;
 ALTER TABLE licences ADD COLUMN last_check_result TEXT;
+ALTER TABLE licences ADD COLUMN last_check_invalidates INTEGER NOT NULL DEFAULT 0;
