@@ -317,8 +317,10 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
         v.extend_from_slice(extra);
         v
     };
-    let signing = ServerProcess::start("zhengzhao-signing", &base(&[]), &[]).await?;
+    // Every process but the catalogue follows the catalogue's list of revoked tokens.
     let catalog = ServerProcess::start("zhengzhao-catalog", &base(&[]), &[]).await?;
+    let signing =
+        ServerProcess::start("zhengzhao-signing", &base(&["--catalog-url".into(), catalog.url()]), &[]).await?;
     let issuance = ServerProcess::start(
         "zhengzhao-issuance",
         &base(&["--catalog-url".into(), catalog.url(), "--signing-url".into(), signing.url()]),
@@ -327,12 +329,23 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
     .await?;
     let verification = ServerProcess::start(
         "zhengzhao-verification",
-        &base(&["--issuance-url".into(), issuance.url(), "--signing-url".into(), signing.url()]),
+        &base(&[
+            "--issuance-url".into(),
+            issuance.url(),
+            "--signing-url".into(),
+            signing.url(),
+            "--catalog-url".into(),
+            catalog.url(),
+        ]),
         &[],
     )
     .await?;
-    let exchange =
-        ServerProcess::start("zhengzhao-exchange", &base(&["--issuance-url".into(), issuance.url()]), &[]).await?;
+    let exchange = ServerProcess::start(
+        "zhengzhao-exchange",
+        &base(&["--issuance-url".into(), issuance.url(), "--catalog-url".into(), catalog.url()]),
+        &[],
+    )
+    .await?;
     let gateway_config = work.path().join("gateway.toml");
     std::fs::write(
         &gateway_config,
@@ -353,6 +366,8 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
             "127.0.0.1:0".into(),
             "--data-dir".into(),
             d.clone(),
+            "--catalog-url".into(),
+            catalog.url(),
         ],
         &[],
     )

@@ -193,6 +193,19 @@ fn key_from_row(r: &sqlx::any::AnyRow) -> Result<PublicKeyRecord, ServiceError> 
     })
 }
 
+/// Why the signing service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read the issuer keys: {0}")]
+    Database(String),
+    #[error(
+        "the master key does not open the stored issuer key {0}: this is not the master key these keys were sealed with (restore the right master.key or ZHENGZHAO_MASTER_KEY)"
+    )]
+    WrongMasterKey(String),
+}
+
 impl Signing {
     /// Opens the service; `default_algorithm` is used for an issuer's first
     /// key when its first signature creates it.
@@ -200,8 +213,21 @@ impl Signing {
         store: &StoreConfig,
         master: MasterKey,
         default_algorithm: Algorithm,
-    ) -> Result<Arc<Self>, StoreError> {
+    ) -> Result<Arc<Self>, OpenError> {
         let db = zhengzhao_store::open(store, "signing", &MIGRATIONS).await?;
+        // A master key that opens none of the stored issuer keys is the wrong
+        // one (or a new one beside an old database): refuse to start rather
+        // than sign with keys nobody can ever use again.
+        let stored: Option<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT key_id, private_envelope FROM issuer_keys ORDER BY created_at LIMIT 1")
+                .fetch_optional(&db.pool)
+                .await
+                .map_err(|e| OpenError::Database(e.to_string()))?;
+        if let Some((key_id, envelope)) = stored
+            && master.open(&key_id, &envelope).is_err()
+        {
+            return Err(OpenError::WrongMasterKey(key_id));
+        }
         Ok(Arc::new(Signing { db, master, default_algorithm, active: Mutex::new(HashMap::new()) }))
     }
 
@@ -655,6 +681,21 @@ fn hex_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_new_master_key_beside_sealed_issuer_keys_refuses_to_start() -> anyhow::Result<()> {
+        for db in zhengzhao_testkit::TestDb::both().await? {
+            let master = MasterKey::generate();
+            let signing = Signing::open(&db.store(), master.clone(), Algorithm::Es256).await?;
+            let issuance = Principal::service(zhengzhao_auth::ServiceName::Issuance, "11100000000013338W");
+            signing.sign(&issuance, "91350100M000100Y43", b"{}").await?;
+            signing.db.pool.close().await;
+            let wrong = Signing::open(&db.store(), MasterKey::generate(), Algorithm::Es256).await;
+            assert!(matches!(wrong, Err(OpenError::WrongMasterKey(_))), "{}", db.engine());
+            Signing::open(&db.store(), master, Algorithm::Es256).await?;
+        }
+        Ok(())
+    }
 
     fn fake_sign(p: &[u8]) -> Signed {
         Signed { jws: String::from_utf8_lossy(p).into_owned(), key_id: "k".into(), algorithm: Algorithm::Es256 }
