@@ -292,7 +292,7 @@ async fn all_in_one_on_sqlite() -> anyhow::Result<()> {
         &[],
     )
     .await?;
-    assert!(data.join("library-key.pem").exists(), "the library key is created on first start");
+    assert!(data.join("token-key.pem").exists(), "the library's keys are created on first start");
     assert!(data.join("issuance.db").exists(), "SQLite files live under the data directory");
     let url = server.url();
     let cli = Cli { data_dir: data, work: work.path().to_path_buf() };
@@ -308,6 +308,8 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
     let url = db.url().context("postgres")?.to_owned();
     let work = tempfile::tempdir()?;
     let data = work.path().join("data");
+    // One library's keys; each process loads from it only what it uses.
+    zhengzhao_server::keys::init_library(&data)?;
     let d = data.display().to_string();
     let base = |extra: &[String]| -> Vec<String> {
         let mut v: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir", &d, "--database-url", &url]

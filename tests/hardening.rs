@@ -110,7 +110,9 @@ async fn serve_keeps_its_data_directory_private() -> anyhow::Result<()> {
     assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
     assert_eq!(mode(&data), 0o700);
     let files = modes(&data)?;
-    for needed in ["library-key.pem", "catalog.db", "catalog.db-wal", "catalog.db-shm", "issuance.db", "signing.db"] {
+    for needed in
+        ["token-key.pem", "log-key.pem", "catalog.db", "catalog.db-wal", "catalog.db-shm", "issuance.db", "signing.db"]
+    {
         assert!(files.iter().any(|(n, _)| n == needed), "{needed} missing from {files:?}");
     }
     for (name, m) in &files {
@@ -146,8 +148,12 @@ fn serve_refuses_loose_key_files_and_missing_keys() -> anyhow::Result<()> {
     let init = Command::new(&zz).args(["init", "--data-dir", &d]).env_remove("ZHENGZHAO_MASTER_KEY").output()?;
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     assert_eq!(mode(&data), 0o700);
-    assert_eq!(modes(&data)?, [("library-key.pem".to_owned(), 0o600), ("master.key".to_owned(), 0o600)]);
-    let library_key = data.join("library-key.pem");
+    let made = modes(&data)?;
+    for key in ["token-key.pem", "log-key.pem", "master.key", "service-issuance.pem", "token-keys.json"] {
+        assert!(made.contains(&(key.to_owned(), 0o600)), "{key} in {made:?}");
+    }
+    assert!(made.iter().all(|(_, m)| *m == 0o600), "{made:?}");
+    let library_key = data.join("log-key.pem");
     let master_key = data.join("master.key");
 
     for (key, loose) in [(&library_key, 0o640), (&library_key, 0o604), (&master_key, 0o644), (&master_key, 0o660)] {
@@ -165,8 +171,8 @@ fn serve_refuses_loose_key_files_and_missing_keys() -> anyhow::Result<()> {
     let saved = std::fs::read(&library_key)?;
     std::fs::remove_file(&library_key)?;
     let stderr = refused_start(&data)?;
-    assert!(stderr.contains("has no library-key.pem") && stderr.contains("catalog.db"), "{stderr}");
-    assert!(!library_key.exists(), "serve made a new library key beside existing data");
+    assert!(stderr.contains("has no log-key.pem") && stderr.contains("catalog.db"), "{stderr}");
+    assert!(!library_key.exists(), "serve made a new log key beside existing data");
     let init_again = Command::new(&zz).args(["init", "--data-dir", &d]).env_remove("ZHENGZHAO_MASTER_KEY").output()?;
     assert!(!init_again.status.success(), "init made a new key beside existing data");
     std::fs::write(&library_key, saved)?;

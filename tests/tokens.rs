@@ -42,8 +42,8 @@ async fn a_revoked_token_is_refused_everywhere_on_both_engines() -> anyhow::Resu
         let engine = db.engine();
         let lib = Library::start(db).await?;
         let hour = Duration::from_secs(3600);
-        let victim = lib.keys.tokens.issue(CONSUMER, Role::Consumer, hour)?;
-        let bystander = lib.keys.tokens.issue(CONSUMER, Role::Consumer, hour)?;
+        let victim = lib.tokens.issue(CONSUMER, Role::Consumer, hour)?;
+        let bystander = lib.tokens.issue(CONSUMER, Role::Consumer, hour)?;
         let admin = lib.token(Role::Admin, ADMIN);
         list_types(&mut catalog_with(&lib, &victim.token)?).await?;
 
@@ -112,7 +112,7 @@ async fn a_revoked_token_is_refused_everywhere_on_both_engines() -> anyhow::Resu
         list_types(&mut catalog_with(&lib, &bystander.token)?).await?;
 
         // Revoking with only the ID keeps the entry for the longest lifetime any token may have.
-        let id_only = lib.keys.tokens.issue(ADMIN, Role::Sync, Duration::from_secs(20 * 86400))?;
+        let id_only = lib.tokens.issue(ADMIN, Role::Sync, Duration::from_secs(20 * 86400))?;
         let kept = admin_tokens
             .revoke_token(auth::RevokeTokenRequest {
                 token_id: id_only.token_id.clone(),
@@ -251,6 +251,7 @@ async fn other_processes_refresh_the_denylist_from_the_catalogue() -> anyhow::Re
     let url = db.url().unwrap_or_default().to_owned();
     let work = tempfile::tempdir()?;
     let data = work.path().join("data");
+    zhengzhao_server::keys::init_library(&data)?;
     let d = data.display().to_string();
     let base = |extra: &[String]| -> Vec<String> {
         let mut v: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir", &d, "--database-url", &url]
@@ -264,7 +265,7 @@ async fn other_processes_refresh_the_denylist_from_the_catalogue() -> anyhow::Re
     let catalog = ServerProcess::start("zhengzhao-catalog", &base(&[]), &fast).await?;
     let signing =
         ServerProcess::start("zhengzhao-signing", &base(&["--catalog-url".into(), catalog.url()]), &fast).await?;
-    let authority = zhengzhao_server::LibraryKeys::token_authority(&data)?;
+    let authority = zhengzhao_server::keys::operator_authority(&data)?;
     let victim = authority.issue(CONSUMER, Role::Consumer, Duration::from_secs(600))?;
     let admin = authority.mint(ADMIN, Role::Admin, Duration::from_secs(600))?;
     let channel = |u: String| tonic::transport::Endpoint::from_shared(u).map(|e| e.connect_lazy());

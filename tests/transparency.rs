@@ -204,7 +204,7 @@ async fn every_event_is_logged_proven_and_rewrites_fail_the_audit() -> Result {
         // A checkpoint not signed by this library is refused outright.
         std::fs::write(
             work.path().join("forged.jws"),
-            lib.keys.tokens.mint(ADMIN, Role::Admin, std::time::Duration::from_secs(60))?,
+            lib.tokens.mint(ADMIN, Role::Admin, std::time::Duration::from_secs(60))?,
         )?;
         let failed = cli(&lib, work.path(), &["audit", "--from", "forged.jws"]).await?;
         assert_eq!(failed.status.code(), Some(3), "{}", text(&failed));

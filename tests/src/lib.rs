@@ -18,7 +18,7 @@ use zhengzhao_proto::exchange::v1::exchange_service_client::ExchangeServiceClien
 use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
 use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
 use zhengzhao_proto::verification::v1::verification_service_client::VerificationServiceClient;
-use zhengzhao_server::{Context, LibraryKeys};
+use zhengzhao_server::{Context, ProcessKeys};
 use zhengzhao_testkit::TestDb;
 
 /// The administrator used in tests.
@@ -36,7 +36,10 @@ pub type Authed = InterceptedService<Channel, BearerToken>;
 /// A running in-process library.
 pub struct Library {
     pub db: TestDb,
-    pub keys: Arc<LibraryKeys>,
+    /// The keys the library process holds.
+    pub keys: Arc<ProcessKeys>,
+    /// The operator's token key (the test mints tokens as the operator would).
+    pub tokens: Arc<zhengzhao_auth::TokenAuthority>,
     pub addr: std::net::SocketAddr,
     pub data: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -72,8 +75,9 @@ impl Library {
             ..Default::default()
         };
         config.database_url = db.url().map(str::to_owned);
-        let keys = LibraryKeys::load_or_create(data.path(), None)?;
-        let mut ctx = Context::new(config, keys);
+        let keys = Arc::new(ProcessKeys::load_or_create(data.path(), None)?);
+        let tokens = Arc::new(zhengzhao_server::keys::operator_authority(data.path())?);
+        let mut ctx = Context::with_keys(config, keys);
         ctx.store = db.store();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -94,12 +98,21 @@ impl Library {
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await?;
-        Ok(Library { db, keys, addr, data, shutdown: Some(tx), channel, issuance_service, clock })
+        Ok(Library { db, keys, tokens, addr, data, shutdown: Some(tx), channel, issuance_service, clock })
     }
 
     /// A token for `agency` in `role`, valid for an hour.
     pub fn token(&self, role: Role, agency: &str) -> String {
-        self.keys.tokens.mint(agency, role, Duration::from_secs(3600)).expect("test agencies are valid codes")
+        self.tokens.mint(agency, role, Duration::from_secs(3600)).expect("test agencies are valid codes")
+    }
+
+    /// A token of service `name`, signed with that service's own credential key.
+    pub fn service_token(&self, name: zhengzhao_auth::ServiceName) -> anyhow::Result<String> {
+        let path = self.data.path().join(zhengzhao_server::keys::service_key_file(name));
+        let pem = std::fs::read_to_string(&path)?;
+        let key = zhengzhao_crypto::Es256KeyPair::from_pkcs8_pem(&pem)?;
+        let authority = zhengzhao_auth::TokenAuthority::service(key, name);
+        Ok(authority.mint(&self.keys.agency, zhengzhao_auth::Role::Service(name), Duration::from_secs(60))?)
     }
 
     pub fn channel(&self) -> Channel {

@@ -10,7 +10,7 @@ pub mod token;
 
 pub use denylist::Denylist;
 pub use policy::{Action, authorize};
-pub use token::{MintedToken, TokenAuthority, TokenError, TokenVerifier};
+pub use token::{MintedToken, TokenAuthority, TokenError, TokenKey, TokenVerifier, TrustedKeys, token_kid};
 
 use std::fmt;
 use std::str::FromStr;
@@ -46,6 +46,21 @@ pub enum ServiceName {
 }
 
 impl ServiceName {
+    /// Every service.
+    pub const ALL: [ServiceName; 6] = [
+        ServiceName::Catalog,
+        ServiceName::Issuance,
+        ServiceName::Signing,
+        ServiceName::Verification,
+        ServiceName::Exchange,
+        ServiceName::Gateway,
+    ];
+
+    /// The service named `name` (`issuance`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceName::Catalog => "catalog",
@@ -198,7 +213,8 @@ impl tonic::service::Interceptor for BearerToken {
 }
 
 /// Credentials a service sends on its own outbound calls (split deployment):
-/// a short-lived token for its service role, minted per call with the library key.
+/// a short-lived token for its service role, minted per call with the
+/// service's own credential key (`kid` "service:NAME").
 #[derive(Clone)]
 pub struct ServiceCredentials {
     authority: std::sync::Arc<TokenAuthority>,

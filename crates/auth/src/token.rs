@@ -1,9 +1,18 @@
-//! Bearer tokens: compact JWS (ES256, `typ` "JWT", `kid` "library") signed by
-//! the library key, naming the caller's agency and role, with an issue time,
-//! an expiry and an ID (`jti`). Services verify with the public half, allow
-//! [`LEEWAY`] of clock skew, refuse lifetimes longer than the role's cap
-//! ([`Role::max_token_lifetime`]) and tokens on the revocation denylist; only
-//! holders of the library key can mint.
+//! Bearer tokens: compact JWS (ES256, `typ` "JWT") naming the caller's agency
+//! and role, with an issue time, an expiry and an ID (`jti`).
+//!
+//! Two kinds of key sign them, told apart by `kid`:
+//! - the operator's token keys (`kid` "token-…", or "library" for a key made
+//!   by an earlier version) sign the tokens of people and sync peers; the
+//!   operator mints them (`zhengzhao token`), and a rotated-out key stays
+//!   trusted until its `not_after`;
+//! - each service's own credential key (`kid` "service:NAME") signs only
+//!   that service's tokens, so no process can pose as another, and no
+//!   service can mint a person's token.
+//!
+//! Services hold only public keys ([`TrustedKeys`]), allow [`LEEWAY`] of clock
+//! skew, refuse lifetimes longer than the role's cap
+//! ([`Role::max_token_lifetime`]) and tokens on the revocation denylist.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +21,13 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use zhengzhao_crypto::{Es256KeyPair, Es256PublicKey, JwsHeader, jws};
 
-use crate::{Denylist, Principal, Role};
+use crate::{Denylist, Principal, Role, ServiceName};
 
 const ISSUER: &str = "zhengzhao";
-/// The `kid` of the library key in token headers.
-pub const KID: &str = "library";
+/// The `kid` of the token key a data directory made by an earlier version holds.
+pub const LEGACY_KID: &str = "library";
+/// The `kid` prefix of a service's credential key: `service:issuance`.
+pub const SERVICE_KID_PREFIX: &str = "service:";
 /// The `typ` of a bearer token; the library's other statements use other types.
 pub const TYP: &str = "JWT";
 /// Clock skew allowed between the minting and the verifying host, on `exp` and `iat`.
@@ -27,8 +38,10 @@ pub const LEEWAY: Duration = Duration::from_secs(60);
 pub enum TokenError {
     #[error("token is malformed")]
     Malformed,
-    #[error("token header must have typ \"JWT\" and kid \"library\"")]
+    #[error("token header must have typ \"JWT\" and the kid of a trusted key")]
     Header,
+    #[error("token key {0} is no longer trusted (rotated out)")]
+    RetiredKey(String),
     #[error("token signature is invalid")]
     Signature,
     #[error("token has expired")]
@@ -72,16 +85,40 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Checks tokens against the library's public key (and, when given, a denylist).
+/// A public key that signs operator-minted tokens.
+#[derive(Debug, Clone)]
+pub struct TokenKey {
+    pub kid: String,
+    pub key: Es256PublicKey,
+    /// After this (seconds since the epoch) the key is no longer trusted: a
+    /// rotated-out key's grace period.
+    pub not_after: Option<i64>,
+}
+
+/// The public keys a process trusts for tokens: the operator's token keys
+/// and each service's credential key.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    pub tokens: Vec<TokenKey>,
+    pub services: std::collections::HashMap<ServiceName, Es256PublicKey>,
+}
+
+/// Checks tokens against the trusted public keys (and, when given, a denylist).
 #[derive(Debug, Clone)]
 pub struct TokenVerifier {
-    key: Es256PublicKey,
+    keys: Arc<std::sync::RwLock<TrustedKeys>>,
     denylist: Option<Arc<Denylist>>,
 }
 
 impl TokenVerifier {
-    pub fn new(key: Es256PublicKey) -> Self {
-        TokenVerifier { key, denylist: None }
+    pub fn new(keys: TrustedKeys) -> Self {
+        TokenVerifier { keys: Arc::new(std::sync::RwLock::new(keys)), denylist: None }
+    }
+
+    /// Replaces the trusted keys (after a rotation); every clone of this
+    /// verifier sees the new set.
+    pub fn replace_keys(&self, keys: TrustedKeys) {
+        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
     }
 
     /// This verifier, also refusing tokens on `denylist`.
@@ -105,10 +142,27 @@ impl TokenVerifier {
         if parsed.header.alg != "ES256" {
             return Err(TokenError::Malformed);
         }
-        if parsed.header.typ.as_deref() != Some(TYP) || parsed.header.kid.as_deref() != Some(KID) {
+        let (Some(TYP), Some(kid)) = (parsed.header.typ.as_deref(), parsed.header.kid.as_deref()) else {
             return Err(TokenError::Header);
-        }
-        if !self.key.verify(parsed.signing_input.as_bytes(), &parsed.signature) {
+        };
+        // Which key, and which roles it may vouch for.
+        let (key, signer) = {
+            let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match kid.strip_prefix(SERVICE_KID_PREFIX) {
+                Some(name) => {
+                    let name = ServiceName::from_name(name).ok_or(TokenError::Header)?;
+                    (keys.services.get(&name).cloned().ok_or(TokenError::Header)?, Some(name))
+                }
+                None => {
+                    let k = keys.tokens.iter().find(|k| k.kid == kid).ok_or(TokenError::Header)?;
+                    if k.not_after.is_some_and(|t| now > t) {
+                        return Err(TokenError::RetiredKey(kid.to_owned()));
+                    }
+                    (k.key.clone(), None)
+                }
+            }
+        };
+        if !key.verify(parsed.signing_input.as_bytes(), &parsed.signature) {
             return Err(TokenError::Signature);
         }
         let claims: Claims = serde_json::from_slice(&parsed.payload).map_err(|_| TokenError::Malformed)?;
@@ -126,6 +180,13 @@ impl TokenVerifier {
             return Err(TokenError::NotYetValid);
         }
         let role: Role = claims.role.parse().map_err(TokenError::Claims)?;
+        // A service key vouches for its own service only; a token key for
+        // people and peers, never for a service.
+        match (signer, role) {
+            (Some(s), Role::Service(r)) if s == r => {}
+            (None, r) if !matches!(r, Role::Service(_)) => {}
+            _ => return Err(TokenError::Claims(format!("key {kid} may not sign a {role} token"))),
+        }
         let max = role.max_token_lifetime();
         if claims.exp.saturating_sub(claims.iat) > secs(max) {
             return Err(TokenError::Lifetime { role, max });
@@ -151,36 +212,56 @@ pub struct MintedToken {
     pub expires_at: OffsetDateTime,
 }
 
-/// Mints tokens with the library key (and verifies them).
+/// The `kid` of an operator token key: `token-` and the first 8 hex digits of
+/// the SHA-256 of its public JWK's coordinates.
+pub fn token_kid(key: &Es256PublicKey) -> String {
+    use sha2::Digest;
+    let jwk = key.to_jwk("");
+    let coords = format!("{}.{}", jwk["x"].as_str().unwrap_or_default(), jwk["y"].as_str().unwrap_or_default());
+    let digest = hex::encode(sha2::Sha256::digest(coords.as_bytes()));
+    format!("token-{}", &digest[..8])
+}
+
+/// Mints tokens with one private key: the operator's token key, or a
+/// service's own credential key (which mints only that service's tokens).
 #[derive(Debug)]
 pub struct TokenAuthority {
     key: Es256KeyPair,
-    verifier: TokenVerifier,
+    kid: String,
+    service: Option<ServiceName>,
 }
 
 impl TokenAuthority {
-    pub fn new(key: Es256KeyPair) -> Self {
-        let verifier = TokenVerifier::new(key.public_key());
-        TokenAuthority { key, verifier }
+    /// The operator's token key, named `kid`.
+    pub fn operator(key: Es256KeyPair, kid: &str) -> Self {
+        TokenAuthority { key, kid: kid.to_owned(), service: None }
     }
 
-    pub fn verifier(&self) -> &TokenVerifier {
-        &self.verifier
+    /// A service's own credential key.
+    pub fn service(key: Es256KeyPair, name: ServiceName) -> Self {
+        TokenAuthority { key, kid: format!("{SERVICE_KID_PREFIX}{}", name.as_str()), service: Some(name) }
     }
 
-    /// Signs `payload` as a JWS of type `typ` with the library key (`kid`
-    /// "library"): statements the library makes, such as transparency-log
-    /// checkpoints. Never a token: the type must not be "JWT".
-    pub fn sign_statement(&self, typ: &str, payload: &[u8]) -> String {
-        debug_assert_ne!(typ, TYP);
-        let header = JwsHeader { alg: "ES256".into(), kid: Some(KID.into()), typ: Some(typ.into()), iat: None };
-        let input = jws::signing_input(&header, payload);
-        jws::assemble(&input, &self.key.sign(input.as_bytes()))
+    /// The key's `kid`.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
-    /// The library's public key as a JWK (`kid` "library").
-    pub fn public_jwk(&self) -> serde_json::Value {
-        self.key.public_key().to_jwk(KID)
+    /// The public key.
+    pub fn public_key(&self) -> Es256PublicKey {
+        self.key.public_key()
+    }
+
+    /// A verifier that trusts this key alone (tests and single-key tools).
+    pub fn verifier(&self) -> TokenVerifier {
+        let mut keys = TrustedKeys::default();
+        match self.service {
+            Some(name) => {
+                keys.services.insert(name, self.key.public_key());
+            }
+            None => keys.tokens.push(TokenKey { kid: self.kid.clone(), key: self.key.public_key(), not_after: None }),
+        }
+        TokenVerifier::new(keys)
     }
 
     /// Mints a token for `agency` (a unified social credit code) in `role`,
@@ -196,6 +277,11 @@ impl TokenAuthority {
 
     fn issue_at(&self, agency: &str, role: Role, ttl: Duration, now: i64) -> Result<MintedToken, TokenError> {
         zhengzhao_core::Uscc::parse(agency).map_err(|e| TokenError::Claims(format!("agency: {e}")))?;
+        match (self.service, role) {
+            (Some(s), Role::Service(r)) if s == r => {}
+            (None, r) if !matches!(r, Role::Service(_)) => {}
+            _ => return Err(TokenError::Claims(format!("key {} may not sign a {role} token", self.kid))),
+        }
         let max = role.max_token_lifetime();
         if ttl > max {
             return Err(TokenError::Lifetime { role, max });
@@ -211,7 +297,7 @@ impl TokenAuthority {
         };
         let expires_at = OffsetDateTime::from_unix_timestamp(exp).map_err(|_| TokenError::Malformed)?;
         let payload = serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?;
-        let header = JwsHeader { alg: "ES256".into(), kid: Some(KID.into()), typ: Some(TYP.into()), iat: None };
+        let header = JwsHeader { alg: "ES256".into(), kid: Some(self.kid.clone()), typ: Some(TYP.into()), iat: None };
         Ok(MintedToken { token: self.sign(&header, &payload), token_id: claims.jti, expires_at })
     }
 
@@ -242,12 +328,16 @@ mod tests {
     }
 
     fn good_header() -> serde_json::Value {
-        serde_json::json!({"alg": "ES256", "kid": "library", "typ": "JWT"})
+        serde_json::json!({"alg": "ES256", "kid": "token-test", "typ": "JWT"})
+    }
+
+    fn operator() -> TokenAuthority {
+        TokenAuthority::operator(Es256KeyPair::generate(), "token-test")
     }
 
     #[test]
     fn mint_and_verify() {
-        let a = TokenAuthority::new(Es256KeyPair::generate());
+        let a = operator();
         let m = a.issue(AGENCY, Role::Issuer, Duration::from_secs(60)).unwrap();
         let p = a.verifier().verify(&m.token).unwrap();
         assert_eq!(p.agency, AGENCY);
@@ -259,8 +349,8 @@ mod tests {
 
     #[test]
     fn refuses_other_keys_tampering_and_expiry() {
-        let a = TokenAuthority::new(Es256KeyPair::generate());
-        let b = TokenAuthority::new(Es256KeyPair::generate());
+        let a = operator();
+        let b = operator();
         let t = a.mint(AGENCY, Role::Admin, Duration::from_secs(60)).unwrap();
         assert_eq!(b.verifier().verify(&t), Err(TokenError::Signature));
         let mut parts: Vec<&str> = t.split('.').collect();
@@ -278,16 +368,17 @@ mod tests {
 
     #[test]
     fn header_must_say_jwt_and_name_the_library_key() {
-        let a = TokenAuthority::new(Es256KeyPair::generate());
+        let a = operator();
         let now = now_unix();
         let c = claims("admin", now, now + 60);
         assert!(a.verifier().verify(&signed(&a, good_header(), c.clone())).is_ok());
         for header in [
-            serde_json::json!({"alg": "ES256", "kid": "library"}),
-            serde_json::json!({"alg": "ES256", "kid": "library", "typ": "zhengzhao-checkpoint"}),
-            serde_json::json!({"alg": "ES256", "kid": "library", "typ": "jwt+other"}),
+            serde_json::json!({"alg": "ES256", "kid": "token-test"}),
+            serde_json::json!({"alg": "ES256", "kid": "token-test", "typ": "zhengzhao-checkpoint"}),
+            serde_json::json!({"alg": "ES256", "kid": "token-test", "typ": "jwt+other"}),
             serde_json::json!({"alg": "ES256", "typ": "JWT"}),
-            serde_json::json!({"alg": "ES256", "kid": "91350100M000100Y43.es256.1", "typ": "JWT"}),
+            serde_json::json!({"alg": "ES256", "kid": "library", "typ": "JWT"}),
+            serde_json::json!({"alg": "ES256", "kid": "service:nobody", "typ": "JWT"}),
         ] {
             assert_eq!(
                 a.verifier().verify(&signed(&a, header.clone(), c.clone())),
@@ -295,14 +386,69 @@ mod tests {
                 "{header}"
             );
         }
-        // A statement the library signs (a checkpoint) is never a token, whatever its payload.
-        let statement = a.sign_statement("zhengzhao-checkpoint", c.to_string().as_bytes());
-        assert_eq!(a.verifier().verify(&statement), Err(TokenError::Header));
+    }
+
+    #[test]
+    fn a_service_key_vouches_for_its_own_service_only() {
+        let gateway = TokenAuthority::service(Es256KeyPair::generate(), ServiceName::Gateway);
+        let issuance = TokenAuthority::service(Es256KeyPair::generate(), ServiceName::Issuance);
+        let op = operator();
+        let mut keys = TrustedKeys::default();
+        keys.tokens.push(TokenKey { kid: op.kid().into(), key: op.public_key(), not_after: None });
+        keys.services.insert(ServiceName::Gateway, gateway.public_key());
+        keys.services.insert(ServiceName::Issuance, issuance.public_key());
+        let v = TokenVerifier::new(keys);
+        let own = gateway.mint(AGENCY, Role::Service(ServiceName::Gateway), Duration::from_secs(60)).unwrap();
+        assert_eq!(v.verify(&own).unwrap().role, Role::Service(ServiceName::Gateway));
+        // The gateway's key mints neither another service's token nor a person's.
+        assert!(gateway.mint(AGENCY, Role::Service(ServiceName::Issuance), Duration::from_secs(60)).is_err());
+        assert!(gateway.mint(AGENCY, Role::Admin, Duration::from_secs(60)).is_err());
+        let now = now_unix();
+        let as_issuance = signed(
+            &gateway,
+            serde_json::json!({"alg": "ES256", "kid": "service:issuance", "typ": "JWT"}),
+            claims("service:issuance", now, now + 60),
+        );
+        assert_eq!(v.verify(&as_issuance), Err(TokenError::Signature), "the gateway's key is not issuance's");
+        let as_admin = signed(
+            &gateway,
+            serde_json::json!({"alg": "ES256", "kid": "service:gateway", "typ": "JWT"}),
+            claims("admin", now, now + 60),
+        );
+        assert!(matches!(v.verify(&as_admin), Err(TokenError::Claims(_))), "a service key vouches for no person");
+        // The operator's key never vouches for a service.
+        assert!(op.mint(AGENCY, Role::Service(ServiceName::Issuance), Duration::from_secs(60)).is_err());
+        let forged = signed(&op, good_header_for(op.kid()), claims("service:issuance", now, now + 60));
+        assert!(matches!(v.verify(&forged), Err(TokenError::Claims(_))));
+    }
+
+    fn good_header_for(kid: &str) -> serde_json::Value {
+        serde_json::json!({"alg": "ES256", "kid": kid, "typ": "JWT"})
+    }
+
+    #[test]
+    fn a_rotated_out_token_key_is_trusted_until_its_grace_ends() {
+        let old = operator();
+        let new = TokenAuthority::operator(Es256KeyPair::generate(), "token-new");
+        let now = 1_800_000_000;
+        let mut keys = TrustedKeys::default();
+        keys.tokens.push(TokenKey { kid: "token-new".into(), key: new.public_key(), not_after: None });
+        keys.tokens.push(TokenKey { kid: old.kid().into(), key: old.public_key(), not_after: Some(now + 600) });
+        let v = TokenVerifier::new(keys);
+        let t_old = old.issue_at(AGENCY, Role::Issuer, HOUR, now).unwrap().token;
+        let t_new = new.issue_at(AGENCY, Role::Issuer, HOUR, now).unwrap().token;
+        assert!(v.verify_at(&t_old, now + 600).is_ok(), "within the grace period");
+        assert_eq!(v.verify_at(&t_old, now + 601), Err(TokenError::RetiredKey("token-test".into())));
+        assert!(v.verify_at(&t_new, now + 601).is_ok());
+        // Replacing the keys reaches every clone.
+        let clone = v.clone();
+        v.replace_keys(TrustedKeys::default());
+        assert_eq!(clone.verify_at(&t_new, now), Err(TokenError::Header));
     }
 
     #[test]
     fn clock_leeway_on_expiry_and_issue_time() {
-        let a = TokenAuthority::new(Es256KeyPair::generate());
+        let a = operator();
         let v = a.verifier();
         let now = 1_800_000_000;
         let t = a.issue_at(AGENCY, Role::Consumer, HOUR, now).unwrap().token;
@@ -318,7 +464,7 @@ mod tests {
 
     #[test]
     fn lifetimes_are_capped_by_role_at_mint_and_at_verification() {
-        let a = TokenAuthority::new(Es256KeyPair::generate());
+        let a = operator();
         let v = a.verifier();
         let now = now_unix();
         for role in [Role::Admin, Role::Issuer, Role::Consumer, Role::Portal, Role::Auditor] {
@@ -337,16 +483,17 @@ mod tests {
         assert!(a.mint(AGENCY, Role::Sync, 31 * 24 * HOUR).is_ok());
         assert!(a.mint(AGENCY, Role::Sync, 32 * 24 * HOUR).is_err());
         let svc = Role::Service(ServiceName::Issuance);
-        assert!(a.mint(AGENCY, svc, Duration::from_secs(300)).is_ok());
-        assert!(a.mint(AGENCY, svc, HOUR).is_err());
-        let long = signed(&a, good_header(), claims("service:issuance", now, now + 3600));
-        assert!(matches!(v.verify(&long), Err(TokenError::Lifetime { .. })));
+        let s = TokenAuthority::service(Es256KeyPair::generate(), ServiceName::Issuance);
+        assert!(s.mint(AGENCY, svc, Duration::from_secs(300)).is_ok());
+        assert!(s.mint(AGENCY, svc, HOUR).is_err());
+        let long = signed(&s, good_header_for(s.kid()), claims("service:issuance", now, now + 3600));
+        assert!(matches!(s.verifier().verify(&long), Err(TokenError::Lifetime { .. })));
         assert_eq!(crate::LONGEST_TOKEN_LIFETIME, Role::Sync.max_token_lifetime());
     }
 
     #[test]
     fn revoked_tokens_are_refused_until_they_would_have_expired() {
-        let a = TokenAuthority::new(Es256KeyPair::generate());
+        let a = operator();
         let denylist = Arc::new(Denylist::default());
         let v = a.verifier().clone().with_denylist(denylist.clone());
         let now = now_unix();
@@ -364,7 +511,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn verify_never_panics_on_any_input(s in ".*", a in "[A-Za-z0-9_-]{0,60}", b in "[A-Za-z0-9_-]{0,200}") {
-            let v = TokenVerifier::new(Es256KeyPair::generate().public_key());
+            let v = operator().verifier();
             proptest::prop_assert!(v.verify(&s).is_err());
             let shaped = format!("{a}.{b}.{a}");
             proptest::prop_assert!(v.verify(&shaped).is_err());

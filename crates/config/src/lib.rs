@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 /// (client settings and secrets read by their own code).
 const NOT_CONFIG: &[&str] = &["server", "token", "master_key", "ca_file"];
 
+/// Default of `shutdown_grace_seconds`.
+pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
+
 /// The whole configuration of a Zhengzhao process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +34,10 @@ pub struct Config {
     pub agency: Option<String>,
     /// Working-day calendar (TOML) for outage deadlines; unset means the shipped one.
     pub calendar_file: Option<PathBuf>,
+    /// On SIGTERM or Ctrl-C: new connections are refused and open streams
+    /// (the change feed) end at once with UNAVAILABLE; calls in flight get
+    /// this many seconds to finish before the process stops regardless.
+    pub shutdown_grace_seconds: u64,
     /// Addresses of the other services, for split deployment.
     pub peers: Peers,
     /// The gateway's libraries.
@@ -167,6 +174,7 @@ impl Default for Config {
             database_url: None,
             agency: None,
             calendar_file: None,
+            shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
             peers: Peers::default(),
             gateway: GatewayConfig::default(),
             signing: SigningConfig::default(),
@@ -244,6 +252,9 @@ impl Config {
         if !(1..=3650).contains(&self.issuance.outage_backdate_days) {
             return Err(ConfigError::Invalid("issuance.outage_backdate_days must be 1 to 3650".into()));
         }
+        if self.shutdown_grace_seconds > 600 {
+            return Err(ConfigError::Invalid("shutdown_grace_seconds must be 0 to 600".into()));
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file go together".into()));
         }
@@ -274,5 +285,15 @@ mod tests {
         assert!(
             Config::load_without_env(None, &serde_json::json!({"auth": {"revocation_refresh_seconds": 0}})).is_err()
         );
+    }
+
+    #[test]
+    fn shutdown_grace_has_a_default_and_a_bound() {
+        assert_eq!(Config::default().shutdown_grace_seconds, 10);
+        let c = Config::load_without_env(None, &serde_json::json!({"shutdown_grace_seconds": 0})).unwrap();
+        assert_eq!(c.shutdown_grace_seconds, 0);
+        let e = Config::load_without_env(None, &serde_json::json!({"shutdown_grace_seconds": 601})).unwrap_err();
+        assert!(e.to_string().contains("shutdown_grace_seconds must be 0 to 600"), "{e}");
+        assert!(Config::load_without_env(None, &serde_json::json!({"shutdown_grace_seconds": -1})).is_err());
     }
 }

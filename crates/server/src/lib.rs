@@ -11,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -20,7 +21,7 @@ use zhengzhao_auth::{Authenticate, Denylist, ServiceCredentials, ServiceName};
 use zhengzhao_config::Config;
 use zhengzhao_store::StoreConfig;
 
-pub use keys::LibraryKeys;
+pub use keys::{Needs, ProcessKeys};
 
 /// Flags every server process takes; each overrides the config file and environment.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -107,7 +108,7 @@ impl ServeArgs {
 #[derive(Clone)]
 pub struct Context {
     pub config: Config,
-    pub keys: Arc<LibraryKeys>,
+    pub keys: Arc<ProcessKeys>,
     pub store: StoreConfig,
     /// The address this process listens on, once bound.
     pub local_addr: Option<SocketAddr>,
@@ -116,9 +117,14 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(config: Config, keys: LibraryKeys) -> Self {
+    pub fn new(config: Config, keys: ProcessKeys) -> Self {
+        Self::with_keys(config, Arc::new(keys))
+    }
+
+    /// A context over keys the caller keeps a handle on.
+    pub fn with_keys(config: Config, keys: Arc<ProcessKeys>) -> Self {
         let store = StoreConfig::from_url_or_dir(config.database_url.as_deref(), config.data_dir.clone());
-        Context { config, keys: Arc::new(keys), store, local_addr: None, clock: Default::default() }
+        Context { config, keys, store, local_addr: None, clock: Default::default() }
     }
 
     /// The working-day calendar: the configured file, or the shipped one.
@@ -151,9 +157,25 @@ impl Context {
         Authenticate::new(self.keys.verifier.clone())
     }
 
-    /// Credentials for this service's own outbound calls.
-    pub fn credentials(&self, name: ServiceName) -> ServiceCredentials {
-        ServiceCredentials::new(self.keys.tokens.clone(), name, &self.keys.agency)
+    /// Credentials for this service's own outbound calls: tokens signed with
+    /// its own credential key (`service-NAME.pem`).
+    pub fn credentials(&self, name: ServiceName) -> anyhow::Result<ServiceCredentials> {
+        let key = self
+            .keys
+            .credential
+            .clone()
+            .with_context(|| format!("this process holds no credential key ({})", keys::service_key_file(name)))?;
+        Ok(ServiceCredentials::new(key, name, &self.keys.agency))
+    }
+
+    /// The master key (the signing service's process only).
+    pub fn master_key(&self) -> anyhow::Result<zhengzhao_crypto::MasterKey> {
+        self.keys.master.clone().context("this process holds no master key")
+    }
+
+    /// The transparency log's key (the issuance service's process only).
+    pub fn log_key(&self) -> anyhow::Result<Arc<keys::LogKey>> {
+        self.keys.log.clone().context("this process holds no log key")
     }
 
     /// A lazily connected channel to a peer service named in the config
@@ -198,7 +220,7 @@ pub fn spawn_revocation_refresh(ctx: &Context, name: ServiceName) -> anyhow::Res
         );
         return Ok(());
     };
-    let mut client = TokenServiceClient::with_interceptor(ctx.peer("catalog", Some(url))?, ctx.credentials(name));
+    let mut client = TokenServiceClient::with_interceptor(ctx.peer("catalog", Some(url))?, ctx.credentials(name)?);
     let denylist = ctx.denylist();
     let every = std::time::Duration::from_secs(ctx.config.auth.revocation_refresh_seconds);
     tokio::spawn(async move {
@@ -267,26 +289,112 @@ pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> an
 }
 
 /// Serves `routes` on `listener` (over TLS when `tls` is given) until
-/// `shutdown` completes.
+/// `shutdown` completes, with the default grace period (see [`serve_with_grace`]).
 pub async fn serve(
     routes: Routes,
     listener: TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(zhengzhao_config::DEFAULT_SHUTDOWN_GRACE_SECONDS);
+    serve_with_grace(routes, listener, tls, shutdown, grace).await
+}
+
+/// Serves `routes` on `listener` (over TLS when `tls` is given) until
+/// `shutdown` completes. Then new connections are refused, every open gRPC
+/// response stream (a change-feed follower, say) ends at once with
+/// UNAVAILABLE, and calls in flight get `grace` to finish; after that the
+/// server stops regardless.
+pub async fn serve_with_grace(
+    routes: Routes,
+    listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+) -> anyhow::Result<()> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let mut builder = Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).context("TLS settings (tls.cert_file, tls.key_file)")?;
     }
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
     // HTTP/1.1 too, for the plain-HTTP routes (the JWKS) web clients read.
-    builder
+    let serving = builder
         .accept_http1(true)
         .layer(zhengzhao_telemetry::MetricsLayer::new(known_methods()?))
+        .layer(tower::util::MapResponseLayer::new(end_streams_on(stopping.clone())))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::pin!(serving);
+    let mut stopped = stopping;
+    let deadline = async move {
+        // An error means the signal is gone with the server: nothing to wait for.
+        if stopped.wait_for(|s| *s).await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = &mut serving => r?,
+        () = deadline => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "calls still in flight after the shutdown grace period: stopping anyway");
+        }
+    }
     Ok(())
+}
+
+/// Wraps every gRPC response body so that, once `stopping` turns true, a
+/// body still waiting for its next message (a server stream) ends with
+/// UNAVAILABLE trailers. A body with a message ready is never cut: unary
+/// answers to calls in flight go out whole.
+fn end_streams_on(
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> impl Fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> + Clone {
+    move |response| {
+        let grpc = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        if !grpc {
+            return response;
+        }
+        let stopping = stopping.clone();
+        response.map(|body| tonic::body::Body::new(until_stopping(body, stopping)))
+    }
+}
+
+fn until_stopping(
+    body: tonic::body::Body,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> http_body_util::StreamBody<impl futures::Stream<Item = Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+    use http_body_util::BodyExt as _;
+    let frames = futures::stream::unfold(Some((body, stopping)), |state| async move {
+        let (mut body, mut stopping) = state?;
+        let next = tokio::select! {
+            biased;
+            frame = body.frame() => Some(frame),
+            Ok(_) = stopping.wait_for(|s| *s) => None,
+        };
+        match next {
+            Some(frame) => frame.map(|f| (f, Some((body, stopping)))),
+            None => Some((Ok(http_body::Frame::trailers(unavailable_trailers())), None)),
+        }
+    });
+    http_body_util::StreamBody::new(frames)
+}
+
+/// `grpc-status: 14` (UNAVAILABLE) with a message saying why.
+fn unavailable_trailers() -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+    trailers.insert("grpc-message", http::HeaderValue::from_static("the%20server%20is%20shutting%20down"));
+    trailers
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -327,12 +435,19 @@ where
         log_filter: config.telemetry.log_filter.clone(),
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
     })?;
-    let keys = LibraryKeys::load_or_create(&config.data_dir, config.agency.as_deref())?;
+    // Each process loads only the secrets it uses; only the all-in-one
+    // creates keys (in an empty data directory).
+    let keys = match ServiceName::from_name(name) {
+        Some(service) => ProcessKeys::load(&config.data_dir, Needs::service(service), config.agency.as_deref())?,
+        None => ProcessKeys::load_or_create(&config.data_dir, config.agency.as_deref())?,
+    };
+    let keys = Arc::new(keys);
+    keys.spawn_trust_reload(std::time::Duration::from_secs(5));
     let tls = tls::server_tls(&config.tls)?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let mut ctx = Context::new(config.clone(), keys);
+    let mut ctx = Context::with_keys(config.clone(), keys);
     ctx.local_addr = Some(addr);
     if let Some(service) = refreshing_service(name) {
         spawn_revocation_refresh(&ctx, service)?;
@@ -348,5 +463,6 @@ where
     }
     tracing::info!(%addr, service = name, tls = tls.is_some(), "listening");
     println!("listening on {addr}");
-    serve(routes, listener, tls, shutdown_signal()).await
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    serve_with_grace(routes, listener, tls, shutdown_signal(), grace).await
 }

@@ -17,7 +17,7 @@ use zhengzhao_proto::exchange::v1::exchange_service_server::ExchangeServiceServe
 async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
     let issuance = IssuanceClient::remote(
         ctx.peer("issuance", ctx.config.peers.issuance.as_ref())?,
-        ctx.credentials(ServiceName::Exchange),
+        ctx.credentials(ServiceName::Exchange)?,
     );
     let exchange = Exchange::open(&ctx.store, issuance).await?;
     let svc = InterceptedService::new(ExchangeGrpc(exchange).into_server(), ctx.authenticate());

@@ -507,6 +507,7 @@ impl IssuanceService for IssuanceGrpc {
             i64::try_from(r.after_sequence).map_err(|_| ServiceError::invalid("after_sequence", "too large"))?;
         // Fail fast on a refused caller, before the stream starts.
         let first = self.0.feed(&who, cursor, MAX_FEED_BATCH).await?;
+        let end = feed_end(&self.0).await?;
         let issuance = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
@@ -516,7 +517,10 @@ impl IssuanceService for IssuanceGrpc {
                     if r.until_caught_up {
                         return;
                     }
-                    issuance.wait_for_appends(POLL).await;
+                    tokio::select! {
+                        () = issuance.wait_for_appends(POLL) => {}
+                        () = tx.closed() => return, // the client went away, or the server is stopping
+                    }
                 } else {
                     for entry in &batch {
                         cursor = entry.event.sequence;
@@ -534,6 +538,24 @@ impl IssuanceService for IssuanceGrpc {
                 };
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let mut response: Response<Self::WatchChangesStream> =
+            Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)));
+        // Where the feed ends as the stream starts, so a caller with a cursor
+        // past it can be told (the CLI says so).
+        response.metadata_mut().insert(FEED_END, tonic::metadata::MetadataValue::from(end));
+        Ok(response)
     }
+}
+
+/// Response metadata of `WatchChanges`: the sequence the feed ends at (0 for
+/// an empty feed) when the stream starts.
+pub const FEED_END: &str = "zhengzhao-feed-end";
+
+/// The last sequence of the feed, 0 when it is empty.
+async fn feed_end(issuance: &Issuance) -> Result<i64, ServiceError> {
+    let end: (i64,) = sqlx::query_as("SELECT COALESCE(MAX(sequence), 0) FROM licence_events")
+        .fetch_one(&issuance.db.pool)
+        .await
+        .map_err(ServiceError::internal)?;
+    Ok(end.0)
 }

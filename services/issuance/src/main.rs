@@ -18,11 +18,13 @@ use zhengzhao_signing::SigningClient;
 async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
     let peers = &ctx.config.peers;
     let catalog =
-        CatalogClient::remote(ctx.peer("catalog", peers.catalog.as_ref())?, ctx.credentials(ServiceName::Issuance));
+        CatalogClient::remote(ctx.peer("catalog", peers.catalog.as_ref())?, ctx.credentials(ServiceName::Issuance)?);
     let signing =
-        SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Issuance));
+        SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Issuance)?);
+    let log_key = ctx.log_key()?;
     let log = zhengzhao_issuance::translog::LogSigner {
-        authority: ctx.keys.tokens.clone(),
+        key: log_key.key.clone(),
+        kid: log_key.kid.clone(),
         origin: format!("zhengzhao/{}", ctx.keys.agency),
     };
     let issuance = Issuance::open(

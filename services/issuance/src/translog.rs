@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
-use zhengzhao_auth::{Action, Principal, TokenAuthority, authorize};
+use zhengzhao_auth::{Action, Principal, authorize};
 use zhengzhao_crypto::merkle::{self, Hash, NodeId};
 use zhengzhao_crypto::{Es256PublicKey, b64url, b64url_decode, jws};
 use zhengzhao_proto::ServiceError;
@@ -295,11 +295,29 @@ pub(crate) async fn catch_up(pool: &sqlx::AnyPool, engine: Engine) -> Result<u64
     }
 }
 
-/// Signs and stores checkpoints.
+/// Signs and stores checkpoints with the log's own key (its own `kid`,
+/// distinct from any token key: a checkpoint is never a token, nor a token a
+/// checkpoint).
 pub struct LogSigner {
-    pub authority: std::sync::Arc<TokenAuthority>,
+    pub key: std::sync::Arc<zhengzhao_crypto::Es256KeyPair>,
+    /// The key's `kid` in checkpoint headers (`log-…`).
+    pub kid: String,
     /// Names the log in its checkpoints, e.g. `zhengzhao/<agency>`.
     pub origin: String,
+}
+
+impl LogSigner {
+    /// `payload` as a JWS of type `typ`, signed with the log key.
+    fn sign(&self, typ: &str, payload: &[u8]) -> String {
+        let header = zhengzhao_crypto::JwsHeader {
+            alg: "ES256".into(),
+            kid: Some(self.kid.clone()),
+            typ: Some(typ.into()),
+            iat: None,
+        };
+        let input = jws::signing_input(&header, payload);
+        jws::assemble(&input, &self.key.sign(input.as_bytes()))
+    }
 }
 
 impl std::fmt::Debug for LogSigner {
@@ -311,7 +329,7 @@ impl std::fmt::Debug for LogSigner {
 impl Issuance {
     /// The library's public key, which signs checkpoints, as a JWK.
     pub fn log_public_jwk(&self) -> serde_json::Value {
-        self.log.authority.public_jwk()
+        self.log.key.public_key().to_jwk(&self.log.kid)
     }
 
     /// The latest checkpoint, signing a new one when the log has grown.
@@ -331,7 +349,7 @@ impl Issuance {
             timestamp: format_time(at),
         };
         let payload = zhengzhao_core::canonical_json(&body).map_err(ServiceError::internal)?;
-        let signed = self.log.authority.sign_statement(CHECKPOINT_TYP, &payload);
+        let signed = self.log.sign(CHECKPOINT_TYP, &payload);
         let inserted =
             sqlx::query("INSERT INTO log_checkpoints (tree_size, root_hash, jws, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(i64::try_from(n).map_err(ServiceError::internal)?)

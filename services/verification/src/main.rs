@@ -19,10 +19,12 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
     let peers = &ctx.config.peers;
     let issuance = IssuanceClient::remote(
         ctx.peer("issuance", peers.issuance.as_ref())?,
-        ctx.credentials(ServiceName::Verification),
+        ctx.credentials(ServiceName::Verification)?,
     );
-    let signing =
-        SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, ctx.credentials(ServiceName::Verification));
+    let signing = SigningClient::remote(
+        ctx.peer("signing", peers.signing.as_ref())?,
+        ctx.credentials(ServiceName::Verification)?,
+    );
     let svc = InterceptedService::new(
         VerificationGrpc(Verification::new(issuance, signing, ctx.clock.clone())).into_server(),
         ctx.authenticate(),

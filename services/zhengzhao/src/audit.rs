@@ -33,6 +33,29 @@ impl AuditReport {
     }
 }
 
+/// Checks that `compact` is a checkpoint in form (a JWS of type
+/// `zhengzhao-checkpoint` whose payload names an origin, a tree size, a root
+/// hash and a time), without checking its signature. The auditor's own saved
+/// checkpoint failing this is their input error, not the library's.
+pub fn read_checkpoint(compact: &str) -> Result<(), String> {
+    let compact = compact.trim();
+    if compact.is_empty() {
+        return Err("the file is empty, not a checkpoint".into());
+    }
+    let parsed = zhengzhao_crypto::jws::parse(compact).map_err(|e| format!("not a checkpoint: {e}"))?;
+    let typ = parsed.header.typ.as_deref().unwrap_or("none");
+    if typ != zhengzhao_issuance::translog::CHECKPOINT_TYP {
+        return Err(format!("not a checkpoint: a JWS of type {typ:?}"));
+    }
+    let body: serde_json::Value =
+        serde_json::from_slice(&parsed.payload).map_err(|e| format!("not a checkpoint: unreadable payload: {e}"))?;
+    let has = |k: &str, number: bool| body.get(k).is_some_and(|v| if number { v.is_u64() } else { v.is_string() });
+    if !(has("origin", false) && has("tree_size", true) && has("root_hash", false) && has("timestamp", false)) {
+        return Err("not a checkpoint: the payload lacks origin, tree_size, root_hash or timestamp".into());
+    }
+    Ok(())
+}
+
 fn hashes(list: Vec<Vec<u8>>) -> Result<Vec<Hash>, String> {
     list.into_iter().map(|h| h.try_into().map_err(|_| "a proof hash is not 32 bytes".to_owned())).collect()
 }

@@ -1,9 +1,21 @@
 //! The command line: `serve`, `token`, and the client commands, which talk to
 //! a running library over gRPC with a bearer token.
+//!
+//! Exit codes: 0 success (for `verify`, the licence is valid; for `audit`,
+//! the log checks out); 1 the command could not do its work (an input file
+//! that cannot be read or is not what it should be, no token, the server
+//! unreachable or refusing); 2 the command line itself is wrong (clap's
+//! own: an unknown flag, a missing argument, a value that does not parse);
+//! 3 the check ran and the answer is no (`verify`: not valid, including a
+//! malformed identifier or document; `audit`: the log does not check out;
+//! `licence import`: some rows were refused). Output goes through [`say`]:
+//! a closed stdout (`| head`) ends the command quietly, with the exit code
+//! it would have had (0 for commands that only print).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +41,60 @@ use zhengzhao::examples;
 
 /// Exit code of `verify` when the check ran but the licence is not valid.
 const NOT_VALID: u8 = 3;
+
+/// Prints one line on stdout; a closed stdout ends the command quietly
+/// (see [`StdoutClosed`]).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        write_line(format_args!($($arg)*))?
+    };
+}
+
+/// Prints one line on stderr, ignoring a closed stderr (`2>&1 | head`).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let mut err = std::io::stderr().lock();
+        let _ = std::io::Write::write_fmt(&mut err, format_args!($($arg)*))
+            .and_then(|()| std::io::Write::write_all(&mut err, b"\n"));
+    }};
+}
+pub(crate) use note;
+
+/// The reader of stdout went away (`zhengzhao ... | head -1`): the command
+/// stops quietly instead of failing.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Whether `e` is a closed stdout (the command ends quietly).
+pub fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<StdoutClosed>())
+}
+
+fn write_line(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
+/// `r`, with a closed stdout counted as done: for commands whose exit code
+/// is their answer (`verify`, `audit`, `licence import`), which keeps it.
+fn quietly(r: anyhow::Result<()>) -> anyhow::Result<()> {
+    match r {
+        Err(e) if stdout_closed(&e) => Ok(()),
+        other => other,
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,13 +127,21 @@ struct ClientArgs {
 enum Command {
     /// Run every service in one process on one port (SQLite under --data-dir unless --database-url).
     Serve(zhengzhao_server::ServeArgs),
-    /// Create --data-dir (mode 0700) with a new library key and master key (serve does this too).
-    /// Keys are created only in an empty directory.
+    /// Create --data-dir (mode 0700) with a new library's keys (serve does this
+    /// too for the embedded default). Keys are created only in an empty directory.
     Init {
         #[arg(long, default_value = "zhengzhao-data")]
         data_dir: PathBuf,
+        /// Lay out a split deployment: an `operator` directory with the token
+        /// key and one directory per service holding exactly what it loads.
+        #[arg(long, conflicts_with = "upgrade")]
+        split: bool,
+        /// Upgrade a directory an earlier version made (one library-key.pem).
+        #[arg(long)]
+        upgrade: bool,
     },
-    /// Mint a bearer token with the library key in --data-dir; or revoke one.
+    /// Mint a bearer token with the operator's token key in --data-dir; or
+    /// revoke one, or rotate the token key.
     Token(TokenArgs),
     /// Licence types (catalogue).
     #[command(subcommand)]
@@ -98,8 +172,8 @@ enum Command {
 struct TokenArgs {
     #[command(subcommand)]
     command: Option<TokenCommand>,
-    /// The library's data directory (holds library-key.pem).
-    #[arg(long, default_value = "zhengzhao-data")]
+    /// The operator's directory (holds token-key.pem).
+    #[arg(long, default_value = "zhengzhao-data", global = true)]
     data_dir: PathBuf,
     /// admin, issuer, consumer, portal, sync or auditor.
     #[arg(long, required = true)]
@@ -125,13 +199,21 @@ enum TokenCommand {
         token_id: String,
         /// When the token expires (RFC 3339); without it the entry is kept
         /// for the longest lifetime any token may have.
-        #[arg(long)]
-        until: Option<String>,
+        #[arg(long, value_parser = rfc3339)]
+        until: Option<time::OffsetDateTime>,
         #[arg(long)]
         reason: String,
     },
     /// List the revoked tokens that have not yet expired, as JSON lines.
     Revoked,
+    /// Replace the token-signing key in --data-dir; tokens signed by the old
+    /// key stay valid for --grace. Prints the new key's kid. Copy
+    /// token-keys.json to every process of a split deployment.
+    RotateKey {
+        /// How long the old key stays trusted: seconds, or a number with s, m, h or d.
+        #[arg(long, default_value = "12h")]
+        grace: String,
+    },
 }
 
 fn revoked_json(t: &auth::RevokedToken) -> serde_json::Value {
@@ -152,20 +234,25 @@ async fn token_command(cli: &ClientArgs, t: TokenArgs) -> anyhow::Result<()> {
                 .tokens()
                 .revoke_token(auth::RevokeTokenRequest {
                     token_id,
-                    expires_at: until.as_deref().map(|u| rfc3339("--until", u)).transpose()?,
+                    expires_at: until.map(zhengzhao_proto::convert::timestamp),
                     reason,
                 })
                 .await?
                 .into_inner()
                 .revoked_token
                 .context("the library returned no revoked token")?;
-            println!("revoked {} until {}", revoked.token_id, time_text(&revoked.expires_at));
+            say!("revoked {} until {}", revoked.token_id, time_text(&revoked.expires_at));
+        }
+        Some(TokenCommand::RotateKey { grace }) => {
+            let grace = parse_ttl(&grace)?;
+            let kid = zhengzhao_server::keys::rotate_token_key(&t.data_dir, grace)?;
+            say!("{kid}");
         }
         Some(TokenCommand::Revoked) => {
             let c = Client::connect(cli).await?;
             let list = c.tokens().list_revoked_tokens(auth::ListRevokedTokensRequest {}).await?.into_inner();
             for t in &list.revoked_tokens {
-                println!("{}", revoked_json(t));
+                say!("{}", revoked_json(t));
             }
         }
         None => {
@@ -185,7 +272,7 @@ async fn token_command(cli: &ClientArgs, t: TokenArgs) -> anyhow::Result<()> {
                     zhengzhao_auth::token::human(max)
                 );
             }
-            let authority = zhengzhao_server::LibraryKeys::token_authority(&t.data_dir)?;
+            let authority = zhengzhao_server::keys::operator_authority(&t.data_dir)?;
             let minted = authority.issue(&agency, role, ttl)?;
             let expires = minted.expires_at.format(&time::format_description::well_known::Rfc3339)?;
             if t.json {
@@ -197,8 +284,8 @@ async fn token_command(cli: &ClientArgs, t: TokenArgs) -> anyhow::Result<()> {
                     "expires_at": expires,
                 }))?;
             } else {
-                println!("{}", minted.token);
-                eprintln!("token id (jti) {}, {role} for {agency}, expires {expires}", minted.token_id);
+                say!("{}", minted.token);
+                note!("token id (jti) {}, {role} for {agency}, expires {expires}", minted.token_id);
             }
         }
     }
@@ -274,7 +361,9 @@ enum CatalogCommand {
         /// Only this type's changes.
         #[arg(long, default_value = "")]
         code: String,
-        #[arg(long, default_value_t = 100)]
+        /// At most this many changes; 0 means the default, 100, as a page
+        /// size of 0 does in the API.
+        #[arg(long, default_value_t = DEFAULT_LIMIT)]
         limit: u32,
     },
     /// Print the whole catalogue as one JSON document.
@@ -384,12 +473,22 @@ enum LicenceCommand {
         #[arg(long)]
         errors: Option<PathBuf>,
     },
-    /// Print the change feed after a cursor (JSON lines); --follow keeps following it.
+    /// Print the change feed after a cursor (JSON lines); --follow keeps
+    /// following it. With nothing after the cursor, says on stderr where the
+    /// feed ends (exit 0); a cursor past the end is an error (exit 1).
     Watch {
+        /// Print the events after this sequence; 0 for the whole feed.
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// Keep following the feed. When the library becomes unavailable
+        /// (it is shutting down, say) the follower reconnects with backoff,
+        /// resuming after the last event it printed.
         #[arg(long)]
         follow: bool,
+        /// With --follow: how long to keep trying to reconnect before
+        /// giving up with exit 1 (0: give up at once).
+        #[arg(long, value_name = "SECONDS", default_value_t = 60, requires = "follow")]
+        retry_for: u64,
     },
     /// Use a licence through the exchange (consumers); prints it (JSON).
     Fetch {
@@ -413,8 +512,8 @@ struct EventArgs {
     #[arg(long)]
     reason: String,
     /// Business time (RFC 3339) when it happened; default now.
-    #[arg(long)]
-    occurred_at: Option<String>,
+    #[arg(long, value_parser = rfc3339)]
+    occurred_at: Option<time::OffsetDateTime>,
     /// Retrying with the same key returns the first result.
     #[arg(long, default_value = "")]
     idempotency_key: String,
@@ -434,14 +533,7 @@ struct CheckArgs {
 }
 
 fn occurred_at(e: &EventArgs) -> anyhow::Result<Option<prost_types::Timestamp>> {
-    e.occurred_at
-        .as_deref()
-        .map(|t| {
-            let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                .with_context(|| format!("--occurred-at {t:?}: use RFC 3339, e.g. 2026-11-27T09:30:00+08:00"))?;
-            Ok(zhengzhao_proto::convert::timestamp(t))
-        })
-        .transpose()
+    Ok(e.occurred_at.map(zhengzhao_proto::convert::timestamp))
 }
 
 #[derive(Debug, Subcommand)]
@@ -450,11 +542,11 @@ enum OutageCommand {
     /// inside it are then accepted as backfill until its deadline passes.
     Record {
         /// Start (RFC 3339).
-        #[arg(long)]
-        start: String,
+        #[arg(long, value_parser = rfc3339)]
+        start: time::OffsetDateTime,
         /// End (RFC 3339); omit while it lasts.
-        #[arg(long)]
-        end: Option<String>,
+        #[arg(long, value_parser = rfc3339)]
+        end: Option<time::OffsetDateTime>,
         #[arg(long)]
         cause: String,
         /// The issuer (administrators only; issuers record their own).
@@ -467,8 +559,9 @@ enum OutageCommand {
     /// Record when an open outage ended (default now).
     End {
         id: u64,
-        #[arg(long)]
-        at: Option<String>,
+        /// When it ended (RFC 3339).
+        #[arg(long, value_parser = rfc3339)]
+        at: Option<time::OffsetDateTime>,
     },
     /// Mark an ended outage's backlog as caught up.
     Complete { id: u64 },
@@ -479,10 +572,18 @@ enum OutageCommand {
     },
 }
 
-fn rfc3339(flag: &str, t: &str) -> anyhow::Result<prost_types::Timestamp> {
-    let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-        .with_context(|| format!("{flag} {t:?}: use RFC 3339, e.g. 2026-11-27T09:30:00+08:00"))?;
-    Ok(zhengzhao_proto::convert::timestamp(t))
+/// A time flag's value: RFC 3339 with an offset. A value that does not
+/// parse is a usage error (exit 2), said once with the format wanted.
+fn rfc3339(t: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339).map_err(|e| {
+        // The error's source repeats its own text: say it once.
+        let reason = match &e {
+            time::error::Parse::TryFromParsed(inner) => inner.to_string(),
+            time::error::Parse::ParseFromDescription(inner) => inner.to_string(),
+            other => other.to_string(),
+        };
+        format!("not an RFC 3339 time ({reason}); use a date, T, a time and an offset, e.g. 2026-11-27T09:30:00+08:00")
+    })
 }
 
 fn outage_json(o: &issuance::Outage) -> serde_json::Value {
@@ -538,8 +639,8 @@ enum KeysCommand {
         /// The key ID (`keys list` shows them).
         key_id: String,
         /// From when (RFC 3339) its signatures are distrusted.
-        #[arg(long)]
-        since: String,
+        #[arg(long, value_parser = rfc3339)]
+        since: time::OffsetDateTime,
         #[arg(long)]
         reason: String,
     },
@@ -623,7 +724,7 @@ async fn keys_command(c: &Client, cmd: KeysCommand) -> anyhow::Result<()> {
                 .signing()
                 .compromise_key(signing::CompromiseKeyRequest {
                     key_id,
-                    since: Some(rfc3339("--since", &since)?),
+                    since: Some(zhengzhao_proto::convert::timestamp(since)),
                     reason,
                 })
                 .await?
@@ -640,7 +741,7 @@ async fn keys_command(c: &Client, cmd: KeysCommand) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             for k in &r.keys {
-                println!("{}", key_json(k));
+                say!("{}", key_json(k));
             }
         }
         KeysCommand::Jwks { issuer } => {
@@ -705,7 +806,7 @@ async fn log_command(c: &Client, cmd: LogCommand) -> anyhow::Result<()> {
     let r = c.issuance().get_checkpoint(issuance::GetCheckpointRequest {}).await?.into_inner();
     let cp = r.checkpoint.context("no checkpoint returned")?;
     match cmd {
-        LogCommand::Checkpoint { json: false } => println!("{}", cp.jws),
+        LogCommand::Checkpoint { json: false } => say!("{}", cp.jws),
         LogCommand::Checkpoint { json: true } => print_json(&serde_json::json!({
             "origin": cp.origin,
             "tree_size": cp.tree_size,
@@ -739,33 +840,104 @@ async fn log_command(c: &Client, cmd: LogCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn audit_command(c: &Client, a: AuditArgs) -> anyhow::Result<ExitCode> {
-    let from = read_file(&a.from)?;
-    let identifiers: Vec<String> = match &a.licences {
-        Some(f) => read_file(f)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
-        None => Vec::new(),
+/// Verifies a licence or a document: exit 0 when valid, 3 when the check
+/// ran and the answer is no (a malformed identifier or document included),
+/// 1 when it could not run (an unreadable file, no token, no server).
+async fn verify_command(args: &ClientArgs, v: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let document = v.document.as_ref().map(|f| read_file(f).map(|text| (f, text))).transpose()?;
+    let c = Client::connect(args).await?;
+    let answer = match (v.id, document) {
+        (Some(id), _) => c
+            .verification()
+            .verify_licence(verification::VerifyLicenceRequest { identifier: id, include_inclusion_proof: v.with_proof })
+            .await
+            .map(|r| r.into_inner().verification),
+        (None, Some((file, jws))) if jws.trim().is_empty() => {
+            quietly(write_line(format_args!("malformed: {} is empty: there is no document to verify", file.display())))?;
+            return Ok(ExitCode::from(NOT_VALID));
+        }
+        (None, Some((_, jws))) => c
+            .verification()
+            .verify_document(verification::VerifyDocumentRequest { jws: jws.trim().to_owned() })
+            .await
+            .map(|r| r.into_inner().verification),
+        (None, None) => bail!("give an identifier or --document FILE"),
     };
-    let pinned = a
-        .library_jwk
-        .as_ref()
-        .map(|f| -> anyhow::Result<serde_json::Value> { Ok(serde_json::from_str(&read_file(f)?)?) });
-    let pinned = pinned.transpose()?;
+    let verdict = match answer {
+        Ok(v) => v.context("the server returned no verification")?,
+        // What was presented cannot be any licence: the answer is no.
+        Err(s) if s.code() == tonic::Code::InvalidArgument => {
+            quietly(write_line(format_args!("malformed: {}", s.message().replace('\n', " "))))?;
+            return Ok(ExitCode::from(NOT_VALID));
+        }
+        Err(s) => return Err(s.into()),
+    };
+    let outcome = verification::VerificationOutcome::try_from(verdict.outcome)
+        .unwrap_or(verification::VerificationOutcome::Unspecified);
+    let name = outcome.as_str_name().trim_start_matches("VERIFICATION_OUTCOME_").to_lowercase().replace('_', " ");
+    quietly((|| {
+        say!("{name}: {}", verdict.detail);
+        if !verdict.identifier.is_empty() {
+            say!("identifier: {}", verdict.identifier);
+        }
+        if !verdict.key_id.is_empty() {
+            say!("key: {}", verdict.key_id);
+        }
+        if let Some(log) = &verdict.log_inclusion {
+            let size = log.checkpoint.as_ref().map_or(0, |c| c.tree_size);
+            say!("log: {} event(s) proven against the checkpoint of {size} leaves", log.events.len());
+        }
+        Ok(())
+    })())?;
+    Ok(if outcome == verification::VerificationOutcome::Valid { ExitCode::SUCCESS } else { ExitCode::from(NOT_VALID) })
+}
+
+/// Audits the library's log. The auditor's own files are read and checked
+/// first: a problem with them is an error (exit 1), never an audit failure.
+async fn audit_command(args: &ClientArgs, a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let from = read_file(&a.from)?;
+    zhengzhao::audit::read_checkpoint(&from).map_err(|e| {
+        anyhow::anyhow!("--from {}: {e} (save one with `zhengzhao log checkpoint`)", a.from.display())
+    })?;
+    let mut identifiers = Vec::new();
+    if let Some(f) = &a.licences {
+        for (n, line) in read_file(f)?.lines().enumerate() {
+            let id = line.trim();
+            if id.is_empty() {
+                continue;
+            }
+            zhengzhao_core::LicenceId::parse_allowing_legacy(id).map_err(|e| {
+                anyhow::anyhow!("--licences {} line {}: {id:?} is not a licence identifier: {e}", f.display(), n + 1)
+            })?;
+            identifiers.push(id.to_owned());
+        }
+    }
+    let pinned = match &a.library_jwk {
+        Some(f) => {
+            let not_a_key = || format!("--library-jwk {} is not the library's public key (a P-256 JWK)", f.display());
+            let jwk: serde_json::Value = serde_json::from_str(&read_file(f)?).with_context(not_a_key)?;
+            zhengzhao_crypto::Es256PublicKey::from_jwk(&jwk).map_err(|e| anyhow::anyhow!("{}: {e}", not_a_key()))?;
+            Some(jwk)
+        }
+        None => None,
+    };
+    let c = Client::connect(args).await?;
     let report = zhengzhao::audit::audit(&mut c.issuance(), &from, &identifiers, pinned.as_ref()).await?;
     if report.passed() {
-        println!(
-            "audit passed: the log grew from {} to {} leaves consistently; {} licence(s) proven",
-            report.from_size, report.current_size, report.licences_checked
-        );
         if let Some(path) = &a.save {
             std::fs::write(path, format!("{}\n", report.current))
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
+        quietly(write_line(format_args!(
+            "audit passed: the log grew from {} to {} leaves consistently; {} licence(s) proven",
+            report.from_size, report.current_size, report.licences_checked
+        )))?;
         Ok(ExitCode::SUCCESS)
     } else {
         for f in &report.failures {
-            eprintln!("AUDIT FAILED: {f}");
+            note!("AUDIT FAILED: {f}");
         }
-        eprintln!("AUDIT FAILED: {} problem(s); do not trust this library's history", report.failures.len());
+        note!("AUDIT FAILED: {} problem(s); do not trust this library's history", report.failures.len());
         Ok(ExitCode::from(NOT_VALID))
     }
 }
@@ -775,9 +947,18 @@ struct UsageLogArgs {
     /// Only accesses to this licence.
     #[arg(long, default_value = "")]
     identifier: String,
-    /// At most this many entries, newest first.
-    #[arg(long, default_value_t = 100)]
+    /// At most this many entries, newest first; 0 means the default, 100,
+    /// as a page size of 0 does in the API.
+    #[arg(long, default_value_t = DEFAULT_LIMIT)]
     limit: u32,
+}
+
+/// The `--limit` of listings when none is given; `--limit 0` means it too,
+/// as a page size of 0 means the service's default page in the API.
+const DEFAULT_LIMIT: u32 = 100;
+
+fn effective_limit(limit: u32) -> u32 {
+    if limit == 0 { DEFAULT_LIMIT } else { limit }
 }
 
 /// One line describing an error, for stderr.
@@ -824,11 +1005,14 @@ struct Client {
 
 impl Client {
     async fn connect(args: &ClientArgs) -> anyhow::Result<Self> {
-        let token = args
-            .token
-            .as_deref()
-            .context("no token: pass --token or set ZHENGZHAO_TOKEN (mint one with `zhengzhao token`)")?;
-        let token = BearerToken::new(token.trim()).context("the token is not valid header text")?;
+        let token = match args.token.as_deref().map(str::trim) {
+            None => bail!("no token: pass --token or set ZHENGZHAO_TOKEN (mint one with `zhengzhao token`)"),
+            Some("") => {
+                bail!("no token given: --token (or ZHENGZHAO_TOKEN) is empty; mint one with `zhengzhao token`")
+            }
+            Some(t) => t,
+        };
+        let token = BearerToken::new(token).context("the token is not valid header text")?;
         let ca = zhengzhao_server::tls::trusted_ca(args.ca_file.as_deref())?;
         let channel = zhengzhao_server::tls::endpoint(&args.server, ca.as_deref())
             .context("--server")?
@@ -903,7 +1087,7 @@ fn licence_json(l: &common::Licence) -> anyhow::Result<serde_json::Value> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    say!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -912,13 +1096,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             zhengzhao_server::run("all-in-one", &args, zhengzhao::serve::build).await?;
         }
-        Command::Init { data_dir } => {
-            let keys = zhengzhao_server::LibraryKeys::load_or_create(&data_dir, None)?;
-            println!("library key: {}", data_dir.join(zhengzhao_server::keys::LIBRARY_KEY_FILE).display());
-            if std::env::var(zhengzhao_server::keys::MASTER_KEY_ENV).is_err() {
-                println!("master key: {}", data_dir.join(zhengzhao_server::keys::MASTER_KEY_FILE).display());
+        Command::Init { data_dir, split, upgrade } => {
+            use zhengzhao_server::keys;
+            if split {
+                keys::init_split(&data_dir)?;
+                say!("operator (token key; keep it off the servers): {}", data_dir.join("operator").display());
+                for name in zhengzhao_auth::ServiceName::ALL {
+                    say!("{}: {}", name.as_str(), data_dir.join(name.as_str()).display());
+                }
+            } else {
+                if upgrade {
+                    keys::upgrade(&data_dir)?;
+                } else {
+                    keys::init_library(&data_dir)?;
+                }
+                say!("token key (operator): {}", data_dir.join(keys::TOKEN_KEY_FILE).display());
+                say!("log key: {}", data_dir.join(keys::LOG_KEY_FILE).display());
+                if std::env::var(keys::MASTER_KEY_ENV).is_err() && !upgrade {
+                    say!("master key: {}", data_dir.join(keys::MASTER_KEY_FILE).display());
+                }
             }
-            println!("default administrator code: {}", keys.agency);
+            say!("default administrator code: {}", keys::default_agency());
         }
         Command::Token(t) => token_command(&cli.client, t).await?,
         Command::Catalog(CatalogCommand::Example { issuer }) => {
@@ -934,8 +1132,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     c.issuance()
                         .record_outage(issuance::RecordOutageRequest {
                             issuer_code: issuer,
-                            started_at: Some(rfc3339("--start", &start)?),
-                            ended_at: end.as_deref().map(|e| rfc3339("--end", e)).transpose()?,
+                            started_at: Some(zhengzhao_proto::convert::timestamp(start)),
+                            ended_at: end.map(zhengzhao_proto::convert::timestamp),
                             cause,
                             idempotency_key,
                         })
@@ -947,7 +1145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     c.issuance()
                         .end_outage(issuance::EndOutageRequest {
                             id,
-                            ended_at: at.as_deref().map(|t| rfc3339("--at", t)).transpose()?,
+                            ended_at: at.map(zhengzhao_proto::convert::timestamp),
                         })
                         .await?
                         .into_inner()
@@ -967,7 +1165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .await?
                         .into_inner();
                     for o in &r.outages {
-                        println!("{}", outage_json(o));
+                        say!("{}", outage_json(o));
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -976,54 +1174,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keys(cmd) => keys_command(&Client::connect(&cli.client).await?, cmd).await?,
         Command::Log(cmd) => log_command(&Client::connect(&cli.client).await?, cmd).await?,
-        Command::Audit(a) => return audit_command(&Client::connect(&cli.client).await?, a).await,
-        Command::Verify(v) => {
-            let c = Client::connect(&cli.client).await?;
-            let verdict = match (v.id, v.document) {
-                (Some(id), _) => {
-                    c.verification()
-                        .verify_licence(verification::VerifyLicenceRequest {
-                            identifier: id,
-                            include_inclusion_proof: v.with_proof,
-                        })
-                        .await?
-                        .into_inner()
-                        .verification
-                }
-                (None, Some(file)) => {
-                    let jws = read_file(&file)?;
-                    c.verification()
-                        .verify_document(verification::VerifyDocumentRequest { jws: jws.trim().to_owned() })
-                        .await?
-                        .into_inner()
-                        .verification
-                }
-                (None, None) => bail!("give an identifier or --document FILE"),
-            }
-            .context("the server returned no verification")?;
-            let outcome = verification::VerificationOutcome::try_from(verdict.outcome)
-                .unwrap_or(verification::VerificationOutcome::Unspecified);
-            let name =
-                outcome.as_str_name().trim_start_matches("VERIFICATION_OUTCOME_").to_lowercase().replace('_', " ");
-            println!("{name}: {}", verdict.detail);
-            if !verdict.identifier.is_empty() {
-                println!("identifier: {}", verdict.identifier);
-            }
-            if !verdict.key_id.is_empty() {
-                println!("key: {}", verdict.key_id);
-            }
-            if let Some(log) = &verdict.log_inclusion {
-                let size = log.checkpoint.as_ref().map_or(0, |c| c.tree_size);
-                println!("log: {} event(s) proven against the checkpoint of {size} leaves", log.events.len());
-            }
-            if outcome != verification::VerificationOutcome::Valid {
-                return Ok(ExitCode::from(NOT_VALID));
-            }
-        }
+        Command::Audit(a) => return audit_command(&cli.client, a).await,
+        Command::Verify(v) => return verify_command(&cli.client, v).await,
         Command::UsageLog(u) => {
             let c = Client::connect(&cli.client).await?;
             let mut token = String::new();
-            let mut left = u.limit;
+            let mut left = effective_limit(u.limit);
             while left > 0 {
                 let r = c
                     .exchange()
@@ -1038,7 +1194,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     left = left.saturating_sub(1);
                     let decision =
                         exchange::UsageDecision::try_from(rec.decision).map(|d| d.as_str_name()).unwrap_or("UNKNOWN");
-                    println!(
+                    say!(
                         "{}",
                         serde_json::json!({
                             "id": rec.id, "accessed_at": time_text(&rec.accessed_at), "consumer": rec.consumer_code,
@@ -1074,7 +1230,7 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
                 .into_inner();
             let code = created.licence_type.and_then(|t| t.definition).map(|d| d.code).context("no type returned")?;
             c.catalog().publish_licence_type(catalog::PublishLicenceTypeRequest { code: code.clone() }).await?;
-            println!("{code}");
+            say!("{code}");
         }
         CatalogCommand::Get { code, template_version } => {
             let t = c
@@ -1123,7 +1279,7 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
                 for t in &r.licence_types {
                     let d = t.definition.clone().unwrap_or_default();
                     let version = d.template.as_ref().map_or(0, |t| t.version);
-                    println!("{}\t{}\tv{}\t{}", d.code, type_status_text(t.status), version, d.name);
+                    say!("{}\t{}\tv{}\t{}", d.code, type_status_text(t.status), version, d.name);
                 }
                 if r.next_page_token.is_empty() {
                     break;
@@ -1144,7 +1300,7 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
                 .await?
                 .into_inner();
             let d = r.licence_type.and_then(|t| t.definition).context("no type returned")?;
-            println!("{} template version {}", d.code, d.template.map_or(0, |t| t.version));
+            say!("{} template version {}", d.code, d.template.map_or(0, |t| t.version));
         }
         CatalogCommand::ReviseType { code, file, reason } => {
             let not_a_definition = || format!("{} is not a licence-type definition", file.display());
@@ -1167,13 +1323,13 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
                 .await?
                 .into_inner();
             let d = r.licence_type.and_then(|t| t.definition).context("no type returned")?;
-            println!("{}\t{}", d.code, d.name);
+            say!("{}\t{}", d.code, d.name);
         }
         CatalogCommand::Retire { code, reason } => {
             let r =
                 c.catalog().retire_licence_type(catalog::RetireLicenceTypeRequest { code, reason }).await?.into_inner();
             let t = r.licence_type.context("no type returned")?;
-            println!("{}: {}", t.definition.map(|d| d.code).unwrap_or_default(), type_status_text(t.status));
+            say!("{}: {}", t.definition.map(|d| d.code).unwrap_or_default(), type_status_text(t.status));
         }
         CatalogCommand::Versions { code } => {
             let r =
@@ -1192,7 +1348,7 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
         }
         CatalogCommand::Changes { code, limit } => {
             let mut token = String::new();
-            let mut left = limit;
+            let mut left = effective_limit(limit);
             while left > 0 {
                 let r = c
                     .catalog()
@@ -1205,7 +1361,7 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
                     .into_inner();
                 for ch in &r.changes {
                     left = left.saturating_sub(1);
-                    println!(
+                    say!(
                         "{}",
                         serde_json::json!({
                             "id": ch.id, "recorded_at": time_text(&ch.recorded_at), "code": ch.code, "actor": ch.actor,
@@ -1221,12 +1377,12 @@ async fn catalog_command(c: &Client, cmd: CatalogCommand) -> anyhow::Result<()> 
         }
         CatalogCommand::Export => {
             let r = c.catalog().export_catalog(catalog::ExportCatalogRequest {}).await?.into_inner();
-            println!("{}", r.catalog_json);
+            say!("{}", r.catalog_json);
         }
         CatalogCommand::Import { file } => {
             let catalog_json = read_file(&file)?;
             let r = c.catalog().import_catalog(catalog::ImportCatalogRequest { catalog_json }).await?.into_inner();
-            println!("created {}, updated {}, unchanged {}", r.created, r.updated, r.unchanged);
+            say!("created {}, updated {}, unchanged {}", r.created, r.updated, r.unchanged);
         }
     }
     Ok(())
@@ -1255,13 +1411,13 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
                 })
                 .await?
                 .into_inner();
-            println!("{}", r.licence.context("no licence returned")?.identifier);
+            say!("{}", r.licence.context("no licence returned")?.identifier);
         }
         LicenceCommand::Get { id, jws } => {
             let l = c.issuance().get_licence(issuance::GetLicenceRequest { identifier: id }).await?.into_inner();
             let l = l.licence.context("no licence returned")?;
             if jws {
-                println!("{}", l.jws);
+                say!("{}", l.jws);
             } else {
                 print_json(&licence_json(&l)?)?;
             }
@@ -1273,7 +1429,7 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
                 .await?
                 .into_inner();
             for e in h.events {
-                println!("{}", event_json(&e, "", ""));
+                say!("{}", event_json(&e, "", ""));
             }
         }
         LicenceCommand::Change { event, file } => {
@@ -1290,7 +1446,7 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
                 })
                 .await?
                 .into_inner();
-            println!("{}", r.licence.context("no licence returned")?.identifier);
+            say!("{}", r.licence.context("no licence returned")?.identifier);
         }
         LicenceCommand::Renew { event, valid_from, valid_until } => {
             let r = c
@@ -1305,7 +1461,7 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
                 })
                 .await?
                 .into_inner();
-            println!("{}", r.licence.context("no licence returned")?.identifier);
+            say!("{}", r.licence.context("no licence returned")?.identifier);
         }
         LicenceCommand::Review(check) => {
             record(c, issuance::EventKind::Review, check.event, check.result, check.next_due).await?
@@ -1330,7 +1486,7 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
         }
         LicenceCommand::Replace(e) => {
             let l = record_event_raw(c, issuance::EventKind::Replace, e, String::new(), String::new(), false).await?;
-            println!("{}", l.identifier);
+            say!("{}", l.identifier);
         }
         LicenceCommand::Withdraw(e) => {
             record(c, issuance::EventKind::Withdraw, e, String::new(), String::new()).await?
@@ -1339,16 +1495,8 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
         LicenceCommand::Import { file, format, allow_legacy, batch, errors } => {
             return import_file(c, &file, format.as_deref(), allow_legacy, batch, errors.as_deref()).await;
         }
-        LicenceCommand::Watch { after, follow } => {
-            let mut stream = c
-                .issuance()
-                .watch_changes(issuance::WatchChangesRequest { after_sequence: after, until_caught_up: !follow })
-                .await?
-                .into_inner();
-            while let Some(item) = stream.message().await? {
-                let e = item.event.unwrap_or_default();
-                println!("{}", event_json(&e, &item.type_code, &item.issuer_code));
-            }
+        LicenceCommand::Watch { after, follow, retry_for } => {
+            watch(c, after, follow.then(|| Duration::from_secs(retry_for))).await?
         }
         LicenceCommand::Fetch { id, cause, service_item, case_number } => {
             let r = c
@@ -1365,6 +1513,81 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The metadata key under which `WatchChanges` says the sequence its feed
+/// ends at when the stream starts.
+const FEED_END: &str = "zhengzhao-feed-end";
+
+/// Prints the feed after `after`; with `follow` (how long to keep trying to
+/// reconnect), keeps following it across restarts of the library.
+async fn watch(c: &Client, after: u64, follow: Option<Duration>) -> anyhow::Result<()> {
+    let mut cursor = after;
+    let mut printed = false;
+    let mut first = true;
+    // Since when the library has been unavailable, and the next wait.
+    let mut outage: Option<(Instant, Duration)> = None;
+    loop {
+        let request = issuance::WatchChangesRequest { after_sequence: cursor, until_caught_up: follow.is_none() };
+        let ended = match c.issuance().watch_changes(request).await {
+            Ok(response) => {
+                let end = response.metadata().get(FEED_END).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if first && let Some(end) = end
+                    && after > end
+                {
+                    bail!("--after {after} is past the end of the feed, which ends at sequence {end}");
+                }
+                first = false;
+                if outage.take().is_some() {
+                    note!("the library is back: following the feed after sequence {cursor}");
+                }
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(item)) => {
+                            let e = item.event.unwrap_or_default();
+                            say!("{}", event_json(&e, &item.type_code, &item.issuer_code));
+                            cursor = e.sequence;
+                            printed = true;
+                        }
+                        Ok(None) => {
+                            if follow.is_none() {
+                                if !printed {
+                                    match end {
+                                        Some(0) => note!("no events: the feed is empty"),
+                                        Some(end) => note!("no events after sequence {after}: the feed ends at sequence {end}"),
+                                        None => note!("no events after sequence {after}"),
+                                    }
+                                }
+                                return Ok(());
+                            }
+                            // A follow stream ended without a status: as if unavailable.
+                            break tonic::Status::unavailable("the library ended the feed");
+                        }
+                        Err(status) => break status,
+                    }
+                }
+            }
+            Err(status) => status,
+        };
+        let Some(retry_for) = follow.filter(|_| ended.code() == tonic::Code::Unavailable) else {
+            let resume = if printed { format!("; resume with --after {cursor}") } else { String::new() };
+            bail!("{}{resume}", one_line(&ended.into()));
+        };
+        let (since, wait) = *outage.get_or_insert_with(|| {
+            note!("the library is unavailable ({}): reconnecting, resuming after sequence {cursor}", ended.message());
+            (Instant::now(), Duration::from_millis(250))
+        });
+        let Some(left) = retry_for.checked_sub(since.elapsed()).filter(|left| !left.is_zero()) else {
+            bail!(
+                "the library has been unavailable for {}s ({}); gave up reconnecting: resume with --after {cursor}",
+                since.elapsed().as_secs(),
+                ended.message()
+            );
+        };
+        tokio::time::sleep(wait.min(left)).await;
+        outage = Some((since, (wait * 2).min(Duration::from_secs(5))));
+    }
 }
 
 fn event_json(e: &issuance::LicenceEvent, type_code: &str, issuer_code: &str) -> serde_json::Value {
@@ -1465,18 +1688,18 @@ async fn import_file(
         }
         None => {
             for l in &lines {
-                eprintln!("{l}");
+                note!("{l}");
             }
         }
     }
-    println!(
+    quietly(write_line(format_args!(
         "rows {}, imported {}, already present {}, legacy identifiers {}, refused {}",
         r.received + local.len() as u64,
         r.imported,
         r.already_present,
         r.legacy,
         refused_rows.len()
-    );
+    )))?;
     Ok(if refused_rows.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(NOT_VALID) })
 }
 
@@ -1534,7 +1757,7 @@ async fn record_event(
     if l.mortgaged {
         line.push_str(", mortgaged");
     }
-    println!("{line}");
+    say!("{line}");
     Ok(())
 }
 

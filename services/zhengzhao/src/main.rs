@@ -1,5 +1,6 @@
 //! `zhengzhao`: the all-in-one server (every service in one process, one
 //! port, embedded SQLite by default) and the operator's command-line client.
+//! Exit codes are listed in `cli.rs` and the README.
 
 #![forbid(unsafe_code)]
 
@@ -14,8 +15,10 @@ async fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args).await {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): nothing more to say.
+        Err(e) if cli::stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", cli::one_line(&e));
+            cli::note!("error: {}", cli::one_line(&e));
             ExitCode::FAILURE
         }
     }

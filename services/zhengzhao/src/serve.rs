@@ -52,14 +52,16 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     // Revoked tokens: kept by the catalogue, refused by every service here at once.
     let revocations = Revocations::open(&catalog, ctx.denylist()).await?;
     revocations.clone().spawn_reload(std::time::Duration::from_secs(ctx.config.auth.revocation_refresh_seconds));
-    let signing = Signing::open(&ctx.store, ctx.keys.master.clone(), ctx.signing_algorithm()?).await?;
+    let signing = Signing::open(&ctx.store, ctx.master_key()?, ctx.signing_algorithm()?).await?;
+    let log_key = ctx.log_key()?;
     let issuance = Issuance::open(
         &ctx.store,
         CatalogClient::Local(catalog.clone(), as_service(ServiceName::Issuance)),
         SigningClient::Local(signing.clone(), as_service(ServiceName::Issuance)),
         zhengzhao_issuance::outage::OutageRules::new(ctx.calendar()?, ctx.config.issuance.outage_backdate_days),
         zhengzhao_issuance::translog::LogSigner {
-            authority: ctx.keys.tokens.clone(),
+            key: log_key.key.clone(),
+            kid: log_key.kid.clone(),
             origin: format!("zhengzhao/{agency}"),
         },
         ctx.clock.clone(),
