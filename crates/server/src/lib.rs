@@ -420,6 +420,34 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The whole `main` of a service process `zhengzhao-NAME`: parses the
+/// shared flags, runs the service [`run`] builds until shutdown, and reports a
+/// failure as one line on stderr with exit code 1.
+pub async fn service_main<F, Fut>(name: &'static str, about: &'static str, build: F) -> std::process::ExitCode
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = anyhow::Result<(Routes, Vec<&'static str>)>>,
+{
+    use clap::{Args as _, FromArgMatches as _};
+    let command = ServeArgs::augment_args(
+        clap::Command::new("zhengzhao-service")
+            .bin_name(format!("zhengzhao-{name}"))
+            .version(env!("CARGO_PKG_VERSION")),
+    )
+    .about(about);
+    let args = match ServeArgs::from_arg_matches(&command.get_matches()) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    match run(name, &args, build).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs a server process: loads config, starts telemetry, loads (or creates)
 /// the library keys, builds the routes, binds, prints `listening on ADDR`
 /// on stdout, and serves until a shutdown signal.

@@ -2,9 +2,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
-
-use clap::Parser;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
@@ -24,22 +21,7 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
     Ok((Routes::new(svc), vec![ExchangeServiceServer::<ExchangeGrpc>::NAME]))
 }
 
-/// Command-line flags.
-#[derive(Debug, Parser)]
-#[command(name = "zhengzhao-exchange", version, about = "Zhengzhao exchange service")]
-struct Args {
-    #[command(flatten)]
-    serve: zhengzhao_server::ServeArgs,
-}
-
 #[tokio::main]
-async fn main() -> ExitCode {
-    let args = Args::parse();
-    match zhengzhao_server::run("exchange", &args.serve, build).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+async fn main() -> std::process::ExitCode {
+    zhengzhao_server::service_main("exchange", "Zhengzhao exchange service", build).await
 }

@@ -849,11 +849,17 @@ async fn verify_command(args: &ClientArgs, v: VerifyArgs) -> anyhow::Result<Exit
     let answer = match (v.id, document) {
         (Some(id), _) => c
             .verification()
-            .verify_licence(verification::VerifyLicenceRequest { identifier: id, include_inclusion_proof: v.with_proof })
+            .verify_licence(verification::VerifyLicenceRequest {
+                identifier: id,
+                include_inclusion_proof: v.with_proof,
+            })
             .await
             .map(|r| r.into_inner().verification),
         (None, Some((file, jws))) if jws.trim().is_empty() => {
-            quietly(write_line(format_args!("malformed: {} is empty: there is no document to verify", file.display())))?;
+            quietly(write_line(format_args!(
+                "malformed: {} is empty: there is no document to verify",
+                file.display()
+            )))?;
             return Ok(ExitCode::from(NOT_VALID));
         }
         (None, Some((_, jws))) => c
@@ -896,9 +902,8 @@ async fn verify_command(args: &ClientArgs, v: VerifyArgs) -> anyhow::Result<Exit
 /// first: a problem with them is an error (exit 1), never an audit failure.
 async fn audit_command(args: &ClientArgs, a: AuditArgs) -> anyhow::Result<ExitCode> {
     let from = read_file(&a.from)?;
-    zhengzhao::audit::read_checkpoint(&from).map_err(|e| {
-        anyhow::anyhow!("--from {}: {e} (save one with `zhengzhao log checkpoint`)", a.from.display())
-    })?;
+    zhengzhao::audit::read_checkpoint(&from)
+        .map_err(|e| anyhow::anyhow!("--from {}: {e} (save one with `zhengzhao log checkpoint`)", a.from.display()))?;
     let mut identifiers = Vec::new();
     if let Some(f) = &a.licences {
         for (n, line) in read_file(f)?.lines().enumerate() {
@@ -1532,7 +1537,8 @@ async fn watch(c: &Client, after: u64, follow: Option<Duration>) -> anyhow::Resu
         let ended = match c.issuance().watch_changes(request).await {
             Ok(response) => {
                 let end = response.metadata().get(FEED_END).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                if first && let Some(end) = end
+                if first
+                    && let Some(end) = end
                     && after > end
                 {
                     bail!("--after {after} is past the end of the feed, which ends at sequence {end}");
@@ -1555,7 +1561,9 @@ async fn watch(c: &Client, after: u64, follow: Option<Duration>) -> anyhow::Resu
                                 if !printed {
                                     match end {
                                         Some(0) => note!("no events: the feed is empty"),
-                                        Some(end) => note!("no events after sequence {after}: the feed ends at sequence {end}"),
+                                        Some(end) => {
+                                            note!("no events after sequence {after}: the feed ends at sequence {end}")
+                                        }
                                         None => note!("no events after sequence {after}"),
                                     }
                                 }
