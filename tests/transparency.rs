@@ -201,14 +201,30 @@ async fn every_event_is_logged_proven_and_rewrites_fail_the_audit() -> Result {
         assert!(text(&failed).contains("history was rewritten"), "{}", text(&failed));
         let failed = cli(&lib, work.path(), &["audit", "--from", "cp2.jws"]).await?;
         assert_eq!(failed.status.code(), Some(3), "{engine}: {}", text(&failed));
-        // A checkpoint not signed by this library is refused outright.
+        // A checkpoint not signed by this library is refused outright...
+        let saved = zhengzhao_crypto::jws::parse(&std::fs::read_to_string(work.path().join("cp2.jws"))?)?;
+        let other = zhengzhao_crypto::Es256KeyPair::generate();
+        let input = zhengzhao_crypto::jws::signing_input(&saved.header, &saved.payload);
         std::fs::write(
             work.path().join("forged.jws"),
-            lib.tokens.mint(ADMIN, Role::Admin, std::time::Duration::from_secs(60))?,
+            zhengzhao_crypto::jws::assemble(&input, &other.sign(input.as_bytes())),
         )?;
         let failed = cli(&lib, work.path(), &["audit", "--from", "forged.jws"]).await?;
         assert_eq!(failed.status.code(), Some(3), "{}", text(&failed));
-        assert!(text(&failed).contains("not a checkpoint"), "{}", text(&failed));
+        assert!(text(&failed).contains("does not verify under the library key"), "{}", text(&failed));
+        // ...while a file that is no checkpoint at all is the auditor's input
+        // error (exit 1), not an audit failure.
+        std::fs::write(
+            work.path().join("token.jws"),
+            lib.tokens.mint(ADMIN, Role::Admin, std::time::Duration::from_secs(60))?,
+        )?;
+        let failed = cli(&lib, work.path(), &["audit", "--from", "token.jws"]).await?;
+        assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+        assert!(
+            text(&failed).contains("not a checkpoint") && !text(&failed).contains("AUDIT FAILED"),
+            "{}",
+            text(&failed)
+        );
     }
     Ok(())
 }
