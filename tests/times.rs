@@ -291,3 +291,58 @@ async fn another_issuers_outage_answers_as_a_missing_one() -> Result {
     }
     Ok(())
 }
+
+/// Over the whole wire range, on each engine: every timestamp the edge
+/// accepts is stored as text and read back to the same instant (to the
+/// microsecond); everything else is refused before it reaches the store.
+#[tokio::test]
+async fn every_accepted_timestamp_is_stored_and_read_back_on_both_engines() -> Result {
+    // splitmix64: reproducible samples over all of i64, plus the range's edges.
+    let mut state = 0x5A5A_F00D_u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let (first, limit) = (-2_208_988_800_i64, 253_402_214_400_i64);
+    let mut samples: Vec<prost_types::Timestamp> = Vec::new();
+    for edge in [first, limit, 0] {
+        for d in -2..=2 {
+            samples.push(prost_types::Timestamp { seconds: edge + d, nanos: 0 });
+            samples.push(prost_types::Timestamp { seconds: edge + d, nanos: 999_999_999 });
+        }
+    }
+    for _ in 0..400 {
+        let seconds = next() as i64;
+        let inside = first + (next() % u64::try_from(limit - first)?) as i64;
+        let nanos = (next() % 1_000_000_000) as i32;
+        samples.push(prost_types::Timestamp { seconds, nanos });
+        samples.push(prost_types::Timestamp { seconds: inside, nanos });
+    }
+    for db in zhengzhao_testkit::TestDb::both().await? {
+        let store = zhengzhao_store::open(&db.store(), "issuance", &zhengzhao_issuance::MIGRATIONS).await?;
+        sqlx::query("CREATE TABLE times_probe (n BIGINT, t TEXT)").execute(&store.pool).await?;
+        let mut accepted = 0;
+        for (n, wire) in samples.iter().enumerate() {
+            let Ok(t) = zhengzhao_proto::convert::from_timestamp("t", wire) else { continue };
+            accepted += 1;
+            sqlx::query("INSERT INTO times_probe (n, t) VALUES ($1, $2)")
+                .bind(i64::try_from(n)?)
+                .bind(zhengzhao_store::format_time(t))
+                .execute(&store.pool)
+                .await?;
+            let text: String = sqlx::query_scalar("SELECT t FROM times_probe WHERE n = $1")
+                .bind(i64::try_from(n)?)
+                .fetch_one(&store.pool)
+                .await?;
+            let back = zhengzhao_store::parse_time(&text);
+            let back = back.ok_or_else(|| anyhow::anyhow!("{}: {text} does not read back", db.engine()))?;
+            assert!(back <= t && t - back < time::Duration::microseconds(1), "{}: {t} became {back}", db.engine());
+        }
+        assert!(accepted > 400, "{}: the samples reach inside the range ({accepted})", db.engine());
+        store.pool.close().await;
+    }
+    Ok(())
+}
