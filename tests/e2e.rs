@@ -307,11 +307,13 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
     let db = TestDb::postgres().await?;
     let url = db.url().context("postgres")?.to_owned();
     let work = tempfile::tempdir()?;
-    let data = work.path().join("data");
-    // One library's keys; each process loads from it only what it uses.
-    zhengzhao_server::keys::init_library(&data)?;
-    let d = data.display().to_string();
-    let base = |extra: &[String]| -> Vec<String> {
+    let data = work.path().join("keys");
+    // Each process gets only the directory `init --split` lays out for it;
+    // the CLI mints tokens from the operator's.
+    zhengzhao_server::keys::init_split(&data)?;
+    let dir_of = |name: &str| data.join(name).display().to_string();
+    let base_in = |name: &str, extra: &[String]| -> Vec<String> {
+        let d = dir_of(name);
         let mut v: Vec<String> = ["--listen", "127.0.0.1:0", "--data-dir", &d, "--database-url", &url]
             .iter()
             .map(|s| (*s).to_owned())
@@ -320,31 +322,35 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
         v
     };
     // Every process but the catalogue follows the catalogue's list of revoked tokens.
-    let catalog = ServerProcess::start("zhengzhao-catalog", &base(&[]), &[]).await?;
+    let catalog = ServerProcess::start("zhengzhao-catalog", &base_in("catalog", &[]), &[]).await?;
     let signing =
-        ServerProcess::start("zhengzhao-signing", &base(&["--catalog-url".into(), catalog.url()]), &[]).await?;
+        ServerProcess::start("zhengzhao-signing", &base_in("signing", &["--catalog-url".into(), catalog.url()]), &[])
+            .await?;
     let issuance = ServerProcess::start(
         "zhengzhao-issuance",
-        &base(&["--catalog-url".into(), catalog.url(), "--signing-url".into(), signing.url()]),
+        &base_in("issuance", &["--catalog-url".into(), catalog.url(), "--signing-url".into(), signing.url()]),
         &[],
     )
     .await?;
     let verification = ServerProcess::start(
         "zhengzhao-verification",
-        &base(&[
-            "--issuance-url".into(),
-            issuance.url(),
-            "--signing-url".into(),
-            signing.url(),
-            "--catalog-url".into(),
-            catalog.url(),
-        ]),
+        &base_in(
+            "verification",
+            &[
+                "--issuance-url".into(),
+                issuance.url(),
+                "--signing-url".into(),
+                signing.url(),
+                "--catalog-url".into(),
+                catalog.url(),
+            ],
+        ),
         &[],
     )
     .await?;
     let exchange = ServerProcess::start(
         "zhengzhao-exchange",
-        &base(&["--issuance-url".into(), issuance.url(), "--catalog-url".into(), catalog.url()]),
+        &base_in("exchange", &["--issuance-url".into(), issuance.url(), "--catalog-url".into(), catalog.url()]),
         &[],
     )
     .await?;
@@ -367,14 +373,14 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--data-dir".into(),
-            d.clone(),
+            dir_of("gateway"),
             "--catalog-url".into(),
             catalog.url(),
         ],
         &[],
     )
     .await?;
-    let cli = Cli { data_dir: data, work: work.path().to_path_buf() };
+    let cli = Cli { data_dir: data.join("operator"), work: work.path().to_path_buf() };
     let servers =
         Servers { catalog: catalog.url(), issuance: issuance.url(), signing: signing.url(), front: gateway.url() };
     let result = tokio::task::spawn_blocking(move || tour(&cli, &servers)).await?;
