@@ -90,7 +90,7 @@ async fn every_event_is_logged_proven_and_rewrites_fail_the_audit() -> Result {
             let logged = p
                 .events
                 .into_iter()
-                .map(zhengzhao_issuance::grpc::logged_event_from_wire)
+                .map(zhengzhao_issuance::translog::LoggedEvent::try_from)
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             assert_eq!(logged.len(), events);
             check_inclusion(&cp1, &l.identifier, &l.jws, status, &logged).map_err(anyhow::Error::msg)?;

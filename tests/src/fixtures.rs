@@ -50,7 +50,7 @@ pub fn draft(type_code: &str) -> issuance::LicenceDraft {
     let mut def = example_definition();
     def.code = Some(type_code.to_owned());
     let d = zhengzhao::examples::draft(&def, "2026-11-27").expect("example draft");
-    zhengzhao_issuance::grpc::draft_to_wire(&d)
+    issuance::LicenceDraft::from(&d)
 }
 
 pub async fn issue(lib: &Library, d: issuance::LicenceDraft) -> std::result::Result<common::Licence, tonic::Status> {

@@ -11,6 +11,7 @@ use time::Date;
 
 use crate::holder::HolderCategory;
 pub use crate::template::{FaceTemplate, FieldDefinition, FieldKind};
+use crate::text::Name;
 use crate::uscc::Uscc;
 use crate::violation::{FieldViolation, Violations};
 
@@ -264,12 +265,11 @@ impl LicenceTypeDefinition {
 
     fn field_violations(&self) -> Vec<FieldViolation> {
         let mut out = Vec::new();
-        let name_len = self.name.trim().chars().count();
-        if name_len == 0 || name_len > 200 {
-            out.push(FieldViolation::new("name", "1 to 200 characters"));
+        if let Err(e) = Name::check(&self.name) {
+            out.push(FieldViolation::new("name", e.to_string()));
         }
-        if self.defining_authority.name.trim().is_empty() || self.defining_authority.name.chars().count() > 200 {
-            out.push(FieldViolation::new("defining_authority.name", "1 to 200 characters"));
+        if let Err(e) = Name::check(&self.defining_authority.name) {
+            out.push(FieldViolation::new("defining_authority.name", e.to_string()));
         }
         if let Err(e) = Uscc::parse(&self.defining_authority.code) {
             out.push(FieldViolation::new("defining_authority.code", e.to_string()));
@@ -288,9 +288,8 @@ impl LicenceTypeDefinition {
         }
         let mut item_codes = BTreeSet::new();
         for (i, item) in self.service_items.iter().enumerate() {
-            let name_len = item.name.trim().chars().count();
-            if name_len == 0 || name_len > 200 || item.name.chars().any(char::is_control) {
-                out.push(FieldViolation::new(format!("service_items[{i}].name"), "1 to 200 characters"));
+            if let Err(e) = Name::check(&item.name) {
+                out.push(FieldViolation::new(format!("service_items[{i}].name"), e.to_string()));
             }
             if item.code.is_empty()
                 || item.code.len() > 64

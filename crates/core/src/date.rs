@@ -57,6 +57,24 @@ pub fn format_date(d: Date) -> String {
     d.format(FORMAT).unwrap_or_else(|_| d.to_string())
 }
 
+const STORED_TIME: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+/// A timestamp as stored: RFC 3339, UTC, microseconds (sorts as text).
+/// Callers' instants are range-checked at the edge ([`check_instant`]),
+/// so what is stored is always in years 1900 to 9999.
+pub fn format_time(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC).format(STORED_TIME).unwrap_or_default()
+}
+
+/// Parses a stored timestamp: RFC 3339, or anything [`format_time`] ever
+/// wrote (before the edge checked ranges, years such as `-0001` were stored).
+pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .or_else(|_| time::PrimitiveDateTime::parse(s, STORED_TIME).map(time::PrimitiveDateTime::assume_utc))
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

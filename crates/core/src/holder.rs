@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::citizen_id::CitizenId;
+use crate::text::BoundedText;
 use crate::uscc::Uscc;
 use crate::violation::FieldViolation;
 
@@ -124,14 +125,8 @@ impl Holder {
     /// department and organisation category. A citizen ID's `x` is upper-cased.
     pub fn validate(&mut self, category: HolderCategory, today: time::Date) -> Vec<FieldViolation> {
         let mut out = Vec::new();
-        let name = self.name.trim();
-        if name.is_empty() {
-            out.push(FieldViolation::new("holder.name", "required"));
-        } else if name.chars().count() > MAX_HOLDER_TEXT || name.chars().any(char::is_control) {
-            out.push(FieldViolation::new(
-                "holder.name",
-                format!("at most {MAX_HOLDER_TEXT} characters, no control characters"),
-            ));
+        if let Err(e) = BoundedText::<MAX_HOLDER_TEXT>::check(&self.name) {
+            out.push(FieldViolation::new("holder.name", e.to_string()));
         }
         let Some(kind) = HolderIdType::from_code(&self.id_type_code) else {
             out.push(FieldViolation::new(

@@ -111,6 +111,13 @@ impl LicenceId {
         Self::parse_with(s, false)
     }
 
+    /// Parses an identifier naming a held licence, the refusal naming
+    /// `field`. Legacy check characters are accepted: aggregated historical
+    /// licences keep theirs; new identifiers are always standard.
+    pub fn parse_held(field: &str, s: &str) -> Result<Self, crate::Violations> {
+        Self::parse_allowing_legacy(s).map_err(|e| crate::Violations::single(field, e.to_string()))
+    }
+
     /// Parses an identifier, accepting any check character on an otherwise
     /// well-formed identifier: a wrong one makes it legacy (flagged by
     /// [`LicenceId::check_form`], kept verbatim). For bulk import of

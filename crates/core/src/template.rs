@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::date::parse_date;
+use crate::text::BoundedText;
 use crate::violation::{FieldViolation, Violations};
 
 /// Type of a face field's value.
@@ -83,6 +84,8 @@ pub const MAX_FIELDS: usize = 200;
 pub const MAX_VALUE_LEN: usize = 4000;
 /// Most values an enumeration may list.
 pub const MAX_ENUM_VALUES: usize = 500;
+/// Longest field label, in characters.
+pub const MAX_LABEL: usize = 100;
 
 /// A face template: the fields of a licence face, and the version that
 /// licences issued under it record.
@@ -226,9 +229,8 @@ impl FaceTemplate {
             } else if !keys.insert(f.key.as_str()) {
                 out.push(FieldViolation::new(at("key"), format!("duplicate key {:?}", f.key)));
             }
-            let label_len = f.label.trim().chars().count();
-            if label_len == 0 || label_len > 100 || !has_han(&f.label) || f.label.chars().any(char::is_control) {
-                out.push(FieldViolation::new(at("label"), "1 to 100 characters, in Chinese"));
+            if BoundedText::<MAX_LABEL>::check(&f.label).is_err() || !has_han(&f.label) {
+                out.push(FieldViolation::new(at("label"), format!("1 to {MAX_LABEL} characters, in Chinese")));
             }
             if !all_unordered && (f.order == 0 || !orders.insert(f.order)) {
                 out.push(FieldViolation::new(at("order"), "orders must be distinct and from 1 (or all omitted)"));

@@ -1,5 +1,6 @@
 //! Signers, verifiers and envelopes for Zhengzhao: ES256 keys and their JWKs,
-//! JWS compact serialisation, and AES-256-GCM key envelopes under a master key.
+//! JWS compact serialisation, AES-256-GCM key envelopes under a master key,
+//! the Merkle log and its checks, and public keys as published.
 //! Pure: no I/O beyond the operating system's random source.
 
 #![forbid(unsafe_code)]
@@ -9,7 +10,9 @@ pub mod es256;
 pub mod jws;
 pub mod keys;
 pub mod merkle;
+pub mod published;
 pub mod sm2;
+pub mod translog;
 
 pub use envelope::{EnvelopeError, MasterKey};
 pub use es256::{Es256KeyPair, Es256PublicKey, KeyError};

@@ -1,6 +1,16 @@
 //! Conversions between wire types and domain types. Wire-to-domain is where
 //! validation happens: a field that cannot be converted is a field violation.
 
+pub mod keys;
+pub mod licence;
+pub mod licence_type;
+pub mod log;
+
+pub use keys::algorithm_from_wire;
+pub use licence::action_from_wire;
+pub use licence_type::type_status_from_wire;
+pub use log::logged_event_hash_only;
+
 use time::OffsetDateTime;
 use zhengzhao_core as core;
 use zhengzhao_core::{FieldViolation, Violations};

@@ -175,6 +175,14 @@ impl From<zhengzhao_core::Violations> for ServiceError {
     }
 }
 
+/// A database failure is internal: logged in full, masked for the caller.
+#[cfg(feature = "sqlx")]
+impl From<sqlx::Error> for ServiceError {
+    fn from(e: sqlx::Error) -> Self {
+        ServiceError::internal(e)
+    }
+}
+
 impl From<zhengzhao_auth::policy::Denied> for ServiceError {
     fn from(d: zhengzhao_auth::policy::Denied) -> Self {
         ServiceError::PermissionDenied(d.0)

@@ -1,5 +1,7 @@
 //! Wire types and gRPC stubs generated from `proto/`; domain types live in
-//! `zhengzhao-core` and conversions happen at each service's edge.
+//! `zhengzhao-core` (and published keys and log proofs in `zhengzhao-crypto`);
+//! every conversion between the two is here ([`convert`], as `From`/`TryFrom`),
+//! and so is the one error-code table ([`error`]).
 
 /// Descriptor set of every Zhengzhao proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/zhengzhao_descriptor.bin"));

@@ -10,7 +10,6 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 pub use sqlx;
 
@@ -140,23 +139,7 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
     Ok(db)
 }
 
-const STORED_TIME: &[time::format_description::BorrowedFormatItem<'static>] =
-    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-
-/// A timestamp as stored: RFC 3339, UTC, microseconds (sorts as text).
-/// Callers' instants are range-checked at the edge (`zhengzhao_core::date::check_instant`),
-/// so what is stored is always in years 1900 to 9999.
-pub fn format_time(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC).format(STORED_TIME).unwrap_or_default()
-}
-
-/// Parses a stored timestamp: RFC 3339, or anything [`format_time`] ever
-/// wrote (before the edge checked ranges, years such as `-0001` were stored).
-pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339)
-        .or_else(|_| time::PrimitiveDateTime::parse(s, STORED_TIME).map(time::PrimitiveDateTime::assume_utc))
-        .ok()
-}
+pub use zhengzhao_core::date::{format_time, parse_time};
 
 /// Now, as stored.
 pub fn now() -> OffsetDateTime {

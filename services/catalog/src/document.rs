@@ -14,8 +14,8 @@ use zhengzhao_core::{FaceTemplate, FieldViolation, LicenceTypeDefinition, Violat
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::now;
 
-use crate::rows::{self, db_err, load, load_versions, record_change};
-use crate::{Catalog, TypeStatus};
+use crate::rows::{self, load, load_versions, record_change};
+use crate::{Catalog, CatalogError, TypeStatus};
 
 /// The document's format name.
 pub const FORMAT: &str = "zhengzhao-catalog";
@@ -102,7 +102,7 @@ impl Catalog {
     /// The whole catalogue, deterministic for the same contents.
     pub async fn export(&self, who: &Principal) -> Result<CatalogDocument, ServiceError> {
         authorize(who, &Action::ReadCatalog)?;
-        let mut conn = self.db().pool.acquire().await.map_err(db_err)?;
+        let mut conn = self.db().pool.acquire().await?;
         let licence_types = rows::all_types(&mut conn)
             .await?
             .into_iter()
@@ -127,7 +127,7 @@ impl Catalog {
         doc.validate()?;
         let mut summary = ImportSummary::default();
         let mut conflicts = Vec::new();
-        let mut tx = self.db().pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db().pool.begin().await?;
         for e in &doc.licence_types {
             let code = e.definition.code.clone().unwrap_or_default();
             let status = TypeStatus::parse(&e.status).unwrap_or(TypeStatus::Draft);
@@ -184,13 +184,10 @@ impl Catalog {
             summary.updated += 1;
         }
         if !conflicts.is_empty() {
-            tx.rollback().await.map_err(db_err)?;
-            return Err(ServiceError::FailedPrecondition(format!(
-                "catalogue import refused, nothing was applied: {}",
-                conflicts.join("; ")
-            )));
+            tx.rollback().await?;
+            return Err(CatalogError::ImportConflicts(conflicts.join("; ")).into());
         }
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         tracing::info!(actor = %who.actor(), created = summary.created, updated = summary.updated, unchanged = summary.unchanged, "catalogue imported");
         Ok(summary)
     }

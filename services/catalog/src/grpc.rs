@@ -10,11 +10,11 @@ use zhengzhao_proto::catalog::v1 as pb;
 use zhengzhao_proto::catalog::v1::catalog_service_server::{CatalogService, CatalogServiceServer};
 use zhengzhao_proto::common::v1 as common;
 use zhengzhao_proto::convert::{
-    definition_fields_from_wire, definition_from_wire, definition_to_wire, stored_timestamp, template_from_wire,
-    template_to_wire, timestamp,
+    definition_fields_from_wire, definition_from_wire, template_from_wire, template_to_wire, timestamp,
+    type_status_from_wire,
 };
 
-use crate::{Catalog, CatalogDocument, LicenceTypeRecord, TypeFilter, TypeStatus};
+use crate::{Catalog, CatalogDocument, LicenceTypeRecord, TypeFilter};
 
 /// The tonic service over a [`Catalog`].
 #[derive(Debug, Clone)]
@@ -26,53 +26,8 @@ impl CatalogGrpc {
     }
 }
 
-fn status_to_wire(s: TypeStatus) -> pb::LicenceTypeStatus {
-    match s {
-        TypeStatus::Draft => pb::LicenceTypeStatus::Draft,
-        TypeStatus::Published => pb::LicenceTypeStatus::Published,
-        TypeStatus::Retired => pb::LicenceTypeStatus::Retired,
-    }
-}
-
-fn status_from_wire(v: i32) -> Option<TypeStatus> {
-    match pb::LicenceTypeStatus::try_from(v).ok()? {
-        pb::LicenceTypeStatus::Draft => Some(TypeStatus::Draft),
-        pb::LicenceTypeStatus::Published => Some(TypeStatus::Published),
-        pb::LicenceTypeStatus::Retired => Some(TypeStatus::Retired),
-        pb::LicenceTypeStatus::Unspecified => None,
-    }
-}
-
-pub fn record_to_wire(r: &LicenceTypeRecord) -> pb::LicenceType {
-    pb::LicenceType {
-        definition: Some(definition_to_wire(&r.definition)),
-        status: status_to_wire(r.status) as i32,
-        created_at: Some(timestamp(r.created_at)),
-        published_at: r.published_at.map(timestamp),
-        retired_at: r.retired_at.map(timestamp),
-    }
-}
-
-pub fn record_from_wire(t: pb::LicenceType) -> Result<LicenceTypeRecord, ServiceError> {
-    let mut definition = definition_from_wire(t.definition.unwrap_or_default())?;
-    if definition.template.version == 0 {
-        definition.template.version = 1;
-    }
-    let status =
-        status_from_wire(t.status).ok_or_else(|| ServiceError::internal("catalog returned a type without status"))?;
-    let time = |ts: &Option<prost_types::Timestamp>, f: &str| ts.as_ref().map(|ts| stored_timestamp(f, ts)).transpose();
-    Ok(LicenceTypeRecord {
-        current_version: definition.template.version,
-        definition,
-        status,
-        created_at: time(&t.created_at, "created_at")?.unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-        published_at: time(&t.published_at, "published_at")?,
-        retired_at: time(&t.retired_at, "retired_at")?,
-    })
-}
-
 fn one(r: LicenceTypeRecord) -> Option<pb::LicenceType> {
-    Some(record_to_wire(&r))
+    Some(pb::LicenceType::from(&r))
 }
 
 #[tonic::async_trait]
@@ -121,7 +76,7 @@ impl CatalogService for CatalogGrpc {
         };
         let status = match r.status {
             0 => None,
-            v => Some(status_from_wire(v).ok_or_else(|| ServiceError::invalid("status", "unknown status"))?),
+            v => Some(type_status_from_wire(v).ok_or_else(|| ServiceError::invalid("status", "unknown status"))?),
         };
         let filter = TypeFilter {
             name_contains: r.name_contains,
@@ -131,7 +86,7 @@ impl CatalogService for CatalogGrpc {
         };
         let (types, next) = self.0.list(&who, &filter, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListLicenceTypesResponse {
-            licence_types: types.iter().map(record_to_wire).collect(),
+            licence_types: types.iter().map(pb::LicenceType::from).collect(),
             next_page_token: next,
         }))
     }

@@ -6,8 +6,8 @@
 
 #![forbid(unsafe_code)]
 
-pub mod client;
 pub mod document;
+pub mod error;
 pub mod grpc;
 pub mod revocation;
 mod rows;
@@ -16,66 +16,22 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
-use zhengzhao_core::{FaceTemplate, HolderCategory, LicenceTypeDefinition, TypeCode, Uscc};
+use zhengzhao_core::{FaceTemplate, HolderCategory, LicenceTypeDefinition, Reason, TypeCode, Uscc};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{Db, Migrations, StoreConfig, StoreError, format_time, now};
 
-pub use client::CatalogClient;
 pub use document::{CatalogDocument, CatalogEntry, ImportSummary};
+pub use error::CatalogError;
 pub use revocation::Revocations;
-use rows::{db_err, load, load_versions, record_change};
+use rows::{load, load_versions, record_change};
+pub use zhengzhao_clients::CatalogClient;
+pub use zhengzhao_core::{LicenceTypeRecord, TypeStatus};
 
 static PG: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// This service's migrations.
 pub static MIGRATIONS: Migrations = Migrations { postgres: &PG, sqlite: &SQLITE };
-
-/// Lifecycle of a licence type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TypeStatus {
-    Draft,
-    Published,
-    Retired,
-}
-
-impl TypeStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TypeStatus::Draft => "draft",
-            TypeStatus::Published => "published",
-            TypeStatus::Retired => "retired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "draft" => Some(TypeStatus::Draft),
-            "published" => Some(TypeStatus::Published),
-            "retired" => Some(TypeStatus::Retired),
-            _ => None,
-        }
-    }
-}
-
-/// A licence type as the catalogue holds it; `definition.code` is always set
-/// and `definition.template` is the version asked for (the current one by default).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LicenceTypeRecord {
-    pub definition: LicenceTypeDefinition,
-    pub status: TypeStatus,
-    /// The type's current template version.
-    pub current_version: u32,
-    pub created_at: OffsetDateTime,
-    pub published_at: Option<OffsetDateTime>,
-    pub retired_at: Option<OffsetDateTime>,
-}
-
-impl LicenceTypeRecord {
-    pub fn code(&self) -> &str {
-        self.definition.code.as_deref().unwrap_or_default()
-    }
-}
 
 /// One template version and when it was published.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,7 +63,7 @@ pub struct TypeFilter {
 /// Largest page of a listing.
 pub const MAX_PAGE_SIZE: u32 = 500;
 /// Longest retirement reason.
-pub const MAX_REASON: usize = 500;
+pub const MAX_REASON: usize = Reason::MAX;
 
 fn page_size(n: u32) -> Result<u32, ServiceError> {
     match n {
@@ -122,22 +78,16 @@ fn parse_code(code: &str) -> Result<TypeCode, ServiceError> {
 }
 
 fn not_found(code: &str) -> ServiceError {
-    ServiceError::NotFound(format!("no licence type {code}"))
+    CatalogError::NoType(code.to_owned()).into()
 }
 
 fn already_defined(existing: &str, def: &LicenceTypeDefinition) -> ServiceError {
-    ServiceError::AlreadyExists(format!(
-        "licence type {existing} already defines {:?} for {}: revise that type instead",
-        def.name, def.defining_authority.code
-    ))
-}
-
-fn check_reason(reason: &str) -> Result<&str, ServiceError> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
-        return Err(ServiceError::invalid("reason", format!("required, at most {MAX_REASON} characters")));
+    CatalogError::AlreadyDefined {
+        existing: existing.to_owned(),
+        name: def.name.clone(),
+        authority: def.defining_authority.code.clone(),
     }
-    Ok(reason)
+    .into()
 }
 
 /// The catalogue over its own tables.
@@ -164,7 +114,7 @@ impl Catalog {
         def.name = def.name.trim().to_owned();
         def.validate()?;
         def.template.version = 1;
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db.pool.begin().await?;
         if let Some(existing) = rows::same_definition(&mut tx, &def.defining_authority.code, &def.name, "").await? {
             return Err(already_defined(&existing, &def));
         }
@@ -176,16 +126,11 @@ impl Catalog {
                 )
                 .bind(&def.defining_authority.code)
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
+                .await?;
                 let next = last.and_then(|c| c.get(18..).and_then(|n| n.parse::<u16>().ok())).map_or(1, |n| n + 1);
                 let authority = Uscc::parse(&def.defining_authority.code)
                     .map_err(|e| ServiceError::invalid("defining_authority.code", e.to_string()))?;
-                TypeCode::new(&authority, next)
-                    .map_err(|_| {
-                        ServiceError::FailedPrecondition("the defining authority already has 999 types".into())
-                    })?
-                    .to_string()
+                TypeCode::new(&authority, next).map_err(|_| CatalogError::CodesExhausted)?.to_string()
             }
         };
         def.code = Some(code.clone());
@@ -194,7 +139,7 @@ impl Catalog {
         rows::insert_version(&mut tx, &code, &def.template, at).await?;
         record_change(&mut tx, &code, who, "create", &serde_json::to_string(&def).map_err(ServiceError::internal)?)
             .await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         tracing::info!(type_code = %code, actor = %who.actor(), "licence type created");
         self.fetch(&code, 0).await
     }
@@ -203,12 +148,12 @@ impl Catalog {
     pub async fn publish(&self, who: &Principal, code: &str) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ManageCatalog)?;
         parse_code(code)?;
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db.pool.begin().await?;
         let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
         match current.status {
             TypeStatus::Published => return Ok(current),
             TypeStatus::Retired => {
-                return Err(ServiceError::FailedPrecondition(format!("licence type {code} is retired")));
+                return Err(CatalogError::Retired(code.to_owned()).into());
             }
             TypeStatus::Draft => {}
         }
@@ -218,10 +163,9 @@ impl Catalog {
         .bind(code)
         .bind(format_time(now()))
         .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        .await?;
         record_change(&mut tx, code, who, "publish", "{}").await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         tracing::info!(type_code = %code, actor = %who.actor(), "licence type published");
         self.fetch(code, 0).await
     }
@@ -240,10 +184,10 @@ impl Catalog {
         parse_code(code)?;
         template.normalise();
         template.validate()?;
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db.pool.begin().await?;
         let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
         if current.status == TypeStatus::Retired {
-            return Err(ServiceError::FailedPrecondition(format!("licence type {code} is retired")));
+            return Err(CatalogError::Retired(code.to_owned()).into());
         }
         let version = if new_version {
             current.current_version + 1
@@ -266,7 +210,7 @@ impl Catalog {
         let detail = serde_json::json!({ "version": version, "new_version": new_version, "template": template });
         record_change(&mut tx, code, who, if new_version { "new_version" } else { "revise" }, &detail.to_string())
             .await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         tracing::info!(type_code = %code, version, new_version, actor = %who.actor(), "template revised");
         self.fetch(code, 0).await
     }
@@ -285,13 +229,13 @@ impl Catalog {
     ) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ManageCatalog)?;
         parse_code(code)?;
-        let reason = check_reason(reason)?;
+        let reason = Reason::parse_field("reason", reason)?;
         def.name = def.name.trim().to_owned();
         def.validate_fields()?;
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db.pool.begin().await?;
         let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
         if current.status == TypeStatus::Retired {
-            return Err(ServiceError::FailedPrecondition(format!("licence type {code} is retired")));
+            return Err(CatalogError::Retired(code.to_owned()).into());
         }
         let changed = current.definition.check_type_revision(&def, current.status != TypeStatus::Draft)?;
         if changed.is_empty() {
@@ -313,7 +257,7 @@ impl Catalog {
         let detail =
             serde_json::json!({ "reason": reason, "changed": changed, "before": pick(&before), "after": pick(&after) });
         record_change(&mut tx, code, who, "revise_type", &detail.to_string()).await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         tracing::info!(type_code = %code, changed = ?changed, actor = %who.actor(), "licence type revised");
         self.fetch(code, 0).await
     }
@@ -322,8 +266,8 @@ impl Catalog {
     pub async fn retire(&self, who: &Principal, code: &str, reason: &str) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ManageCatalog)?;
         parse_code(code)?;
-        let reason = check_reason(reason)?;
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let reason = Reason::parse_field("reason", reason)?;
+        let mut tx = self.db.pool.begin().await?;
         let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
         if current.status == TypeStatus::Retired {
             return Ok(current);
@@ -332,10 +276,9 @@ impl Catalog {
             .bind(code)
             .bind(format_time(now()))
             .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+            .await?;
         record_change(&mut tx, code, who, "retire", &serde_json::json!({ "reason": reason }).to_string()).await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         tracing::info!(type_code = %code, actor = %who.actor(), "licence type retired");
         self.fetch(code, 0).await
     }
@@ -351,7 +294,7 @@ impl Catalog {
     pub async fn versions(&self, who: &Principal, code: &str) -> Result<Vec<TemplateVersionRecord>, ServiceError> {
         authorize(who, &Action::ReadCatalog)?;
         parse_code(code)?;
-        let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+        let mut conn = self.db.pool.acquire().await?;
         load(&mut conn, code, 0).await?.ok_or_else(|| not_found(code))?;
         load_versions(&mut conn, code).await
     }
@@ -377,7 +320,7 @@ impl Catalog {
             Uscc::parse(&filter.defining_authority_code)
                 .map_err(|e| ServiceError::invalid("defining_authority_code", e.to_string()))?;
         }
-        let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+        let mut conn = self.db.pool.acquire().await?;
         let mut out = rows::list(&mut conn, filter, page_token, i64::from(size) + 1).await?;
         let next = if out.len() > size as usize {
             out.truncate(size as usize);
@@ -406,7 +349,7 @@ impl Catalog {
         } else {
             page_token.parse().map_err(|_| ServiceError::invalid("page_token", "not a token this listing returned"))?
         };
-        let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+        let mut conn = self.db.pool.acquire().await?;
         let mut out = rows::changes(&mut conn, code, before, i64::from(size) + 1).await?;
         let next = if out.len() > size as usize {
             out.truncate(size as usize);
@@ -418,14 +361,22 @@ impl Catalog {
     }
 
     async fn fetch(&self, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError> {
-        let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+        let mut conn = self.db.pool.acquire().await?;
         load(&mut conn, code, version).await?.ok_or_else(|| match version {
             0 => not_found(code),
-            v => ServiceError::NotFound(format!("licence type {code} has no template version {v}")),
+            version => CatalogError::NoVersion { code: code.to_owned(), version }.into(),
         })
     }
 
     pub(crate) fn db(&self) -> &Db {
         &self.db
+    }
+}
+
+/// The catalogue as other services call it in-process.
+#[tonic::async_trait]
+impl zhengzhao_clients::CatalogApi for Catalog {
+    async fn get(&self, who: &Principal, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError> {
+        Catalog::get(self, who, code, version).await
     }
 }

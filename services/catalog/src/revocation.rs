@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use zhengzhao_auth::token::LEEWAY;
 use zhengzhao_auth::{Action, Denylist, LONGEST_TOKEN_LIFETIME, Principal, authorize, principal};
+use zhengzhao_core::Reason;
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::auth::v1 as pb;
 use zhengzhao_proto::auth::v1::token_service_server::{TokenService, TokenServiceServer};
@@ -19,12 +20,11 @@ use zhengzhao_proto::convert::{from_timestamp, timestamp};
 use zhengzhao_store::{Db, format_time, now, parse_time};
 
 use crate::Catalog;
-use crate::rows::db_err;
 
 /// Longest token ID accepted (ours are UUIDs).
 pub const MAX_TOKEN_ID: usize = 128;
 /// Longest revocation reason.
-pub const MAX_REASON: usize = 500;
+pub const MAX_REASON: usize = Reason::MAX;
 
 /// One revoked token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ fn bad(what: &str) -> ServiceError {
 }
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<RevokedToken, ServiceError> {
-    let s = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
+    let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::from);
     Ok(RevokedToken {
         token_id: s("token_id")?,
         expires_at: parse_time(&s("expires_at")?).ok_or_else(|| bad("expires_at"))?,
@@ -102,10 +102,7 @@ impl Revocations {
                 format!("the token's jti: 1 to {MAX_TOKEN_ID} letters, digits, '-', '_' or '.'"),
             ));
         }
-        let reason = reason.trim();
-        if reason.is_empty() || reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
-            return Err(ServiceError::invalid("reason", format!("required, at most {MAX_REASON} characters")));
-        }
+        let reason = Reason::parse_field("reason", reason)?;
         let at = now();
         let latest = at + time_delta(LONGEST_TOKEN_LIFETIME) + time_delta(LEEWAY);
         let expires_at = match expires_at {
@@ -124,7 +121,7 @@ impl Revocations {
             }
             Some(t) => t,
         };
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db.pool.begin().await?;
         // Revoking again never shortens how long the entry is kept.
         sqlx::query(
             "INSERT INTO revoked_tokens (token_id, expires_at, revoked_at, actor, reason) VALUES ($1, $2, $3, $4, $5) \
@@ -136,18 +133,16 @@ impl Revocations {
         .bind(format_time(expires_at))
         .bind(format_time(at))
         .bind(who.actor())
-        .bind(reason)
+        .bind(reason.as_str())
         .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        .await?;
         let row = sqlx::query(
             "SELECT token_id, expires_at, revoked_at, actor, reason FROM revoked_tokens WHERE token_id = $1",
         )
         .bind(token_id)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+        .await?;
+        tx.commit().await?;
         let revoked = from_row(&row)?;
         self.denylist.revoke(&revoked.token_id, revoked.expires_at.unix_timestamp());
         tracing::info!(token_id = %revoked.token_id, actor = %who.actor(), "token revoked");
@@ -168,8 +163,7 @@ impl Revocations {
         )
         .bind(cutoff)
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         rows.iter().map(from_row).collect()
     }
 

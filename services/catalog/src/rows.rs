@@ -8,11 +8,7 @@ use zhengzhao_core::{FaceTemplate, LicenceTypeDefinition};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{format_time, now, parse_time};
 
-use crate::{ChangeRecord, LicenceTypeRecord, TemplateVersionRecord, TypeFilter, TypeStatus};
-
-pub(crate) fn db_err(e: sqlx::Error) -> ServiceError {
-    ServiceError::internal(e)
-}
+use crate::{CatalogError, ChangeRecord, LicenceTypeRecord, TemplateVersionRecord, TypeFilter, TypeStatus};
 
 fn bad(what: &str) -> ServiceError {
     ServiceError::internal(format!("unreadable {what} in the catalogue database"))
@@ -21,14 +17,14 @@ fn bad(what: &str) -> ServiceError {
 const TYPE_COLUMNS: &str = "code, status, definition_json, template_version, created_at, published_at, retired_at";
 
 fn type_from_row(row: &sqlx::any::AnyRow) -> Result<LicenceTypeRecord, ServiceError> {
-    let s = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
+    let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::from);
     let opt_time = |c: &str| -> Result<Option<time::OffsetDateTime>, ServiceError> {
-        let v: Option<String> = row.try_get(c).map_err(db_err)?;
+        let v: Option<String> = row.try_get(c)?;
         Ok(v.as_deref().and_then(parse_time))
     };
     let definition: LicenceTypeDefinition =
         serde_json::from_str(&s("definition_json")?).map_err(ServiceError::internal)?;
-    let current: i64 = row.try_get("template_version").map_err(db_err)?;
+    let current: i64 = row.try_get("template_version")?;
     Ok(LicenceTypeRecord {
         definition,
         status: TypeStatus::parse(&s("status")?).ok_or_else(|| bad("status"))?,
@@ -48,8 +44,7 @@ pub(crate) async fn load(
     let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TYPE_COLUMNS} FROM licence_types WHERE code = $1")))
         .bind(code)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let mut record = type_from_row(&row)?;
     if version != 0 && version != record.current_version {
@@ -58,8 +53,7 @@ pub(crate) async fn load(
                 .bind(code)
                 .bind(i64::from(version))
                 .fetch_optional(&mut *conn)
-                .await
-                .map_err(db_err)?;
+                .await?;
         let Some(json) = json else { return Ok(None) };
         record.definition.template = serde_json::from_str(&json).map_err(ServiceError::internal)?;
     }
@@ -74,12 +68,11 @@ pub(crate) async fn load_versions(
         sqlx::query("SELECT template_json, created_at FROM template_versions WHERE type_code = $1 ORDER BY version")
             .bind(code)
             .fetch_all(&mut *conn)
-            .await
-            .map_err(db_err)?;
+            .await?;
     rows.iter()
         .map(|r| {
-            let json: String = r.try_get("template_json").map_err(db_err)?;
-            let at: String = r.try_get("created_at").map_err(db_err)?;
+            let json: String = r.try_get("template_json")?;
+            let at: String = r.try_get("created_at")?;
             Ok(TemplateVersionRecord {
                 template: serde_json::from_str(&json).map_err(ServiceError::internal)?,
                 created_at: parse_time(&at).ok_or_else(|| bad("created_at"))?,
@@ -115,10 +108,8 @@ pub(crate) async fn insert_type(
     .await;
     match inserted {
         Ok(_) => Ok(()),
-        Err(e) if zhengzhao_store::is_unique_violation(&e) => {
-            Err(ServiceError::AlreadyExists(format!("licence type {code} already exists")))
-        }
-        Err(e) => Err(db_err(e)),
+        Err(e) if zhengzhao_store::is_unique_violation(&e) => Err(CatalogError::TypeExists(code.to_owned()).into()),
+        Err(e) => Err(ServiceError::from(e)),
     }
 }
 
@@ -145,8 +136,7 @@ pub(crate) async fn update_definition(
     .bind(&def.name)
     .bind(def.holder_category.as_str())
     .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    .await?;
     Ok(())
 }
 
@@ -168,7 +158,7 @@ pub(crate) async fn same_definition(
     .bind(except)
     .fetch_optional(&mut *conn)
     .await
-    .map_err(db_err)
+    .map_err(ServiceError::from)
 }
 
 pub(crate) async fn insert_version(
@@ -185,8 +175,7 @@ pub(crate) async fn insert_version(
     .bind(serde_json::to_string(template).map_err(ServiceError::internal)?)
     .bind(format_time(at))
     .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    .await?;
     Ok(())
 }
 
@@ -200,8 +189,7 @@ pub(crate) async fn replace_version(
         .bind(i64::from(template.version))
         .bind(serde_json::to_string(template).map_err(ServiceError::internal)?)
         .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        .await?;
     Ok(())
 }
 
@@ -221,8 +209,7 @@ pub(crate) async fn record_change(
     .bind(detail_json)
     .bind(format_time(now()))
     .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    .await?;
     Ok(())
 }
 
@@ -253,8 +240,7 @@ pub(crate) async fn list(
     .bind(f.status.map(|s| s.as_str()).unwrap_or_default())
     .bind(limit)
     .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    .await?;
     rows.iter().map(type_from_row).collect()
 }
 
@@ -264,8 +250,7 @@ pub(crate) async fn all_types(
 ) -> Result<Vec<(LicenceTypeRecord, Vec<FaceTemplate>)>, ServiceError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TYPE_COLUMNS} FROM licence_types ORDER BY code")))
         .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let record = type_from_row(row)?;
@@ -289,13 +274,12 @@ pub(crate) async fn changes(
     .bind(code)
     .bind(limit)
     .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    .await?;
     rows.iter()
         .map(|r| {
-            let s = |c: &str| r.try_get::<String, _>(c).map_err(db_err);
+            let s = |c: &str| r.try_get::<String, _>(c).map_err(ServiceError::from);
             Ok(ChangeRecord {
-                id: r.try_get("id").map_err(db_err)?,
+                id: r.try_get("id")?,
                 code: s("type_code")?,
                 actor: s("actor")?,
                 change: s("change")?,

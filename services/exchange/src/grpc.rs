@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use zhengzhao_auth::principal;
-use zhengzhao_issuance::grpc::licence_to_wire;
 use zhengzhao_proto::convert::timestamp;
 use zhengzhao_proto::exchange::v1 as pb;
 use zhengzhao_proto::exchange::v1::exchange_service_server::{ExchangeService, ExchangeServiceServer};
@@ -51,7 +50,7 @@ impl ExchangeService for ExchangeGrpc {
             case_number: r.case_number,
         };
         let l = self.0.fetch(&who, &use_request).await?;
-        Ok(Response::new(pb::FetchLicenceResponse { licence: Some(licence_to_wire(&l)) }))
+        Ok(Response::new(pb::FetchLicenceResponse { licence: Some((&l).into()) }))
     }
 
     async fn list_usage_log(

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use sqlx::Row;
 use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
-use zhengzhao_issuance::{IssuanceClient, LicenceRecord, parse_identifier};
+use zhengzhao_clients::IssuanceClient;
+use zhengzhao_core::{LicenceId, LicenceRecord, UseCause};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{Db, Migrations, StoreConfig, StoreError, format_time, now, parse_time};
 
@@ -22,7 +23,7 @@ static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub static MIGRATIONS: Migrations = Migrations { postgres: &PG, sqlite: &SQLITE };
 
 /// Longest use cause accepted (GB/T 36906 practice).
-pub const MAX_USE_CAUSE: usize = 200;
+pub const MAX_USE_CAUSE: usize = UseCause::MAX;
 /// Longest service item code or case number accepted.
 pub const MAX_REFERENCE: usize = 64;
 /// Longest text kept in the log from a refused request's fields.
@@ -66,26 +67,13 @@ impl std::fmt::Debug for Exchange {
     }
 }
 
-fn db_err(e: sqlx::Error) -> ServiceError {
-    ServiceError::internal(e)
-}
-
 fn clip(s: &str) -> String {
     s.chars().take(LOGGED_TEXT).collect()
 }
 
 fn check_request(r: &UseRequest) -> Result<(), ServiceError> {
-    parse_identifier("identifier", &r.identifier)?;
-    let cause = r.use_cause.trim();
-    if cause.is_empty() {
-        return Err(ServiceError::invalid("use_cause", "required: why the licence is used"));
-    }
-    if cause.chars().count() > MAX_USE_CAUSE || cause.chars().any(char::is_control) {
-        return Err(ServiceError::invalid(
-            "use_cause",
-            format!("at most {MAX_USE_CAUSE} characters, no control characters"),
-        ));
-    }
+    LicenceId::parse_held("identifier", &r.identifier)?;
+    UseCause::parse_field("use_cause", &r.use_cause)?;
     for (field, v) in [("service_item_code", &r.service_item_code), ("case_number", &r.case_number)] {
         if v.chars().count() > MAX_REFERENCE || v.chars().any(char::is_control) {
             return Err(ServiceError::invalid(field, format!("at most {MAX_REFERENCE} characters")));
@@ -140,8 +128,7 @@ impl Exchange {
         .bind(clip(refusal))
         .bind(format_time(now()))
         .execute(&self.db.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         Ok(())
     }
 
@@ -175,14 +162,13 @@ impl Exchange {
         .bind(identifier)
         .bind(i64::from(size) + 1)
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         let mut out = rows
             .iter()
             .map(|r| {
-                let s = |c: &str| r.try_get::<String, _>(c).map_err(db_err);
+                let s = |c: &str| r.try_get::<String, _>(c).map_err(ServiceError::from);
                 Ok(UsageRecord {
-                    id: r.try_get("id").map_err(db_err)?,
+                    id: r.try_get("id")?,
                     consumer_code: s("consumer_code")?,
                     consumer_role: s("consumer_role")?,
                     identifier: s("identifier")?,

@@ -6,9 +6,9 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use zhengzhao_auth::ServiceName;
+use zhengzhao_clients::IssuanceClient;
 use zhengzhao_exchange::Exchange;
 use zhengzhao_exchange::grpc::ExchangeGrpc;
-use zhengzhao_issuance::IssuanceClient;
 use zhengzhao_proto::exchange::v1::exchange_service_server::ExchangeServiceServer;
 
 async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {

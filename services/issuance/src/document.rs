@@ -2,11 +2,13 @@
 //! field checked against the licence type and the template version it names.
 
 use time::Date;
-use zhengzhao_catalog::{LicenceTypeRecord, TypeStatus};
 use zhengzhao_core::date::{format_date, parse_date};
 use zhengzhao_core::document::{DocumentHolder, DocumentIssuer};
-use zhengzhao_core::{FieldViolation, LicenceDocument, LicenceDraft, LicenceId, TypeCode, Uscc, Violations};
+use zhengzhao_core::{FieldViolation, LicenceDocument, LicenceDraft, LicenceId, Name, TypeCode, Uscc, Violations};
+use zhengzhao_core::{LicenceTypeRecord, TypeStatus};
 use zhengzhao_proto::ServiceError;
+
+use crate::IssuanceError;
 
 /// A serial of 16 upper-case letters and digits from the OS random source.
 pub(crate) fn generate_serial() -> String {
@@ -20,17 +22,10 @@ pub(crate) fn generate_serial() -> String {
 /// The type must be published and list the issuer.
 pub(crate) fn check_issuable(t: &LicenceTypeRecord, issuer: &str) -> Result<(), ServiceError> {
     if t.status != TypeStatus::Published {
-        return Err(ServiceError::FailedPrecondition(format!(
-            "licence type {} is {}, not published",
-            t.code(),
-            t.status.as_str()
-        )));
+        return Err(IssuanceError::TypeNotPublished { code: t.code().to_owned(), status: t.status.as_str() }.into());
     }
     if !t.definition.may_issue(issuer) {
-        return Err(ServiceError::PermissionDenied(format!(
-            "{issuer} is not an issuing agency of licence type {}",
-            t.code()
-        )));
+        return Err(IssuanceError::NotAnIssuer { issuer: issuer.to_owned(), code: t.code().to_owned() }.into());
     }
     Ok(())
 }
@@ -81,10 +76,10 @@ pub(crate) fn build(
     let def = &t.definition;
     let type_code = TypeCode::parse(&draft.type_code).map_err(|e| ServiceError::invalid("type_code", e))?;
     let mut out: Vec<FieldViolation> = draft.holder.validate(def.holder_category, today);
-    let issuer_name = draft.issuer_name.trim().to_owned();
-    if issuer_name.is_empty() || issuer_name.chars().count() > 200 {
-        out.push(FieldViolation::new("issuer_name", "1 to 200 characters"));
-    }
+    let issuer_name = Name::parse(&draft.issuer_name)
+        .map_err(|e| out.push(FieldViolation::new("issuer_name", e.to_string())))
+        .map(Name::into_string)
+        .unwrap_or_default();
     if let Err(e) = zhengzhao_core::division::check_area_code(&draft.area_code) {
         out.push(FieldViolation::new("area_code", e));
     }

@@ -7,16 +7,14 @@ use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use zhengzhao_auth::principal;
-use zhengzhao_core::date::{format_date, read_date};
-use zhengzhao_core::{Holder, LicenceDraft, LifecycleAction};
+use zhengzhao_core::LicenceDraft;
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::common::v1 as common;
-use zhengzhao_proto::convert::{from_timestamp, status_from_wire, status_to_wire, stored_timestamp, timestamp};
+use zhengzhao_proto::convert::{action_from_wire, from_timestamp, timestamp};
 use zhengzhao_proto::issuance::v1 as pb;
 use zhengzhao_proto::issuance::v1::issuance_service_server::{IssuanceService, IssuanceServiceServer};
 
-use crate::translog::{Checkpoint, LogLeaf, LoggedEvent};
-use crate::{EventRecord, EventRequest, FeedEntry, Issuance, LicenceRecord, MAX_FEED_BATCH};
+use crate::{EventRequest, FeedEntry, Issuance, LicenceRecord, MAX_FEED_BATCH};
 
 /// How often a follower polls for appends made by other replicas.
 const POLL: Duration = Duration::from_secs(1);
@@ -31,163 +29,11 @@ impl IssuanceGrpc {
     }
 }
 
-pub fn licence_to_wire(l: &LicenceRecord) -> common::Licence {
-    common::Licence {
-        identifier: l.identifier.clone(),
-        status: status_to_wire(l.status) as i32,
-        document_json: l.document_json.clone(),
-        jws: l.jws.clone(),
-        key_id: l.key_id.clone(),
-        type_code: l.type_code.clone(),
-        issuer_code: l.issuer_code.clone(),
-        template_version: l.template_version,
-        recorded_at: Some(timestamp(l.recorded_at)),
-        updated_at: Some(timestamp(l.updated_at)),
-        reported_lost: l.reported_lost,
-        mortgaged: l.mortgaged,
-        superseded_by: l.superseded_by.clone().unwrap_or_default(),
-        replaces: l.replaces.clone().unwrap_or_default(),
-        successor_from: l.successor_from.map(format_date).unwrap_or_default(),
-        recorded_status: status_to_wire(l.stored_status) as i32,
-        last_check_kind: l.last_check.as_ref().map(|c| c.kind.name().to_owned()).unwrap_or_default(),
-        last_check_result: l.last_check.as_ref().map(|c| c.result.clone()).unwrap_or_default(),
-        last_check_invalidates: l.last_check.as_ref().is_some_and(|c| c.invalidates),
-    }
-}
-
-pub fn licence_from_wire(l: common::Licence) -> Result<LicenceRecord, ServiceError> {
-    let status = common::LicenceStatus::try_from(l.status)
-        .ok()
-        .and_then(status_from_wire)
-        .ok_or_else(|| ServiceError::internal("licence without status"))?;
-    let stored_status =
-        common::LicenceStatus::try_from(l.recorded_status).ok().and_then(status_from_wire).unwrap_or(status);
-    let doc = zhengzhao_core::LicenceDocument::from_json(l.document_json.as_bytes()).map_err(ServiceError::internal)?;
-    let valid_until = doc.valid_until.as_deref().map(read_date).transpose().map_err(ServiceError::internal)?;
-    let successor_from = (!l.successor_from.is_empty())
-        .then(|| read_date(&l.successor_from))
-        .transpose()
-        .map_err(ServiceError::internal)?;
-    let time = |t: &Option<prost_types::Timestamp>, f: &str| {
-        t.as_ref().map(|t| stored_timestamp(f, t)).transpose().map(|t| t.unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
-    };
-    let text = |s: String| (!s.is_empty()).then_some(s);
-    Ok(LicenceRecord {
-        identifier: l.identifier,
-        type_code: l.type_code,
-        issuer_code: l.issuer_code,
-        template_version: l.template_version,
-        status,
-        stored_status,
-        reported_lost: l.reported_lost,
-        mortgaged: l.mortgaged,
-        superseded_by: text(l.superseded_by),
-        successor_from,
-        replaces: text(l.replaces),
-        last_check: LifecycleAction::from_name(&l.last_check_kind).map(|kind| crate::LastCheck {
-            kind,
-            result: l.last_check_result,
-            invalidates: l.last_check_invalidates,
-        }),
-        valid_until,
-        document_json: l.document_json,
-        jws: l.jws,
-        key_id: l.key_id,
-        recorded_at: time(&l.recorded_at, "recorded_at")?,
-        updated_at: time(&l.updated_at, "updated_at")?,
-    })
-}
-
-/// The wire kind of an action.
-pub fn kind_to_wire(a: LifecycleAction) -> pb::EventKind {
-    use LifecycleAction as A;
-    use pb::EventKind as K;
-    match a {
-        A::Issue => K::Issue,
-        A::Change => K::Change,
-        A::Renew => K::Renew,
-        A::Replace => K::Replace,
-        A::Review => K::Review,
-        A::Inspect => K::Inspect,
-        A::ReportLoss => K::ReportLoss,
-        A::WithdrawLoss => K::WithdrawLoss,
-        A::Mortgage => K::Mortgage,
-        A::Release => K::Release,
-        A::Seize => K::Seize,
-        A::Return => K::Return,
-        A::Cancel => K::Cancel,
-        A::Withdraw => K::Withdraw,
-        A::Revoke => K::Revoke,
-        A::Expire => K::Expire,
-    }
-}
-
-/// The action a wire kind names.
-pub fn kind_from_wire(v: i32) -> Option<LifecycleAction> {
-    let k = pb::EventKind::try_from(v).ok()?;
-    LifecycleAction::ALL.into_iter().find(|a| kind_to_wire(*a) == k)
-}
-
-pub fn event_to_wire(e: &EventRecord) -> pb::LicenceEvent {
-    pb::LicenceEvent {
-        sequence: u64::try_from(e.sequence).unwrap_or_default(),
-        kind: kind_to_wire(e.kind) as i32,
-        status_after: status_to_wire(e.status_after) as i32,
-        actor: e.actor.clone(),
-        reason: e.reason.clone(),
-        occurred_at: Some(timestamp(e.occurred_at)),
-        recorded_at: Some(timestamp(e.recorded_at)),
-        result: e.details.result.clone().unwrap_or_default(),
-        next_due_date: e.details.next_due_date.clone().unwrap_or_default(),
-        related_identifier: e.details.related_identifier.clone().unwrap_or_default(),
-        backfill: e.backfill,
-        identifier: e.identifier.clone(),
-        forced: e.details.forced.unwrap_or(false),
-    }
-}
-
 fn feed_to_wire(f: &FeedEntry) -> pb::WatchChangesResponse {
     pb::WatchChangesResponse {
-        event: Some(event_to_wire(&f.event)),
+        event: Some(pb::LicenceEvent::from(&f.event)),
         type_code: f.type_code.clone(),
         issuer_code: f.issuer_code.clone(),
-    }
-}
-
-/// The domain draft from the wire draft (the full check happens in issuance).
-pub fn draft_from_wire(d: pb::LicenceDraft) -> LicenceDraft {
-    let holder = d.holder.unwrap_or_default();
-    LicenceDraft {
-        type_code: d.type_code,
-        issuer_name: d.issuer_name,
-        serial: d.serial,
-        holder: Holder { name: holder.name, id_type_code: holder.id_type_code, id_number: holder.id_number },
-        issue_date: d.issue_date,
-        valid_from: d.valid_from,
-        valid_until: d.valid_until,
-        area_code: d.area_code,
-        face_fields: d.face_fields.into_iter().collect(),
-        template_version: d.template_version,
-    }
-}
-
-/// The wire draft from a domain draft (clients).
-pub fn draft_to_wire(d: &LicenceDraft) -> pb::LicenceDraft {
-    pb::LicenceDraft {
-        type_code: d.type_code.clone(),
-        issuer_name: d.issuer_name.clone(),
-        serial: d.serial.clone(),
-        holder: Some(common::Holder {
-            name: d.holder.name.clone(),
-            id_type_code: d.holder.id_type_code.clone(),
-            id_number: d.holder.id_number.clone(),
-        }),
-        issue_date: d.issue_date.clone(),
-        valid_from: d.valid_from.clone(),
-        valid_until: d.valid_until.clone(),
-        area_code: d.area_code.clone(),
-        face_fields: d.face_fields.clone().into_iter().collect(),
-        template_version: d.template_version,
     }
 }
 
@@ -236,46 +82,7 @@ fn occurred(t: &Option<prost_types::Timestamp>) -> Result<Option<time::OffsetDat
 }
 
 fn licence_reply(l: &LicenceRecord) -> Option<common::Licence> {
-    Some(licence_to_wire(l))
-}
-
-pub fn checkpoint_to_wire(c: &Checkpoint) -> pb::Checkpoint {
-    pb::Checkpoint {
-        origin: c.origin.clone(),
-        tree_size: c.tree_size,
-        root_hash: c.root_hash.to_vec(),
-        timestamp: Some(timestamp(c.timestamp)),
-        jws: c.jws.clone(),
-    }
-}
-
-pub fn logged_event_to_wire(e: &LoggedEvent) -> pb::LoggedEvent {
-    pb::LoggedEvent {
-        leaf_index: e.leaf.log_index,
-        leaf: e.leaf.to_bytes(),
-        audit_path: e.audit_path.iter().map(|h| h.to_vec()).collect(),
-        leaf_hash: e.leaf.hash().to_vec(),
-    }
-}
-
-/// A logged event proven by its leaf hash alone: for callers who may not
-/// read the licence's history (no actor, reason or details).
-pub fn logged_event_hash_only_to_wire(e: &LoggedEvent) -> pb::LoggedEvent {
-    pb::LoggedEvent { leaf: Vec::new(), ..logged_event_to_wire(e) }
-}
-
-/// A logged event as received; the leaf must be well-formed and name its index.
-pub fn logged_event_from_wire(e: pb::LoggedEvent) -> Result<LoggedEvent, ServiceError> {
-    let leaf: LogLeaf = serde_json::from_slice(&e.leaf).map_err(|x| ServiceError::invalid("leaf", x.to_string()))?;
-    if leaf.log_index != e.leaf_index {
-        return Err(ServiceError::invalid("leaf_index", "differs from the leaf's own log_index"));
-    }
-    let audit_path = e
-        .audit_path
-        .into_iter()
-        .map(|h| h.try_into().map_err(|_| ServiceError::invalid("audit_path", "hashes are 32 bytes")))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(LoggedEvent { leaf, audit_path })
+    Some(common::Licence::from(l))
 }
 
 #[tonic::async_trait]
@@ -289,7 +96,7 @@ impl IssuanceService for IssuanceGrpc {
         let who = principal(&req)?;
         let r = req.into_inner();
         let draft = r.draft.ok_or_else(|| ServiceError::invalid("draft", "required"))?;
-        let l = self.0.issue(&who, draft_from_wire(draft), &r.idempotency_key).await?;
+        let l = self.0.issue(&who, LicenceDraft::from(draft), &r.idempotency_key).await?;
         Ok(Response::new(pb::IssueLicenceResponse { licence: licence_reply(&l) }))
     }
 
@@ -322,7 +129,7 @@ impl IssuanceService for IssuanceGrpc {
         let events = self.0.history(&who, &identifier).await?;
         Ok(Response::new(pb::GetLicenceHistoryResponse {
             identifier,
-            events: events.iter().map(event_to_wire).collect(),
+            events: events.iter().map(pb::LicenceEvent::from).collect(),
         }))
     }
 
@@ -332,7 +139,7 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::RecordEventResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        let action = kind_from_wire(r.kind).ok_or_else(|| ServiceError::invalid("kind", "required"))?;
+        let action = action_from_wire(r.kind).ok_or_else(|| ServiceError::invalid("kind", "required"))?;
         let e = EventRequest {
             reason: r.reason,
             occurred_at: occurred(&r.occurred_at)?,
@@ -353,7 +160,7 @@ impl IssuanceService for IssuanceGrpc {
         let r = req.into_inner();
         let draft = r.draft.ok_or_else(|| ServiceError::invalid("draft", "required"))?;
         let e = event_request(r.reason, &r.occurred_at, r.idempotency_key)?;
-        let l = self.0.change(&who, &r.identifier, draft_from_wire(draft), &e).await?;
+        let l = self.0.change(&who, &r.identifier, LicenceDraft::from(draft), &e).await?;
         Ok(Response::new(pb::ChangeLicenceResponse { licence: licence_reply(&l) }))
     }
 
@@ -385,7 +192,7 @@ impl IssuanceService for IssuanceGrpc {
                     row_number: r.row_number,
                     source_key: r.source_key,
                     identifier: r.identifier,
-                    draft: draft_from_wire(r.draft.unwrap_or_default()),
+                    draft: LicenceDraft::from(r.draft.unwrap_or_default()),
                 })
                 .collect();
             // Validate and sign this batch while the previous one is stored.
@@ -469,7 +276,7 @@ impl IssuanceService for IssuanceGrpc {
         let who = principal(&req)?;
         let c = self.0.checkpoint(&who).await?;
         Ok(Response::new(pb::GetCheckpointResponse {
-            checkpoint: Some(checkpoint_to_wire(&c)),
+            checkpoint: Some(pb::Checkpoint::from(&c)),
             library_jwk_json: self.0.log_public_jwk().to_string(),
         }))
     }
@@ -493,7 +300,7 @@ impl IssuanceService for IssuanceGrpc {
         let events = self.0.inclusion_proof(&who, &r.identifier, r.tree_size).await?;
         Ok(Response::new(pb::GetInclusionProofResponse {
             tree_size: r.tree_size,
-            events: events.iter().map(logged_event_to_wire).collect(),
+            events: events.iter().map(pb::LoggedEvent::from).collect(),
         }))
     }
 

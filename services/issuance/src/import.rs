@@ -15,18 +15,18 @@ use std::collections::{BTreeSet, HashMap};
 
 use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
-use zhengzhao_catalog::{LicenceTypeRecord, TypeStatus};
 use zhengzhao_core::date::parse_date;
 use zhengzhao_core::{
     CheckForm, IdError, LicenceDocument, LicenceDraft, LicenceId, LicenceStatus, LifecycleAction, Violations,
 };
+use zhengzhao_core::{LicenceTypeRecord, TypeStatus};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{Db, format_time, now};
 
 use crate::feed::NewEvent;
 use crate::record::EventDetails;
 use crate::translog;
-use crate::{Issuance, LIBRARY_OFFSET, db_err, document, feed};
+use crate::{Issuance, LIBRARY_OFFSET, document, feed};
 
 /// Most rows accepted in one batch.
 pub const MAX_BATCH_ROWS: usize = 1000;
@@ -97,7 +97,7 @@ impl Default for TypeCache {
 pub struct PreparedBatch {
     out: ImportOutcome,
     ready: Vec<Ready>,
-    signed: Vec<zhengzhao_signing::Signed>,
+    signed: Vec<zhengzhao_crypto::published::Signed>,
     issuer: String,
     actor: String,
 }
@@ -277,7 +277,7 @@ impl Issuance {
         }
         let mut rows = kept;
         if cache.check_held {
-            let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+            let mut conn = self.db.pool.acquire().await?;
             let held = held_source_keys(&mut conn, &who.agency, rows.iter().map(|r| r.source_key.as_str())).await?;
             rows.retain(|r| !held.contains(&r.source_key));
             out.already_present = held.len() as u64;
@@ -325,7 +325,7 @@ async fn store_prepared(db: &Db, batch: PreparedBatch) -> Result<(ImportOutcome,
         return Ok((out, false));
     }
     let at = now();
-    let mut tx = db.pool.begin().await.map_err(db_err)?;
+    let mut tx = db.pool.begin().await?;
     feed::lock(&mut tx, db.engine).await?;
     let inserted = insert_many(&mut tx, &ready, &signed, &issuer, at).await?;
     let missed = ready.iter().filter(|r| !inserted.contains(&r.doc.identifier)).map(|r| r.row.source_key.as_str());
@@ -349,7 +349,7 @@ async fn store_prepared(db: &Db, batch: PreparedBatch) -> Result<(ImportOutcome,
         }
     }
     append_many(&mut tx, &events, &actor, at).await?;
-    tx.commit().await.map_err(db_err)?;
+    tx.commit().await?;
     Ok((out, true))
 }
 
@@ -359,7 +359,7 @@ const LICENCE_INSERT_COLUMNS: usize = 18;
 async fn insert_many(
     conn: &mut sqlx::AnyConnection,
     ready: &[Ready],
-    signed: &[zhengzhao_signing::Signed],
+    signed: &[zhengzhao_crypto::published::Signed],
     issuer: &str,
     at: OffsetDateTime,
 ) -> Result<BTreeSet<String>, ServiceError> {
@@ -397,7 +397,7 @@ async fn insert_many(
                 .bind(i64::from(r.legacy()))
                 .bind(r.standard_check.map(String::from));
         }
-        inserted.extend(q.fetch_all(&mut *conn).await.map_err(db_err)?);
+        inserted.extend(q.fetch_all(&mut *conn).await?);
     }
     Ok(inserted)
 }
@@ -449,7 +449,7 @@ async fn append_many(
                 .bind(at_text.clone())
                 .bind(i64::try_from(index).map_err(ServiceError::internal)?);
         }
-        q.execute(&mut *conn).await.map_err(db_err)?;
+        q.execute(&mut *conn).await?;
     }
     translog::append(conn, start, &leaves).await
 }
@@ -475,7 +475,7 @@ async fn held_source_keys<'a>(
         for k in part {
             q = q.bind(*k);
         }
-        held.extend(q.fetch_all(&mut *conn).await.map_err(db_err)?);
+        held.extend(q.fetch_all(&mut *conn).await?);
     }
     Ok(held)
 }
@@ -550,7 +550,7 @@ mod tests {
     fn batch(signatures: usize) -> anyhow::Result<PreparedBatch> {
         let ready = (1..=3).map(ready).collect::<anyhow::Result<Vec<_>>>()?;
         let signed = (0..signatures)
-            .map(|i| zhengzhao_signing::Signed {
+            .map(|i| zhengzhao_crypto::published::Signed {
                 jws: format!("header.payload{i}.signature"),
                 key_id: "k".into(),
                 algorithm: zhengzhao_crypto::Algorithm::Es256,

@@ -6,8 +6,8 @@
 
 #![forbid(unsafe_code)]
 
-pub mod client;
 mod document;
+pub mod error;
 mod feed;
 pub mod grpc;
 pub mod import;
@@ -23,19 +23,20 @@ use sqlx::Row;
 use time::{Date, OffsetDateTime};
 use tokio::sync::Notify;
 use zhengzhao_auth::{Action, Principal, authorize};
-use zhengzhao_catalog::{CatalogClient, LicenceTypeRecord};
+use zhengzhao_clients::{CatalogClient, SigningClient};
 use zhengzhao_core::date::{format_date, parse_date};
 use zhengzhao_core::status::transition;
 use zhengzhao_core::{
-    LicenceDocument, LicenceDraft, LicenceId, LicenceState, LicenceStatus, LifecycleAction, TypeCode,
+    BoundedText, LicenceDocument, LicenceDraft, LicenceId, LicenceState, LicenceStatus, LicenceTypeRecord,
+    LifecycleAction, Reason, TypeCode,
 };
 use zhengzhao_proto::ServiceError;
-use zhengzhao_signing::SigningClient;
 use zhengzhao_store::{Db, Migrations, StoreConfig, format_time, now};
 
-pub use client::IssuanceClient;
+pub use error::IssuanceError;
 use feed::NewEvent;
 pub use record::{EventDetails, EventRecord, FeedEntry, LastCheck, LicenceRecord, started};
+pub use zhengzhao_clients::IssuanceClient;
 
 static PG: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -45,7 +46,9 @@ pub static MIGRATIONS: Migrations = Migrations { postgres: &PG, sqlite: &SQLITE 
 
 pub use zhengzhao_core::clock::{Clock, LIBRARY_OFFSET};
 /// Longest reason accepted on a lifecycle event.
-pub const MAX_REASON: usize = 500;
+pub const MAX_REASON: usize = Reason::MAX;
+/// Longest result of an annual review or inspection.
+pub const MAX_CHECK_RESULT: usize = 50;
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
 /// Largest batch of the feed read at once.
@@ -74,15 +77,10 @@ impl std::fmt::Debug for Issuance {
     }
 }
 
-fn db_err(e: sqlx::Error) -> ServiceError {
-    ServiceError::internal(e)
-}
-
-/// Parses an identifier naming a held licence, as the named field. Legacy
-/// check characters are accepted here: aggregated historical licences keep
-/// theirs; new identifiers are always standard.
+/// Parses an identifier naming a held licence, as the named field
+/// ([`LicenceId::parse_held`]).
 pub fn parse_identifier(field: &str, s: &str) -> Result<LicenceId, ServiceError> {
-    LicenceId::parse_allowing_legacy(s).map_err(|e| ServiceError::invalid(field, e.to_string()))
+    Ok(LicenceId::parse_held(field, s)?)
 }
 
 fn digest(parts: &[&str]) -> String {
@@ -104,14 +102,6 @@ fn check_idempotency_key(key: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-fn check_reason(reason: &str) -> Result<String, ServiceError> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
-        return Err(ServiceError::invalid("reason", format!("required, at most {MAX_REASON} characters")));
-    }
-    Ok(reason.to_owned())
-}
-
 fn check_occurred(occurred_at: Option<OffsetDateTime>, at: OffsetDateTime) -> Result<OffsetDateTime, ServiceError> {
     let t = occurred_at.unwrap_or(at);
     if t > at + time::Duration::minutes(5) {
@@ -121,7 +111,7 @@ fn check_occurred(occurred_at: Option<OffsetDateTime>, at: OffsetDateTime) -> Re
 }
 
 fn refused(e: zhengzhao_core::TransitionError) -> ServiceError {
-    ServiceError::FailedPrecondition(e.to_string())
+    IssuanceError::from(e).into()
 }
 
 /// The day a renewal of `current` starts: the day after its end date, or
@@ -129,25 +119,22 @@ fn refused(e: zhengzhao_core::TransitionError) -> ServiceError {
 /// `window` days after the end).
 fn renewal_start(current: &LicenceRecord, today: Date, window: u32) -> Result<Date, ServiceError> {
     let Some(end) = current.valid_until else {
-        return Err(ServiceError::FailedPrecondition(format!(
-            "licence {} is long-term: there is no period to renew",
-            current.identifier
-        )));
+        return Err(IssuanceError::LongTerm(current.identifier.clone()).into());
     };
     if current.status == LicenceStatus::Expired {
         let closes = end + time::Duration::days(i64::from(window));
         if today > closes {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "licence {} expired on {}; renewal closed on {} ({window} days after, as its type says): issue a new licence",
-                current.identifier,
-                format_date(end),
-                format_date(closes)
-            )));
+            return Err(IssuanceError::RenewalClosed {
+                identifier: current.identifier.clone(),
+                ended: format_date(end),
+                closed: format_date(closes),
+                window,
+            }
+            .into());
         }
         return Ok(today);
     }
-    end.next_day()
-        .ok_or_else(|| ServiceError::FailedPrecondition("the validity ends on the last representable day".into()))
+    end.next_day().ok_or_else(|| IssuanceError::EndOfTime.into())
 }
 
 /// A time as messages show it: China Standard Time, to the second.
@@ -161,10 +148,9 @@ pub(crate) fn shown(t: OffsetDateTime) -> String {
 /// it stays in force awaiting its successor.
 fn refuse_replaced(current: &LicenceRecord) -> Result<(), ServiceError> {
     match &current.superseded_by {
-        Some(next) => Err(ServiceError::FailedPrecondition(format!(
-            "licence {} is superseded by {next}: record events on the current version",
-            current.identifier
-        ))),
+        Some(next) => {
+            Err(IssuanceError::Superseded { identifier: current.identifier.clone(), next: next.clone() }.into())
+        }
         None => Ok(()),
     }
 }
@@ -225,7 +211,7 @@ impl Issuance {
         &self,
         issuer: &str,
         doc: &LicenceDocument,
-    ) -> Result<(String, zhengzhao_signing::Signed), ServiceError> {
+    ) -> Result<(String, zhengzhao_crypto::published::Signed), ServiceError> {
         let canonical = doc.canonical_bytes().map_err(ServiceError::internal)?;
         let signed = self.signing.sign(issuer, &canonical).await?;
         Ok((String::from_utf8(canonical).map_err(ServiceError::internal)?, signed))
@@ -261,7 +247,7 @@ impl Issuance {
         let (canonical, signed) = self.sign(&who.agency, &doc).await?;
         let state = transition(None, LifecycleAction::Issue).map_err(refused)?;
         let at = now();
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db.pool.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
         insert_licence(&mut tx, &doc, &canonical, &signed, state, at).await?;
         feed::append(
@@ -281,7 +267,7 @@ impl Issuance {
         )
         .await?;
         remember(&mut tx, who, idempotency_key, "issue", &request_digest, &doc.identifier, at).await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         self.appended.notify_waiters();
         tracing::info!(identifier = %doc.identifier, actor = %who.actor(), holder = %zhengzhao_core::mask_id_number(&doc.holder.id_number), "licence issued");
         self.fetch(&doc.identifier).await
@@ -321,23 +307,17 @@ impl Issuance {
             return Err(ServiceError::invalid("kind", format!("{} is not recorded this way", action.name())));
         }
         check_idempotency_key(&req.idempotency_key)?;
-        let reason = check_reason(&req.reason)?;
+        let reason = Reason::parse_field("reason", &req.reason)?;
         let at = now();
         let occurred_at = check_occurred(req.occurred_at, at)?;
         let mut details = EventDetails::default();
         if action.is_periodic_check() {
-            let result = req.result.trim();
-            if result.is_empty() || result.chars().count() > 50 || result.chars().any(char::is_control) {
-                return Err(ServiceError::invalid(
-                    "result",
-                    "required for reviews and inspections, at most 50 characters",
-                ));
-            }
+            let result = BoundedText::<MAX_CHECK_RESULT>::parse_field("result", &req.result)?;
             let due = parse_date(&req.next_due_date).map_err(|e| ServiceError::invalid("next_due_date", e))?;
             if due <= occurred_at.to_offset(LIBRARY_OFFSET).date() {
                 return Err(ServiceError::invalid("next_due_date", "must be after the review"));
             }
-            details.result = Some(result.to_owned());
+            details.result = Some(result.into_string());
             details.next_due_date = Some(format_date(due));
         } else if !req.result.is_empty() || !req.next_due_date.is_empty() {
             return Err(ServiceError::invalid(
@@ -374,7 +354,7 @@ impl Issuance {
             false
         };
         let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db.pool.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
         update_state(&mut tx, &current, next, None, at).await?;
         if let Some(result) = &details.result {
@@ -387,8 +367,7 @@ impl Issuance {
             .bind(i64::from(zhengzhao_core::check_failed(result) && failed_check_invalidates))
             .bind(identifier)
             .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+            .await?;
         }
         feed::append(
             &mut tx,
@@ -408,7 +387,7 @@ impl Issuance {
         .await?;
         remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, identifier, at).await?;
         remember_state(&mut tx, who, &req.idempotency_key, next).await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         self.appended.notify_waiters();
         tracing::info!(identifier = %identifier, actor = %who.actor(), action = action.name(), "lifecycle event recorded");
         self.fetch(identifier).await
@@ -546,7 +525,7 @@ impl Issuance {
         req: &EventRequest,
     ) -> Result<LicenceRecord, ServiceError> {
         check_idempotency_key(&req.idempotency_key)?;
-        let reason = check_reason(&req.reason)?;
+        let reason = Reason::parse_field("reason", &req.reason)?;
         let at = now();
         let occurred_at = check_occurred(req.occurred_at, at)?;
         let request_digest = digest(&[
@@ -564,12 +543,11 @@ impl Issuance {
         self.check_after_last_event(&current, occurred_at).await?;
         let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;
         let id = parse_identifier("identifier", &current.identifier)?;
-        let version = id.version().checked_add(1).filter(|v| *v <= 999).ok_or_else(|| {
-            ServiceError::FailedPrecondition(format!(
-                "licence {} is at version 999 and cannot get another",
-                current.identifier
-            ))
-        })?;
+        let version = id
+            .version()
+            .checked_add(1)
+            .filter(|v| *v <= 999)
+            .ok_or_else(|| IssuanceError::LastVersion(current.identifier.clone()))?;
         let t = self.licence_type(&draft.type_code, draft.template_version).await?;
         document::check_issuable(&t, &current.issuer_code)?;
         let doc = document::build(
@@ -590,10 +568,7 @@ impl Issuance {
                 ..before
             };
             if as_if_unchanged == doc {
-                return Err(ServiceError::FailedPrecondition(format!(
-                    "the change to {} changes nothing: no new version made",
-                    current.identifier
-                )));
+                return Err(IssuanceError::NothingChanged(current.identifier.clone()).into());
             }
         }
         let (canonical, signed) = self.sign(&current.issuer_code, &doc).await?;
@@ -601,7 +576,7 @@ impl Issuance {
         // licence, not on one version of it).
         let mut fresh = transition(None, LifecycleAction::Issue).map_err(refused)?;
         fresh.mortgaged = current.mortgaged;
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db.pool.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
         let successor_from = parse_date(&doc.valid_from).map_err(ServiceError::internal)?;
         update_state(&mut tx, &current, next, Some((&doc.identifier, successor_from)), at).await?;
@@ -628,7 +603,7 @@ impl Issuance {
         }
         remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, &doc.identifier, at).await?;
         remember_state(&mut tx, who, &req.idempotency_key, fresh).await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         self.appended.notify_waiters();
         tracing::info!(old = %current.identifier, new = %doc.identifier, actor = %actor, action = action.name(), "new licence version");
         self.fetch(&doc.identifier).await
@@ -652,15 +627,14 @@ impl Issuance {
         )))
         .bind(identifier)
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         Ok(record::readable(&rows, record::event_from_row))
     }
 
     /// Up to `limit` feed entries after `after`.
     pub async fn feed(&self, who: &Principal, after: i64, limit: i64) -> Result<Vec<FeedEntry>, ServiceError> {
         authorize(who, &Action::WatchChanges)?;
-        let mut conn = self.db.pool.acquire().await.map_err(db_err)?;
+        let mut conn = self.db.pool.acquire().await?;
         feed::read(&mut conn, after.max(0), limit.clamp(1, MAX_FEED_BATCH)).await
     }
 
@@ -683,12 +657,12 @@ impl Issuance {
             .bind(format_date(day))
             .fetch_all(&self.db.pool)
             .await
-            .map_err(db_err)?;
+            ?;
             if ids.is_empty() {
                 return Ok(total);
             }
             let at = now();
-            let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+            let mut tx = self.db.pool.begin().await?;
             feed::lock(&mut tx, self.db.engine).await?;
             for (identifier, jws, valid_until) in &ids {
                 // The business time of expiry: the end of the last valid day (CST).
@@ -702,7 +676,7 @@ impl Issuance {
                     .bind(format_time(at))
                     .execute(&mut *tx)
                     .await
-                    .map_err(db_err)?;
+                    ?;
                 if done.rows_affected() == 1 {
                     let reason = "validity period ended";
                     let e = NewEvent {
@@ -721,7 +695,7 @@ impl Issuance {
                     total += 1;
                 }
             }
-            tx.commit().await.map_err(db_err)?;
+            tx.commit().await?;
             self.appended.notify_waiters();
         }
     }
@@ -755,14 +729,10 @@ impl Issuance {
         )
         .bind(&current.identifier)
         .fetch_optional(&self.db.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         let Some((last, kind)) = last else { return Ok(()) };
         let Some(last) = zhengzhao_store::parse_time(&last) else {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "the last event of {} has an unreadable business time; an administrator must repair it first",
-                current.identifier
-            )));
+            return Err(IssuanceError::UnreadableHistory(current.identifier.clone()).into());
         };
         if occurred_at < last {
             let what = if kind == "issue" { "its issue" } else { "its last recorded event" };
@@ -785,9 +755,8 @@ impl Issuance {
         )))
         .bind(identifier)
         .fetch_optional(&self.db.pool)
-        .await
-        .map_err(db_err)?
-        .ok_or_else(|| ServiceError::NotFound(format!("no licence {identifier}")))?;
+        .await?
+        .ok_or_else(|| IssuanceError::NoLicence(identifier.to_owned()))?;
         record::licence_from_row(&row, self.clock.today())
     }
 
@@ -829,17 +798,15 @@ impl Issuance {
             .bind(key)
             .fetch_optional(&self.db.pool)
             .await
-            .map_err(db_err)?;
+            ?;
         let Some(row) = row else { return Ok(None) };
-        let op: String = row.try_get("operation").map_err(db_err)?;
-        let d: String = row.try_get("request_digest").map_err(db_err)?;
+        let op: String = row.try_get("operation")?;
+        let d: String = row.try_get("request_digest")?;
         if op != operation || d != request_digest {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "idempotency key {key:?} was already used for a different request"
-            )));
+            return Err(IssuanceError::KeyReused(key.to_owned()).into());
         }
-        let identifier: String = row.try_get("identifier").map_err(db_err)?;
-        let state: Option<String> = row.try_get("result_state").map_err(db_err)?;
+        let identifier: String = row.try_get("identifier")?;
+        let state: Option<String> = row.try_get("result_state")?;
         Ok(Some((identifier, state)))
     }
 }
@@ -871,8 +838,7 @@ async fn remember_state(
         .bind(key)
         .bind(encode_state(state))
         .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        .await?;
     Ok(())
 }
 
@@ -880,7 +846,7 @@ async fn insert_licence(
     conn: &mut sqlx::AnyConnection,
     doc: &LicenceDocument,
     canonical: &str,
-    signed: &zhengzhao_signing::Signed,
+    signed: &zhengzhao_crypto::published::Signed,
     state: LicenceState,
     at: OffsetDateTime,
 ) -> Result<(), ServiceError> {
@@ -912,14 +878,14 @@ async fn insert_licence(
     .await;
     match inserted {
         Ok(_) => Ok(()),
-        Err(e) if zhengzhao_store::is_unique_violation(&e) => Err(ServiceError::AlreadyExists(format!(
-            "licence number {} version {:03} of type {} was already issued by {}",
-            doc.licence_number,
-            id.version(),
-            doc.type_code,
-            doc.issuer.code
-        ))),
-        Err(e) => Err(db_err(e)),
+        Err(e) if zhengzhao_store::is_unique_violation(&e) => Err(IssuanceError::AlreadyIssued {
+            number: doc.licence_number.clone(),
+            version: id.version(),
+            type_code: doc.type_code.clone(),
+            issuer: doc.issuer.code.clone(),
+        }
+        .into()),
+        Err(e) => Err(ServiceError::from(e)),
     }
 }
 
@@ -947,13 +913,9 @@ async fn update_state(
     .bind(i64::from(current.mortgaged))
     .bind(successor.map(|(_, from)| format_date(from)))
     .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    .await?;
     if updated.rows_affected() != 1 {
-        return Err(ServiceError::FailedPrecondition(format!(
-            "licence {} changed concurrently; read it again and retry",
-            current.identifier
-        )));
+        return Err(IssuanceError::ChangedConcurrently(current.identifier.clone()).into());
     }
     Ok(())
 }
@@ -984,9 +946,32 @@ async fn remember(
     .await;
     match r {
         Ok(_) => Ok(()),
-        Err(e) if zhengzhao_store::is_unique_violation(&e) => Err(ServiceError::FailedPrecondition(format!(
-            "idempotency key {key:?} is being used by a concurrent request; retry"
-        ))),
-        Err(e) => Err(db_err(e)),
+        Err(e) if zhengzhao_store::is_unique_violation(&e) => Err(IssuanceError::KeyInUse(key.to_owned()).into()),
+        Err(e) => Err(ServiceError::from(e)),
+    }
+}
+
+/// Issuance as other services call it in-process.
+#[tonic::async_trait]
+impl zhengzhao_clients::IssuanceApi for Issuance {
+    async fn get(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError> {
+        Issuance::get(self, who, identifier).await
+    }
+
+    async fn checkpoint(&self, who: &Principal) -> Result<translog::Checkpoint, ServiceError> {
+        Issuance::checkpoint(self, who).await
+    }
+
+    fn log_public_jwk(&self) -> serde_json::Value {
+        Issuance::log_public_jwk(self)
+    }
+
+    async fn inclusion_proof(
+        &self,
+        who: &Principal,
+        identifier: &str,
+        tree_size: u64,
+    ) -> Result<Vec<translog::LoggedEvent>, ServiceError> {
+        Issuance::inclusion_proof(self, who, identifier, tree_size).await
     }
 }

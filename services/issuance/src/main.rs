@@ -6,11 +6,10 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use zhengzhao_auth::ServiceName;
-use zhengzhao_catalog::CatalogClient;
+use zhengzhao_clients::{CatalogClient, SigningClient};
 use zhengzhao_issuance::Issuance;
 use zhengzhao_issuance::grpc::IssuanceGrpc;
 use zhengzhao_proto::issuance::v1::issuance_service_server::IssuanceServiceServer;
-use zhengzhao_signing::SigningClient;
 
 async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
     let peers = &ctx.config.peers;

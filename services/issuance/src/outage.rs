@@ -9,17 +9,17 @@
 use sqlx::Row;
 use time::{Date, OffsetDateTime};
 use zhengzhao_auth::{Action, Principal, Role, authorize};
-use zhengzhao_core::Uscc;
 use zhengzhao_core::calendar::Coverage;
+use zhengzhao_core::{Cause, Uscc};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{format_time, now, parse_time};
 
-use crate::{Issuance, LIBRARY_OFFSET, db_err};
+use crate::{Issuance, IssuanceError, LIBRARY_OFFSET};
 
 /// How old an event's business time may be without an outage covering it.
 pub const BACKFILL_GRACE: time::Duration = time::Duration::days(1);
 /// Longest outage cause.
-pub const MAX_CAUSE: usize = 500;
+pub const MAX_CAUSE: usize = Cause::MAX;
 
 /// The rules outages are held to.
 #[derive(Debug, Clone)]
@@ -86,10 +86,10 @@ impl Issuance {
         at: OffsetDateTime,
         backfill_events: i64,
     ) -> Result<OutageRecord, ServiceError> {
-        let s = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
+        let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::from);
         // NULL is "not yet"; a value that does not parse makes the row unreadable.
         let t = |c: &str| -> Result<Option<OffsetDateTime>, ServiceError> {
-            match row.try_get::<Option<String>, _>(c).map_err(db_err)? {
+            match row.try_get::<Option<String>, _>(c)? {
                 None => Ok(None),
                 Some(v) => parse_time(&v).map(Some).ok_or_else(|| ServiceError::internal(format!("unreadable {c}"))),
             }
@@ -116,7 +116,7 @@ impl Issuance {
             }
         };
         Ok(OutageRecord {
-            id: row.try_get("id").map_err(db_err)?,
+            id: row.try_get("id")?,
             issuer_code: s("issuer_code")?,
             started_at: parse_time(&s("started_at")?).ok_or_else(bad)?,
             ended_at,
@@ -135,9 +135,8 @@ impl Issuance {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM outages WHERE id = $1")))
             .bind(id)
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| ServiceError::NotFound(format!("no outage {id}")))?;
+            .await?
+            .ok_or(IssuanceError::NoOutage(id))?;
         let count = self.backfill_count(&row).await?;
         self.outage_from_row(&row, now(), count)
     }
@@ -145,13 +144,12 @@ impl Issuance {
     /// An outage `who` may manage. Another issuer's outage answers exactly
     /// as a missing one does, so outage numbers reveal nothing.
     async fn managed_outage(&self, who: &Principal, id: i64) -> Result<OutageRecord, ServiceError> {
-        let unknown = || ServiceError::NotFound(format!("no outage {id} that you may manage"));
+        let unknown = || ServiceError::from(IssuanceError::NoManageableOutage(id));
         // Whose it is decides first; nothing else of another's row is read.
         let issuer: Option<String> = sqlx::query_scalar("SELECT issuer_code FROM outages WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(db_err)?;
+            .await?;
         match issuer {
             Some(issuer) if authorize(who, &Action::ManageOutage { issuer: &issuer }).is_ok() => self.outage(id).await,
             _ => Err(unknown()),
@@ -159,9 +157,9 @@ impl Issuance {
     }
 
     async fn backfill_count(&self, row: &sqlx::any::AnyRow) -> Result<i64, ServiceError> {
-        let issuer: String = row.try_get("issuer_code").map_err(db_err)?;
-        let started: String = row.try_get("started_at").map_err(db_err)?;
-        let ended: Option<String> = row.try_get("ended_at").map_err(db_err)?;
+        let issuer: String = row.try_get("issuer_code")?;
+        let started: String = row.try_get("started_at")?;
+        let ended: Option<String> = row.try_get("ended_at")?;
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM licence_events e JOIN licences l ON l.identifier = e.identifier
              WHERE l.issuer_code = $1 AND e.backfill = 1 AND e.occurred_at >= $2 AND ($3 = '' OR e.occurred_at <= $3)",
@@ -171,7 +169,7 @@ impl Issuance {
         .bind(ended.unwrap_or_default())
         .fetch_one(&self.db.pool)
         .await
-        .map_err(db_err)
+        .map_err(ServiceError::from)
     }
 
     /// Records an outage of `issuer` (empty: the caller's own).
@@ -187,10 +185,8 @@ impl Issuance {
         let issuer = if issuer.is_empty() && who.role == Role::Issuer { who.agency.as_str() } else { issuer };
         Uscc::parse(issuer).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))?;
         authorize(who, &Action::ManageOutage { issuer })?;
-        let cause = cause.trim();
-        if cause.is_empty() || cause.chars().count() > MAX_CAUSE || cause.chars().any(char::is_control) {
-            return Err(ServiceError::invalid("cause", format!("required, at most {MAX_CAUSE} characters")));
-        }
+        let cause = Cause::parse_field("cause", cause)?;
+        let cause = cause.as_str();
         let at = now();
         if started_at > at {
             return Err(ServiceError::invalid("started_at", "in the future"));
@@ -219,7 +215,7 @@ impl Issuance {
         if let Some((first, _)) = self.first_result(who, idempotency_key, "record_outage", &request_digest).await? {
             return self.outage(first.parse().map_err(ServiceError::internal)?).await;
         }
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO outages (issuer_code, started_at, ended_at, cause, recorded_by, recorded_at)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -231,10 +227,9 @@ impl Issuance {
         .bind(who.actor())
         .bind(format_time(at))
         .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        .await?;
         crate::remember(&mut tx, who, idempotency_key, "record_outage", &request_digest, &id.to_string(), at).await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         tracing::info!(outage = id, issuer_code = %issuer, actor = %who.actor(), "outage recorded");
         self.outage(id).await
     }
@@ -248,7 +243,7 @@ impl Issuance {
     ) -> Result<OutageRecord, ServiceError> {
         let current = self.managed_outage(who, id).await?;
         if current.ended_at.is_some() {
-            return Err(ServiceError::FailedPrecondition(format!("outage {id} has already ended")));
+            return Err(IssuanceError::OutageEnded(id).into());
         }
         let at = now();
         let ended = ended_at.unwrap_or(at);
@@ -262,8 +257,7 @@ impl Issuance {
             .bind(id)
             .bind(format_time(ended))
             .execute(&self.db.pool)
-            .await
-            .map_err(db_err)?;
+            .await?;
         self.outage(id).await
     }
 
@@ -271,7 +265,7 @@ impl Issuance {
     pub async fn complete_backlog(&self, who: &Principal, id: i64) -> Result<OutageRecord, ServiceError> {
         let current = self.managed_outage(who, id).await?;
         if current.ended_at.is_none() {
-            return Err(ServiceError::FailedPrecondition(format!("outage {id} has not ended; end it first")));
+            return Err(IssuanceError::OutageOpen(id).into());
         }
         if current.backlog_done_at.is_some() {
             return Ok(current);
@@ -280,8 +274,7 @@ impl Issuance {
             .bind(id)
             .bind(format_time(now()))
             .execute(&self.db.pool)
-            .await
-            .map_err(db_err)?;
+            .await?;
         self.outage(id).await
     }
 
@@ -302,7 +295,7 @@ impl Issuance {
         .bind(issuer)
         .fetch_all(&self.db.pool)
         .await
-        .map_err(db_err)?;
+        ?;
         let at = now();
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -354,9 +347,9 @@ impl Issuance {
         .bind(format_time(occurred_at))
         .fetch_all(&self.db.pool)
         .await
-        .map_err(db_err)?;
+        ?;
         for row in rows {
-            let ended: Option<String> = row.try_get("ended_at").map_err(db_err)?;
+            let ended: Option<String> = row.try_get("ended_at")?;
             let ended = match ended.as_deref().map(|v| (v, parse_time(v))) {
                 None => None,
                 Some((_, Some(e))) => Some(e),

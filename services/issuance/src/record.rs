@@ -1,117 +1,12 @@
 //! Licences and events as read back from the database.
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use time::{Date, OffsetDateTime};
+use time::Date;
 use zhengzhao_core::date::read_date;
-use zhengzhao_core::{LicenceState, LicenceStatus, LifecycleAction};
+pub use zhengzhao_core::record::{EventDetails, EventRecord, FeedEntry, LastCheck, LicenceRecord, started};
+use zhengzhao_core::{LicenceStatus, LifecycleAction};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::parse_time;
-
-/// A licence as the library holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LicenceRecord {
-    pub identifier: String,
-    pub type_code: String,
-    pub issuer_code: String,
-    pub template_version: u32,
-    /// Status as of the read (expiry derived from `valid_until`).
-    pub status: LicenceStatus,
-    /// Status as recorded.
-    pub stored_status: LicenceStatus,
-    pub reported_lost: bool,
-    pub mortgaged: bool,
-    pub superseded_by: Option<String>,
-    /// While superseded: the day the successor takes effect. Until then this
-    /// version stays in force (its `status` reads valid).
-    pub successor_from: Option<Date>,
-    pub replaces: Option<String>,
-    /// The latest annual review or inspection.
-    pub last_check: Option<LastCheck>,
-    pub valid_until: Option<Date>,
-    pub document_json: String,
-    pub jws: String,
-    pub key_id: String,
-    pub recorded_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
-}
-
-impl LicenceRecord {
-    /// The state the transition table works on: a version replaced by a
-    /// successor takes no more events, even while it stays in force.
-    pub fn state(&self) -> LicenceState {
-        let status = if self.superseded_by.is_some() { LicenceStatus::Superseded } else { self.status };
-        LicenceState { status, lost: self.reported_lost, mortgaged: self.mortgaged }
-    }
-
-    /// Whether this version was replaced but stays in force until its
-    /// successor takes effect.
-    pub fn awaiting_successor(&self) -> bool {
-        self.superseded_by.is_some() && self.status == LicenceStatus::Valid
-    }
-}
-
-/// The latest annual review (年审) or inspection (年检) of a licence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastCheck {
-    pub kind: LifecycleAction,
-    pub result: String,
-    /// Failed, and its type says a failed check puts the licence out of force.
-    pub invalidates: bool,
-}
-
-impl LastCheck {
-    /// Whether the check failed (不合格, fail).
-    pub fn failed(&self) -> bool {
-        zhengzhao_core::check_failed(&self.result)
-    }
-}
-
-/// What an event carries beyond its kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventDetails {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_due_date: Option<String>,
-    /// For change and renewal: the other version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub related_identifier: Option<String>,
-    /// A cancellation an administrator forced on an encumbered licence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forced: Option<bool>,
-}
-
-/// One lifecycle event, which is also one entry of the change feed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventRecord {
-    pub sequence: i64,
-    pub identifier: String,
-    pub kind: LifecycleAction,
-    pub status_after: LicenceStatus,
-    pub actor: String,
-    pub reason: String,
-    pub details: EventDetails,
-    pub backfill: bool,
-    pub occurred_at: OffsetDateTime,
-    pub recorded_at: OffsetDateTime,
-}
-
-/// An event with the type and issuer of its licence, as the feed streams it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeedEntry {
-    pub event: EventRecord,
-    pub type_code: String,
-    pub issuer_code: String,
-}
-
-/// Whether the document's validity has started by `today`.
-pub fn started(document_json: &str, today: Date) -> bool {
-    zhengzhao_core::LicenceDocument::from_json(document_json.as_bytes())
-        .ok()
-        .and_then(|d| read_date(&d.valid_from).ok())
-        .is_some_and(|from| from <= today)
-}
 
 fn bad(what: &str) -> ServiceError {
     ServiceError::internal(format!("unreadable {what} in database"))

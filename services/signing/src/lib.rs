@@ -10,7 +10,7 @@
 
 #![forbid(unsafe_code)]
 
-pub mod client;
+pub mod error;
 pub mod grpc;
 pub mod http;
 
@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use sqlx::Row;
 use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
-use zhengzhao_core::Uscc;
+use zhengzhao_core::{Reason, Uscc};
 use zhengzhao_crypto::{Algorithm, IssuerKeyPair, JwsHeader, MasterKey, jws};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{Db, Migrations, StoreConfig, StoreError, format_time, now, parse_time};
 
-pub use client::SigningClient;
+pub use error::SigningError;
+pub use zhengzhao_clients::{MAX_BATCH, SigningClient};
 
 static PG: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -36,96 +37,13 @@ pub static MIGRATIONS: Migrations = Migrations { postgres: &PG, sqlite: &SQLITE 
 
 /// Largest payload accepted for signing.
 pub const MAX_PAYLOAD: usize = 1 << 20;
-/// Most payloads signed in one batch call.
-pub const MAX_BATCH: usize = 1000;
 
 /// How long a process trusts its cached copy of an issuer's active key. Key
 /// management in this process updates the cache at once; another signing
 /// replica sees a rotation or compromise within this time.
 const ACTIVE_KEY_TTL: Duration = Duration::from_secs(5);
 
-/// A signature over a payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signed {
-    pub jws: String,
-    pub key_id: String,
-    pub algorithm: Algorithm,
-}
-
-/// Where a key is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyStatus {
-    /// Signs the issuer's new documents.
-    Active,
-    /// No longer signs; what it signed still verifies.
-    Retired,
-    /// Distrusted for signatures made at or after `compromised_since`.
-    Compromised,
-}
-
-impl KeyStatus {
-    pub fn name(self) -> &'static str {
-        match self {
-            KeyStatus::Active => "active",
-            KeyStatus::Retired => "retired",
-            KeyStatus::Compromised => "compromised",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "active" => Some(KeyStatus::Active),
-            "retired" => Some(KeyStatus::Retired),
-            "compromised" => Some(KeyStatus::Compromised),
-            _ => None,
-        }
-    }
-}
-
-/// A public key and its history.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PublicKeyRecord {
-    pub key_id: String,
-    pub issuer_code: String,
-    pub algorithm: Algorithm,
-    pub status: KeyStatus,
-    pub jwk: serde_json::Value,
-    pub created_at: OffsetDateTime,
-    /// When it stopped signing (rotation, retirement or compromise).
-    pub retired_at: Option<OffsetDateTime>,
-    /// Signatures made at or after this time are not trusted.
-    pub compromised_since: Option<OffsetDateTime>,
-}
-
-impl PublicKeyRecord {
-    /// Whether a signature this key made at `signed_at` (None: unknown) is
-    /// distrusted because the key was compromised by then.
-    pub fn distrusts(&self, signed_at: Option<OffsetDateTime>) -> bool {
-        match (self.compromised_since, signed_at) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(since), Some(at)) => at >= since,
-        }
-    }
-
-    /// The JWK as published: the key plus its status and dates (extra JWK
-    /// members, RFC 7517 §4), so web clients see the whole history.
-    pub fn published_jwk(&self) -> serde_json::Value {
-        let mut jwk = self.jwk.clone();
-        if let Some(o) = jwk.as_object_mut() {
-            o.insert("status".into(), self.status.name().into());
-            o.insert("issuer".into(), self.issuer_code.clone().into());
-            o.insert("created_at".into(), format_time(self.created_at).into());
-            if let Some(t) = self.retired_at {
-                o.insert("retired_at".into(), format_time(t).into());
-            }
-            if let Some(t) = self.compromised_since {
-                o.insert("compromised_since".into(), format_time(t).into());
-            }
-        }
-        jwk
-    }
-}
+pub use zhengzhao_crypto::published::{KeyStatus, PublicKeyRecord, Signed};
 
 /// The outcome of marking a key compromised.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,30 +72,17 @@ impl std::fmt::Debug for Signing {
     }
 }
 
-fn db_err(e: sqlx::Error) -> ServiceError {
-    ServiceError::internal(e)
-}
-
 fn check_issuer(issuer: &str) -> Result<(), ServiceError> {
     Uscc::parse(issuer).map(|_| ()).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))
-}
-
-fn check_reason(reason: &str) -> Result<String, ServiceError> {
-    let r = reason.trim();
-    if r.is_empty() || r.chars().count() > 500 {
-        return Err(ServiceError::invalid("reason", "required, at most 500 characters"));
-    }
-    Ok(r.to_owned())
 }
 
 const KEY_COLUMNS: &str =
     "key_id, issuer_code, algorithm, status, public_jwk, created_at, retired_at, compromised_since";
 
 fn key_from_row(r: &sqlx::any::AnyRow) -> Result<PublicKeyRecord, ServiceError> {
-    let s = |c: &str| r.try_get::<String, _>(c).map_err(db_err);
+    let s = |c: &str| r.try_get::<String, _>(c).map_err(ServiceError::from);
     let t = |c: &str| -> Result<Option<OffsetDateTime>, ServiceError> {
-        r.try_get::<Option<String>, _>(c)
-            .map_err(db_err)?
+        r.try_get::<Option<String>, _>(c)?
             .map(|v| parse_time(&v).ok_or_else(|| ServiceError::internal(format!("bad {c}"))))
             .transpose()
     };
@@ -266,7 +171,7 @@ impl Signing {
         tokio::task::spawn_blocking(move || sign_all(&payloads, threads, |p| sign_with(&key, p, iat))).await.map_err(
             |e| {
                 if e.is_cancelled() {
-                    ServiceError::Unavailable("signing was cancelled: the service is shutting down".into())
+                    SigningError::ShuttingDown.into()
                 } else {
                     ServiceError::internal(format!("a signing batch failed: {e}"))
                 }
@@ -294,8 +199,7 @@ impl Signing {
         )))
         .bind(issuer.unwrap_or(""))
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -310,16 +214,13 @@ impl Signing {
     ) -> Result<PublicKeyRecord, ServiceError> {
         authorize(who, &Action::ManageKeys)?;
         check_issuer(issuer)?;
-        let reason = check_reason(reason)?;
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let reason = Reason::parse_field("reason", reason)?;
+        let mut tx = self.db.pool.begin().await?;
         if let Some(k) = active_record(&mut tx, issuer).await? {
-            return Err(ServiceError::AlreadyExists(format!(
-                "issuer {issuer} already has the active key {}: rotate it instead",
-                k.key_id
-            )));
+            return Err(SigningError::HasActiveKey { issuer: issuer.to_owned(), key_id: k.key_id }.into());
         }
         let (record, pair) = self.insert_key(&mut tx, issuer, alg, &who.actor(), &reason, "create").await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         self.remember(issuer, Arc::new(pair));
         Ok(record)
     }
@@ -335,13 +236,13 @@ impl Signing {
     ) -> Result<(PublicKeyRecord, PublicKeyRecord), ServiceError> {
         authorize(who, &Action::ManageKeys)?;
         check_issuer(issuer)?;
-        let reason = check_reason(reason)?;
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let reason = Reason::parse_field("reason", reason)?;
+        let mut tx = self.db.pool.begin().await?;
         let old = retire_active(&mut tx, issuer, "rotate", "retire (rotation)", &who.actor(), &reason).await?;
         let (new, pair) = self
             .insert_key(&mut tx, issuer, alg.unwrap_or(old.algorithm), &who.actor(), &reason, "create (rotation)")
             .await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         self.remember(issuer, Arc::new(pair));
         Ok((old, new))
     }
@@ -356,10 +257,10 @@ impl Signing {
     ) -> Result<PublicKeyRecord, ServiceError> {
         authorize(who, &Action::ManageKeys)?;
         check_issuer(issuer)?;
-        let reason = check_reason(reason)?;
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let reason = Reason::parse_field("reason", reason)?;
+        let mut tx = self.db.pool.begin().await?;
         let old = retire_active(&mut tx, issuer, "retire", "retire", &who.actor(), &reason).await?;
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         self.forget(issuer);
         Ok(old)
     }
@@ -376,27 +277,21 @@ impl Signing {
         reason: &str,
     ) -> Result<Compromised, ServiceError> {
         authorize(who, &Action::ManageKeys)?;
-        let reason = check_reason(reason)?;
+        let reason = Reason::parse_field("reason", reason)?;
         let at = now();
         if since > at {
             return Err(ServiceError::invalid("since", "must not be in the future"));
         }
-        let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.db.pool.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM issuer_keys WHERE key_id = $1")))
             .bind(key_id)
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let key = row
-            .as_ref()
-            .map(key_from_row)
-            .transpose()?
-            .ok_or_else(|| ServiceError::NotFound(format!("key {key_id}")))?;
+            .await?;
+        let key = row.as_ref().map(key_from_row).transpose()?.ok_or_else(|| SigningError::NoKey(key_id.to_owned()))?;
         if let Some(earlier) = key.compromised_since.filter(|t| *t < since) {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "key {key_id} is already compromised since {}: the time can only move earlier",
-                format_time(earlier)
-            )));
+            return Err(
+                SigningError::CompromisedEarlier { key_id: key_id.to_owned(), since: format_time(earlier) }.into()
+            );
         }
         let retired_at = key.retired_at.unwrap_or(at);
         set_status(&mut tx, key_id, KeyStatus::Compromised, retired_at, Some(since)).await?;
@@ -408,7 +303,7 @@ impl Signing {
         } else {
             None
         };
-        tx.commit().await.map_err(db_err)?;
+        tx.commit().await?;
         tracing::warn!(key_id = %key_id, since = %format_time(since), "issuer key marked compromised");
         let replacement = replacement.map(|(record, pair)| {
             self.remember(&key.issuer_code, Arc::new(pair));
@@ -453,9 +348,9 @@ impl Signing {
         .await
         .map_err(|e| {
             if zhengzhao_store::is_unique_violation(&e) {
-                ServiceError::AlreadyExists(format!("issuer {issuer} got an active key concurrently; try again"))
+                SigningError::ActiveKeyRace(issuer.to_owned()).into()
             } else {
-                db_err(e)
+                ServiceError::from(e)
             }
         })?;
         log_key_event(conn, &key_id, action, actor, reason, at).await?;
@@ -484,14 +379,11 @@ impl Signing {
             let had_keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM issuer_keys WHERE issuer_code = $1")
                 .bind(issuer)
                 .fetch_one(&self.db.pool)
-                .await
-                .map_err(db_err)?;
+                .await?;
             if had_keys > 0 {
-                return Err(ServiceError::FailedPrecondition(format!(
-                    "issuer {issuer} has no active key (its keys were retired or compromised): an administrator must create one"
-                )));
+                return Err(SigningError::NoActiveKey(issuer.to_owned()).into());
             }
-            let mut tx = self.db.pool.begin().await.map_err(db_err)?;
+            let mut tx = self.db.pool.begin().await?;
             let created = self
                 .insert_key(
                     &mut tx,
@@ -511,7 +403,7 @@ impl Signing {
                     }
                     // Another replica created the issuer's key first: use theirs.
                     Err(e) if zhengzhao_store::is_unique_violation(&e) => continue,
-                    Err(e) => return Err(db_err(e)),
+                    Err(e) => return Err(ServiceError::from(e)),
                 },
                 Err(ServiceError::AlreadyExists(_)) => continue,
                 Err(e) => return Err(e),
@@ -526,13 +418,12 @@ impl Signing {
         )
         .bind(issuer)
         .fetch_optional(&self.db.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         let Some(row) = row else { return Ok(None) };
-        let key_id: String = row.try_get("key_id").map_err(db_err)?;
-        let alg: String = row.try_get("algorithm").map_err(db_err)?;
+        let key_id: String = row.try_get("key_id")?;
+        let alg: String = row.try_get("algorithm")?;
         let alg = Algorithm::from_jws_alg(&alg).ok_or_else(|| ServiceError::internal("bad algorithm"))?;
-        let envelope: Vec<u8> = row.try_get("private_envelope").map_err(db_err)?;
+        let envelope: Vec<u8> = row.try_get("private_envelope")?;
         let secret =
             self.master.open(&key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
         let pair = IssuerKeyPair::from_secret_bytes(alg, &secret).map_err(ServiceError::internal)?;
@@ -565,8 +456,7 @@ async fn active_record(conn: &mut sqlx::AnyConnection, issuer: &str) -> Result<O
     )))
     .bind(issuer)
     .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    .await?;
     row.as_ref().map(key_from_row).transpose()
 }
 
@@ -582,7 +472,7 @@ async fn retire_active(
 ) -> Result<PublicKeyRecord, ServiceError> {
     let old = active_record(conn, issuer)
         .await?
-        .ok_or_else(|| ServiceError::FailedPrecondition(format!("issuer {issuer} has no active key to {verb}")))?;
+        .ok_or_else(|| SigningError::NothingToReplace { issuer: issuer.to_owned(), verb: verb.to_owned() })?;
     let at = now();
     set_status(conn, &old.key_id, KeyStatus::Retired, at, None).await?;
     log_key_event(conn, &old.key_id, event, actor, reason, at).await?;
@@ -602,8 +492,7 @@ async fn set_status(
         .bind(format_time(retired_at))
         .bind(compromised_since.map(format_time))
         .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        .await?;
     Ok(())
 }
 
@@ -622,8 +511,7 @@ async fn log_key_event(
         .bind(reason)
         .bind(format_time(at))
         .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+        .await?;
     Ok(())
 }
 
@@ -676,6 +564,27 @@ pub fn jwks(keys: &[PublicKeyRecord]) -> serde_json::Value {
 
 fn hex_id() -> String {
     zhengzhao_crypto::random_bytes::<6>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The signing service as other services call it in-process.
+#[tonic::async_trait]
+impl zhengzhao_clients::SigningApi for Signing {
+    async fn sign(&self, who: &Principal, issuer: &str, payload: &[u8]) -> Result<Signed, ServiceError> {
+        Signing::sign(self, who, issuer, payload).await
+    }
+
+    async fn sign_many(
+        &self,
+        who: &Principal,
+        issuer: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<Vec<Signed>, ServiceError> {
+        Signing::sign_many(self, who, issuer, payloads).await
+    }
+
+    async fn public_keys(&self, who: &Principal, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError> {
+        Signing::public_keys(self, who, issuer).await
+    }
 }
 
 #[cfg(test)]

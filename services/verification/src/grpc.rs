@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use zhengzhao_auth::principal;
-use zhengzhao_proto::convert::{status_to_wire, timestamp};
+use zhengzhao_proto::convert::{logged_event_hash_only, status_to_wire, timestamp};
+use zhengzhao_proto::issuance::v1 as issuance;
 use zhengzhao_proto::verification::v1 as pb;
 use zhengzhao_proto::verification::v1::verification_service_server::{VerificationService, VerificationServiceServer};
 
@@ -52,15 +53,11 @@ pub fn verdict_to_wire(v: &Verdict) -> pb::Verification {
         detail: v.detail.clone(),
         checked_at: Some(timestamp(v.checked_at)),
         log_inclusion: v.log.as_ref().map(|l| pb::LogInclusion {
-            checkpoint: Some(zhengzhao_issuance::grpc::checkpoint_to_wire(&l.checkpoint)),
+            checkpoint: Some((&l.checkpoint).into()),
             events: l
                 .events
                 .iter()
-                .map(if l.leaves_visible {
-                    zhengzhao_issuance::grpc::logged_event_to_wire
-                } else {
-                    zhengzhao_issuance::grpc::logged_event_hash_only_to_wire
-                })
+                .map(if l.leaves_visible { issuance::LoggedEvent::from } else { logged_event_hash_only })
                 .collect(),
             library_jwk_json: l.library_jwk.to_string(),
         }),

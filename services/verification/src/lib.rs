@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
+use zhengzhao_clients::{IssuanceClient, SigningClient};
+use zhengzhao_core::clock::Clock;
 use zhengzhao_core::date::{format_date, read_date as parse_date};
-use zhengzhao_core::{LicenceDocument, LicenceStatus};
+use zhengzhao_core::record::started;
+use zhengzhao_core::{LicenceDocument, LicenceId, LicenceRecord, LicenceStatus};
+use zhengzhao_crypto::translog::{Checkpoint, LoggedEvent, check_inclusion, verify_checkpoint};
 use zhengzhao_crypto::{Algorithm, Es256PublicKey, IssuerPublicKey, jws};
-use zhengzhao_issuance::translog::{Checkpoint, LoggedEvent, check_inclusion, verify_checkpoint};
-use zhengzhao_issuance::{Clock, IssuanceClient, LicenceRecord, parse_identifier};
 use zhengzhao_proto::ServiceError;
-use zhengzhao_signing::SigningClient;
 
 /// How many replacements a pending version's chain is followed through.
 const MAX_CHAIN: usize = 16;
@@ -138,7 +139,7 @@ impl Verification {
         include_proof: bool,
     ) -> Result<Verdict, ServiceError> {
         authorize(who, &Action::Verify)?;
-        parse_identifier("identifier", identifier)?;
+        LicenceId::parse_held("identifier", identifier)?;
         let licence = match self.issuance.get(identifier).await {
             Ok(l) => l,
             Err(ServiceError::NotFound(_)) => {
@@ -353,12 +354,12 @@ impl Verification {
         // current one at the end of the chain in good standing.
         let today = self.clock.today();
         let mut successor = self.issuance.get(&successor_id).await?;
-        let mut none_started = !zhengzhao_issuance::started(&successor.document_json, today);
+        let mut none_started = !started(&successor.document_json, today);
         for _ in 0..MAX_CHAIN {
             match successor.superseded_by.clone() {
                 Some(next) => {
                     successor = self.issuance.get(&next).await?;
-                    none_started &= !zhengzhao_issuance::started(&successor.document_json, today);
+                    none_started &= !started(&successor.document_json, today);
                 }
                 None => break,
             }

@@ -6,9 +6,8 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use zhengzhao_auth::ServiceName;
-use zhengzhao_issuance::IssuanceClient;
+use zhengzhao_clients::{IssuanceClient, SigningClient};
 use zhengzhao_proto::verification::v1::verification_service_server::VerificationServiceServer;
-use zhengzhao_signing::SigningClient;
 use zhengzhao_verification::Verification;
 use zhengzhao_verification::grpc::VerificationGrpc;
 

@@ -165,7 +165,7 @@ async fn check_licence<I: Interceptor>(
         .into_inner()
         .licence
         .ok_or("the library returned no licence")?;
-    let licence = zhengzhao_issuance::grpc::licence_from_wire(licence).map_err(|e| e.to_string())?;
+    let licence = zhengzhao_core::LicenceRecord::try_from(licence).map_err(|e| e.to_string())?;
     let proof = client
         .get_inclusion_proof(pb::GetInclusionProofRequest {
             identifier: identifier.to_owned(),
@@ -177,7 +177,7 @@ async fn check_licence<I: Interceptor>(
     let events = proof
         .events
         .into_iter()
-        .map(zhengzhao_issuance::grpc::logged_event_from_wire)
+        .map(zhengzhao_crypto::translog::LoggedEvent::try_from)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("unreadable proof: {e}"))?;
     check_inclusion(checkpoint, identifier, &licence.jws, licence.stored_status.name(), &events)

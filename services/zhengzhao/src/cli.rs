@@ -1410,10 +1410,7 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
                 .with_context(|| format!("{} is not a licence (see `zhengzhao licence example`)", file.display()))?;
             let r = c
                 .issuance()
-                .issue_licence(issuance::IssueLicenceRequest {
-                    draft: Some(zhengzhao_issuance::grpc::draft_to_wire(&draft)),
-                    idempotency_key,
-                })
+                .issue_licence(issuance::IssueLicenceRequest { draft: Some((&draft).into()), idempotency_key })
                 .await?
                 .into_inner();
             say!("{}", r.licence.context("no licence returned")?.identifier);
@@ -1445,7 +1442,7 @@ async fn licence_command(c: &Client, cmd: LicenceCommand) -> anyhow::Result<Exit
                 .change_licence(issuance::ChangeLicenceRequest {
                     occurred_at: occurred_at(&event)?,
                     identifier: event.id,
-                    draft: Some(zhengzhao_issuance::grpc::draft_to_wire(&draft)),
+                    draft: Some((&draft).into()),
                     reason: event.reason,
                     idempotency_key: event.idempotency_key,
                 })

@@ -145,12 +145,9 @@ impl Rows {
             };
             let row_number = self.row_number;
             return Some(match parsed {
-                Ok((source_key, identifier, draft)) => Ok(pb::ImportRow {
-                    row_number,
-                    source_key,
-                    identifier,
-                    draft: Some(zhengzhao_issuance::grpc::draft_to_wire(&draft)),
-                }),
+                Ok((source_key, identifier, draft)) => {
+                    Ok(pb::ImportRow { row_number, source_key, identifier, draft: Some((&draft).into()) })
+                }
                 Err(reason) => Err(LocalError { row_number, reason }),
             });
         }

@@ -5,16 +5,38 @@ use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{Principal, ServiceCredentials};
+use zhengzhao_crypto::published::{PublicKeyRecord, Signed};
 use zhengzhao_proto::ServiceError;
+use zhengzhao_proto::convert::algorithm_from_wire;
 use zhengzhao_proto::signing::v1 as pb;
 use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
 
-use crate::{PublicKeyRecord, Signed, Signing};
+/// Most payloads signed in one batch call.
+pub const MAX_BATCH: usize = 1000;
+
+/// What other services ask of the signing service in-process; the signing
+/// service implements it.
+#[tonic::async_trait]
+pub trait SigningApi: Send + Sync {
+    /// Signs `payload` with `issuer`'s active key.
+    async fn sign(&self, who: &Principal, issuer: &str, payload: &[u8]) -> Result<Signed, ServiceError>;
+
+    /// Signs many payloads of one issuer: one signature per payload, in order.
+    async fn sign_many(
+        &self,
+        who: &Principal,
+        issuer: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<Vec<Signed>, ServiceError>;
+
+    /// Every public key with its history, of one issuer or of all.
+    async fn public_keys(&self, who: &Principal, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError>;
+}
 
 /// The signing service as another service sees it.
 #[derive(Clone)]
 pub enum SigningClient {
-    Local(Arc<Signing>, Principal),
+    Local(Arc<dyn SigningApi>, Principal),
     Remote(SigningServiceClient<InterceptedService<Channel, ServiceCredentials>>),
 }
 
@@ -36,14 +58,14 @@ impl SigningClient {
                     .await
                     .map_err(|s| ServiceError::from_status(&s))?
                     .into_inner();
-                let algorithm = crate::grpc::algorithm_from_wire("algorithm", r.algorithm)?
+                let algorithm = algorithm_from_wire("algorithm", r.algorithm)?
                     .ok_or_else(|| ServiceError::internal("signing named no algorithm"))?;
                 Ok(Signed { jws: r.jws, key_id: r.key_id, algorithm })
             }
         }
     }
 
-    /// Signs many payloads of one issuer (batches of at most [`crate::MAX_BATCH`]):
+    /// Signs many payloads of one issuer (batches of at most [`MAX_BATCH`]):
     /// one signature per payload, in order, or an error for the whole batch.
     pub async fn sign_many(&self, issuer: &str, payloads: Vec<Vec<u8>>) -> Result<Vec<Signed>, ServiceError> {
         let count = payloads.len();
@@ -62,7 +84,7 @@ impl SigningClient {
             SigningClient::Local(s, who) => s.sign_many(who, issuer, payloads).await,
             SigningClient::Remote(c) => {
                 let mut out = Vec::with_capacity(payloads.len());
-                for part in payloads.chunks(crate::MAX_BATCH) {
+                for part in payloads.chunks(MAX_BATCH) {
                     let r = c
                         .clone()
                         .sign_documents(pb::SignDocumentsRequest {
@@ -98,7 +120,7 @@ impl SigningClient {
                     .await
                     .map_err(|s| ServiceError::from_status(&s))?
                     .into_inner();
-                r.keys.into_iter().map(crate::grpc::key_from_wire).collect()
+                r.keys.into_iter().map(PublicKeyRecord::try_from).collect()
             }
         }
     }

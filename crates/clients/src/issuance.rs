@@ -5,17 +5,39 @@ use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{Principal, ServiceCredentials};
+use zhengzhao_core::LicenceRecord;
+use zhengzhao_crypto::translog::{Checkpoint, LoggedEvent};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::issuance::v1 as pb;
 use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
 
-use crate::translog::LoggedEvent;
-use crate::{Issuance, LicenceRecord};
+/// What other services ask of issuance in-process; the issuance service
+/// implements it.
+#[tonic::async_trait]
+pub trait IssuanceApi: Send + Sync {
+    /// Reads a licence (status as of today).
+    async fn get(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError>;
+
+    /// The transparency log's latest checkpoint.
+    async fn checkpoint(&self, who: &Principal) -> Result<Checkpoint, ServiceError>;
+
+    /// The public key that signs checkpoints, as a JWK.
+    fn log_public_jwk(&self) -> serde_json::Value;
+
+    /// Every logged event of `identifier` within the first `tree_size`
+    /// leaves, with its audit path.
+    async fn inclusion_proof(
+        &self,
+        who: &Principal,
+        identifier: &str,
+        tree_size: u64,
+    ) -> Result<Vec<LoggedEvent>, ServiceError>;
+}
 
 /// Issuance as another service sees it.
 #[derive(Clone)]
 pub enum IssuanceClient {
-    Local(Arc<Issuance>, Principal),
+    Local(Arc<dyn IssuanceApi>, Principal),
     Remote(IssuanceServiceClient<InterceptedService<Channel, ServiceCredentials>>),
 }
 
@@ -35,7 +57,7 @@ impl IssuanceClient {
                     .await
                     .map_err(|s| ServiceError::from_status(&s))?
                     .into_inner();
-                crate::grpc::licence_from_wire(
+                LicenceRecord::try_from(
                     r.licence.ok_or_else(|| ServiceError::internal("issuance returned no licence"))?,
                 )
             }
@@ -70,7 +92,7 @@ impl IssuanceClient {
                     .await
                     .map_err(|s| ServiceError::from_status(&s))?
                     .into_inner();
-                r.events.into_iter().map(crate::grpc::logged_event_from_wire).collect()
+                r.events.into_iter().map(LoggedEvent::try_from).collect()
             }
         }
     }

@@ -5,17 +5,24 @@ use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{Principal, ServiceCredentials};
+use zhengzhao_core::LicenceTypeRecord;
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::catalog::v1 as pb;
 use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 
-use crate::{Catalog, LicenceTypeRecord, grpc::record_from_wire};
+/// What other services ask of the catalogue in-process; the catalogue
+/// service implements it.
+#[tonic::async_trait]
+pub trait CatalogApi: Send + Sync {
+    /// A type with template `version` (0 = current), as `who` may read it.
+    async fn get(&self, who: &Principal, code: &str, version: u32) -> Result<LicenceTypeRecord, ServiceError>;
+}
 
 /// The catalogue as another service sees it.
 #[derive(Clone)]
 pub enum CatalogClient {
     /// Same process: direct calls on the service's own account.
-    Local(Arc<Catalog>, Principal),
+    Local(Arc<dyn CatalogApi>, Principal),
     /// Split deployment: gRPC with service credentials.
     Remote(CatalogServiceClient<InterceptedService<Channel, ServiceCredentials>>),
 }
@@ -37,7 +44,7 @@ impl CatalogClient {
                     .map_err(|s| ServiceError::from_status(&s))?;
                 let t =
                     resp.into_inner().licence_type.ok_or_else(|| ServiceError::internal("catalog returned no type"))?;
-                record_from_wire(t)
+                LicenceTypeRecord::try_from(t)
             }
         }
     }
