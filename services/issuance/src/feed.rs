@@ -1,16 +1,18 @@
 //! The change feed: every lifecycle event is appended in the same transaction
 //! as the state change it records, under a feed lock so that sequence numbers
 //! become visible in order (a reader at cursor N never misses a smaller
-//! sequence committed later). Readers resume exactly from a cursor.
+//! sequence committed later). Readers resume exactly from a cursor. Events
+//! are written by `write::append_events`, one or many.
 
 use sqlx::AnyConnection;
 use time::OffsetDateTime;
+use zhengzhao_core::EventRecord;
 use zhengzhao_core::{LicenceStatus, LifecycleAction};
 use zhengzhao_proto::ServiceError;
-use zhengzhao_store::{Engine, format_time};
+use zhengzhao_store::Engine;
 
 use crate::record::{EVENT_COLUMNS, EventDetails, FeedEntry, event_from_row, readable};
-use crate::translog::{self, LogLeaf};
+use crate::translog::LogLeaf;
 
 /// Advisory lock key serialising feed appends on PostgreSQL ("ZZFEED").
 const FEED_LOCK: i64 = 0x5A5A_4645_4544;
@@ -45,47 +47,27 @@ pub(crate) struct NewEvent<'a> {
 }
 
 impl NewEvent<'_> {
-    /// The event's transparency-log leaf at `log_index`.
-    pub(crate) fn leaf(&self, log_index: u64) -> LogLeaf {
-        LogLeaf {
-            log_index,
+    /// The event as a record (before the feed gives it a sequence).
+    fn record(&self) -> EventRecord {
+        EventRecord {
+            sequence: 0,
             identifier: self.identifier.to_owned(),
-            kind: self.action.name().to_owned(),
-            status_after: self.status_after.name().to_owned(),
+            kind: self.action,
+            status_after: self.status_after,
             actor: self.actor.to_owned(),
             reason: self.reason.to_owned(),
             details: self.details.clone(),
             backfill: self.backfill,
-            occurred_at: format_time(self.occurred_at),
-            recorded_at: format_time(self.recorded_at),
-            jws_sha256: translog::jws_digest(self.jws),
+            occurred_at: self.occurred_at,
+            recorded_at: self.recorded_at,
         }
     }
-}
 
-/// Appends one event and its transparency-log leaf (the caller holds the
-/// feed lock).
-pub(crate) async fn append(conn: &mut AnyConnection, e: &NewEvent<'_>) -> Result<(), ServiceError> {
-    let index = translog::size(conn).await?;
-    let leaf = e.leaf(index);
-    sqlx::query(
-        "INSERT INTO licence_events (identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, recorded_at, log_index)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(e.identifier)
-    .bind(e.action.name())
-    .bind(e.status_after.name())
-    .bind(e.actor)
-    .bind(e.reason)
-    .bind(serde_json::to_string(&e.details).map_err(ServiceError::internal)?)
-    .bind(i64::from(e.backfill))
-    .bind(format_time(e.occurred_at))
-    .bind(format_time(e.recorded_at))
-    .bind(i64::try_from(index).map_err(ServiceError::internal)?)
-    .execute(&mut *conn)
-    .await
-    .map_err(ServiceError::internal)?;
-    translog::append(conn, index, &[leaf.hash()]).await
+    /// The event's transparency-log leaf at `log_index`: built by the one
+    /// constructor every checker uses ([`LogLeaf::of`]).
+    pub(crate) fn leaf(&self, log_index: u64) -> LogLeaf {
+        LogLeaf::of(&self.record(), log_index, self.jws)
+    }
 }
 
 /// Up to `limit` feed entries after `after`, in order.

@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 use zhengzhao_auth::principal;
 use zhengzhao_core::LicenceDraft;
@@ -180,11 +180,8 @@ impl IssuanceService for IssuanceGrpc {
         req: Request<tonic::Streaming<pb::ImportLicencesRequest>>,
     ) -> Result<Response<pb::ImportLicencesResponse>, Status> {
         let who = principal(&req)?;
-        let mut stream = req.into_inner();
-        let mut cache = crate::import::TypeCache::default();
-        let mut total = crate::import::ImportOutcome::default();
-        let mut storing: Option<tokio::task::JoinHandle<Result<crate::import::ImportOutcome, ServiceError>>> = None;
-        while let Some(msg) = stream.message().await? {
+        let batches = req.into_inner().map(|msg| {
+            let msg = msg.map_err(|s| ServiceError::from_status(&s))?;
             let rows = msg
                 .rows
                 .into_iter()
@@ -195,19 +192,9 @@ impl IssuanceService for IssuanceGrpc {
                     draft: LicenceDraft::from(r.draft.unwrap_or_default()),
                 })
                 .collect();
-            // Validate and sign this batch while the previous one is stored.
-            let prepared = self.0.prepare_batch(&who, rows, msg.allow_legacy, &mut cache).await?;
-            if let Some(previous) = storing.take() {
-                let stored = previous.await.map_err(ServiceError::internal)??;
-                cache.check_held |= stored.already_present > 0;
-                total.add(stored);
-            }
-            let issuance = self.0.clone();
-            storing = Some(tokio::spawn(async move { issuance.store_batch(prepared).await }));
-        }
-        if let Some(previous) = storing.take() {
-            total.add(previous.await.map_err(ServiceError::internal)??);
-        }
+            Ok(crate::import::ImportBatch { rows, allow_legacy: msg.allow_legacy })
+        });
+        let total = self.0.clone().import(&who, batches).await?;
         tracing::info!(actor = %who.actor(), received = total.received, imported = total.imported,
             already_present = total.already_present, errors = total.errors.len(), "import finished");
         Ok(Response::new(pb::ImportLicencesResponse {

@@ -12,8 +12,8 @@
 //! marked legacy, and stored with the standard check character beside it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
 use zhengzhao_core::date::parse_date;
 use zhengzhao_core::{
@@ -21,11 +21,11 @@ use zhengzhao_core::{
 };
 use zhengzhao_core::{LicenceTypeRecord, TypeStatus};
 use zhengzhao_proto::ServiceError;
-use zhengzhao_store::{Db, format_time, now};
+use zhengzhao_store::{Db, now};
 
 use crate::feed::NewEvent;
 use crate::record::EventDetails;
-use crate::translog;
+use crate::write::{self, NewLicence};
 use crate::{Issuance, LIBRARY_OFFSET, document, feed};
 
 /// Most rows accepted in one batch.
@@ -305,6 +305,35 @@ impl Issuance {
         Ok(PreparedBatch { out, ready, signed, issuer: who.agency.clone(), actor: who.actor() })
     }
 
+    /// Imports a stream of batches as `who`: each batch is validated and
+    /// signed while the previous one is stored, so signing and storing
+    /// overlap. A stream error stops the import after what was stored.
+    pub async fn import<S>(self: Arc<Self>, who: &Principal, mut batches: S) -> Result<ImportOutcome, ServiceError>
+    where
+        S: tokio_stream::Stream<Item = Result<ImportBatch, ServiceError>> + Unpin,
+    {
+        use tokio_stream::StreamExt as _;
+        let mut cache = TypeCache::default();
+        let mut total = ImportOutcome::default();
+        let mut storing: Option<tokio::task::JoinHandle<Result<ImportOutcome, ServiceError>>> = None;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            // Validate and sign this batch while the previous one is stored.
+            let prepared = self.prepare_batch(who, batch.rows, batch.allow_legacy, &mut cache).await?;
+            if let Some(previous) = storing.take() {
+                let stored = previous.await.map_err(ServiceError::internal)??;
+                cache.check_held |= stored.already_present > 0;
+                total.add(stored);
+            }
+            let issuance = self.clone();
+            storing = Some(tokio::spawn(async move { issuance.store_batch(prepared).await }));
+        }
+        if let Some(previous) = storing.take() {
+            total.add(previous.await.map_err(ServiceError::internal)??);
+        }
+        Ok(total)
+    }
+
     /// Stores a prepared batch and its feed events in one transaction.
     pub async fn store_batch(&self, batch: PreparedBatch) -> Result<ImportOutcome, ServiceError> {
         let (out, committed) = store_prepared(&self.db, batch).await?;
@@ -313,6 +342,13 @@ impl Issuance {
         }
         Ok(out)
     }
+}
+
+/// Rows of one message of an import, and whether it accepts legacy identifiers.
+#[derive(Debug, Clone)]
+pub struct ImportBatch {
+    pub rows: Vec<ImportRow>,
+    pub allow_legacy: bool,
 }
 
 /// Stores a prepared batch and its feed events in one transaction; says
@@ -327,15 +363,40 @@ async fn store_prepared(db: &Db, batch: PreparedBatch) -> Result<(ImportOutcome,
     let at = now();
     let mut tx = db.pool.begin().await?;
     feed::lock(&mut tx, db.engine).await?;
-    let inserted = insert_many(&mut tx, &ready, &signed, &issuer, at).await?;
+    let valid = zhengzhao_core::LicenceState::new(LicenceStatus::Valid);
+    let licences: Vec<NewLicence<'_>> = ready
+        .iter()
+        .zip(&signed)
+        .map(|(r, s)| NewLicence {
+            doc: &r.doc,
+            canonical: &r.canonical,
+            signed: s,
+            state: valid,
+            source_key: Some(&r.row.source_key),
+            standard_check: r.standard_check,
+        })
+        .collect();
+    let inserted = write::insert_licences(&mut tx, &licences, at).await?;
     let missed = ready.iter().filter(|r| !inserted.contains(&r.doc.identifier)).map(|r| r.row.source_key.as_str());
     let held = held_source_keys(&mut tx, &issuer, missed).await?;
     let mut events = Vec::with_capacity(inserted.len());
     for (r, s) in ready.iter().zip(&signed) {
         if inserted.contains(&r.doc.identifier) {
+            // An aggregated licence was issued on its issue date (00:00 CST).
             let occurred_at =
                 parse_date(&r.doc.issue_date).map(|d| d.midnight().assume_offset(LIBRARY_OFFSET)).unwrap_or(at);
-            events.push((r.doc.identifier.as_str(), occurred_at, s.jws.as_str()));
+            events.push(NewEvent {
+                identifier: &r.doc.identifier,
+                action: LifecycleAction::Issue,
+                status_after: LicenceStatus::Valid,
+                actor: &actor,
+                reason: IMPORT_REASON,
+                details: EventDetails::default(),
+                backfill: false,
+                occurred_at,
+                recorded_at: at,
+                jws: &s.jws,
+            });
             out.imported += 1;
             out.legacy += u64::from(r.legacy());
         } else if held.contains(&r.row.source_key) {
@@ -348,111 +409,12 @@ async fn store_prepared(db: &Db, batch: PreparedBatch) -> Result<(ImportOutcome,
             ));
         }
     }
-    append_many(&mut tx, &events, &actor, at).await?;
+    write::append_events(&mut tx, &events).await?;
     tx.commit().await?;
     Ok((out, true))
 }
 
-const LICENCE_INSERT_COLUMNS: usize = 18;
-
-/// Inserts the rows that do not collide; returns the identifiers inserted.
-async fn insert_many(
-    conn: &mut sqlx::AnyConnection,
-    ready: &[Ready],
-    signed: &[zhengzhao_crypto::published::Signed],
-    issuer: &str,
-    at: OffsetDateTime,
-) -> Result<BTreeSet<String>, ServiceError> {
-    let mut inserted = BTreeSet::new();
-    let at_text = format_time(at);
-    for (part, sigs) in ready.chunks(MAX_BATCH_ROWS).zip(signed.chunks(MAX_BATCH_ROWS)) {
-        let mut sql = String::from(
-            "INSERT INTO licences (identifier, type_code, issuer_code, serial, version, template_version, holder_id_type,
-                holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at, source_key,
-                legacy_identifier, standard_check) VALUES ",
-        );
-        sql.push_str(&values_list(part.len(), LICENCE_INSERT_COLUMNS));
-        sql.push_str(" ON CONFLICT DO NOTHING RETURNING identifier");
-        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-        for (r, s) in part.iter().zip(sigs) {
-            let version =
-                LicenceId::parse_allowing_legacy(&r.doc.identifier).map(|id| i64::from(id.version())).unwrap_or(1);
-            q = q
-                .bind(r.doc.identifier.clone())
-                .bind(r.doc.type_code.clone())
-                .bind(issuer.to_owned())
-                .bind(r.doc.licence_number.clone())
-                .bind(version)
-                .bind(i64::from(r.doc.template_version))
-                .bind(r.doc.holder.id_type_code.clone())
-                .bind(r.doc.holder.id_number.clone())
-                .bind(LicenceStatus::Valid.name())
-                .bind(r.doc.valid_until.clone())
-                .bind(String::from_utf8(r.canonical.clone()).map_err(ServiceError::internal)?)
-                .bind(s.jws.clone())
-                .bind(s.key_id.clone())
-                .bind(at_text.clone())
-                .bind(at_text.clone())
-                .bind(r.row.source_key.clone())
-                .bind(i64::from(r.legacy()))
-                .bind(r.standard_check.map(String::from));
-        }
-        inserted.extend(q.fetch_all(&mut *conn).await?);
-    }
-    Ok(inserted)
-}
-
-const EVENT_INSERT_COLUMNS: usize = 10;
 const IMPORT_REASON: &str = "aggregated historical licence";
-
-/// Appends the issue events of imported licences `(identifier, occurred_at,
-/// jws)` and their transparency-log leaves (the caller holds the feed lock).
-async fn append_many(
-    conn: &mut sqlx::AnyConnection,
-    events: &[(&str, OffsetDateTime, &str)],
-    actor: &str,
-    at: OffsetDateTime,
-) -> Result<(), ServiceError> {
-    let at_text = format_time(at);
-    let start = translog::size(conn).await?;
-    let mut leaves = Vec::with_capacity(events.len());
-    for (i, part) in events.chunks(1000).enumerate() {
-        let mut sql = String::from(
-            "INSERT INTO licence_events (identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, recorded_at, log_index) VALUES ",
-        );
-        sql.push_str(&values_list(part.len(), EVENT_INSERT_COLUMNS));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (j, (identifier, occurred_at, jws)) in part.iter().enumerate() {
-            let index = start + (i * 1000 + j) as u64;
-            let event = NewEvent {
-                identifier,
-                action: LifecycleAction::Issue,
-                status_after: LicenceStatus::Valid,
-                actor,
-                reason: IMPORT_REASON,
-                details: EventDetails::default(),
-                backfill: false,
-                occurred_at: *occurred_at,
-                recorded_at: at,
-                jws,
-            };
-            leaves.push(event.leaf(index).hash());
-            q = q
-                .bind((*identifier).to_owned())
-                .bind(event.action.name())
-                .bind(event.status_after.name())
-                .bind(actor.to_owned())
-                .bind(IMPORT_REASON)
-                .bind("{}")
-                .bind(0_i64)
-                .bind(format_time(*occurred_at))
-                .bind(at_text.clone())
-                .bind(i64::try_from(index).map_err(ServiceError::internal)?);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    translog::append(conn, start, &leaves).await
-}
 
 /// The source keys among `keys` that `issuer` already holds.
 async fn held_source_keys<'a>(
@@ -478,17 +440,6 @@ async fn held_source_keys<'a>(
         held.extend(q.fetch_all(&mut *conn).await?);
     }
     Ok(held)
-}
-
-/// `($1, ..., $c), ($c+1, ...)`: placeholders for `rows` rows of `columns` values.
-fn values_list(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let marks: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
-            format!("({})", marks.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
@@ -579,7 +530,7 @@ mod tests {
                 for table in ["licences", "licence_events"] {
                     assert_eq!(count(&db, table).await?, 0, "{engine}: {table} after {signatures} signatures");
                 }
-                assert_eq!(translog::size(&mut *db.pool.acquire().await?).await?, 0, "{engine}");
+                assert_eq!(crate::translog::size(&mut *db.pool.acquire().await?).await?, 0, "{engine}");
             }
             assert!(check_signed(3, 2).is_err() && check_signed(3, 3).is_ok());
             // The same batch, signed whole, lands whole.

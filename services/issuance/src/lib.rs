@@ -14,6 +14,7 @@ pub mod import;
 pub mod outage;
 mod record;
 pub mod translog;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -250,9 +251,9 @@ impl Issuance {
         let mut tx = self.db.pool.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
         insert_licence(&mut tx, &doc, &canonical, &signed, state, at).await?;
-        feed::append(
+        write::append_events(
             &mut tx,
-            &NewEvent {
+            &[NewEvent {
                 identifier: &doc.identifier,
                 action: LifecycleAction::Issue,
                 status_after: state.status,
@@ -263,7 +264,7 @@ impl Issuance {
                 occurred_at: at,
                 recorded_at: at,
                 jws: &signed.jws,
-            },
+            }],
         )
         .await?;
         remember(&mut tx, who, idempotency_key, "issue", &request_digest, &doc.identifier, at).await?;
@@ -369,9 +370,9 @@ impl Issuance {
             .execute(&mut *tx)
             .await?;
         }
-        feed::append(
+        write::append_events(
             &mut tx,
-            &NewEvent {
+            &[NewEvent {
                 identifier,
                 action,
                 status_after: next.status,
@@ -382,7 +383,7 @@ impl Issuance {
                 occurred_at,
                 recorded_at: at,
                 jws: &current.jws,
-            },
+            }],
         )
         .await?;
         remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, identifier, at).await?;
@@ -582,25 +583,25 @@ impl Issuance {
         update_state(&mut tx, &current, next, Some((&doc.identifier, successor_from)), at).await?;
         insert_licence(&mut tx, &doc, &canonical, &signed, fresh, at).await?;
         let actor = who.actor();
-        for (identifier, status_after, related, jws) in [
+        let events: Vec<NewEvent<'_>> = [
             (current.identifier.as_str(), next.status, &doc.identifier, current.jws.as_str()),
             (doc.identifier.as_str(), fresh.status, &current.identifier, signed.jws.as_str()),
-        ] {
-            let details = EventDetails { related_identifier: Some(related.clone()), ..Default::default() };
-            let e = NewEvent {
-                identifier,
-                action,
-                status_after,
-                actor: &actor,
-                reason: &reason,
-                details,
-                backfill,
-                occurred_at,
-                recorded_at: at,
-                jws,
-            };
-            feed::append(&mut tx, &e).await?;
-        }
+        ]
+        .into_iter()
+        .map(|(identifier, status_after, related, jws)| NewEvent {
+            identifier,
+            action,
+            status_after,
+            actor: &actor,
+            reason: &reason,
+            details: EventDetails { related_identifier: Some(related.clone()), ..Default::default() },
+            backfill,
+            occurred_at,
+            recorded_at: at,
+            jws,
+        })
+        .collect();
+        write::append_events(&mut tx, &events).await?;
         remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, &doc.identifier, at).await?;
         remember_state(&mut tx, who, &req.idempotency_key, fresh).await?;
         tx.commit().await?;
@@ -662,6 +663,8 @@ impl Issuance {
                 return Ok(total);
             }
             let at = now();
+            let actor = who.actor();
+            let mut expired = Vec::with_capacity(ids.len());
             let mut tx = self.db.pool.begin().await?;
             feed::lock(&mut tx, self.db.engine).await?;
             for (identifier, jws, valid_until) in &ids {
@@ -678,23 +681,22 @@ impl Issuance {
                     .await
                     ?;
                 if done.rows_affected() == 1 {
-                    let reason = "validity period ended";
-                    let e = NewEvent {
+                    expired.push(NewEvent {
                         identifier,
                         action: LifecycleAction::Expire,
                         status_after: LicenceStatus::Expired,
-                        actor: &who.actor(),
-                        reason,
+                        actor: &actor,
+                        reason: "validity period ended",
                         details: EventDetails::default(),
                         backfill: false,
                         occurred_at: ended,
                         recorded_at: at,
                         jws,
-                    };
-                    feed::append(&mut tx, &e).await?;
-                    total += 1;
+                    });
                 }
             }
+            write::append_events(&mut tx, &expired).await?;
+            total += expired.len();
             tx.commit().await?;
             self.appended.notify_waiters();
         }
@@ -850,43 +852,19 @@ async fn insert_licence(
     state: LicenceState,
     at: OffsetDateTime,
 ) -> Result<(), ServiceError> {
-    let id = parse_identifier("identifier", &doc.identifier)?;
-    let inserted = sqlx::query(
-        "INSERT INTO licences (identifier, type_code, issuer_code, serial, version, template_version, holder_id_type,
-            holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at, replaces,
-            reported_lost, mortgaged)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17)",
-    )
-    .bind(&doc.identifier)
-    .bind(&doc.type_code)
-    .bind(&doc.issuer.code)
-    .bind(&doc.licence_number)
-    .bind(i64::from(id.version()))
-    .bind(i64::from(doc.template_version))
-    .bind(&doc.holder.id_type_code)
-    .bind(&doc.holder.id_number)
-    .bind(state.status.name())
-    .bind(doc.valid_until.clone())
-    .bind(canonical)
-    .bind(&signed.jws)
-    .bind(&signed.key_id)
-    .bind(format_time(at))
-    .bind(doc.replaces.clone())
-    .bind(i64::from(state.lost))
-    .bind(i64::from(state.mortgaged))
-    .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(_) => Ok(()),
-        Err(e) if zhengzhao_store::is_unique_violation(&e) => Err(IssuanceError::AlreadyIssued {
-            number: doc.licence_number.clone(),
-            version: id.version(),
-            type_code: doc.type_code.clone(),
-            issuer: doc.issuer.code.clone(),
-        }
-        .into()),
-        Err(e) => Err(ServiceError::from(e)),
+    let canonical = canonical.as_bytes();
+    let licence = write::NewLicence { doc, canonical, signed, state, source_key: None, standard_check: None };
+    if write::insert_licences(conn, &[licence], at).await?.contains(&doc.identifier) {
+        return Ok(());
     }
+    let id = parse_identifier("identifier", &doc.identifier)?;
+    Err(IssuanceError::AlreadyIssued {
+        number: doc.licence_number.clone(),
+        version: id.version(),
+        type_code: doc.type_code.clone(),
+        issuer: doc.issuer.code.clone(),
+    }
+    .into())
 }
 
 /// Writes a new state, guarded by the state read (a concurrent change fails).
