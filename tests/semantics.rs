@@ -5,8 +5,10 @@
 
 use tonic::Code;
 use zhengzhao_auth::Role;
-use zhengzhao_e2e::fixtures::{draft, imported, issue, libraries, published_type, violated_fields};
-use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER, Library};
+use zhengzhao_e2e::fixtures::{
+    draft, event, imported, issue, libraries, published_type, record, verify_outcome as verify, violated_fields,
+};
+use zhengzhao_e2e::{ADMIN, ISSUER, Library};
 use zhengzhao_proto::common::v1 as common;
 use zhengzhao_proto::issuance::v1 as issuance;
 use zhengzhao_proto::verification::v1 as verification;
@@ -14,30 +16,6 @@ use zhengzhao_proto::verification::v1 as verification;
 type Result = anyhow::Result<()>;
 use issuance::EventKind as K;
 use verification::VerificationOutcome as O;
-
-fn event(id: &str, kind: K, reason: &str) -> issuance::RecordEventRequest {
-    issuance::RecordEventRequest {
-        identifier: id.into(),
-        kind: kind as i32,
-        reason: reason.into(),
-        ..Default::default()
-    }
-}
-
-async fn record(lib: &Library, r: issuance::RecordEventRequest) -> std::result::Result<common::Licence, tonic::Status> {
-    lib.issuance(Role::Issuer, ISSUER).record_event(r).await.map(|r| r.into_inner().licence.unwrap_or_default())
-}
-
-async fn verify(lib: &Library, id: &str) -> anyhow::Result<(O, String)> {
-    let v = lib
-        .verification(Role::Consumer, CONSUMER)
-        .verify_licence(verification::VerifyLicenceRequest { identifier: id.into(), include_inclusion_proof: false })
-        .await?
-        .into_inner()
-        .verification
-        .unwrap_or_default();
-    Ok((O::try_from(v.outcome)?, v.detail))
-}
 
 async fn renew(lib: &Library, id: &str, valid_from: &str) -> std::result::Result<common::Licence, tonic::Status> {
     lib.issuance(Role::Issuer, ISSUER)

@@ -7,7 +7,9 @@
 use time::{Duration, OffsetDateTime};
 use tonic::Code;
 use zhengzhao_auth::Role;
-use zhengzhao_e2e::fixtures::{draft, issue, issued_days_ago, libraries, published_type, violated_fields};
+use zhengzhao_e2e::fixtures::{
+    draft, issuance_sql as sql, issue, issued_days_ago, libraries, published_type, violated_fields,
+};
 use zhengzhao_e2e::{ADMIN, ISSUER, Library, OTHER_ISSUER};
 use zhengzhao_proto::convert::timestamp;
 use zhengzhao_proto::issuance::v1 as issuance;
@@ -38,15 +40,6 @@ async fn outages(lib: &Library) -> anyhow::Result<Vec<issuance::Outage>> {
         .await?
         .into_inner()
         .outages)
-}
-
-async fn sql(lib: &Library, statements: &[&str]) -> Result {
-    let db = zhengzhao_store::open(&lib.db.store(), "issuance", &zhengzhao_issuance::MIGRATIONS).await?;
-    for s in statements {
-        sqlx::query(sqlx::AssertSqlSafe(s.to_string())).execute(&db.pool).await?;
-    }
-    db.pool.close().await;
-    Ok(())
 }
 
 #[tokio::test]

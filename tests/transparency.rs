@@ -10,7 +10,7 @@ use std::process::Output;
 use zhengzhao_auth::Role;
 use zhengzhao_crypto::Es256PublicKey;
 use zhengzhao_crypto::merkle;
-use zhengzhao_e2e::fixtures::{draft, issue, libraries, published_type};
+use zhengzhao_e2e::fixtures::{draft, issuance_sql as sql, issue, libraries, published_type};
 use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER, Library};
 use zhengzhao_issuance::translog::{check_inclusion, verify_checkpoint};
 use zhengzhao_proto::issuance::v1 as issuance;
@@ -43,15 +43,6 @@ async fn verify_with_proof(lib: &Library, id: &str) -> anyhow::Result<verificati
         .into_inner()
         .verification
         .unwrap_or_default())
-}
-
-async fn sql(lib: &Library, statements: &[&str]) -> Result {
-    let db = zhengzhao_store::open(&lib.db.store(), "issuance", &zhengzhao_issuance::MIGRATIONS).await?;
-    for s in statements {
-        sqlx::query(sqlx::AssertSqlSafe(s.to_string())).execute(&db.pool).await?;
-    }
-    db.pool.close().await;
-    Ok(())
 }
 
 #[tokio::test]

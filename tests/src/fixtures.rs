@@ -107,3 +107,44 @@ fn uuid_like() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{:X}{n:X}", nanos % 0xFFFF_FFFF_FFFF)
 }
+
+/// A lifecycle event of `kind` on `id`, with `reason`.
+pub fn event(id: &str, kind: issuance::EventKind, reason: &str) -> issuance::RecordEventRequest {
+    issuance::RecordEventRequest {
+        identifier: id.into(),
+        kind: kind as i32,
+        reason: reason.into(),
+        ..Default::default()
+    }
+}
+
+/// Records `r` as the example type's issuer; the licence it answers with.
+pub async fn record(lib: &Library, r: issuance::RecordEventRequest) -> Result<common::Licence, tonic::Status> {
+    lib.issuance(Role::Issuer, ISSUER).record_event(r).await.map(|r| r.into_inner().licence.unwrap_or_default())
+}
+
+/// Verifies `id` as a consumer: the outcome and its detail.
+pub async fn verify_outcome(
+    lib: &Library,
+    id: &str,
+) -> anyhow::Result<(zhengzhao_proto::verification::v1::VerificationOutcome, String)> {
+    use zhengzhao_proto::verification::v1 as verification;
+    let v = lib
+        .verification(Role::Consumer, crate::CONSUMER)
+        .verify_licence(verification::VerifyLicenceRequest { identifier: id.into(), include_inclusion_proof: false })
+        .await?
+        .into_inner()
+        .verification
+        .unwrap_or_default();
+    Ok((verification::VerificationOutcome::try_from(v.outcome)?, v.detail))
+}
+
+/// Runs `statements` on the issuance database behind the library's back.
+pub async fn issuance_sql(lib: &Library, statements: &[&str]) -> anyhow::Result<()> {
+    let db = zhengzhao_store::open(&lib.db.store(), "issuance", &zhengzhao_issuance::MIGRATIONS).await?;
+    for s in statements {
+        zhengzhao_store::sqlx::query(zhengzhao_store::sqlx::AssertSqlSafe(s.to_string())).execute(&db.pool).await?;
+    }
+    db.pool.close().await;
+    Ok(())
+}
