@@ -15,6 +15,7 @@ pub mod draft;
 pub mod holder;
 pub mod identifier;
 pub mod mod3736;
+pub mod page;
 pub mod record;
 pub mod status;
 pub mod template;

@@ -343,20 +343,10 @@ impl Catalog {
         if !code.is_empty() {
             parse_code(code)?;
         }
-        let size = page_size(page_size_asked)?;
-        let before: i64 = if page_token.is_empty() {
-            i64::MAX
-        } else {
-            page_token.parse().map_err(|_| ServiceError::invalid("page_token", "not a token this listing returned"))?
-        };
+        let page = zhengzhao_core::page::Page::parse(page_size_asked, page_token, MAX_PAGE_SIZE)?;
         let mut conn = self.db.pool.acquire().await?;
-        let mut out = rows::changes(&mut conn, code, before, i64::from(size) + 1).await?;
-        let next = if out.len() > size as usize {
-            out.truncate(size as usize);
-            out.last().map(|r| r.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let mut out = rows::changes(&mut conn, code, page.before, page.fetch_limit()).await?;
+        let next = page.finish(&mut out, |r| r.id);
         Ok((out, next))
     }
 

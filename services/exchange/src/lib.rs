@@ -141,26 +141,15 @@ impl Exchange {
         page_token: &str,
     ) -> Result<(Vec<UsageRecord>, String), ServiceError> {
         authorize(who, &Action::ReadUsageLog)?;
-        let size = match page_size {
-            0 => 100,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(ServiceError::invalid("page_size", format!("at most {MAX_PAGE_SIZE}")));
-            }
-            n => n,
-        };
-        let before: i64 = if page_token.is_empty() {
-            i64::MAX
-        } else {
-            page_token.parse().map_err(|_| ServiceError::invalid("page_token", "not a token this listing returned"))?
-        };
+        let page = zhengzhao_core::page::Page::parse(page_size, page_token, MAX_PAGE_SIZE)?;
         let rows = sqlx::query(
             "SELECT id, consumer_code, consumer_role, identifier, use_cause, service_item_code, case_number, decision,
                     refusal_reason, accessed_at
              FROM usage_log WHERE id < $1 AND ($2 = '' OR identifier = $2) ORDER BY id DESC LIMIT $3",
         )
-        .bind(before)
+        .bind(page.before)
         .bind(identifier)
-        .bind(i64::from(size) + 1)
+        .bind(page.fetch_limit())
         .fetch_all(&self.db.pool)
         .await?;
         let mut out = rows
@@ -182,12 +171,7 @@ impl Exchange {
                 })
             })
             .collect::<Result<Vec<_>, ServiceError>>()?;
-        let next = if out.len() > size as usize {
-            out.truncate(size as usize);
-            out.last().map(|r| r.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next = page.finish(&mut out, |r| r.id);
         Ok((out, next))
     }
 }
