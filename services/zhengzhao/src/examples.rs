@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use proptest::strategy::{Strategy, ValueTree};
+use regex_syntax::hir::{Class, Hir, HirKind};
 use zhengzhao_core::{FieldKind, Holder, HolderCategory, LicenceDraft, LicenceTypeDefinition};
 
 /// Issuer used by the example definition unless another is given.
@@ -37,18 +37,63 @@ pub fn definition(issuer: &str) -> anyhow::Result<LicenceTypeDefinition> {
     Ok(def)
 }
 
-/// A value that satisfies `pattern` (and `max_length`), found by generating
-/// candidates from the pattern.
+/// A value that satisfies `pattern` (and `max_length`): the shortest the
+/// pattern allows, each class giving one of its first printable characters
+/// in turn (`JY[0-9]{14}` gives `JY01234567890123`).
 fn matching(pattern: &str, max_length: Option<u32>) -> anyhow::Result<String> {
-    let strategy = proptest::string::string_regex(pattern).map_err(|e| anyhow::anyhow!("pattern {pattern}: {e}"))?;
-    let mut runner = proptest::test_runner::TestRunner::deterministic();
-    for _ in 0..100 {
-        let value = strategy.new_tree(&mut runner).map_err(|e| anyhow::anyhow!("pattern {pattern}: {e}"))?.current();
-        if max_length.is_none_or(|m| value.chars().count() <= m as usize) && !value.chars().any(char::is_control) {
-            return Ok(value);
+    let hir = regex_syntax::Parser::new().parse(pattern).map_err(|e| anyhow::anyhow!("pattern {pattern}: {e}"))?;
+    let mut value = Shortest::default();
+    if !value.push(&hir) || max_length.is_some_and(|m| value.text.chars().count() > m as usize) {
+        anyhow::bail!("could not make an example value for pattern {pattern}");
+    }
+    Ok(value.text)
+}
+
+/// The shortest text a pattern matches, built up piece by piece.
+#[derive(Default)]
+struct Shortest {
+    text: String,
+    /// How many classes have given a character so far.
+    classes: usize,
+}
+
+impl Shortest {
+    /// Appends the shortest text `hir` matches; false when there is none.
+    fn push(&mut self, hir: &Hir) -> bool {
+        match hir.kind() {
+            HirKind::Empty | HirKind::Look(_) => true,
+            HirKind::Literal(lit) => std::str::from_utf8(&lit.0).map(|text| self.text.push_str(text)).is_ok(),
+            HirKind::Class(Class::Unicode(class)) => {
+                self.pick(class.ranges().iter().flat_map(|r| r.start()..=r.end()).filter(|c| !c.is_control()))
+            }
+            HirKind::Class(Class::Bytes(class)) => self.pick(
+                class.ranges().iter().flat_map(|r| r.start()..=r.end()).filter(u8::is_ascii_graphic).map(char::from),
+            ),
+            HirKind::Repetition(rep) => (0..rep.min).all(|_| self.push(&rep.sub)),
+            HirKind::Capture(capture) => self.push(&capture.sub),
+            HirKind::Concat(parts) => parts.iter().all(|part| self.push(part)),
+            HirKind::Alternation(branches) => branches.iter().any(|branch| {
+                let mut candidate = Shortest { text: String::new(), classes: self.classes };
+                let found = candidate.push(branch);
+                if found {
+                    self.text.push_str(&candidate.text);
+                    self.classes = candidate.classes;
+                }
+                found
+            }),
         }
     }
-    anyhow::bail!("could not make an example value for pattern {pattern}")
+
+    /// Appends one of the first ten of `chars`, the next in turn.
+    fn pick(&mut self, chars: impl Iterator<Item = char>) -> bool {
+        let first: Vec<char> = chars.take(10).collect();
+        let Some(&c) = first.get(self.classes % first.len().max(1)) else {
+            return false;
+        };
+        self.text.push(c);
+        self.classes += 1;
+        true
+    }
 }
 
 /// A licence that is valid for `def`, issued today.
@@ -113,6 +158,16 @@ mod tests {
         let mut d = draft(&def, "2026-11-27").unwrap();
         assert!(d.holder.validate(def.holder_category, time::macros::date!(2026 - 11 - 27)).is_empty());
         def.template.check_values(&d.face_fields).unwrap();
-        assert!(d.face_fields["permit_number"].starts_with("JY"));
+        assert_eq!(d.face_fields["permit_number"], "JY01234567890123");
+    }
+
+    #[test]
+    fn pattern_values_match_their_pattern() {
+        for pattern in ["JY[0-9]{14}", "[A-Z]{2}-\\d+", "(foo|ba+r)?x", "[^\\x00-\\x1f]{3}", "\\w{2,5}@(?i:zz)"] {
+            let value = matching(pattern, Some(20)).unwrap();
+            let full = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+            assert!(full.is_match(&value), "{value:?} does not match {pattern}");
+        }
+        assert!(matching("[a-z]{30}", Some(20)).is_err());
     }
 }

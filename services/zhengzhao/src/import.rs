@@ -52,21 +52,25 @@ pub struct LocalError {
     pub reason: String,
 }
 
-/// The file's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The file's format (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Csv,
+    // JSON Lines.
+    #[value(name = "jsonl", alias = "ndjson", alias = "json-lines")]
     JsonLines,
 }
 
 impl Format {
-    pub fn of(path: &Path, given: Option<&str>) -> anyhow::Result<Self> {
-        let name = given.map(str::to_owned).or_else(|| path.extension().map(|e| e.to_string_lossy().to_lowercase()));
-        match name.as_deref() {
-            Some("csv") => Ok(Format::Csv),
-            Some("jsonl" | "ndjson" | "json-lines") => Ok(Format::JsonLines),
-            _ => bail!("cannot tell the format of {}: use --format csv or --format jsonl", path.display()),
+    /// `given`, or else the format `path`'s extension names.
+    pub fn of(path: &Path, given: Option<Format>) -> anyhow::Result<Self> {
+        if let Some(format) = given {
+            return Ok(format);
         }
+        let extension = path.extension().map(|e| e.to_string_lossy()).unwrap_or_default();
+        <Format as clap::ValueEnum>::from_str(&extension, true).map_err(|_| {
+            anyhow::anyhow!("cannot tell the format of {}: use --format csv or --format jsonl", path.display())
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! `zhengzhao`: the all-in-one server (every service in one process, one
 //! port, embedded SQLite by default) and the operator's command-line client.
-//! Exit codes are listed in `cli.rs` and the README.
+//! Exit codes are listed in `cli/mod.rs` and the README.
 
 #![forbid(unsafe_code)]
 
@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
         // The reader of our output went away (`| head`): nothing more to say.
         Err(e) if cli::stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            cli::note!("error: {}", cli::one_line(&e));
+            cli::output::note!("error: {}", cli::one_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,98 @@
+//! The command line: `serve`, `init`, `token`, and the client commands,
+//! which talk to a running library over gRPC with a bearer token. One module
+//! per noun, each with its arguments beside its handler.
+//!
+//! Exit codes: 0 success (for `verify`, the licence is valid; for `audit`,
+//! the log checks out); 1 the command could not do its work (an input file
+//! that cannot be read or is not what it should be, no token, the server
+//! unreachable or refusing); 2 the command line itself is wrong (clap's
+//! own: an unknown flag, a missing argument, a value that does not parse);
+//! 3 the check ran and the answer is no (`verify`: not valid, including a
+//! malformed identifier or document; `audit`: the log does not check out;
+//! `licence import`: some rows were refused). Output goes through `say!`
+//! ([`output`]): a closed stdout (`| head`) ends the command quietly, with
+//! the exit code it would have had (0 for commands that only print).
+
+mod args;
+mod catalog;
+mod client;
+mod init;
+mod keys;
+mod licence;
+mod log;
+mod outage;
+pub mod output;
+mod token;
+mod usage;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use output::{one_line, stdout_closed};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zhengzhao",
+    version,
+    about = "Zhengzhao electronic-licence library (电子证照库): server and operator CLI"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    client: client::ClientArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in one process on one port (SQLite under --data-dir unless --database-url).
+    Serve(zhengzhao_server::ServeArgs),
+    /// Create --data-dir (mode 0700) with a new library's keys (serve does this
+    /// too for the embedded default). Keys are created only in an empty directory.
+    Init(init::InitArgs),
+    /// Mint a bearer token with the operator's token key in --data-dir; or
+    /// revoke one, or rotate the token key.
+    Token(token::TokenArgs),
+    /// Licence types (catalogue).
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
+    /// Licences: issue, read, cancel, use.
+    #[command(subcommand)]
+    Licence(licence::LicenceCommand),
+    /// Issuer public keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Outages and the 3-working-day catch-up rule.
+    #[command(subcommand)]
+    Outage(outage::OutageCommand),
+    /// Verify a licence by identifier, or a signed document; exit 0 only when valid (3 when not).
+    Verify(log::VerifyArgs),
+    /// The transparency log of issuance: checkpoints and proofs.
+    #[command(subcommand)]
+    Log(log::LogCommand),
+    /// Check the library's log is consistent with an earlier checkpoint and
+    /// that the listed licences are in it; exit 0 when it is, 3 when not.
+    Audit(log::AuditArgs),
+    /// Read the usage log (administrators and auditors).
+    UsageLog(usage::UsageLogArgs),
+}
+
+/// Runs the command; the exit code says how it went (see above).
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = &cli.client;
+    match cli.command {
+        Command::Serve(args) => zhengzhao_server::run("all-in-one", &args, zhengzhao::serve::build).await?,
+        Command::Init(args) => init::run(args)?,
+        Command::Token(t) => token::run(client, t).await?,
+        Command::Catalog(cmd) => catalog::run(client, cmd).await?,
+        Command::Licence(cmd) => return licence::run(client, cmd).await,
+        Command::Keys(cmd) => keys::run(client, cmd).await?,
+        Command::Outage(cmd) => outage::run(client, cmd).await?,
+        Command::Log(cmd) => log::log(client, cmd).await?,
+        Command::Audit(a) => return log::audit(client, a).await,
+        Command::Verify(v) => return log::verify(client, v).await,
+        Command::UsageLog(u) => usage::run(client, u).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
