@@ -62,8 +62,9 @@ pub enum CatalogCommand {
     },
     /// Change a type's own fields from FILE (a licence-type definition, or
     /// what `catalog get` prints): name, defining authority's name and level,
-    /// service items, validity, issuing level, issuers, and holder category
-    /// while a draft. The code and the template stay: a template in FILE is
+    /// service items, validity, issuing level, issuers, renewal window,
+    /// whether a failed annual check suspends, and holder category while a
+    /// draft. The code and the template stay: a template in FILE is
     /// not applied (use `catalog revise`). Recorded in the change log.
     ReviseType {
         code: String,
