@@ -6,9 +6,10 @@
 
 use std::fmt::Write as _;
 
-use tracing_subscriber::field::MakeExt;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
-use tracing_subscriber::fmt::format::{Writer, debug_fn};
+use tracing_subscriber::fmt::format::Writer;
 
 /// Whether `c` could change how a log line reads: control characters, the
 /// Unicode line and paragraph separators, and bidirectional overrides.
@@ -53,17 +54,53 @@ fn value(text: &str) -> String {
 }
 
 /// The text format's field formatter: `name=value`, space-delimited, with
-/// values escaped; the message goes first without its name.
-pub fn fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
-    debug_fn(|w: &mut Writer<'_>, field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
-        let text = format!("{value:?}");
-        if field.name() == "message" {
-            w.write_str(&escape(&text))
-        } else {
-            write!(w, "{field}={}", self::value(&text))
+/// values escaped; the message goes first without its name. A string field
+/// is written as it is when plain (`service=issuance`), quoted otherwise.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EscapedFields;
+
+/// The text format's field formatter (see [`EscapedFields`]).
+pub fn fields() -> EscapedFields {
+    EscapedFields
+}
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> std::fmt::Result {
+        let mut visitor = Visitor { writer: &mut writer, first: true, result: Ok(()) };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct Visitor<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl Visitor<'_, '_> {
+    fn write(&mut self, field: &Field, text: &str) {
+        if self.result.is_err() {
+            return;
         }
-    })
-    .delimited(" ")
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{separator}{}", escape(text))
+        } else {
+            write!(self.writer, "{separator}{field}={}", value(text))
+        };
+    }
+}
+
+impl Visit for Visitor<'_, '_> {
+    fn record_str(&mut self, field: &Field, text: &str) {
+        self.write(field, text);
+    }
+
+    fn record_debug(&mut self, field: &Field, v: &dyn std::fmt::Debug) {
+        self.write(field, &format!("{v:?}"));
+    }
 }
 
 /// The text-format log layer every process installs, writing to `writer`.
@@ -103,13 +140,14 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(text_layer(false, move || writer.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let forged = "91350100M000100Y43\n2026-12-04T00:00:00Z  INFO forged: licence revoked\x1b[2J";
-            tracing::info!(identifier = %forged, cause = ?forged, reason = %"x actor=admin", "licence issued");
+            tracing::info!(identifier = %forged, cause = ?forged, reason = %"x actor=admin", service = "issuance", "licence issued");
         });
         let text = String::from_utf8(buffer.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains(r#"licence issued identifier="91350100M000100Y43\u{a}2026"#), "{text}");
         assert!(text.contains(r"\u{1b}[2J"), "{text}");
         assert!(text.contains(r#"reason="x actor=admin""#), "{text}");
+        assert!(text.contains(" service=issuance"), "a plain string stays plain: {text}");
         assert!(!text.contains('\x1b'), "{text}");
     }
 
