@@ -8,19 +8,20 @@
 
 mod document;
 pub mod error;
+mod expiry;
 mod feed;
 pub mod grpc;
+mod idempotency;
 pub mod import;
 pub mod outage;
 mod record;
 pub mod translog;
+mod versions;
 mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::Digest;
-use sqlx::Row;
 use time::{Date, OffsetDateTime};
 use tokio::sync::Notify;
 use zhengzhao_auth::{Action, Principal, authorize};
@@ -28,15 +29,17 @@ use zhengzhao_clients::{CatalogClient, SigningClient};
 use zhengzhao_core::date::{format_date, parse_date};
 use zhengzhao_core::status::transition;
 use zhengzhao_core::{
-    BoundedText, LicenceDocument, LicenceDraft, LicenceId, LicenceState, LicenceStatus, LicenceTypeRecord,
-    LifecycleAction, Reason, TypeCode,
+    BoundedText, LicenceDocument, LicenceDraft, LicenceId, LicenceState, LicenceTypeRecord, LifecycleAction, Reason,
+    TypeCode,
 };
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{Db, Migrations, StoreConfig, format_time, now};
 
 pub use error::IssuanceError;
 use feed::NewEvent;
+use idempotency::{check_idempotency_key, digest, remember, remember_state};
 pub use record::{EventDetails, EventRecord, FeedEntry, LastCheck, LicenceRecord, started};
+use versions::refuse_replaced;
 pub use zhengzhao_clients::IssuanceClient;
 
 static PG: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -84,25 +87,6 @@ pub fn parse_identifier(field: &str, s: &str) -> Result<LicenceId, ServiceError>
     Ok(LicenceId::parse_held(field, s)?)
 }
 
-fn digest(parts: &[&str]) -> String {
-    let mut h = sha2::Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(h.finalize())
-}
-
-fn check_idempotency_key(key: &str) -> Result<(), ServiceError> {
-    if key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(|c| c.is_control()) {
-        return Err(ServiceError::invalid(
-            "idempotency_key",
-            format!("at most {MAX_IDEMPOTENCY_KEY} bytes, no control characters"),
-        ));
-    }
-    Ok(())
-}
-
 fn check_occurred(occurred_at: Option<OffsetDateTime>, at: OffsetDateTime) -> Result<OffsetDateTime, ServiceError> {
     let t = occurred_at.unwrap_or(at);
     if t > at + time::Duration::minutes(5) {
@@ -115,45 +99,11 @@ fn refused(e: zhengzhao_core::TransitionError) -> ServiceError {
     IssuanceError::from(e).into()
 }
 
-/// The day a renewal of `current` starts: the day after its end date, or
-/// today for a licence that has expired (within its type's renewal window of
-/// `window` days after the end).
-fn renewal_start(current: &LicenceRecord, today: Date, window: u32) -> Result<Date, ServiceError> {
-    let Some(end) = current.valid_until else {
-        return Err(IssuanceError::LongTerm(current.identifier.clone()).into());
-    };
-    if current.status == LicenceStatus::Expired {
-        let closes = end + time::Duration::days(i64::from(window));
-        if today > closes {
-            return Err(IssuanceError::RenewalClosed {
-                identifier: current.identifier.clone(),
-                ended: format_date(end),
-                closed: format_date(closes),
-                window,
-            }
-            .into());
-        }
-        return Ok(today);
-    }
-    end.next_day().ok_or_else(|| IssuanceError::EndOfTime.into())
-}
-
 /// A time as messages show it: China Standard Time, to the second.
 pub(crate) fn shown(t: OffsetDateTime) -> String {
     let t = t.checked_to_offset(LIBRARY_OFFSET).unwrap_or(t);
     let t = t.replace_nanosecond(0).unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-/// Events go to the current version: a replaced one takes none, even while
-/// it stays in force awaiting its successor.
-fn refuse_replaced(current: &LicenceRecord) -> Result<(), ServiceError> {
-    match &current.superseded_by {
-        Some(next) => {
-            Err(IssuanceError::Superseded { identifier: current.identifier.clone(), next: next.clone() }.into())
-        }
-        None => Ok(()),
-    }
 }
 
 /// What a lifecycle request asks for, beyond its kind.
@@ -394,222 +344,6 @@ impl Issuance {
         self.fetch(identifier).await
     }
 
-    /// The version at the end of `licence`'s chain of replacements.
-    async fn current_version(&self, mut licence: LicenceRecord) -> Result<LicenceRecord, ServiceError> {
-        for _ in 0..=999 {
-            match licence.superseded_by.clone() {
-                Some(next) => licence = self.fetch(&next).await?,
-                None => return Ok(licence),
-            }
-        }
-        Err(ServiceError::internal(format!("licence {} has a cycle of replacements", licence.identifier)))
-    }
-
-    /// Replaces (补发) a licence reported lost: the next version, with the
-    /// same content and validity and today's issue date; the lost version
-    /// is superseded (and so no longer verifies), a mortgage carries over.
-    async fn replace(
-        &self,
-        who: &Principal,
-        identifier: &str,
-        req: &EventRequest,
-    ) -> Result<LicenceRecord, ServiceError> {
-        if !req.result.is_empty() || !req.next_due_date.is_empty() {
-            return Err(ServiceError::invalid(
-                "result",
-                "only reviews and inspections carry a result and a next due date",
-            ));
-        }
-        let current = self.fetch(identifier).await?;
-        let old = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
-        let mut draft = document::draft_of(&old);
-        draft.issue_date = format_date(self.clock.today());
-        self.new_version(who, current, draft, LifecycleAction::Replace, req).await
-    }
-
-    /// Changes (变更) a licence: `draft` becomes the next version.
-    pub async fn change(
-        &self,
-        who: &Principal,
-        identifier: &str,
-        mut draft: LicenceDraft,
-        req: &EventRequest,
-    ) -> Result<LicenceRecord, ServiceError> {
-        let id = parse_identifier("identifier", identifier)?;
-        authorize(who, &Action::ChangeLicence { issuer: id.issuer().as_str() })?;
-        let current = self.fetch(identifier).await?;
-        let old = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
-        if draft.type_code != old.type_code {
-            return Err(ServiceError::invalid("draft.type_code", "a change keeps the licence type"));
-        }
-        if draft.serial.is_empty() {
-            draft.serial = old.licence_number.clone();
-        } else if draft.serial != old.licence_number {
-            return Err(ServiceError::invalid("draft.serial", "a change keeps the licence number"));
-        }
-        // A change keeps who holds the licence, when it was issued and how
-        // long it is valid: a transfer or a new period is not a change.
-        let holder = draft.holder.clone();
-        if holder.id_type_code != old.holder.id_type_code || holder.id_number != old.holder.id_number {
-            return Err(ServiceError::invalid(
-                "draft.holder",
-                "a change keeps the holder's identity (ID type and number); a transfer to another holder is not a change",
-            ));
-        }
-        for (name, field, value) in [
-            ("draft.issue_date", &mut draft.issue_date, old.issue_date.clone()),
-            ("draft.valid_from", &mut draft.valid_from, old.valid_from.clone()),
-            ("draft.valid_until", &mut draft.valid_until, old.valid_until.clone().unwrap_or_default()),
-        ] {
-            if field.is_empty() {
-                field.clone_from(&value);
-            } else if *field != value {
-                return Err(ServiceError::invalid(
-                    name,
-                    format!(
-                        "a change keeps it ({}); renew the licence for a new period",
-                        if value.is_empty() { "long-term" } else { &value }
-                    ),
-                ));
-            }
-        }
-        self.new_version(who, current, draft, LifecycleAction::Change, req).await
-    }
-
-    /// Renews (延续) a licence: the next version, with a new validity period.
-    pub async fn renew(
-        &self,
-        who: &Principal,
-        identifier: &str,
-        valid_from: &str,
-        valid_until: &str,
-        req: &EventRequest,
-    ) -> Result<LicenceRecord, ServiceError> {
-        let id = parse_identifier("identifier", identifier)?;
-        authorize(who, &Action::ChangeLicence { issuer: id.issuer().as_str() })?;
-        let current = self.fetch(identifier).await?;
-        let old = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
-        let mut draft = document::draft_of(&old);
-        let day = self.clock.today();
-        draft.issue_date = format_date(day);
-        let window =
-            self.licence_type(&current.type_code, current.template_version).await?.definition.renewal_window_days;
-        let start = renewal_start(&current, day, window)?;
-        if !valid_from.is_empty() {
-            let given = parse_date(valid_from).map_err(|e| ServiceError::invalid("valid_from", e))?;
-            if given != start {
-                return Err(ServiceError::invalid(
-                    "valid_from",
-                    format!(
-                        "a renewal starts on {} ({}): it extends the licence, without a gap or an overlap",
-                        format_date(start),
-                        if current.status == LicenceStatus::Expired {
-                            "today, for an expired licence"
-                        } else {
-                            "the day after the current end date"
-                        }
-                    ),
-                ));
-            }
-        }
-        draft.valid_from = format_date(start);
-        valid_until.clone_into(&mut draft.valid_until);
-        self.new_version(who, current, draft, LifecycleAction::Renew, req).await
-    }
-
-    async fn new_version(
-        &self,
-        who: &Principal,
-        current: LicenceRecord,
-        mut draft: LicenceDraft,
-        action: LifecycleAction,
-        req: &EventRequest,
-    ) -> Result<LicenceRecord, ServiceError> {
-        check_idempotency_key(&req.idempotency_key)?;
-        let reason = Reason::parse_field("reason", &req.reason)?;
-        let at = now();
-        let occurred_at = check_occurred(req.occurred_at, at)?;
-        let request_digest = digest(&[
-            action.name(),
-            &current.identifier,
-            &reason,
-            &req.occurred_at.map(format_time).unwrap_or_default(),
-            &serde_json::to_string(&draft).map_err(ServiceError::internal)?,
-        ]);
-        if let Some(done) = self.replay(who, &req.idempotency_key, action.name(), &request_digest).await? {
-            return Ok(done);
-        }
-        refuse_replaced(&current)?;
-        let next = transition(Some(current.state()), action).map_err(refused)?;
-        self.check_after_last_event(&current, occurred_at).await?;
-        let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;
-        let id = parse_identifier("identifier", &current.identifier)?;
-        let version = id
-            .version()
-            .checked_add(1)
-            .filter(|v| *v <= 999)
-            .ok_or_else(|| IssuanceError::LastVersion(current.identifier.clone()))?;
-        let t = self.licence_type(&draft.type_code, draft.template_version).await?;
-        document::check_issuable(&t, &current.issuer_code)?;
-        let doc = document::build(
-            &t,
-            &mut draft,
-            &current.issuer_code,
-            version,
-            Some(&current.identifier),
-            self.clock.today(),
-        )?;
-        if action == LifecycleAction::Change {
-            let before =
-                LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
-            let as_if_unchanged = LicenceDocument {
-                identifier: doc.identifier.clone(),
-                replaces: doc.replaces.clone(),
-                template_version: doc.template_version,
-                ..before
-            };
-            if as_if_unchanged == doc {
-                return Err(IssuanceError::NothingChanged(current.identifier.clone()).into());
-            }
-        }
-        let (canonical, signed) = self.sign(&current.issuer_code, &doc).await?;
-        // A mortgage carries over to the new version (the pledge is on the
-        // licence, not on one version of it).
-        let mut fresh = transition(None, LifecycleAction::Issue).map_err(refused)?;
-        fresh.mortgaged = current.mortgaged;
-        let mut tx = self.db.pool.begin().await?;
-        feed::lock(&mut tx, self.db.engine).await?;
-        let successor_from = parse_date(&doc.valid_from).map_err(ServiceError::internal)?;
-        update_state(&mut tx, &current, next, Some((&doc.identifier, successor_from)), at).await?;
-        insert_licence(&mut tx, &doc, &canonical, &signed, fresh, at).await?;
-        let actor = who.actor();
-        let events: Vec<NewEvent<'_>> = [
-            (current.identifier.as_str(), next.status, &doc.identifier, current.jws.as_str()),
-            (doc.identifier.as_str(), fresh.status, &current.identifier, signed.jws.as_str()),
-        ]
-        .into_iter()
-        .map(|(identifier, status_after, related, jws)| NewEvent {
-            identifier,
-            action,
-            status_after,
-            actor: &actor,
-            reason: &reason,
-            details: EventDetails { related_identifier: Some(related.clone()), ..Default::default() },
-            backfill,
-            occurred_at,
-            recorded_at: at,
-            jws,
-        })
-        .collect();
-        write::append_events(&mut tx, &events).await?;
-        remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, &doc.identifier, at).await?;
-        remember_state(&mut tx, who, &req.idempotency_key, fresh).await?;
-        tx.commit().await?;
-        self.appended.notify_waiters();
-        tracing::info!(old = %current.identifier, new = %doc.identifier, actor = %actor, action = action.name(), "new licence version");
-        self.fetch(&doc.identifier).await
-    }
-
     /// Reads a licence (status as of today).
     pub async fn get(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError> {
         let id = parse_identifier("identifier", identifier)?;
@@ -643,78 +377,6 @@ impl Issuance {
     /// after `wait` (appends by other replicas are seen by polling).
     pub async fn wait_for_appends(&self, wait: Duration) {
         let _ = tokio::time::timeout(wait, self.appended.notified()).await;
-    }
-
-    /// Records expiry for every valid licence whose validity ended before
-    /// `day`, as `who`; returns how many. Status is right at read time
-    /// without this; the events make the expiry visible in the feed.
-    pub async fn record_expiries(&self, who: &Principal, day: Date) -> Result<usize, ServiceError> {
-        let mut total = 0;
-        loop {
-            let ids: Vec<(String, String, String)> = sqlx::query_as(
-                "SELECT identifier, jws, valid_until FROM licences WHERE status = 'valid' AND valid_until IS NOT NULL AND valid_until < $1
-                 ORDER BY identifier LIMIT 200",
-            )
-            .bind(format_date(day))
-            .fetch_all(&self.db.pool)
-            .await
-            ?;
-            if ids.is_empty() {
-                return Ok(total);
-            }
-            let at = now();
-            let actor = who.actor();
-            let mut expired = Vec::with_capacity(ids.len());
-            let mut tx = self.db.pool.begin().await?;
-            feed::lock(&mut tx, self.db.engine).await?;
-            for (identifier, jws, valid_until) in &ids {
-                // The business time of expiry: the end of the last valid day (CST).
-                let ended = zhengzhao_core::date::read_date(valid_until)
-                    .ok()
-                    .and_then(Date::next_day)
-                    .map(|d| d.midnight().assume_offset(LIBRARY_OFFSET) - time::Duration::microseconds(1))
-                    .unwrap_or(at);
-                let done = sqlx::query("UPDATE licences SET status = 'expired', updated_at = $2 WHERE identifier = $1 AND status = 'valid'")
-                    .bind(identifier)
-                    .bind(format_time(at))
-                    .execute(&mut *tx)
-                    .await
-                    ?;
-                if done.rows_affected() == 1 {
-                    expired.push(NewEvent {
-                        identifier,
-                        action: LifecycleAction::Expire,
-                        status_after: LicenceStatus::Expired,
-                        actor: &actor,
-                        reason: "validity period ended",
-                        details: EventDetails::default(),
-                        backfill: false,
-                        occurred_at: ended,
-                        recorded_at: at,
-                        jws,
-                    });
-                }
-            }
-            write::append_events(&mut tx, &expired).await?;
-            total += expired.len();
-            tx.commit().await?;
-            self.appended.notify_waiters();
-        }
-    }
-
-    /// Runs [`Issuance::record_expiries`] every `every` until the process ends.
-    pub fn spawn_expiry_job(self: Arc<Self>, who: Principal, every: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                match self.record_expiries(&who, self.clock.today()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(expired = n, "expiries recorded"),
-                    Err(e) => tracing::warn!(error = %e, "expiry job failed; will retry"),
-                }
-            }
-        })
     }
 
     /// Refuses a business time before the licence's last recorded event —
@@ -761,87 +423,6 @@ impl Issuance {
         .ok_or_else(|| IssuanceError::NoLicence(identifier.to_owned()))?;
         record::licence_from_row(&row, self.clock.today())
     }
-
-    async fn replay(
-        &self,
-        who: &Principal,
-        key: &str,
-        operation: &str,
-        request_digest: &str,
-    ) -> Result<Option<LicenceRecord>, ServiceError> {
-        let Some((identifier, state)) = self.first_result(who, key, operation, request_digest).await? else {
-            return Ok(None);
-        };
-        let mut licence = self.fetch(&identifier).await?;
-        // Answer as the first request was answered, whatever happened since.
-        if let Some(state) = state.as_deref().and_then(decode_state) {
-            licence.status = state.status;
-            licence.stored_status = state.status;
-            licence.reported_lost = state.lost;
-            licence.mortgaged = state.mortgaged;
-        }
-        Ok(Some(licence))
-    }
-
-    /// What the first request with idempotency `key` produced (an identifier),
-    /// if there was one; refuses a key reused for a different request.
-    pub(crate) async fn first_result(
-        &self,
-        who: &Principal,
-        key: &str,
-        operation: &str,
-        request_digest: &str,
-    ) -> Result<Option<(String, Option<String>)>, ServiceError> {
-        if key.is_empty() {
-            return Ok(None);
-        }
-        let row = sqlx::query("SELECT operation, request_digest, identifier, result_state FROM idempotency_keys WHERE agency = $1 AND idempotency_key = $2")
-            .bind(&who.agency)
-            .bind(key)
-            .fetch_optional(&self.db.pool)
-            .await
-            ?;
-        let Some(row) = row else { return Ok(None) };
-        let op: String = row.try_get("operation")?;
-        let d: String = row.try_get("request_digest")?;
-        if op != operation || d != request_digest {
-            return Err(IssuanceError::KeyReused(key.to_owned()).into());
-        }
-        let identifier: String = row.try_get("identifier")?;
-        let state: Option<String> = row.try_get("result_state")?;
-        Ok(Some((identifier, state)))
-    }
-}
-
-fn encode_state(s: LicenceState) -> String {
-    format!("{},{},{}", s.status.name(), u8::from(s.lost), u8::from(s.mortgaged))
-}
-
-fn decode_state(text: &str) -> Option<LicenceState> {
-    let mut parts = text.split(',');
-    let status = LicenceStatus::from_name(parts.next()?)?;
-    let lost = parts.next()? == "1";
-    let mortgaged = parts.next()? == "1";
-    Some(LicenceState { status, lost, mortgaged })
-}
-
-/// Records the state a request left its licence in, under its idempotency key.
-async fn remember_state(
-    conn: &mut sqlx::AnyConnection,
-    who: &Principal,
-    key: &str,
-    state: LicenceState,
-) -> Result<(), ServiceError> {
-    if key.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("UPDATE idempotency_keys SET result_state = $3 WHERE agency = $1 AND idempotency_key = $2")
-        .bind(&who.agency)
-        .bind(key)
-        .bind(encode_state(state))
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 async fn insert_licence(
@@ -896,37 +477,6 @@ async fn update_state(
         return Err(IssuanceError::ChangedConcurrently(current.identifier.clone()).into());
     }
     Ok(())
-}
-
-async fn remember(
-    conn: &mut sqlx::AnyConnection,
-    who: &Principal,
-    key: &str,
-    operation: &str,
-    request_digest: &str,
-    identifier: &str,
-    at: OffsetDateTime,
-) -> Result<(), ServiceError> {
-    if key.is_empty() {
-        return Ok(());
-    }
-    let r = sqlx::query(
-        "INSERT INTO idempotency_keys (agency, idempotency_key, operation, request_digest, identifier, recorded_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&who.agency)
-    .bind(key)
-    .bind(operation)
-    .bind(request_digest)
-    .bind(identifier)
-    .bind(format_time(at))
-    .execute(&mut *conn)
-    .await;
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) if zhengzhao_store::is_unique_violation(&e) => Err(IssuanceError::KeyInUse(key.to_owned()).into()),
-        Err(e) => Err(ServiceError::from(e)),
-    }
 }
 
 /// Issuance as other services call it in-process.

@@ -209,9 +209,13 @@ impl Issuance {
                 return Err(ServiceError::invalid("ended_at", "in the future"));
             }
         }
-        crate::check_idempotency_key(idempotency_key)?;
-        let request_digest =
-            crate::digest(&[issuer, &format_time(started_at), &ended_at.map(format_time).unwrap_or_default(), cause]);
+        crate::idempotency::check_idempotency_key(idempotency_key)?;
+        let request_digest = crate::idempotency::digest(&[
+            issuer,
+            &format_time(started_at),
+            &ended_at.map(format_time).unwrap_or_default(),
+            cause,
+        ]);
         if let Some((first, _)) = self.first_result(who, idempotency_key, "record_outage", &request_digest).await? {
             return self.outage(first.parse().map_err(ServiceError::internal)?).await;
         }
@@ -228,7 +232,16 @@ impl Issuance {
         .bind(format_time(at))
         .fetch_one(&mut *tx)
         .await?;
-        crate::remember(&mut tx, who, idempotency_key, "record_outage", &request_digest, &id.to_string(), at).await?;
+        crate::idempotency::remember(
+            &mut tx,
+            who,
+            idempotency_key,
+            "record_outage",
+            &request_digest,
+            &id.to_string(),
+            at,
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(outage = id, issuer_code = %issuer, actor = %who.actor(), "outage recorded");
         self.outage(id).await
