@@ -76,19 +76,7 @@ async fn new_template_versions_never_change_licences_issued_under_older_ones() -
         let mut relaxed = current_template(&code);
         relaxed.fields[0].max_length = Some(500);
         relaxed.fields[0].label = "经营项目（范围）".into();
-        relaxed.fields.push(zhengzhao_core::FieldDefinition {
-            key: "remark".into(),
-            label: "备注".into(),
-            kind: zhengzhao_core::FieldKind::Text,
-            required: false,
-            order: 0,
-            max_length: None,
-            pattern: None,
-            values: Vec::new(),
-            max_scale: None,
-            min: None,
-            max: None,
-        });
+        relaxed.fields.push(zhengzhao_core::FieldDefinition::new("remark", "备注", zhengzhao_core::FieldKind::Text));
         if let Some(f) = relaxed.fields.last_mut() {
             f.order = 100;
         }

@@ -25,19 +25,7 @@ async fn wide_type(lib: &Library) -> anyhow::Result<String> {
     let mut def = example_definition();
     def.name = "宽模板许可证".into();
     for i in 0..EXTRA_FIELDS {
-        def.template.fields.push(FieldDefinition {
-            key: format!("count_{i:03}"),
-            label: "数量".into(),
-            kind: FieldKind::Integer,
-            required: false,
-            order: 0,
-            max_length: None,
-            pattern: None,
-            values: Vec::new(),
-            max_scale: None,
-            min: None,
-            max: None,
-        });
+        def.template.fields.push(FieldDefinition::new(format!("count_{i:03}"), "数量", FieldKind::Integer));
     }
     let mut c = lib.catalog(Role::Admin, ADMIN);
     let created = c

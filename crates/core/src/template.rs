@@ -78,6 +78,25 @@ pub struct FieldDefinition {
     pub max: Option<i64>,
 }
 
+impl FieldDefinition {
+    /// An optional field of `kind` with no limits: the start of a definition.
+    pub fn new(key: impl Into<String>, label: impl Into<String>, kind: FieldKind) -> Self {
+        FieldDefinition {
+            key: key.into(),
+            label: label.into(),
+            kind,
+            required: false,
+            order: 0,
+            max_length: None,
+            pattern: None,
+            values: Vec::new(),
+            max_scale: None,
+            min: None,
+            max: None,
+        }
+    }
+}
+
 /// Most fields a template may define.
 pub const MAX_FIELDS: usize = 200;
 /// Longest face field value accepted, whatever the template says.
@@ -424,19 +443,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn field(key: &str, kind: FieldKind) -> FieldDefinition {
-        FieldDefinition {
-            key: key.into(),
-            label: "字段".into(),
-            kind,
-            required: false,
-            order: 0,
-            max_length: None,
-            pattern: None,
-            values: Vec::new(),
-            max_scale: None,
-            min: None,
-            max: None,
-        }
+        FieldDefinition::new(key, "字段", kind)
     }
 
     fn every_kind() -> FaceTemplate {

@@ -317,19 +317,7 @@ mod tests {
             serde_json::from_str(include_str!("../testdata/definition.json")).unwrap();
         let i = def.template.fields.iter().position(|f| f.kind == core::FieldKind::Integer);
         let i = i.unwrap_or_else(|| {
-            def.template.fields.push(core::FieldDefinition {
-                key: "staff_count".into(),
-                label: "从业人员数".into(),
-                kind: core::FieldKind::Integer,
-                required: false,
-                order: 0,
-                max_length: None,
-                pattern: None,
-                values: Vec::new(),
-                max_scale: None,
-                min: None,
-                max: None,
-            });
+            def.template.fields.push(core::FieldDefinition::new("staff_count", "从业人员数", core::FieldKind::Integer));
             def.template.fields.len() - 1
         });
         def.template.fields[i].min = Some(-3);
