@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::Code;
 use zhengzhao_auth::Role;
 use zhengzhao_e2e::fixtures::{
-    draft, event, imported, issue, libraries, published_type, record, verify_outcome as outcome, violated_fields,
+    draft, event, imported, issue, libraries, published_type, record, renew, verify_outcome as outcome, violated_fields,
 };
 use zhengzhao_e2e::{ADMIN, ISSUER, Library, OTHER_ISSUER};
 use zhengzhao_proto::common::v1 as common;
@@ -358,17 +358,7 @@ async fn exactly_one_version_is_valid_across_a_renewal_and_a_change() -> Result 
         // Valid 2026-11-27 to 2031-11-26 (5 years); renewed with no dates,
         // the successor starts the day after: 2031-11-27.
         let v1 = issue(&lib, draft(&code)).await?.identifier;
-        let v2 = lib
-            .issuance(Role::Issuer, ISSUER)
-            .renew_licence(issuance::RenewLicenceRequest {
-                identifier: v1.clone(),
-                reason: "有效期届满前延续".into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .licence
-            .unwrap_or_default();
+        let v2 = renew(&lib, &v1, "").await?;
         assert_eq!(v2.replaces, v1);
         let doc: serde_json::Value = serde_json::from_str(&v2.document_json)?;
         assert_eq!(doc["validFrom"], "2031-11-27", "{engine}");
@@ -446,18 +436,7 @@ async fn a_renewed_version_falls_with_its_successor() -> Result {
         let engine = lib.db.engine();
         let code = published_type(&lib).await?;
         let v1 = issue(&lib, draft(&code)).await?.identifier;
-        let v2 = lib
-            .issuance(Role::Issuer, ISSUER)
-            .renew_licence(issuance::RenewLicenceRequest {
-                identifier: v1.clone(),
-                reason: "延续".into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .licence
-            .unwrap_or_default()
-            .identifier;
+        let v2 = renew(&lib, &v1, "").await?.identifier;
         record(&lib, event(&v2, K::Revoke, "吊销")).await?;
         let (o, detail) = outcome(&lib, &v1).await?;
         assert_eq!(o, O::Superseded, "{engine}: {detail}");
@@ -473,14 +452,11 @@ async fn versions_replaced_before_they_took_effect_never_verify_valid() -> Resul
         let engine = lib.db.engine();
         let code = published_type(&lib).await?;
         let v1 = issue(&lib, draft(&code)).await?.identifier;
-        let renew =
-            |id: String| issuance::RenewLicenceRequest {
-                identifier: id, reason: "延续".into(), ..Default::default()
-            };
         let mut issuer = lib.issuance(Role::Issuer, ISSUER);
-        let v2 = issuer.renew_licence(renew(v1.clone())).await?.into_inner().licence.unwrap_or_default().identifier;
+        let v2 = renew(&lib, &v1, "").await?.identifier;
         // Renewing the pending successor again: still only v1 is in force.
-        let v3 = issuer.renew_licence(renew(v2.clone())).await?.into_inner().licence.unwrap_or_default().identifier;
+        let v3 = renew(&lib, &v2, "").await?.identifier;
+
         assert_eq!(valid_ones(&lib, &[&v1, &v2, &v3]).await?, vec![v1.clone()], "{engine}: after renewing twice");
         assert_eq!(outcome(&lib, &v2).await?.0, O::Superseded, "{engine}: v2 never took effect");
         // A change cannot move the validity (that would start v3 at once

@@ -6,7 +6,7 @@
 use tonic::Code;
 use zhengzhao_auth::Role;
 use zhengzhao_e2e::fixtures::{
-    draft, event, imported, issue, libraries, published_type, record, verify_outcome as verify, violated_fields,
+    draft, event, imported, issue, libraries, published_type, record, renew, verify_outcome as verify, violated_fields,
 };
 use zhengzhao_e2e::{ADMIN, ISSUER, Library};
 use zhengzhao_proto::common::v1 as common;
@@ -16,18 +16,6 @@ use zhengzhao_proto::verification::v1 as verification;
 type Result = anyhow::Result<()>;
 use issuance::EventKind as K;
 use verification::VerificationOutcome as O;
-
-async fn renew(lib: &Library, id: &str, valid_from: &str) -> std::result::Result<common::Licence, tonic::Status> {
-    lib.issuance(Role::Issuer, ISSUER)
-        .renew_licence(issuance::RenewLicenceRequest {
-            identifier: id.into(),
-            valid_from: valid_from.into(),
-            reason: "延续".into(),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().licence.unwrap_or_default())
-}
 
 async fn change(
     lib: &Library,

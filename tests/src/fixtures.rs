@@ -148,3 +148,16 @@ pub async fn issuance_sql(lib: &Library, statements: &[&str]) -> anyhow::Result<
     db.pool.close().await;
     Ok(())
 }
+
+/// Renews `id` as the example type's issuer (`valid_from` empty: the default start).
+pub async fn renew(lib: &Library, id: &str, valid_from: &str) -> Result<common::Licence, tonic::Status> {
+    lib.issuance(Role::Issuer, ISSUER)
+        .renew_licence(issuance::RenewLicenceRequest {
+            identifier: id.into(),
+            valid_from: valid_from.into(),
+            reason: "延续".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().licence.unwrap_or_default())
+}
