@@ -25,7 +25,8 @@ def main() -> int:
     except jws.InvalidJWSSignature as e:
         print(f"signature does not verify: {e}", file=sys.stderr)
         return 1
-    print(json.loads(obj.payload)["identifier"])
+    payload = json.loads(obj.payload)
+    print(payload.get("identifier") or payload["licence"]["identifier"])
     return 0
 
 

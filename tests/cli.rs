@@ -358,14 +358,21 @@ async fn messages_say_what_is_wrong_once_and_where_the_feed_ends() -> anyhow::Re
     assert_eq!(out.lines().count(), 1, "{out}");
 
     // `--limit 0` means the default, as page_size 0 does in the API.
+    // (Refused uses — nothing on this consumer's list — are logged too.)
     let mut ex = lib.exchange(Role::Consumer, CONSUMER);
     for _ in 0..3 {
-        ex.fetch_licence(exchange::FetchLicenceRequest {
-            identifier: a.identifier.clone(),
-            use_cause: "办理食品经营许可延续".into(),
-            ..Default::default()
-        })
-        .await?;
+        let refused = ex
+            .fetch_licence(exchange::FetchLicenceRequest {
+                identifier: a.identifier.clone(),
+                r#use: Some(exchange::UseContext {
+                    use_cause: "办理食品经营许可延续".into(),
+                    service_item_code: "11100000000013338W3000111005000".into(),
+                    case_number: "2026-0003".into(),
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     }
     let zero = ok(&server, Some(&admin), dir, &["usage-log", "--limit", "0"]).await?;
     let default = ok(&server, Some(&admin), dir, &["usage-log"]).await?;

@@ -350,7 +350,17 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
     .await?;
     let exchange = ServerProcess::start(
         "zhengzhao-exchange",
-        &base_in("exchange", &["--issuance-url".into(), issuance.url(), "--catalog-url".into(), catalog.url()]),
+        &base_in(
+            "exchange",
+            &[
+                "--issuance-url".into(),
+                issuance.url(),
+                "--catalog-url".into(),
+                catalog.url(),
+                "--signing-url".into(),
+                signing.url(),
+            ],
+        ),
         &[],
     )
     .await?;

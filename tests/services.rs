@@ -394,20 +394,32 @@ async fn exchange_requires_a_use_cause_and_logs_every_access() -> Result {
         let engine = lib.db.engine();
         let code = published_type(&lib).await?;
         let l = issue(&lib, draft(&code)).await?;
+        lib.exchange(Role::Admin, ADMIN)
+            .create_usage_entry(exchange::CreateUsageEntryRequest {
+                agency_code: CONSUMER.into(),
+                type_code: code.clone(),
+                service_item_code: "11100000000013338W3000111005000".into(),
+                terms: Some(exchange::UsageTerms { purpose: "核验".into(), all_fields: true, ..Default::default() }),
+                ..Default::default()
+            })
+            .await?;
         let fetch = |cause: &str| exchange::FetchLicenceRequest {
             identifier: l.identifier.clone(),
-            use_cause: cause.into(),
-            service_item_code: "SX-001".into(),
-            case_number: "2026-0001".into(),
+            r#use: Some(exchange::UseContext {
+                use_cause: cause.into(),
+                service_item_code: "11100000000013338W3000111005000".into(),
+                case_number: "2026-0001".into(),
+            }),
         };
         let mut consumer = lib.exchange(Role::Consumer, CONSUMER);
         let e = consumer.fetch_licence(fetch("")).await.unwrap_err();
-        assert_eq!(violated_fields(&e), vec!["use_cause".to_owned()], "{engine}");
+        assert_eq!(violated_fields(&e), vec!["use.use_cause".to_owned()], "{engine}");
         let e = consumer.fetch_licence(fetch(&"因".repeat(201))).await.unwrap_err();
-        assert_eq!(violated_fields(&e), vec!["use_cause".to_owned()]);
+        assert_eq!(violated_fields(&e), vec!["use.use_cause".to_owned()]);
         let e = lib.exchange(Role::Issuer, ISSUER).fetch_licence(fetch("查看")).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
-        let got = consumer.fetch_licence(fetch(&"因".repeat(200))).await?.into_inner().licence.unwrap_or_default();
+        let got = consumer.fetch_licence(fetch(&"因".repeat(200))).await?.into_inner().used.unwrap_or_default();
+        let got = got.licence.unwrap_or_default();
         assert_eq!(got.identifier, l.identifier);
         assert_eq!(got.jws, l.jws);
         let mut absent = fetch("办理");
@@ -446,7 +458,7 @@ async fn exchange_requires_a_use_cause_and_logs_every_access() -> Result {
             .list_usage_log(exchange::ListUsageLogRequest {
                 identifier: l.identifier.clone(),
                 page_size: 2,
-                page_token: String::new(),
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -457,6 +469,7 @@ async fn exchange_requires_a_use_cause_and_logs_every_access() -> Result {
                 identifier: l.identifier.clone(),
                 page_size: 10,
                 page_token: page.next_page_token,
+                ..Default::default()
             })
             .await?
             .into_inner();

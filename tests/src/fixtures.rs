@@ -149,6 +149,16 @@ pub async fn issuance_sql(lib: &Library, statements: &[&str]) -> anyhow::Result<
     Ok(())
 }
 
+/// Runs `statements` on the exchange database behind the library's back.
+pub async fn exchange_sql(lib: &Library, statements: &[&str]) -> anyhow::Result<()> {
+    let db = zhengzhao_store::open(&lib.db.store(), "exchange", &zhengzhao_exchange::MIGRATIONS).await?;
+    for s in statements {
+        zhengzhao_store::sqlx::query(zhengzhao_store::sqlx::AssertSqlSafe(s.to_string())).execute(&db.pool).await?;
+    }
+    db.pool.close().await;
+    Ok(())
+}
+
 /// Renews `id` as the example type's issuer (`valid_from` empty: the default start).
 pub async fn renew(lib: &Library, id: &str, valid_from: &str) -> Result<common::Licence, tonic::Status> {
     lib.issuance(Role::Issuer, ISSUER)

@@ -106,6 +106,29 @@ impl Library {
         self.tokens.mint(agency, role, Duration::from_secs(3600)).expect("test agencies are valid codes")
     }
 
+    /// A token for `agency` in `role` that names the person acting.
+    pub fn token_for(&self, role: Role, agency: &str, operator: &str) -> String {
+        self.tokens
+            .issue_for(agency, role, Duration::from_secs(3600), operator)
+            .expect("test agencies and operators are valid")
+            .token
+    }
+
+    /// GET `path` over HTTP/1.1 on the library's port: the status code and body.
+    pub async fn http_get(&self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: zhengzhao\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        let split = out.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| anyhow::anyhow!("no HTTP head"))?;
+        let head = String::from_utf8_lossy(&out[..split]).to_string();
+        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        anyhow::ensure!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "chunked answer: {head}");
+        Ok((status, out[split + 4..].to_vec()))
+    }
+
     /// A token of service `name`, signed with that service's own credential key.
     pub fn service_token(&self, name: zhengzhao_auth::ServiceName) -> anyhow::Result<String> {
         let path = self.data.path().join(zhengzhao_server::keys::service_key_file(name));
@@ -137,6 +160,11 @@ impl Library {
     }
     pub fn exchange(&self, role: Role, agency: &str) -> ExchangeServiceClient<Authed> {
         ExchangeServiceClient::with_interceptor(self.channel(), self.bearer(role, agency))
+    }
+    /// The exchange as `agency`'s operator `operator` (the token names them).
+    pub fn exchange_as(&self, role: Role, agency: &str, operator: &str) -> ExchangeServiceClient<Authed> {
+        let bearer = BearerToken::new(&self.token_for(role, agency, operator)).expect("tokens are header text");
+        ExchangeServiceClient::with_interceptor(self.channel(), bearer)
     }
 }
 

@@ -141,6 +141,8 @@ pub struct Principal {
     pub role: Role,
     /// Token id, for the logs.
     pub token_id: String,
+    /// The person acting (经办人) as the token names them; empty when it names none.
+    pub operator: String,
 }
 
 impl Principal {
@@ -151,7 +153,12 @@ impl Principal {
 
     /// A service acting on its own account inside one process.
     pub fn service(name: ServiceName, library_agency: &str) -> Self {
-        Principal { agency: library_agency.to_owned(), role: Role::Service(name), token_id: "in-process".into() }
+        Principal {
+            agency: library_agency.to_owned(),
+            role: Role::Service(name),
+            token_id: "in-process".into(),
+            operator: String::new(),
+        }
     }
 }
 

@@ -18,8 +18,8 @@ pub enum Action<'a> {
     ForceCancel { issuer: &'a str },
     /// Read a licence (and its history) issued by `issuer`, outside the exchange.
     ReadLicence { issuer: &'a str },
-    /// Have a document signed with an issuer's key.
-    SignDocument,
+    /// Have a document signed with `issuer`'s key.
+    SignDocument { issuer: &'a str },
     /// Read public keys.
     ReadPublicKeys,
     /// Create, rotate, retire or mark compromised an issuer key.
@@ -28,10 +28,18 @@ pub enum Action<'a> {
     ReadLog,
     /// Verify a licence.
     Verify,
-    /// Use a licence through the exchange (use cause checked there).
+    /// Use a licence through the exchange (the usage list decides which).
     UseLicence,
     /// Read the usage log.
     ReadUsageLog,
+    /// Add, suspend, resume or end usage-list entries; decide applications.
+    ManageUsageList,
+    /// Apply for usage-list entries for the caller's own agency.
+    ApplyForUsage,
+    /// Read `agency`'s usage list, applications and their changes.
+    ReadUsageList { agency: &'a str },
+    /// List a holder's licences by holder ID, across issuers.
+    FindHolderLicences,
     /// Read the gateway's routing table.
     ReadRoutes,
     /// Follow the change feed.
@@ -75,9 +83,19 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
             R::Service(s) => matches!(s, ServiceName::Verification | ServiceName::Exchange | ServiceName::Gateway),
             R::Consumer | R::Portal => false,
         },
-        A::SignDocument => role == R::Service(ServiceName::Issuance),
+        // Issuance signs for any issuer (its own policy decided who may
+        // issue); the exchange signs annotated copies as the library only.
+        A::SignDocument { issuer } => {
+            role == R::Service(ServiceName::Issuance) || (role == R::Service(ServiceName::Exchange) && own(issuer))
+        }
         A::UseLicence => role == R::Consumer,
         A::ReadUsageLog => matches!(role, R::Admin | R::Auditor),
+        A::ManageUsageList => role == R::Admin,
+        A::ApplyForUsage => role == R::Consumer,
+        A::ReadUsageList { agency } => matches!(role, R::Admin | R::Auditor) || (role == R::Consumer && own(agency)),
+        A::FindHolderLicences => {
+            matches!(role, R::Admin | R::Auditor | R::Service(ServiceName::Exchange))
+        }
         A::ManageOutage { issuer } => role == R::Admin || (role == R::Issuer && own(issuer)),
         A::ReadOutages { issuer } => matches!(role, R::Admin | R::Auditor) || (role == R::Issuer && own(issuer)),
         A::WatchChanges => match role {
@@ -99,13 +117,17 @@ fn describe(action: &Action<'_>) -> String {
         Action::ChangeLicence { issuer } => format!("change licences issued by {issuer}"),
         Action::ForceCancel { issuer } => format!("force the cancellation of licences issued by {issuer}"),
         Action::ReadLicence { issuer } => format!("read licences issued by {issuer} outside the exchange"),
-        Action::SignDocument => "ask for signatures".into(),
+        Action::SignDocument { issuer } => format!("ask for signatures as {issuer}"),
         Action::ReadPublicKeys => "read public keys".into(),
         Action::ManageKeys => "manage issuer keys".into(),
         Action::ReadLog => "read the transparency log".into(),
         Action::Verify => "verify licences".into(),
         Action::UseLicence => "use licences through the exchange".into(),
         Action::ReadUsageLog => "read the usage log".into(),
+        Action::ManageUsageList => "manage usage lists".into(),
+        Action::ApplyForUsage => "apply for usage-list entries".into(),
+        Action::ReadUsageList { agency } => format!("read the usage list of {agency}"),
+        Action::FindHolderLicences => "list a holder's licences across issuers".into(),
         Action::ReadRoutes => "read the gateway routes".into(),
         Action::WatchChanges => "follow the change feed".into(),
         Action::ManageOutage { issuer } => format!("record outages of {issuer}"),
@@ -123,7 +145,7 @@ mod tests {
     const B: &str = "11100000000013338W";
 
     fn p(role: Role, agency: &str) -> Principal {
-        Principal { agency: agency.into(), role, token_id: "t".into() }
+        Principal { agency: agency.into(), role, token_id: "t".into(), operator: String::new() }
     }
 
     #[test]
@@ -155,9 +177,25 @@ mod tests {
             (svc(ServiceName::Verification), B, X::ReadLicence { issuer: A }, true),
             (svc(ServiceName::Exchange), B, X::ReadLicence { issuer: A }, true),
             (svc(ServiceName::Signing), B, X::ReadLicence { issuer: A }, false),
-            (svc(ServiceName::Issuance), B, X::SignDocument, true),
-            (Issuer, A, X::SignDocument, false),
-            (Admin, A, X::SignDocument, false),
+            (svc(ServiceName::Issuance), B, X::SignDocument { issuer: A }, true),
+            (svc(ServiceName::Exchange), B, X::SignDocument { issuer: B }, true),
+            (svc(ServiceName::Exchange), B, X::SignDocument { issuer: A }, false),
+            (Issuer, A, X::SignDocument { issuer: A }, false),
+            (Admin, A, X::SignDocument { issuer: A }, false),
+            (Admin, A, X::ManageUsageList, true),
+            (Consumer, A, X::ManageUsageList, false),
+            (Auditor, A, X::ManageUsageList, false),
+            (Consumer, A, X::ApplyForUsage, true),
+            (Issuer, A, X::ApplyForUsage, false),
+            (Admin, A, X::ApplyForUsage, false),
+            (Consumer, A, X::ReadUsageList { agency: A }, true),
+            (Consumer, A, X::ReadUsageList { agency: B }, false),
+            (Auditor, A, X::ReadUsageList { agency: B }, true),
+            (Issuer, A, X::ReadUsageList { agency: A }, false),
+            (svc(ServiceName::Exchange), B, X::FindHolderLicences, true),
+            (Consumer, A, X::FindHolderLicences, false),
+            (Issuer, A, X::FindHolderLicences, false),
+            (Portal, A, X::FindHolderLicences, false),
             (Admin, A, X::ManageKeys, true),
             (Issuer, A, X::ManageKeys, false),
             (svc(ServiceName::Issuance), A, X::ManageKeys, false),

@@ -75,6 +75,23 @@ struct Claims {
     iat: i64,
     exp: i64,
     jti: String,
+    /// The person acting (经办人), when the token names one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    opr: String,
+}
+
+/// Longest operator name a token may carry.
+pub const MAX_OPERATOR: usize = 64;
+
+/// An operator name: at most [`MAX_OPERATOR`] characters, no control
+/// characters, no surrounding blanks (empty: none named).
+fn check_operator(s: &str) -> Result<(), String> {
+    if s.chars().count() > MAX_OPERATOR || s.chars().any(char::is_control) || s.trim() != s {
+        return Err(format!(
+            "operator: at most {MAX_OPERATOR} characters, no control characters or surrounding blanks"
+        ));
+    }
+    Ok(())
 }
 
 fn now_unix() -> i64 {
@@ -197,7 +214,8 @@ impl TokenVerifier {
         {
             return Err(TokenError::Revoked);
         }
-        Ok(Principal { agency: claims.sub, role, token_id: claims.jti })
+        check_operator(&claims.opr).map_err(TokenError::Claims)?;
+        Ok(Principal { agency: claims.sub, role, token_id: claims.jti, operator: claims.opr })
     }
 }
 
@@ -272,11 +290,31 @@ impl TokenAuthority {
 
     /// As [`TokenAuthority::mint`], also returning the token's ID and expiry.
     pub fn issue(&self, agency: &str, role: Role, ttl: Duration) -> Result<MintedToken, TokenError> {
-        self.issue_at(agency, role, ttl, now_unix())
+        self.issue_at(agency, role, ttl, "", now_unix())
     }
 
-    fn issue_at(&self, agency: &str, role: Role, ttl: Duration, now: i64) -> Result<MintedToken, TokenError> {
+    /// As [`TokenAuthority::issue`], naming the person acting (经办人),
+    /// whom usage and change logs record.
+    pub fn issue_for(
+        &self,
+        agency: &str,
+        role: Role,
+        ttl: Duration,
+        operator: &str,
+    ) -> Result<MintedToken, TokenError> {
+        self.issue_at(agency, role, ttl, operator, now_unix())
+    }
+
+    fn issue_at(
+        &self,
+        agency: &str,
+        role: Role,
+        ttl: Duration,
+        operator: &str,
+        now: i64,
+    ) -> Result<MintedToken, TokenError> {
         zhengzhao_core::Uscc::parse(agency).map_err(|e| TokenError::Claims(format!("agency: {e}")))?;
+        check_operator(operator).map_err(TokenError::Claims)?;
         match (self.service, role) {
             (Some(s), Role::Service(r)) if s == r => {}
             (None, r) if !matches!(r, Role::Service(_)) => {}
@@ -294,6 +332,7 @@ impl TokenAuthority {
             iat: now,
             exp,
             jti: uuid::Uuid::new_v4().to_string(),
+            opr: operator.to_owned(),
         };
         let expires_at = OffsetDateTime::from_unix_timestamp(exp).map_err(|_| TokenError::Malformed)?;
         let payload = serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?;
@@ -360,7 +399,7 @@ mod tests {
         parts[1] = &forged_payload;
         assert_eq!(a.verifier().verify(&parts.join(".")), Err(TokenError::Signature));
         let now = now_unix();
-        let expired = a.issue_at(AGENCY, Role::Admin, Duration::from_secs(10), now - 100).unwrap();
+        let expired = a.issue_at(AGENCY, Role::Admin, Duration::from_secs(10), "", now - 100).unwrap();
         assert_eq!(a.verifier().verify(&expired.token), Err(TokenError::Expired));
         assert_eq!(a.verifier().verify("junk"), Err(TokenError::Malformed));
         assert!(a.mint("not-a-code", Role::Admin, Duration::from_secs(60)).is_err());
@@ -435,8 +474,8 @@ mod tests {
         keys.tokens.push(TokenKey { kid: "token-new".into(), key: new.public_key(), not_after: None });
         keys.tokens.push(TokenKey { kid: old.kid().into(), key: old.public_key(), not_after: Some(now + 600) });
         let v = TokenVerifier::new(keys);
-        let t_old = old.issue_at(AGENCY, Role::Issuer, HOUR, now).unwrap().token;
-        let t_new = new.issue_at(AGENCY, Role::Issuer, HOUR, now).unwrap().token;
+        let t_old = old.issue_at(AGENCY, Role::Issuer, HOUR, "", now).unwrap().token;
+        let t_new = new.issue_at(AGENCY, Role::Issuer, HOUR, "", now).unwrap().token;
         assert!(v.verify_at(&t_old, now + 600).is_ok(), "within the grace period");
         assert_eq!(v.verify_at(&t_old, now + 601), Err(TokenError::RetiredKey("token-test".into())));
         assert!(v.verify_at(&t_new, now + 601).is_ok());
@@ -451,7 +490,7 @@ mod tests {
         let a = operator();
         let v = a.verifier();
         let now = 1_800_000_000;
-        let t = a.issue_at(AGENCY, Role::Consumer, HOUR, now).unwrap().token;
+        let t = a.issue_at(AGENCY, Role::Consumer, HOUR, "", now).unwrap().token;
         assert!(v.verify_at(&t, now + 3600 - 1).is_ok());
         assert!(v.verify_at(&t, now + 3600 + 59).is_ok(), "within the leeway after exp");
         assert_eq!(v.verify_at(&t, now + 3600 + 60), Err(TokenError::Expired));
@@ -497,8 +536,8 @@ mod tests {
         let denylist = Arc::new(Denylist::default());
         let v = a.verifier().clone().with_denylist(denylist.clone());
         let now = now_unix();
-        let m = a.issue_at(AGENCY, Role::Consumer, HOUR, now).unwrap();
-        let other = a.issue_at(AGENCY, Role::Consumer, HOUR, now).unwrap();
+        let m = a.issue_at(AGENCY, Role::Consumer, HOUR, "", now).unwrap();
+        let other = a.issue_at(AGENCY, Role::Consumer, HOUR, "", now).unwrap();
         assert!(v.verify_at(&m.token, now).is_ok());
         denylist.revoke(&m.token_id, m.expires_at.unix_timestamp());
         assert_eq!(v.verify_at(&m.token, now), Err(TokenError::Revoked));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{Principal, ServiceCredentials};
-use zhengzhao_core::LicenceRecord;
+use zhengzhao_core::{HolderQuery, LicenceRecord};
 use zhengzhao_crypto::translog::{Checkpoint, LoggedEvent};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::issuance::v1 as pb;
@@ -17,6 +17,13 @@ use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClien
 pub trait IssuanceApi: Send + Sync {
     /// Reads a licence (status as of today).
     async fn get(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError>;
+
+    /// One page of a holder's licences, and the next page's token.
+    async fn holder_licences(
+        &self,
+        who: &Principal,
+        query: &HolderQuery,
+    ) -> Result<(Vec<LicenceRecord>, String), ServiceError>;
 
     /// The transparency log's latest checkpoint.
     async fn checkpoint(&self, who: &Principal) -> Result<Checkpoint, ServiceError>;
@@ -60,6 +67,30 @@ impl IssuanceClient {
                 LicenceRecord::try_from(
                     r.licence.ok_or_else(|| ServiceError::internal("issuance returned no licence"))?,
                 )
+            }
+        }
+    }
+
+    /// One page of a holder's licences, and the next page's token.
+    pub async fn holder_licences(&self, query: &HolderQuery) -> Result<(Vec<LicenceRecord>, String), ServiceError> {
+        match self {
+            IssuanceClient::Local(i, who) => i.holder_licences(who, query).await,
+            IssuanceClient::Remote(c) => {
+                let r = c
+                    .clone()
+                    .list_holder_licences(pb::ListHolderLicencesRequest {
+                        holder_id_type: query.holder_id_type.clone(),
+                        holder_id_number: query.holder_id_number.clone(),
+                        type_codes: query.type_codes.clone(),
+                        status: query.status.map_or(0, |s| zhengzhao_proto::convert::status_to_wire(s) as i32),
+                        page_size: query.page_size,
+                        page_token: query.page_token.clone(),
+                    })
+                    .await
+                    .map_err(|s| ServiceError::from_status(&s))?
+                    .into_inner();
+                let licences = r.licences.into_iter().map(LicenceRecord::try_from).collect::<Result<_, _>>()?;
+                Ok((licences, r.next_page_token))
             }
         }
     }

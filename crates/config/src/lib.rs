@@ -44,6 +44,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub signing: SigningConfig,
     pub issuance: IssuanceConfig,
+    pub exchange: ExchangeConfig,
     pub tls: TlsConfig,
     pub telemetry: TelemetryConfig,
     pub auth: AuthConfig,
@@ -77,6 +78,24 @@ impl Default for IssuanceConfig {
     fn default() -> Self {
         IssuanceConfig { outage_backdate_days: 7 }
     }
+}
+
+/// The exchange service: annotated copies and their PDFs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeConfig {
+    /// The URL consumers and the public reach this process's plain-HTTP
+    /// routes at (`https://licences.example.gov.cn`), for download links and
+    /// the verification URL in a copy's QR code. Unset: `http://` and the
+    /// listen address (with TLS configured, `https://localhost:PORT`).
+    pub public_url: Option<String>,
+    /// The CJK font copies are printed with (TrueType/OpenType, or a
+    /// collection with `copy_font_index`). Unset: the first of the usual
+    /// Noto Sans CJK / Noto Serif CJK / WenQuanYi locations (Debian
+    /// `fonts-noto-cjk`).
+    pub copy_font: Option<PathBuf>,
+    /// The face of `copy_font` when it is a collection (.ttc).
+    pub copy_font_index: u32,
 }
 
 /// TLS for this process's server and its calls to peers (rustls on
@@ -179,6 +198,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             signing: SigningConfig::default(),
             issuance: IssuanceConfig::default(),
+            exchange: ExchangeConfig::default(),
             tls: TlsConfig::default(),
             telemetry: TelemetryConfig::default(),
             auth: AuthConfig::default(),
@@ -248,6 +268,11 @@ impl Config {
         }
         if !(1..=3600).contains(&self.auth.revocation_refresh_seconds) {
             return Err(ConfigError::Invalid("auth.revocation_refresh_seconds must be 1 to 3600".into()));
+        }
+        if let Some(u) = &self.exchange.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!("exchange.public_url must start with http:// or https://, got {u:?}")));
         }
         if !(1..=3650).contains(&self.issuance.outage_backdate_days) {
             return Err(ConfigError::Invalid("issuance.outage_backdate_days must be 1 to 3650".into()));

@@ -172,6 +172,36 @@ impl Holder {
     }
 }
 
+/// A holder ID as a caller names it to look a holder up: a GB/T 36903 type
+/// code and a number of the shape that type takes (a citizen ID's `x`
+/// upper-cased, so it matches what the library stored). Returns the number
+/// as stored; a violation names `type_field` or `number_field`.
+pub fn parse_holder_id(
+    type_field: &str,
+    number_field: &str,
+    type_code: &str,
+    number: &str,
+) -> Result<String, crate::Violations> {
+    let Some(kind) = HolderIdType::from_code(type_code) else {
+        return Err(crate::Violations::single(
+            type_field,
+            format!("{:?} is not a GB/T 36903 holder ID type code", clip(type_code)),
+        ));
+    };
+    let n = number.chars().count();
+    if n == 0 || n > 64 || !number.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(crate::Violations::single(number_field, "1 to 64 letters, digits or hyphens"));
+    }
+    Ok(match kind {
+        HolderIdType::CitizenId => number.to_ascii_uppercase(),
+        _ => number.to_owned(),
+    })
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(16).collect()
+}
+
 /// Never prints the full ID number.
 impl fmt::Debug for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -27,9 +27,11 @@ pub use catalog::{Authority, AuthorityLevel, LicenceTypeDefinition, ServiceItem,
 pub use citizen_id::CitizenId;
 pub use document::{LicenceDocument, canonical_json};
 pub use draft::LicenceDraft;
-pub use holder::{Holder, HolderCategory, HolderIdType, mask_id_number};
+pub use holder::{Holder, HolderCategory, HolderIdType, mask_id_number, parse_holder_id};
 pub use identifier::{CheckForm, IdError, IssuerCode, LicenceId};
-pub use record::{EventDetails, EventRecord, FeedEntry, LastCheck, LicenceRecord, LicenceTypeRecord, TypeStatus};
+pub use record::{
+    EventDetails, EventRecord, FeedEntry, HolderQuery, LastCheck, LicenceRecord, LicenceTypeRecord, TypeStatus,
+};
 pub use status::{LicenceState, LicenceStatus, LifecycleAction, TransitionError, check_failed, transition_forced};
 pub use template::{FaceTemplate, FieldDefinition, FieldKind};
 pub use text::{BoundedText, Cause, Name, Reason, TextError, UseCause};

@@ -158,3 +158,43 @@ impl LicenceTypeRecord {
         self.definition.code.as_deref().unwrap_or_default()
     }
 }
+
+/// Most licence types one holder lookup may name.
+pub const MAX_QUERY_TYPES: usize = 50;
+
+/// A lookup of one holder's licences by holder ID, in identifier order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HolderQuery {
+    /// GB/T 36903 holder ID type code.
+    pub holder_id_type: String,
+    pub holder_id_number: String,
+    /// Only these licence types; empty for all.
+    pub type_codes: Vec<String>,
+    /// Only licences in this status as of today.
+    pub status: Option<crate::LicenceStatus>,
+    pub page_size: u32,
+    /// Empty for the first page; else the last identifier of the previous page.
+    pub page_token: String,
+}
+
+impl HolderQuery {
+    /// Checks the query at the edge: the holder ID's shape, the type codes
+    /// (at most [`MAX_QUERY_TYPES`], each 21 characters), the page token.
+    /// Returns the holder ID number as stored (a citizen ID's `x` upper-cased).
+    pub fn check(&self) -> Result<String, crate::Violations> {
+        let number =
+            crate::parse_holder_id("holder_id_type", "holder_id_number", &self.holder_id_type, &self.holder_id_number)?;
+        if self.type_codes.len() > MAX_QUERY_TYPES {
+            return Err(crate::Violations::single("type_codes", format!("at most {MAX_QUERY_TYPES}")));
+        }
+        for (i, code) in self.type_codes.iter().enumerate() {
+            if let Err(e) = crate::TypeCode::parse(code) {
+                return Err(crate::Violations::single(format!("type_codes[{i}]"), e));
+            }
+        }
+        if self.page_token.chars().count() > 128 || self.page_token.chars().any(char::is_control) {
+            return Err(crate::Violations::single("page_token", "not a token this listing returned"));
+        }
+        Ok(number)
+    }
+}

@@ -81,6 +81,13 @@ pub fn status_from_wire(s: common::LicenceStatus) -> Option<core::LicenceStatus>
     })
 }
 
+/// A status filter from the wire: unspecified (0) for none, an unknown value refused.
+pub fn status_filter(field: &str, v: i32) -> Result<Option<core::LicenceStatus>, ServiceErrorAlias> {
+    let s = common::LicenceStatus::try_from(v)
+        .map_err(|_| crate::ServiceError::invalid(field, format!("{v} is not a licence status")))?;
+    Ok(status_from_wire(s))
+}
+
 pub fn category_to_wire(c: core::HolderCategory) -> common::HolderCategory {
     match c {
         core::HolderCategory::NaturalPerson => common::HolderCategory::NaturalPerson,

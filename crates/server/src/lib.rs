@@ -180,6 +180,24 @@ impl Context {
 
     /// A lazily connected channel to a peer service named in the config
     /// (over TLS for `https://`, trusting `tls.ca_file`).
+    /// How this process reaches itself: `https://localhost:PORT` with TLS
+    /// (the certificate must name localhost), else `http://` and the bound
+    /// (or configured) listen address.
+    pub fn own_url(&self) -> String {
+        let port = self.local_addr.map_or(self.config.listen.port(), |a| a.port());
+        if self.config.tls.cert_file.is_some() {
+            format!("https://localhost:{port}")
+        } else {
+            format!("http://{}", self.local_addr.unwrap_or(self.config.listen))
+        }
+    }
+
+    /// The URL the public reaches this process's plain-HTTP routes at:
+    /// `exchange.public_url`, else [`Context::own_url`].
+    pub fn public_url(&self) -> String {
+        self.config.exchange.public_url.clone().unwrap_or_else(|| self.own_url())
+    }
+
     pub fn peer(&self, name: &str, url: Option<&String>) -> anyhow::Result<Channel> {
         let url =
             url.with_context(|| format!("the {name} service is not in this process: set peers.{name} (--{name}-url)"))?;

@@ -6,19 +6,27 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use zhengzhao_auth::ServiceName;
-use zhengzhao_clients::IssuanceClient;
-use zhengzhao_exchange::Exchange;
+use zhengzhao_clients::{CatalogClient, IssuanceClient, SigningClient};
 use zhengzhao_exchange::grpc::ExchangeGrpc;
+use zhengzhao_exchange::{Exchange, ExchangeDeps, FontSource};
 use zhengzhao_proto::exchange::v1::exchange_service_server::ExchangeServiceServer;
 
 async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
-    let issuance = IssuanceClient::remote(
-        ctx.peer("issuance", ctx.config.peers.issuance.as_ref())?,
-        ctx.credentials(ServiceName::Exchange)?,
-    );
-    let exchange = Exchange::open(&ctx.store, issuance).await?;
-    let svc = InterceptedService::new(ExchangeGrpc(exchange).into_server(), ctx.authenticate());
-    Ok((Routes::new(svc), vec![ExchangeServiceServer::<ExchangeGrpc>::NAME]))
+    let credentials = ctx.credentials(ServiceName::Exchange)?;
+    let peers = &ctx.config.peers;
+    let deps = ExchangeDeps {
+        issuance: IssuanceClient::remote(ctx.peer("issuance", peers.issuance.as_ref())?, credentials.clone()),
+        catalog: CatalogClient::remote(ctx.peer("catalog", peers.catalog.as_ref())?, credentials.clone()),
+        signing: SigningClient::remote(ctx.peer("signing", peers.signing.as_ref())?, credentials),
+        agency: ctx.keys.agency.clone(),
+        public_url: ctx.public_url(),
+        font: FontSource { path: ctx.config.exchange.copy_font.clone(), index: ctx.config.exchange.copy_font_index },
+        clock: ctx.clock.clone(),
+    };
+    let exchange = Exchange::open(&ctx.store, deps).await?;
+    let svc = InterceptedService::new(ExchangeGrpc(exchange.clone()).into_server(), ctx.authenticate());
+    let router = zhengzhao_exchange::http::routes(Routes::new(svc).into_axum_router(), exchange);
+    Ok((Routes::from(router), vec![ExchangeServiceServer::<ExchangeGrpc>::NAME]))
 }
 
 #[tokio::main]

@@ -120,6 +120,27 @@ impl IssuanceService for IssuanceGrpc {
         Ok(Response::new(pb::GetLicenceResponse { licence: licence_reply(&l) }))
     }
 
+    async fn list_holder_licences(
+        &self,
+        req: Request<pb::ListHolderLicencesRequest>,
+    ) -> Result<Response<pb::ListHolderLicencesResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let query = zhengzhao_core::HolderQuery {
+            holder_id_type: r.holder_id_type,
+            holder_id_number: r.holder_id_number,
+            type_codes: r.type_codes,
+            status: zhengzhao_proto::convert::status_filter("status", r.status)?,
+            page_size: r.page_size,
+            page_token: r.page_token,
+        };
+        let (licences, next) = self.0.holder_licences(&who, &query).await?;
+        Ok(Response::new(pb::ListHolderLicencesResponse {
+            licences: licences.iter().map(Into::into).collect(),
+            next_page_token: next,
+        }))
+    }
+
     async fn get_licence_history(
         &self,
         req: Request<pb::GetLicenceHistoryRequest>,

@@ -11,6 +11,7 @@ pub mod error;
 mod expiry;
 mod feed;
 pub mod grpc;
+mod holders;
 mod idempotency;
 pub mod import;
 pub mod outage;
@@ -488,6 +489,14 @@ impl zhengzhao_clients::IssuanceApi for Issuance {
 
     async fn checkpoint(&self, who: &Principal) -> Result<translog::Checkpoint, ServiceError> {
         Issuance::checkpoint(self, who).await
+    }
+
+    async fn holder_licences(
+        &self,
+        who: &Principal,
+        query: &zhengzhao_core::HolderQuery,
+    ) -> Result<(Vec<LicenceRecord>, String), ServiceError> {
+        Issuance::holder_licences(self, who, query).await
     }
 
     fn log_public_jwk(&self) -> serde_json::Value {

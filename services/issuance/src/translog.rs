@@ -8,103 +8,28 @@
 //! signed document or its recorded status behind the service's back no longer
 //! matches the log. The tree is stored as complete subtrees (`log_nodes`, see
 //! `zhengzhao_crypto::merkle`); checkpoints (size, root, time) are signed by
-//! the library key and kept in `log_checkpoints`. The leaf and the checks
-//! anyone can run (checkpoint signature, inclusion) are
-//! `zhengzhao_crypto::translog`, re-exported here.
+//! the library key and kept in `log_checkpoints`. That storage and signing
+//! is `zhengzhao_translog` (shared with the exchange's usage log), its
+//! functions re-exported here; this module adds what is issuance's own: the
+//! catch-up of events older than the log, inclusion proofs over
+//! `licence_events`, and authorisation. The leaf and the checks anyone can
+//! run (checkpoint signature, inclusion) are `zhengzhao_crypto::translog`,
+//! re-exported here.
 
-use std::collections::HashMap;
-
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 use zhengzhao_auth::{Action, Principal, authorize};
-use zhengzhao_crypto::jws;
-use zhengzhao_crypto::merkle::{self, Hash, NodeId};
+use zhengzhao_crypto::merkle::Hash;
 pub use zhengzhao_crypto::translog::{
     CHECKPOINT_TYP, Checkpoint, CheckpointBody, LogLeaf, LoggedEvent, check_inclusion, jws_digest, verify_checkpoint,
 };
 use zhengzhao_proto::ServiceError;
-use zhengzhao_store::{Engine, format_time, now, parse_time};
+use zhengzhao_store::Engine;
+// Appends here hold the feed lock, so they read `size` rather than
+// `zhengzhao_translog::lock_for_append`.
+pub use zhengzhao_translog::{LogSigner, append, audit_path, root, size};
 
 use crate::Issuance;
 use crate::record::{EVENT_COLUMNS, event_from_row};
-
-/// The log's size (the caller holds the feed lock when appending).
-pub async fn size(conn: &mut AnyConnection) -> Result<u64, ServiceError> {
-    let n: i64 = sqlx::query_scalar("SELECT tree_size FROM log_state WHERE id = 1")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(ServiceError::internal)?;
-    u64::try_from(n).map_err(ServiceError::internal)
-}
-
-/// Stored nodes by ID.
-async fn nodes(conn: &mut AnyConnection, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, ServiceError> {
-    let mut out = HashMap::with_capacity(ids.len());
-    for part in ids.chunks(500) {
-        let marks: Vec<String> = (1..=part.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT node_key, hash FROM log_nodes WHERE node_key IN ({})", marks.join(", "));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for id in part {
-            q = q.bind(id.key());
-        }
-        for row in q.fetch_all(&mut *conn).await.map_err(ServiceError::internal)? {
-            let key: i64 = row.try_get("node_key").map_err(ServiceError::internal)?;
-            let hash: Vec<u8> = row.try_get("hash").map_err(ServiceError::internal)?;
-            let hash: Hash = hash.try_into().map_err(|_| ServiceError::internal("stored log node is not 32 bytes"))?;
-            out.insert(NodeId::from_key(key), hash);
-        }
-    }
-    Ok(out)
-}
-
-/// Appends `leaves` at `size` (the current size; the caller holds the feed
-/// lock). Only the event appends call this; public for the benchmark.
-pub async fn append(conn: &mut AnyConnection, size: u64, leaves: &[Hash]) -> Result<(), ServiceError> {
-    if leaves.is_empty() {
-        return Ok(());
-    }
-    let edge = nodes(conn, &merkle::frontier(size)).await?;
-    let made = merkle::append(size, &edge, leaves)
-        .ok_or_else(|| ServiceError::internal("the transparency log's right edge is missing nodes"))?;
-    for part in made.chunks(1000) {
-        let marks: Vec<String> = (0..part.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
-        let sql = format!("INSERT INTO log_nodes (node_key, hash) VALUES {}", marks.join(", "));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, h) in part {
-            q = q.bind(id.key()).bind(h.to_vec());
-        }
-        q.execute(&mut *conn).await.map_err(ServiceError::internal)?;
-    }
-    let new_size = i64::try_from(size + leaves.len() as u64).map_err(ServiceError::internal)?;
-    sqlx::query("UPDATE log_state SET tree_size = $1 WHERE id = 1")
-        .bind(new_size)
-        .execute(&mut *conn)
-        .await
-        .map_err(ServiceError::internal)?;
-    Ok(())
-}
-
-/// The hashes of `ranges` (proof order) from the stored nodes.
-async fn range_hashes(conn: &mut AnyConnection, ranges: &[(u64, u64)]) -> Result<Vec<Hash>, ServiceError> {
-    let stored = nodes(conn, &merkle::nodes_for(ranges)).await?;
-    let get = |id: NodeId| stored.get(&id).copied();
-    ranges
-        .iter()
-        .map(|&(lo, hi)| {
-            merkle::range_hash(lo, hi, &get)
-                .ok_or_else(|| ServiceError::internal("the transparency log is missing nodes"))
-        })
-        .collect()
-}
-
-/// The audit path of leaf `index` in the tree of the first `tree_size` leaves.
-pub async fn audit_path(conn: &mut AnyConnection, index: u64, tree_size: u64) -> Result<Vec<Hash>, ServiceError> {
-    range_hashes(conn, &merkle::inclusion_ranges(index, tree_size)).await
-}
-
-/// The root hash of the first `tree_size` leaves.
-pub async fn root(conn: &mut AnyConnection, tree_size: u64) -> Result<Hash, ServiceError> {
-    range_hashes(conn, &[(0, tree_size)]).await?.pop().ok_or_else(|| ServiceError::internal("no root"))
-}
 
 /// Logs every event that has no leaf yet (events recorded before the log
 /// existed), in feed order, in batches.
@@ -144,86 +69,24 @@ pub(crate) async fn catch_up(pool: &sqlx::AnyPool, engine: Engine) -> Result<u64
     }
 }
 
-/// Signs and stores checkpoints with the log's own key (its own `kid`,
-/// distinct from any token key: a checkpoint is never a token, nor a token a
-/// checkpoint).
-pub struct LogSigner {
-    pub key: std::sync::Arc<zhengzhao_crypto::Es256KeyPair>,
-    /// The key's `kid` in checkpoint headers (`log-…`).
-    pub kid: String,
-    /// Names the log in its checkpoints, e.g. `zhengzhao/<agency>`.
-    pub origin: String,
-}
-
-impl LogSigner {
-    /// `payload` as a JWS of type `typ`, signed with the log key.
-    fn sign(&self, typ: &str, payload: &[u8]) -> String {
-        let header = zhengzhao_crypto::JwsHeader {
-            alg: "ES256".into(),
-            kid: Some(self.kid.clone()),
-            typ: Some(typ.into()),
-            iat: None,
-        };
-        let input = jws::signing_input(&header, payload);
-        jws::assemble(&input, &self.key.sign(input.as_bytes()))
-    }
-}
-
-impl std::fmt::Debug for LogSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogSigner").field("origin", &self.origin).finish()
-    }
-}
-
 impl Issuance {
     /// The library's public key, which signs checkpoints, as a JWK.
     pub fn log_public_jwk(&self) -> serde_json::Value {
-        self.log.key.public_key().to_jwk(&self.log.kid)
+        self.log.public_jwk()
     }
 
     /// The latest checkpoint, signing a new one when the log has grown.
     pub async fn checkpoint(&self, who: &Principal) -> Result<Checkpoint, ServiceError> {
         authorize(who, &Action::ReadLog)?;
         let mut conn = self.db.pool.acquire().await.map_err(ServiceError::internal)?;
-        let n = size(&mut conn).await?;
-        if let Some(c) = stored_checkpoint(&mut conn, n).await? {
-            return Ok(c);
-        }
-        let root = root(&mut conn, n).await?;
-        let at = now();
-        let body = CheckpointBody::new(&self.log.origin, n, &root, at);
-        let payload = zhengzhao_core::canonical_json(&body).map_err(ServiceError::internal)?;
-        let signed = self.log.sign(CHECKPOINT_TYP, &payload);
-        let inserted =
-            sqlx::query("INSERT INTO log_checkpoints (tree_size, root_hash, jws, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(i64::try_from(n).map_err(ServiceError::internal)?)
-                .bind(root.to_vec())
-                .bind(&signed)
-                .bind(format_time(at))
-                .execute(&mut *conn)
-                .await;
-        match inserted {
-            Ok(_) => Ok(Checkpoint { origin: body.origin, tree_size: n, root_hash: root, timestamp: at, jws: signed }),
-            // Another caller signed this size first: theirs is the checkpoint.
-            Err(e) if zhengzhao_store::is_unique_violation(&e) => {
-                stored_checkpoint(&mut conn, n).await?.ok_or_else(|| ServiceError::internal("checkpoint vanished"))
-            }
-            Err(e) => Err(ServiceError::internal(e)),
-        }
+        zhengzhao_translog::checkpoint(&mut conn, &self.log).await
     }
 
     /// The consistency proof from size `first` to size `second`.
     pub async fn consistency_proof(&self, who: &Principal, first: u64, second: u64) -> Result<Vec<Hash>, ServiceError> {
         authorize(who, &Action::ReadLog)?;
         let mut conn = self.db.pool.acquire().await.map_err(ServiceError::internal)?;
-        let n = size(&mut conn).await?;
-        if second > n {
-            return Err(ServiceError::invalid("second_tree_size", format!("the log has {n} leaves")));
-        }
-        if first > second {
-            return Err(ServiceError::invalid("first_tree_size", "must not exceed second_tree_size"));
-        }
-        range_hashes(&mut conn, &merkle::consistency_ranges(first, second)).await
+        zhengzhao_translog::consistency_proof(&mut conn, first, second).await
     }
 
     /// Every logged event of `identifier` within the first `tree_size`
@@ -261,23 +124,17 @@ impl Issuance {
     }
 }
 
-async fn stored_checkpoint(conn: &mut AnyConnection, n: u64) -> Result<Option<Checkpoint>, ServiceError> {
-    let row = sqlx::query("SELECT root_hash, jws, created_at FROM log_checkpoints WHERE tree_size = $1")
-        .bind(i64::try_from(n).map_err(ServiceError::internal)?)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(ServiceError::internal)?;
-    let Some(row) = row else { return Ok(None) };
-    let root: Vec<u8> = row.try_get("root_hash").map_err(ServiceError::internal)?;
-    let signed: String = row.try_get("jws").map_err(ServiceError::internal)?;
-    let at: String = row.try_get("created_at").map_err(ServiceError::internal)?;
-    let body = CheckpointBody::read_unverified(&signed)
-        .ok_or_else(|| ServiceError::internal("unreadable stored checkpoint"))?;
-    Ok(Some(Checkpoint {
-        origin: body.origin,
-        tree_size: n,
-        root_hash: root.try_into().map_err(|_| ServiceError::internal("stored root is not 32 bytes"))?,
-        timestamp: parse_time(&at).ok_or_else(|| ServiceError::internal("bad checkpoint time"))?,
-        jws: signed,
-    }))
+#[cfg(test)]
+mod tests {
+    /// The log's tables in the issuance migration are the shared crate's.
+    #[test]
+    fn the_migration_creates_the_shared_tables() {
+        assert!(
+            include_str!("../migrations/sqlite/0005_transparency_log.sql").contains(zhengzhao_translog::SQLITE_SCHEMA)
+        );
+        assert!(
+            include_str!("../migrations/postgres/0005_transparency_log.sql")
+                .contains(zhengzhao_translog::POSTGRES_SCHEMA)
+        );
+    }
 }

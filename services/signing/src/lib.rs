@@ -138,7 +138,7 @@ impl Signing {
 
     /// Signs `payload` (a canonical licence document) with `issuer`'s active key.
     pub async fn sign(&self, who: &Principal, issuer: &str, payload: &[u8]) -> Result<Signed, ServiceError> {
-        authorize(who, &Action::SignDocument)?;
+        authorize(who, &Action::SignDocument { issuer })?;
         check_issuer(issuer)?;
         if payload.is_empty() || payload.len() > MAX_PAYLOAD {
             return Err(ServiceError::invalid("payload", format!("1 to {MAX_PAYLOAD} bytes")));
@@ -157,7 +157,7 @@ impl Signing {
         issuer: &str,
         payloads: Vec<Vec<u8>>,
     ) -> Result<Vec<Signed>, ServiceError> {
-        authorize(who, &Action::SignDocument)?;
+        authorize(who, &Action::SignDocument { issuer })?;
         check_issuer(issuer)?;
         if payloads.len() > MAX_BATCH {
             return Err(ServiceError::invalid("payloads", format!("at most {MAX_BATCH} per call")));

@@ -8,7 +8,7 @@ use zhengzhao_auth::{Principal, ServiceName};
 use zhengzhao_catalog::grpc::CatalogGrpc;
 use zhengzhao_catalog::revocation::TokenGrpc;
 use zhengzhao_catalog::{Catalog, CatalogClient, Revocations};
-use zhengzhao_exchange::Exchange;
+use zhengzhao_exchange::{Exchange, ExchangeDeps, FontSource};
 use zhengzhao_exchange::grpc::ExchangeGrpc;
 use zhengzhao_gateway::{Gateway, GatewayGrpc, LibraryAddress};
 use zhengzhao_issuance::grpc::IssuanceGrpc;
@@ -73,18 +73,26 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         SigningClient::Local(signing.clone(), as_service(ServiceName::Verification)),
         ctx.clock.clone(),
     );
-    let exchange =
-        Exchange::open(&ctx.store, IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Exchange))).await?;
+    let exchange = Exchange::open(
+        &ctx.store,
+        ExchangeDeps {
+            issuance: IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Exchange)),
+            catalog: CatalogClient::Local(catalog.clone(), as_service(ServiceName::Exchange)),
+            signing: SigningClient::Local(signing.clone(), as_service(ServiceName::Exchange)),
+            agency: agency.clone(),
+            public_url: ctx.public_url(),
+            font: FontSource {
+                path: ctx.config.exchange.copy_font.clone(),
+                index: ctx.config.exchange.copy_font_index,
+            },
+            clock: ctx.clock.clone(),
+        },
+    )
+    .await?;
     // The gateway's routing table names this process as its one library.
     // With TLS it calls itself as https://localhost:PORT: the certificate
     // must name localhost and tls.ca_file hold its CA.
-    let port = ctx.local_addr.map_or(ctx.config.listen.port(), |a| a.port());
-    let own = if ctx.config.tls.cert_file.is_some() {
-        format!("https://localhost:{port}")
-    } else {
-        let addr = ctx.local_addr.unwrap_or(ctx.config.listen);
-        format!("http://{addr}")
-    };
+    let own = ctx.own_url();
     let gateway = Gateway::new(
         &[LibraryAddress::single("local", &own)],
         ctx.keys.verifier.clone(),
@@ -95,7 +103,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         .add_service(InterceptedService::new(SigningGrpc(signing.clone()).into_server(), auth.clone()))
         .add_service(InterceptedService::new(IssuanceGrpc(issuance.clone()).into_server(), auth.clone()))
         .add_service(InterceptedService::new(VerificationGrpc(verification).into_server(), auth.clone()))
-        .add_service(InterceptedService::new(ExchangeGrpc(exchange).into_server(), auth.clone()))
+        .add_service(InterceptedService::new(ExchangeGrpc(exchange.clone()).into_server(), auth.clone()))
         .add_service(InterceptedService::new(gateway.service(), auth.clone()))
         .add_service(InterceptedService::new(TokenGrpc(revocations).into_server(), auth));
     let names = vec![
@@ -107,6 +115,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         GatewayServiceServer::<GatewayGrpc>::NAME,
         TokenServiceServer::<TokenGrpc>::NAME,
     ];
-    let routes = Routes::from(zhengzhao_signing::http::routes(routes.into_axum_router(), signing));
+    let router = zhengzhao_signing::http::routes(routes.into_axum_router(), signing);
+    let routes = Routes::from(zhengzhao_exchange::http::routes(router, exchange));
     Ok(Assembly { routes, names, issuance })
 }

@@ -1,0 +1,326 @@
+//! The usage log: every use of a licence, granted or refused, written before
+//! anything is returned, each record a leaf of the log's own RFC 6962 Merkle
+//! tree (the storage issuance's transparency log uses, in the exchange's own
+//! database), appended in the record's transaction. Checkpoints are signed by
+//! the library's key in the signing service, so anyone holding the JWKS can
+//! check them, and an auditor who kept one can prove later that no record
+//! was deleted or altered (`zhengzhao audit --usage`).
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use sqlx::AnyConnection;
+use time::OffsetDateTime;
+use zhengzhao_auth::{Action, Principal, authorize};
+use zhengzhao_crypto::merkle::{self, Hash};
+use zhengzhao_crypto::{b64url, b64url_decode};
+use zhengzhao_proto::ServiceError;
+use zhengzhao_store::{format_time, now, parse_time};
+
+use crate::{Exchange, rows};
+
+/// Largest page of the usage log.
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// The `typ` a usage-log checkpoint's payload carries.
+pub const USAGE_CHECKPOINT_TYP: &str = "zhengzhao-usage-checkpoint";
+
+/// One usage-log record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub id: i64,
+    pub consumer_code: String,
+    pub consumer_role: String,
+    pub token_id: String,
+    pub operator: String,
+    /// The gRPC method: FetchLicence, FindLicences or IssueCopy.
+    pub method: String,
+    pub client_address: String,
+    pub identifier: String,
+    pub type_code: String,
+    pub holder_id_type: String,
+    /// [`holder_digest`] of the holder's ID: what queries by holder match.
+    pub holder_digest: String,
+    pub holder_masked: String,
+    pub use_cause: String,
+    pub service_item_code: String,
+    pub case_number: String,
+    pub granted: bool,
+    /// Which rule refused (see [`crate::Refusal`]); empty when granted.
+    pub refusal_rule: String,
+    pub refusal_reason: String,
+    pub entry_id: Option<i64>,
+    pub copy_id: String,
+    pub accessed_at: OffsetDateTime,
+    /// The record's leaf index; None only for records not yet logged (never
+    /// returned: the service logs them when it starts).
+    pub log_index: Option<u64>,
+}
+
+/// The leaf of a usage record: the RFC 8785 canonical JSON of every field
+/// the record holds, its leaf index included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsageLeaf {
+    pub log_index: u64,
+    pub id: i64,
+    pub consumer_code: String,
+    pub consumer_role: String,
+    pub token_id: String,
+    pub operator: String,
+    pub method: String,
+    pub client_address: String,
+    pub identifier: String,
+    pub type_code: String,
+    pub holder_id_type: String,
+    pub holder_digest: String,
+    pub holder_masked: String,
+    pub use_cause: String,
+    pub service_item_code: String,
+    pub case_number: String,
+    pub decision: String,
+    pub refusal_rule: String,
+    pub refusal_reason: String,
+    pub entry_id: Option<i64>,
+    pub copy_id: String,
+    pub accessed_at: String,
+}
+
+impl UsageLeaf {
+    pub fn of(r: &UsageRecord, log_index: u64) -> Self {
+        UsageLeaf {
+            log_index,
+            id: r.id,
+            consumer_code: r.consumer_code.clone(),
+            consumer_role: r.consumer_role.clone(),
+            token_id: r.token_id.clone(),
+            operator: r.operator.clone(),
+            method: r.method.clone(),
+            client_address: r.client_address.clone(),
+            identifier: r.identifier.clone(),
+            type_code: r.type_code.clone(),
+            holder_id_type: r.holder_id_type.clone(),
+            holder_digest: r.holder_digest.clone(),
+            holder_masked: r.holder_masked.clone(),
+            use_cause: r.use_cause.clone(),
+            service_item_code: r.service_item_code.clone(),
+            case_number: r.case_number.clone(),
+            decision: if r.granted { "granted" } else { "refused" }.into(),
+            refusal_rule: r.refusal_rule.clone(),
+            refusal_reason: r.refusal_reason.clone(),
+            entry_id: r.entry_id,
+            copy_id: r.copy_id.clone(),
+            accessed_at: format_time(r.accessed_at),
+        }
+    }
+
+    /// The RFC 6962 leaf hash of the canonical JSON.
+    pub fn hash(&self) -> Result<Hash, String> {
+        let bytes = zhengzhao_core::canonical_json(self).map_err(|e| e.to_string())?;
+        Ok(merkle::leaf_hash(&bytes))
+    }
+}
+
+/// What a holder ID is matched by in the log: lower-case hex SHA-256 of
+/// `type|number` (the number as the library stores it). The log never holds
+/// the number itself.
+pub fn holder_digest(id_type: &str, id_number: &str) -> String {
+    hex::encode(sha2::Sha256::digest(format!("{id_type}|{id_number}").as_bytes()))
+}
+
+/// A query of the usage log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub identifier: String,
+    pub agency_code: String,
+    /// [`holder_digest`] of the holder, or empty.
+    pub holder_digest: String,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// Only granted (true) or refused (false) uses.
+    pub granted: Option<bool>,
+    /// By log index, oldest first.
+    pub oldest_first: bool,
+}
+
+/// The body of a usage-log checkpoint, signed as canonical JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageCheckpointBody {
+    pub typ: String,
+    pub origin: String,
+    pub tree_size: u64,
+    /// Base64url of the root hash.
+    pub root_hash: String,
+    pub timestamp: String,
+}
+
+/// A signed tree head of the usage log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageCheckpoint {
+    pub origin: String,
+    pub tree_size: u64,
+    pub root_hash: Hash,
+    pub timestamp: OffsetDateTime,
+    pub jws: String,
+}
+
+impl UsageCheckpoint {
+    /// Reads a checkpoint's payload, unverified: the caller checks the JWS
+    /// against the library's key in the JWKS.
+    pub fn read(jws: &str) -> Result<Self, String> {
+        let parsed = zhengzhao_crypto::jws::parse(jws).map_err(|e| format!("not a checkpoint: {e}"))?;
+        let body: UsageCheckpointBody =
+            serde_json::from_slice(&parsed.payload).map_err(|e| format!("unreadable checkpoint: {e}"))?;
+        if body.typ != USAGE_CHECKPOINT_TYP {
+            return Err(format!("not a usage-log checkpoint: typ {:?}", body.typ));
+        }
+        let root_hash: Hash = b64url_decode(&body.root_hash)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("unreadable checkpoint: root_hash is not 32 base64url bytes")?;
+        Ok(UsageCheckpoint {
+            origin: body.origin,
+            tree_size: body.tree_size,
+            root_hash,
+            timestamp: parse_time(&body.timestamp).ok_or("unreadable checkpoint: timestamp")?,
+            jws: jws.to_owned(),
+        })
+    }
+}
+
+/// Writes `record` and its leaf in the caller's transaction; returns it with
+/// its id and leaf index.
+pub(crate) async fn write(
+    conn: &mut AnyConnection,
+    engine: zhengzhao_store::Engine,
+    mut record: UsageRecord,
+) -> Result<UsageRecord, ServiceError> {
+    let index = zhengzhao_translog::lock_for_append(conn, engine).await?;
+    record.id = rows::insert_usage(conn, &record, index).await?;
+    record.log_index = Some(index);
+    let leaf = UsageLeaf::of(&record, index).hash().map_err(ServiceError::internal)?;
+    zhengzhao_translog::append(conn, index, &[leaf]).await?;
+    Ok(record)
+}
+
+impl Exchange {
+    /// Logs every record written before the usage log was a Merkle tree, in
+    /// id order, in batches.
+    pub(crate) async fn catch_up_log(&self) -> Result<u64, ServiceError> {
+        let mut total = 0;
+        loop {
+            let mut tx = self.db.pool.begin().await?;
+            let start = zhengzhao_translog::lock_for_append(&mut tx, self.db.engine).await?;
+            let records = rows::unlogged_usage(&mut tx, 1000).await?;
+            if records.is_empty() {
+                return Ok(total);
+            }
+            let mut leaves = Vec::with_capacity(records.len());
+            for (i, r) in records.iter().enumerate() {
+                let index = start + i as u64;
+                rows::set_usage_index(&mut tx, r.id, index).await?;
+                leaves.push(UsageLeaf::of(r, index).hash().map_err(ServiceError::internal)?);
+            }
+            zhengzhao_translog::append(&mut tx, start, &leaves).await?;
+            tx.commit().await?;
+            total += records.len() as u64;
+            tracing::info!(records = total, "earlier usage records entered into the usage log");
+        }
+    }
+
+    /// One page of the usage log and the next page's token.
+    pub async fn usage_log(
+        &self,
+        who: &Principal,
+        filter: &UsageFilter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<UsageRecord>, String), ServiceError> {
+        authorize(who, &Action::ReadUsageLog)?;
+        let size = match page_size {
+            0 => 100,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(ServiceError::invalid("page_size", format!("at most {MAX_PAGE_SIZE}")));
+            }
+            n => n,
+        };
+        let cursor = match (page_token, filter.oldest_first) {
+            ("", true) => 0,
+            ("", false) => i64::MAX,
+            (t, _) => t
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ServiceError::invalid("page_token", "not a token this listing returned"))?,
+        };
+        let mut conn = self.db.pool.acquire().await?;
+        let mut records = rows::list_usage(&mut conn, filter, cursor, i64::from(size) + 1).await?;
+        let next = if records.len() > size as usize {
+            records.truncate(size as usize);
+            match records.last() {
+                Some(r) if filter.oldest_first => (r.log_index.unwrap_or_default() + 1).to_string(),
+                Some(r) => r.id.to_string(),
+                None => String::new(),
+            }
+        } else {
+            String::new()
+        };
+        Ok((records, next))
+    }
+
+    /// The usage log's latest checkpoint, signing a new one (with the
+    /// library's key, through the signing service) when the log has grown.
+    pub async fn usage_checkpoint(&self, who: &Principal) -> Result<UsageCheckpoint, ServiceError> {
+        authorize(who, &Action::ReadLog)?;
+        let mut conn = self.db.pool.acquire().await?;
+        let n = zhengzhao_translog::size(&mut conn).await?;
+        if let Some(c) = stored_checkpoint(&mut conn, n).await? {
+            return Ok(c);
+        }
+        let root = zhengzhao_translog::root(&mut conn, n).await?;
+        let at = now();
+        let body = UsageCheckpointBody {
+            typ: USAGE_CHECKPOINT_TYP.into(),
+            origin: format!("zhengzhao-usage/{}", self.agency),
+            tree_size: n,
+            root_hash: b64url(&root),
+            timestamp: format_time(at),
+        };
+        let payload = zhengzhao_core::canonical_json(&body).map_err(ServiceError::internal)?;
+        let signed = self.signing.sign(&self.agency, &payload).await?;
+        let inserted =
+            sqlx::query("INSERT INTO log_checkpoints (tree_size, root_hash, jws, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(i64::try_from(n).map_err(ServiceError::internal)?)
+                .bind(root.to_vec())
+                .bind(&signed.jws)
+                .bind(format_time(at))
+                .execute(&mut *conn)
+                .await;
+        match inserted {
+            Ok(_) => UsageCheckpoint::read(&signed.jws).map_err(ServiceError::internal),
+            Err(e) if zhengzhao_store::is_unique_violation(&e) => {
+                stored_checkpoint(&mut conn, n).await?.ok_or_else(|| ServiceError::internal("checkpoint vanished"))
+            }
+            Err(e) => Err(ServiceError::internal(e)),
+        }
+    }
+
+    /// The consistency proof between two sizes of the usage log.
+    pub async fn usage_consistency_proof(
+        &self,
+        who: &Principal,
+        first: u64,
+        second: u64,
+    ) -> Result<Vec<Hash>, ServiceError> {
+        authorize(who, &Action::ReadLog)?;
+        let mut conn = self.db.pool.acquire().await?;
+        zhengzhao_translog::consistency_proof(&mut conn, first, second).await
+    }
+}
+
+async fn stored_checkpoint(conn: &mut AnyConnection, n: u64) -> Result<Option<UsageCheckpoint>, ServiceError> {
+    let jws: Option<String> = sqlx::query_scalar("SELECT jws FROM log_checkpoints WHERE tree_size = $1")
+        .bind(i64::try_from(n).map_err(ServiceError::internal)?)
+        .fetch_optional(&mut *conn)
+        .await?;
+    jws.map(|j| UsageCheckpoint::read(&j).map_err(ServiceError::internal)).transpose()
+}
