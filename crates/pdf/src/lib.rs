@@ -232,9 +232,12 @@ impl Layout {
             self.line((x + LABEL_W, y), (x + LABEL_W, y + h), Color::black(), 0.6);
             for j in i..i + k {
                 let base = y + PAD + (j - i) as f32 * LH + LH * 0.72;
-                if let Some(l) = labels.get(j) {
-                    self.text(x + PAD, base, FS, l.clone(), Color::new(60, 60, 60));
-                }
+                let label = match labels.get(j) {
+                    Some(l) => l.clone(),
+                    None if j == i => "（续）".to_string(),
+                    None => String::new(),
+                };
+                self.text(x + PAD, base, FS, label, Color::new(60, 60, 60));
                 if let Some(v) = values.get(j) {
                     self.text(x + LABEL_W + PAD, base, FS, v.clone(), Color::black());
                 }
@@ -252,7 +255,7 @@ pub fn render(font: &CopyFont, face: &CopyFace) -> Result<Vec<u8>, PdfError> {
     let mut lay = Layout { pages: Vec::new(), y: MARGIN + 8.0, header: format!("{title}（加注件，续）") };
 
     // Title, centred, wrapped if very long; then the subtitle.
-    for line in wrap(&title, 22.0, W - 2.0 * MARGIN) {
+    for line in capped(wrap(&title, 22.0, W - 2.0 * MARGIN), 3) {
         lay.y += 28.0;
         lay.text((W - width(&line, 22.0)) / 2.0, lay.y, 22.0, line, Color::black());
     }
@@ -343,24 +346,18 @@ pub fn render(font: &CopyFont, face: &CopyFace) -> Result<Vec<u8>, PdfError> {
 fn footer(lay: &mut Layout, face: &CopyFace) -> Result<(), PdfError> {
     let qr = QrCode::with_error_correction_level(face.verify_url.as_bytes(), EcLevel::M)
         .map_err(|e| PdfError::Render(format!("the verify URL cannot be put in a QR code: {e}")))?;
-    let url_lines = wrap(&face.verify_url, 6.5, QR_SIDE);
+    let url_lines = capped(wrap(&face.verify_url, 6.5, QR_SIDE), 8);
     let qr_h = 16.0 + QR_SIDE + 4.0 + url_lines.len() as f32 * 8.5;
 
     let (ann_lh, ann_fs) = (14.5, 10.0);
     let ann_x = MARGIN;
     let ann_w = W - 2.0 * MARGIN - QR_SIDE - 16.0;
-    let mut lines: Vec<String> = face
+    let lines: Vec<String> = face
         .annotation
         .iter()
         .flat_map(|(l, v)| wrap(&format!("{}：{}", clean(l), clean(v)), ann_fs, ann_w - 2.0 * PAD - 8.0))
         .collect();
-    let max_lines = ((BOTTOM - TOP_NEXT - 2.0 * PAD - 24.0) / ann_lh) as usize;
-    if lines.len() > max_lines {
-        lines.truncate(max_lines);
-        if let Some(last) = lines.last_mut() {
-            last.push('…');
-        }
-    }
+    let lines = capped(lines, ((BOTTOM - TOP_NEXT - 2.0 * PAD - 24.0) / ann_lh) as usize);
     let ann_h = 2.0 * PAD + 24.0 + lines.len() as f32 * ann_lh;
     if lay.y + 18.0 + ann_h.max(qr_h) > BOTTOM {
         lay.new_page();
@@ -445,15 +442,17 @@ fn clean(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// A conservative estimate of a character's advance in ems: the CJK fonts'
-/// ideographs and full-width forms are 1 em; their proportional Latin is
-/// narrower.
+/// A conservative estimate of a character's advance in ems, measured on
+/// Noto Sans CJK: ideographs and full-width forms are 1 em, its proportional
+/// Latin narrower.
 fn em(c: char) -> f32 {
     match c {
-        'M' | 'W' | 'm' | 'w' | '@' | '%' => 0.95,
-        'A'..='Z' => 0.72,
-        ' ' | 'i' | 'j' | 'l' | '.' | ',' | ':' | ';' | '\'' | '|' | '!' => 0.34,
-        c if c.is_ascii() => 0.62,
+        ' ' | 'i' | 'j' | 'l' | 'I' | '.' | ',' | ':' | ';' | '\'' | '|' | '!' => 0.34,
+        'm' | 'W' | '@' | '%' => 0.96,
+        'M' | 'w' => 0.85,
+        'A'..='Z' | '&' => 0.76,
+        '0'..='9' | '-' | '+' | '=' | '<' | '>' | '#' | '$' | '^' | '~' | '_' => 0.57,
+        c if c.is_ascii() => 0.64,
         _ => 1.0,
     }
 }
@@ -462,28 +461,22 @@ fn width(s: &str, size: f32) -> f32 {
     s.chars().map(em).sum::<f32>() * size
 }
 
-/// Splits `text` into lines no wider than `max`: anywhere for CJK, at a
-/// space when a Latin word would be cut. Always at least one line.
+/// Splits `text` into lines no wider than `max`: anywhere in CJK, but a
+/// Latin word or URL moves whole to the next line (if it is short enough),
+/// cut after a space or punctuation. Always at least one line.
 fn wrap(text: &str, size: f32, max: f32) -> Vec<String> {
     let mut lines = Vec::new();
     let mut cur = String::new();
     for c in clean(text).chars() {
         if !cur.is_empty() && width(&cur, size) + em(c) * size > max {
-            let word = cur.rfind(' ').map(|i| (i, &cur[i + 1..]));
-            match word {
-                Some((i, tail))
-                    if c != ' '
-                        && i > 0
-                        && tail.chars().all(|t| t.is_ascii_graphic())
-                        && width(tail, size) < max / 2.0 =>
-                {
-                    let tail = tail.to_string();
-                    lines.push(cur[..i].trim_end().to_string());
-                    cur = tail;
-                }
-                _ => lines.push(std::mem::take(&mut cur)),
-            }
-            if c == ' ' {
+            let cut = if c.is_ascii_graphic() { latin_break(&cur) } else { None };
+            let tail = match cut {
+                Some(i) if width(&cur[i..], size) < max / 2.0 => cur.split_off(i),
+                _ => String::new(),
+            };
+            lines.push(cur.trim_end().to_string());
+            cur = tail;
+            if c == ' ' && cur.is_empty() {
                 continue;
             }
         }
@@ -493,4 +486,29 @@ fn wrap(text: &str, size: f32, max: f32) -> Vec<String> {
         lines.push(cur);
     }
     lines
+}
+
+/// At most `max` lines, the last one ending with "…" when some were cut
+/// (for the few things that must fit on one page).
+fn capped(mut lines: Vec<String>, max: usize) -> Vec<String> {
+    if lines.len() > max {
+        lines.truncate(max);
+        if let Some(last) = lines.last_mut() {
+            last.push('…');
+        }
+    }
+    lines
+}
+
+/// Where the Latin run ending `s` can be cut: after its last space or
+/// punctuation, not at the very start.
+fn latin_break(s: &str) -> Option<usize> {
+    for (i, c) in s.char_indices().rev() {
+        match c {
+            ' ' | '.' | '/' | '-' | '_' | ',' | ';' | '?' | '&' | '=' if i > 0 => return Some(i + 1),
+            c if c.is_ascii_graphic() => {}
+            _ => return None,
+        }
+    }
+    None
 }

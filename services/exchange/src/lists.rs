@@ -154,11 +154,12 @@ impl Exchange {
             return Err(Violations(out).into());
         }
         let mut pairs = Vec::new();
+        let mut lonely_types = Vec::new();
         for t in &types {
             let listed: Vec<&str> = t.definition.service_items.iter().map(|s| s.code.as_str()).collect();
             let mine: Vec<&String> = items.iter().filter(|i| listed.contains(&i.as_str())).collect();
             if mine.is_empty() {
-                out.push(FieldViolation::new(
+                lonely_types.push(FieldViolation::new(
                     type_field,
                     format!(
                         "licence type {} lists none of the service items named (it lists: {})",
@@ -177,6 +178,7 @@ impl Exchange {
                 }
             }
         }
+        let mut lonely_items = Vec::new();
         for (i, item) in items.iter().enumerate() {
             if !pairs.iter().any(|(_, it)| it == item) {
                 let field = if items.len() == 1 && item_field == "service_item_code" {
@@ -184,11 +186,18 @@ impl Exchange {
                 } else {
                     format!("{item_field}[{i}]")
                 };
-                out.push(FieldViolation::new(
+                lonely_items.push(FieldViolation::new(
                     field,
                     format!("{item} is not a service item of the licence type(s) named"),
                 ));
             }
+        }
+        // An item no type lists says it all; a type left without items is
+        // worth saying only when every item found its type.
+        if lonely_items.is_empty() {
+            out.extend(lonely_types);
+        } else {
+            out.extend(lonely_items);
         }
         if out.is_empty() { Ok(pairs) } else { Err(Violations(out).into()) }
     }
