@@ -330,7 +330,15 @@ pub async fn serve_with_grace(
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle: a reply written in pieces (headers, data, trailers) must
+    // not wait for the client's delayed ACK (40 ms on Linux).
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+        s.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    });
     let mut builder = Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).context("TLS settings (tls.cert_file, tls.key_file)")?;

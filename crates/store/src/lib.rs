@@ -44,7 +44,22 @@ pub enum Engine {
 pub struct Db {
     pub pool: AnyPool,
     pub engine: Engine,
+    /// On SQLite, read-only connections beside the one writer (WAL lets
+    /// them read committed data while the writer commits); on PostgreSQL
+    /// the pool itself.
+    reader: Option<AnyPool>,
 }
+
+impl Db {
+    /// Where reads that need no transaction go: on SQLite they then do not
+    /// queue behind the writer's commits.
+    pub fn reader(&self) -> &AnyPool {
+        self.reader.as_ref().unwrap_or(&self.pool)
+    }
+}
+
+/// Read-only connections of a SQLite database.
+const SQLITE_READERS: u32 = 4;
 
 /// A database that cannot be opened or migrated.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +132,7 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
             let sep = if url.contains('?') { '&' } else { '?' };
             let scoped = format!("{url}{sep}options=-c%20search_path%3D{service}");
             let pool = AnyPoolOptions::new().max_connections(16).connect(&scoped).await.map_err(StoreError::Connect)?;
-            Db { pool, engine: Engine::Postgres }
+            Db { pool, engine: Engine::Postgres, reader: None }
         }
         StoreConfig::SqliteDir(dir) => {
             private_dir(dir).map_err(|e| StoreError::Dir(dir.clone(), e))?;
@@ -128,7 +143,7 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
             // connection never meets a lock upgrade it cannot wait for.
             let pool = AnyPoolOptions::new().max_connections(1).connect(&url).await.map_err(StoreError::Connect)?;
             pool.execute("PRAGMA journal_mode = WAL").await.map_err(StoreError::Connect)?;
-            Db { pool, engine: Engine::Sqlite }
+            Db { pool, engine: Engine::Sqlite, reader: None }
         }
     };
     let migrator = match db.engine {
@@ -136,6 +151,14 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
         Engine::Sqlite => migrations.sqlite,
     };
     migrator.run(&db.pool).await.map_err(|source| StoreError::Migrate { service: service.to_owned(), source })?;
+    let mut db = db;
+    if let StoreConfig::SqliteDir(dir) = config {
+        let path = dir.join(format!("{service}.db"));
+        let url = format!("sqlite://{}?mode=ro", path.display());
+        let reader =
+            AnyPoolOptions::new().max_connections(SQLITE_READERS).connect(&url).await.map_err(StoreError::Connect)?;
+        db.reader = Some(reader);
+    }
     Ok(db)
 }
 

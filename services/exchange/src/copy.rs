@@ -21,7 +21,7 @@ use zhengzhao_store::{format_time, now, parse_time};
 use crate::model::UseContext;
 use crate::rows::{self, StoredCopy};
 use crate::usage::{Caller, in_force};
-use crate::usagelog::write;
+use crate::usagelog::Job;
 use crate::{Exchange, ExchangeError};
 
 /// The `typ` a copy's payload carries.
@@ -209,8 +209,6 @@ impl Exchange {
         let link_expires_at = token.as_ref().map(|_| at + LINK_LIFETIME);
         r.entry_id = Some(entry.id);
         r.copy_id.clone_from(&copy_id);
-        let mut tx = self.db.pool.begin().await?;
-        let r = write(&mut tx, self.db.engine, r).await?;
         let stored = StoredCopy {
             copy_id: copy_id.clone(),
             identifier: licence.identifier.clone(),
@@ -218,11 +216,13 @@ impl Exchange {
             jws: signed.jws.clone(),
             good_until,
         };
-        rows::insert_copy(&mut tx, &stored, r.id, at).await?;
-        if let (Some(t), Some(exp)) = (&token, link_expires_at) {
-            rows::insert_link(&mut tx, &link_digest(t), &copy_id, exp).await?;
-        }
-        tx.commit().await?;
+        let link = token.as_ref().zip(link_expires_at).map(|(t, exp)| (link_digest(t), exp));
+        let r = self
+            .writer
+            .write(Job::Copy { record: Box::new(r), copy: stored, link })
+            .await?
+            .pop()
+            .ok_or_else(|| ServiceError::internal("the usage-log writer returned no record"))?;
         tracing::info!(
             identifier = %licence.identifier, consumer = %caller.principal.actor(), copy = %copy_id,
             "annotated copy issued"

@@ -66,6 +66,8 @@ pub struct Exchange {
     font_source: FontSource,
     font: std::sync::OnceLock<zhengzhao_pdf::CopyFont>,
     clock: Clock,
+    /// The usage log's one writer (group commit).
+    writer: usagelog::Writer,
 }
 
 /// Where the copy font comes from: the file configured, or the first of
@@ -88,7 +90,9 @@ impl Exchange {
     /// log was a Merkle tree.
     pub async fn open(store: &StoreConfig, deps: ExchangeDeps) -> Result<Arc<Self>, ServiceError> {
         let db = zhengzhao_store::open(store, "exchange", &MIGRATIONS).await.map_err(ServiceError::internal)?;
+        let writer = usagelog::Writer::spawn(db.clone());
         let exchange = Arc::new(Exchange {
+            writer,
             db,
             issuance: deps.issuance,
             catalog: deps.catalog,

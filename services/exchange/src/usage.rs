@@ -10,7 +10,7 @@ use zhengzhao_store::now;
 
 use crate::error::{Refusal, Refused};
 use crate::model::{Entry, UseContext};
-use crate::usagelog::{UsageRecord, holder_digest, write};
+use crate::usagelog::{Job, UsageRecord, holder_digest};
 use crate::{Exchange, ExchangeError, rows};
 
 /// Longest text kept in the log from a refused request's fields.
@@ -139,12 +139,13 @@ fn document_of(l: &LicenceRecord) -> Result<LicenceDocument, ServiceError> {
 }
 
 impl Exchange {
-    /// Writes one usage record in its own transaction.
+    /// Writes one usage record durably (with others queued meanwhile).
     pub(crate) async fn log_use(&self, r: UsageRecord) -> Result<UsageRecord, ServiceError> {
-        let mut tx = self.db.pool.begin().await?;
-        let r = write(&mut tx, self.db.engine, r).await?;
-        tx.commit().await?;
-        Ok(r)
+        self.writer
+            .write(Job::Records(vec![r]))
+            .await?
+            .pop()
+            .ok_or_else(|| ServiceError::internal("the usage-log writer returned no record"))
     }
 
     /// Logs a refusal and returns its error; if the refusal cannot be
@@ -176,37 +177,37 @@ impl Exchange {
         r.identifier = clip(identifier);
         let checked = async {
             authorize(&caller.principal, &Action::UseLicence).map_err(ServiceError::from)?;
-            LicenceId::parse_held("identifier", identifier)?;
+            let id = LicenceId::parse_held("identifier", identifier)?;
             use_.check()?;
-            Ok::<_, ServiceError>(())
+            Ok::<_, ServiceError>(id)
         }
         .await;
-        if let Err(e) = checked {
-            return Err(self.refuse_use(r, e.into()).await);
-        }
-        let licence = match self.issuance.get(identifier).await {
+        let id = match checked {
+            Ok(id) => id,
+            Err(e) => return Err(self.refuse_use(r, e.into()).await),
+        };
+        // The identifier names the type: read the licence and the caller's
+        // entries for that type side by side.
+        let type_code = id.type_code().as_str();
+        let entries = async {
+            let mut conn = self.db.reader().acquire().await.map_err(ServiceError::from)?;
+            rows::entries_for_use(&mut conn, &caller.principal.agency, &use_.service_item_code, Some(type_code)).await
+        };
+        let (licence, entries) = tokio::join!(self.issuance.get(identifier), entries);
+        let licence = match licence {
             Ok(l) => l,
             Err(e) => return Err(self.refuse_use(r, e.into()).await),
         };
         let doc = match document_of(&licence) {
-            Ok(d) => d,
+            Ok(d) if d.type_code == type_code && licence.type_code == type_code => d,
+            Ok(_) => {
+                let e = ServiceError::internal(format!("licence {} holds a document of another type", licence.identifier));
+                return Err(self.refuse_use(with_licence(r, &licence, None), e.into()).await);
+            }
             Err(e) => return Err(self.refuse_use(with_licence(r, &licence, None), e.into()).await),
         };
         let r = with_licence(r, &licence, Some(&doc));
-        let entry = async {
-            let mut conn = self.db.pool.acquire().await.map_err(ServiceError::from)?;
-            let entries = rows::entries_for_use(
-                &mut conn,
-                &caller.principal.agency,
-                &use_.service_item_code,
-                Some(&licence.type_code),
-            )
-            .await?;
-            Ok::<_, ServiceError>(entries)
-        }
-        .await
-        .map_err(Refused::from)
-        .and_then(|entries| {
+        let entry = entries.map_err(Refused::from).and_then(|entries| {
             effective(
                 &entries,
                 self.clock.today(),
@@ -262,7 +263,7 @@ impl Exchange {
         r.holder_digest = holder_digest(&query.holder_id_type, &number);
         r.holder_masked = mask_id_number(&number);
         let entries = {
-            let mut conn = self.db.pool.acquire().await?;
+            let mut conn = self.db.reader().acquire().await?;
             rows::entries_for_use(&mut conn, &caller.principal.agency, &use_.service_item_code, None).await
         };
         let entries = match entries {
@@ -318,7 +319,7 @@ impl Exchange {
             Err(e) => return Err(self.refuse_use(r, e.into()).await),
         };
         let mut out = Vec::with_capacity(licences.len());
-        let mut tx = self.db.pool.begin().await?;
+        let mut records = Vec::with_capacity(licences.len());
         for licence in licences {
             let Some(entry) = covered.iter().find(|e| e.type_code == licence.type_code).cloned() else {
                 continue; // issuance answered a type not asked for: never shown
@@ -326,15 +327,17 @@ impl Exchange {
             let doc = document_of(&licence)?;
             let mut lr = with_licence(r.clone(), &licence, Some(&doc));
             lr.entry_id = Some(entry.id);
-            let lr = write(&mut tx, self.db.engine, lr).await?;
-            let mut u = used(licence, &doc, entry)?;
-            u.usage_id = lr.id;
-            out.push(u);
+            records.push(lr);
+            out.push(used(licence, &doc, entry)?);
         }
-        if out.is_empty() {
-            write(&mut tx, self.db.engine, r).await?;
+        if records.is_empty() {
+            // A lookup that finds nothing is a use too.
+            records.push(r);
         }
-        tx.commit().await?;
+        let written = self.writer.write(Job::Records(records)).await?;
+        for (u, w) in out.iter_mut().zip(&written) {
+            u.usage_id = w.id;
+        }
         tracing::info!(
             consumer = %caller.principal.actor(), holder = %mask_id_number(&query.holder_id_number),
             found = out.len(), "holder's licences looked up"

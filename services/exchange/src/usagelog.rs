@@ -187,19 +187,127 @@ impl UsageCheckpoint {
     }
 }
 
-/// Writes `record` and its leaf in the caller's transaction; returns it with
-/// its id and leaf index.
-pub(crate) async fn write(
-    conn: &mut AnyConnection,
+/// What one caller asks the writer to make durable, in one piece.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// Usage records (a lookup writes one per licence found).
+    Records(Vec<UsageRecord>),
+    /// An annotated copy's use, the copy, and its download link if asked for.
+    Copy { record: Box<UsageRecord>, copy: rows::StoredCopy, link: Option<(String, OffsetDateTime)> },
+}
+
+struct Pending {
+    job: Job,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<UsageRecord>, ServiceError>>,
+}
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// The usage log's one writer: jobs from concurrent uses are committed
+/// together (group commit), each caller answered only once its records are
+/// durable. On PostgreSQL the leaf order needs a lock on the tree anyway,
+/// and on SQLite every commit waits for the disk: committing what queued
+/// up meanwhile in one transaction keeps both off the request path.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    jobs: tokio::sync::mpsc::Sender<Pending>,
+}
+
+impl Writer {
+    pub(crate) fn spawn(db: zhengzhao_store::Db) -> Self {
+        let (jobs, mut queue) = tokio::sync::mpsc::channel::<Pending>(4 * MAX_BATCH);
+        tokio::spawn(async move {
+            while let Some(first) = queue.recv().await {
+                // Wait for the database first, then take everything that
+                // queued up meanwhile (on SQLite the one connection is also
+                // what the requests' reads wait for).
+                let tx = db.pool.begin().await;
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let jobs: Vec<&Job> = batch.iter().map(|p| &p.job).collect();
+                let committed = match tx {
+                    Ok(tx) => commit(tx, db.engine, &jobs).await,
+                    Err(e) => Err(e.into()),
+                };
+                match committed {
+                    Ok(results) => {
+                        for (p, r) in batch.into_iter().zip(results) {
+                            let _ = p.reply.send(Ok(r));
+                        }
+                    }
+                    // One bad job must not fail the others: each alone.
+                    Err(e) if batch.len() > 1 => {
+                        tracing::warn!(error = %e, jobs = batch.len(), "usage-log batch failed; writing its jobs one by one");
+                        for p in batch {
+                            let r = match db.pool.begin().await {
+                                Ok(tx) => commit(tx, db.engine, &[&p.job]).await.map(|mut r| r.pop().unwrap_or_default()),
+                                Err(e) => Err(e.into()),
+                            };
+                            let _ = p.reply.send(r);
+                        }
+                    }
+                    Err(e) => {
+                        for p in batch {
+                            let _ = p.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Writer { jobs }
+    }
+
+    /// Writes `job` durably; returns its records with their ids and leaf indexes.
+    pub(crate) async fn write(&self, job: Job) -> Result<Vec<UsageRecord>, ServiceError> {
+        let stopped = || ServiceError::internal("the usage-log writer has stopped");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs.send(Pending { job, reply }).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Commits `jobs` in one transaction: every record a leaf, in order.
+async fn commit(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
     engine: zhengzhao_store::Engine,
-    mut record: UsageRecord,
-) -> Result<UsageRecord, ServiceError> {
-    let index = zhengzhao_translog::lock_for_append(conn, engine).await?;
-    record.id = rows::insert_usage(conn, &record, index).await?;
-    record.log_index = Some(index);
-    let leaf = UsageLeaf::of(&record, index).hash().map_err(ServiceError::internal)?;
-    zhengzhao_translog::append(conn, index, &[leaf]).await?;
-    Ok(record)
+    jobs: &[&Job],
+) -> Result<Vec<Vec<UsageRecord>>, ServiceError> {
+    let start = zhengzhao_translog::lock_for_append(&mut tx, engine).await?;
+    let mut index = start;
+    let mut leaves = Vec::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let records: Vec<&UsageRecord> = match job {
+            Job::Records(r) => r.iter().collect(),
+            Job::Copy { record, .. } => vec![&**record],
+        };
+        let mut written = Vec::with_capacity(records.len());
+        for r in records {
+            let mut r = r.clone();
+            r.id = rows::insert_usage(&mut tx, &r, index).await?;
+            r.log_index = Some(index);
+            leaves.push(UsageLeaf::of(&r, index).hash().map_err(ServiceError::internal)?);
+            index += 1;
+            written.push(r);
+        }
+        if let Job::Copy { copy, link, .. } = job {
+            let usage_id = written.first().map(|r| r.id).unwrap_or_default();
+            rows::insert_copy(&mut tx, copy, usage_id, now()).await?;
+            if let Some((digest, expires)) = link {
+                rows::insert_link(&mut tx, digest, &copy.copy_id, *expires).await?;
+            }
+        }
+        out.push(written);
+    }
+    zhengzhao_translog::append(&mut tx, start, &leaves).await?;
+    tx.commit().await?;
+    Ok(out)
 }
 
 impl Exchange {

@@ -419,7 +419,7 @@ impl Issuance {
             record::LICENCE_COLUMNS
         )))
         .bind(identifier)
-        .fetch_optional(&self.db.pool)
+        .fetch_optional(self.db.reader())
         .await?
         .ok_or_else(|| IssuanceError::NoLicence(identifier.to_owned()))?;
         record::licence_from_row(&row, self.clock.today())
