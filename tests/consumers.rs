@@ -56,11 +56,7 @@ async fn add_entry(
         .map(|r| r.into_inner().entry.unwrap_or_default())
 }
 
-async fn fetch(
-    lib: &Library,
-    agency: &str,
-    id: &str,
-) -> std::result::Result<exchange::UsedLicence, tonic::Status> {
+async fn fetch(lib: &Library, agency: &str, id: &str) -> std::result::Result<exchange::UsedLicence, tonic::Status> {
     lib.exchange_as(Role::Consumer, agency, "李四")
         .fetch_licence(exchange::FetchLicenceRequest { identifier: id.into(), r#use: use_ctx("核验经营资质") })
         .await
@@ -145,7 +141,8 @@ async fn usage_lists_are_administered_and_every_change_is_recorded() -> Result {
         assert_eq!(violated_fields(&e), vec!["reason"]);
         let e = admin.suspend_usage_entry(change(entry.id + 100, "核查")).await.unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
-        let s = admin.suspend_usage_entry(change(entry.id, "核查期间暂停")).await?.into_inner().entry.unwrap_or_default();
+        let s =
+            admin.suspend_usage_entry(change(entry.id, "核查期间暂停")).await?.into_inner().entry.unwrap_or_default();
         assert!(!s.effective && s.state == exchange::UsageEntryState::Suspended as i32);
         let e = admin.suspend_usage_entry(change(entry.id, "again")).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition);
@@ -164,16 +161,16 @@ async fn usage_lists_are_administered_and_every_change_is_recorded() -> Result {
         let own = consumer.list_usage_entries(exchange::ListUsageEntriesRequest::default()).await?.into_inner();
         assert_eq!(own.entries.len(), 1);
         let e = consumer
-            .list_usage_entries(exchange::ListUsageEntriesRequest { agency_code: PROVINCE.into(), ..Default::default() })
+            .list_usage_entries(exchange::ListUsageEntriesRequest {
+                agency_code: PROVINCE.into(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
         // Every change is recorded: who (and which operator), when, what.
-        let changes = admin
-            .list_usage_list_changes(exchange::ListUsageListChangesRequest::default())
-            .await?
-            .into_inner()
-            .changes;
+        let changes =
+            admin.list_usage_list_changes(exchange::ListUsageListChangesRequest::default()).await?.into_inner().changes;
         let actions: Vec<&str> = changes.iter().map(|c| c.action.as_str()).collect();
         assert_eq!(actions, ["ended", "resumed", "suspended", "created"], "{engine}");
         assert!(changes.iter().all(|c| c.actor == format!("admin@{ADMIN}") && c.operator == "王五" && c.at.is_some()));
@@ -201,7 +198,8 @@ async fn a_use_is_granted_only_by_an_effective_entry_and_shows_only_its_fields()
             .await
             .unwrap_err();
         assert_eq!(violated_fields(&e), vec!["use.use_cause", "use.service_item_code", "use.case_number"]);
-        let long = exchange::FetchLicenceRequest { identifier: l.identifier.clone(), r#use: use_ctx(&"因".repeat(201)) };
+        let long =
+            exchange::FetchLicenceRequest { identifier: l.identifier.clone(), r#use: use_ctx(&"因".repeat(201)) };
         assert_eq!(violated_fields(&consumer.fetch_licence(long).await.unwrap_err()), vec!["use.use_cause"]);
 
         let entry = add_entry(&lib, CONSUMER, &code, &["business_scope"]).await?;
@@ -243,7 +241,10 @@ async fn a_use_is_granted_only_by_an_effective_entry_and_shows_only_its_fields()
                 agency_code: CONSUMER.into(),
                 type_code: code.clone(),
                 service_item_code: ITEM.into(),
-                terms: Some(exchange::UsageTerms { effective_from: tomorrow.clone(), ..terms(&[]).unwrap_or_default() }),
+                terms: Some(exchange::UsageTerms {
+                    effective_from: tomorrow.clone(),
+                    ..terms(&[]).unwrap_or_default()
+                }),
                 ..Default::default()
             })
             .await?;
@@ -251,11 +252,9 @@ async fn a_use_is_granted_only_by_an_effective_entry_and_shows_only_its_fields()
         assert!(e.message().contains(&format!("takes effect on {tomorrow}")), "{e:?}");
 
         // Every attempt is in the log, with the rule that refused.
-        let log = usage_log(
-            &lib,
-            exchange::ListUsageLogRequest { identifier: l.identifier.clone(), ..Default::default() },
-        )
-        .await?;
+        let log =
+            usage_log(&lib, exchange::ListUsageLogRequest { identifier: l.identifier.clone(), ..Default::default() })
+                .await?;
         let rules: Vec<&str> = log.iter().map(|r| r.refusal_rule.as_str()).collect();
         assert_eq!(
             rules,
@@ -323,10 +322,8 @@ async fn consumers_find_a_holders_licences_of_the_types_their_list_covers() -> R
         let e = consumer.find_licences(find(&[&b])).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
         // Pages, and a status filter (as of today).
-        let page = consumer
-            .find_licences(exchange::FindLicencesRequest { page_size: 1, ..find(&[]) })
-            .await?
-            .into_inner();
+        let page =
+            consumer.find_licences(exchange::FindLicencesRequest { page_size: 1, ..find(&[]) }).await?.into_inner();
         assert_eq!(page.licences.len(), 1);
         let rest = consumer
             .find_licences(exchange::FindLicencesRequest {
@@ -340,10 +337,7 @@ async fn consumers_find_a_holders_licences_of_the_types_their_list_covers() -> R
         assert_ne!(rest.licences[0].usage_id, page.licences[0].usage_id);
         record(&lib, event(&a2.identifier, issuance::EventKind::Revoke, "违法经营")).await?;
         let valid = consumer
-            .find_licences(exchange::FindLicencesRequest {
-                status: common::LicenceStatus::Valid as i32,
-                ..find(&[])
-            })
+            .find_licences(exchange::FindLicencesRequest { status: common::LicenceStatus::Valid as i32, ..find(&[]) })
             .await?
             .into_inner();
         assert_eq!(valid.licences.len(), 1);
@@ -440,7 +434,10 @@ async fn a_province_applies_through_the_city_and_its_uses_go_through_the_same_ch
             .unwrap_err();
         assert_eq!(violated_fields(&e), vec!["reason"]);
         let approved = admin
-            .approve_application(exchange::ApproveApplicationRequest { application_id: app.id, reason: "符合要求".into() })
+            .approve_application(exchange::ApproveApplicationRequest {
+                application_id: app.id,
+                reason: "符合要求".into(),
+            })
             .await?
             .into_inner();
         assert_eq!(approved.entries.len(), 2, "{engine}");
@@ -456,11 +453,8 @@ async fn a_province_applies_through_the_city_and_its_uses_go_through_the_same_ch
         // Its uses go through the same checks and the same log.
         let used = fetch(&lib, PROVINCE, &l.identifier).await?;
         assert_eq!(face(used.licence.as_ref().expect("licence")).len(), 2);
-        let log = usage_log(
-            &lib,
-            exchange::ListUsageLogRequest { agency_code: PROVINCE.into(), ..Default::default() },
-        )
-        .await?;
+        let log = usage_log(&lib, exchange::ListUsageLogRequest { agency_code: PROVINCE.into(), ..Default::default() })
+            .await?;
         assert_eq!(log.len(), 2);
         assert_eq!(log[0].refusal_rule, "");
         assert_eq!(log[1].refusal_rule, "no_entry");
@@ -472,18 +466,25 @@ async fn a_province_applies_through_the_city_and_its_uses_go_through_the_same_ch
             .application
             .unwrap_or_default();
         let refused = admin
-            .refuse_application(exchange::RefuseApplicationRequest { application_id: second.id, reason: "重复申请".into() })
+            .refuse_application(exchange::RefuseApplicationRequest {
+                application_id: second.id,
+                reason: "重复申请".into(),
+            })
             .await?
             .into_inner()
             .application
             .unwrap_or_default();
         assert_eq!(refused.state, exchange::ApplicationState::Refused as i32);
-        assert_eq!((refused.decision_reason.as_str(), refused.decided_by.as_str()), ("重复申请", &*format!("admin@{ADMIN}")));
+        assert_eq!(
+            (refused.decision_reason.as_str(), refused.decided_by.as_str()),
+            ("重复申请", &*format!("admin@{ADMIN}"))
+        );
         let listed = |state: exchange::ApplicationState| exchange::ListApplicationsRequest {
             state: state as i32,
             ..Default::default()
         };
-        let approved_list = province.list_applications(listed(exchange::ApplicationState::Approved)).await?.into_inner();
+        let approved_list =
+            province.list_applications(listed(exchange::ApplicationState::Approved)).await?.into_inner();
         assert_eq!(approved_list.applications.iter().map(|a| a.id).collect::<Vec<_>>(), [app.id]);
         let all = admin.list_applications(listed(exchange::ApplicationState::Unspecified)).await?.into_inner();
         assert_eq!(all.applications.len(), 2);
@@ -538,10 +539,8 @@ async fn an_annotated_copy_is_signed_by_the_library_printed_and_checked() -> Res
         let mut consumer = lib.exchange_as(Role::Consumer, CONSUMER, "李四");
         assert_eq!(consumer.issue_copy(copy(false, false)).await.unwrap_err().code(), Code::PermissionDenied);
         let entry = add_entry(&lib, CONSUMER, &code, &["business_scope", "premises"]).await?;
-        let e = consumer
-            .issue_copy(exchange::IssueCopyRequest { valid_days: 91, ..copy(false, false) })
-            .await
-            .unwrap_err();
+        let e =
+            consumer.issue_copy(exchange::IssueCopyRequest { valid_days: 91, ..copy(false, false) }).await.unwrap_err();
         assert_eq!(violated_fields(&e), vec!["valid_days"]);
         let c = consumer.issue_copy(copy(true, true)).await?.into_inner();
         // Signed by the library's key, as published in the JWKS.
@@ -553,7 +552,8 @@ async fn an_annotated_copy_is_signed_by_the_library_printed_and_checked() -> Res
         assert_eq!(payload["use"]["operator"], "李四");
         assert_eq!(payload["use"]["useCause"], "食品经营许可变更审查");
         assert_eq!(payload["use"]["entryId"], entry.id);
-        let shown: Vec<&String> = payload["licence"]["faceFields"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+        let shown: Vec<&String> =
+            payload["licence"]["faceFields"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
         assert_eq!(shown, ["business_scope", "premises"], "{engine}");
         assert_eq!(payload["licence"]["jwsSha256"], zhengzhao_crypto::translog::jws_digest(&l.jws).as_str());
         let good_until = c.good_until.clone().unwrap_or_default();
@@ -566,7 +566,10 @@ async fn an_annotated_copy_is_signed_by_the_library_printed_and_checked() -> Res
             std::fs::write(dir.path().join("copy.jws"), &c.jws)?;
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/jose_verify.py");
             let p = dir.path();
-            let out = tool(&python, &[script, &p.join("jwks.json").to_string_lossy(), &p.join("copy.jws").to_string_lossy()])?;
+            let out = tool(
+                &python,
+                &[script, &p.join("jwks.json").to_string_lossy(), &p.join("copy.jws").to_string_lossy()],
+            )?;
             assert_eq!(out.trim(), l.identifier, "jwcrypto verifies the copy");
         }
 
@@ -605,7 +608,8 @@ async fn an_annotated_copy_is_signed_by_the_library_printed_and_checked() -> Res
         // A link left for ten minutes is gone too.
         let late = consumer.issue_copy(copy(false, true)).await?.into_inner();
         exchange_sql(&lib, &["UPDATE copy_links SET expires_at = '2026-01-01T00:00:00.000000Z'"]).await?;
-        let late_path = late.download_url.split_once("/copies/").map(|(_, p)| format!("/copies/{p}")).unwrap_or_default();
+        let late_path =
+            late.download_url.split_once("/copies/").map(|(_, p)| format!("/copies/{p}")).unwrap_or_default();
         assert_eq!(lib.http_get(&late_path).await?.0, 404);
         // Revoked, the licence no longer stands behind the copy.
         record(&lib, event(&l.identifier, issuance::EventKind::Revoke, "违法经营")).await?;
@@ -617,8 +621,9 @@ async fn an_annotated_copy_is_signed_by_the_library_printed_and_checked() -> Res
         assert_eq!(lib.http_get("/copies/00000000-0000-4000-8000-000000000000").await?.0, 404);
         assert_eq!(lib.http_get("/copies/%0Aevil").await?.0, 404);
         // The copy is a logged use.
-        let log = usage_log(&lib, exchange::ListUsageLogRequest { identifier: l.identifier.clone(), ..Default::default() })
-            .await?;
+        let log =
+            usage_log(&lib, exchange::ListUsageLogRequest { identifier: l.identifier.clone(), ..Default::default() })
+                .await?;
         assert!(log.iter().any(|r| r.method == "IssueCopy" && r.copy_id == c.copy_id && r.operator == "李四"));
     }
     Ok(())
@@ -651,20 +656,27 @@ async fn the_usage_log_is_queried_and_any_alteration_shows_against_a_checkpoint(
             .into_inner()
             .hashes;
         let proof: Vec<merkle::Hash> = proof.into_iter().map(|h| h.try_into().expect("32 bytes")).collect();
-        let root = |c: &exchange::UsageCheckpoint| -> merkle::Hash { c.root_hash.clone().try_into().expect("32 bytes") };
+        let root =
+            |c: &exchange::UsageCheckpoint| -> merkle::Hash { c.root_hash.clone().try_into().expect("32 bytes") };
         assert!(merkle::verify_consistency(first.tree_size, second.tree_size, &root(&first), &root(&second), &proof));
 
         // Queries: by agency, decision, time.
         let q = |r: exchange::ListUsageLogRequest| usage_log(&lib, r);
-        assert_eq!(q(exchange::ListUsageLogRequest { agency_code: CONSUMER.into(), ..Default::default() }).await?.len(), 2);
+        assert_eq!(
+            q(exchange::ListUsageLogRequest { agency_code: CONSUMER.into(), ..Default::default() }).await?.len(),
+            2
+        );
         let refused = q(exchange::ListUsageLogRequest {
             decision: exchange::UsageDecision::Refused as i32,
             ..Default::default()
         })
         .await?;
         assert_eq!(refused.iter().map(|r| r.consumer_code.as_str()).collect::<Vec<_>>(), [OTHER_ISSUER]);
-        let future = prost_types::Timestamp { seconds: time::OffsetDateTime::now_utc().unix_timestamp() + 3600, nanos: 0 };
-        assert!(q(exchange::ListUsageLogRequest { since: Some(future.clone()), ..Default::default() }).await?.is_empty());
+        let future =
+            prost_types::Timestamp { seconds: time::OffsetDateTime::now_utc().unix_timestamp() + 3600, nanos: 0 };
+        assert!(
+            q(exchange::ListUsageLogRequest { since: Some(future.clone()), ..Default::default() }).await?.is_empty()
+        );
         assert_eq!(q(exchange::ListUsageLogRequest { until: Some(future), ..Default::default() }).await?.len(), 3);
         let e = auditor
             .list_usage_log(exchange::ListUsageLogRequest {

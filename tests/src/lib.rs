@@ -118,8 +118,7 @@ impl Library {
     pub async fn http_get(&self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: zhengzhao\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: zhengzhao\r\nConnection: close\r\n\r\n").as_bytes()).await?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await?;
         let split = out.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| anyhow::anyhow!("no HTTP head"))?;

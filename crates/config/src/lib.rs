@@ -272,7 +272,9 @@ impl Config {
         if let Some(u) = &self.exchange.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
-            return Err(ConfigError::Invalid(format!("exchange.public_url must start with http:// or https://, got {u:?}")));
+            return Err(ConfigError::Invalid(format!(
+                "exchange.public_url must start with http:// or https://, got {u:?}"
+            )));
         }
         if !(1..=3650).contains(&self.issuance.outage_backdate_days) {
             return Err(ConfigError::Invalid("issuance.outage_backdate_days must be 1 to 3650".into()));

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use krilla::Document;
 use krilla::color::rgb::Color;
 use krilla::geom::{PathBuilder, Point, Rect, Transform};
 use krilla::metadata::Metadata;
@@ -19,7 +20,6 @@ use krilla::page::PageSettings;
 use krilla::paint::{Fill, Stroke};
 use krilla::surface::Surface;
 use krilla::text::{Font, TextDirection};
-use krilla::Document;
 use qrcode::{EcLevel, QrCode};
 
 /// The usual CJK font locations [`CopyFont::find_default`] tries, in order,

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
-use zhengzhao_pdf::{render, CopyFace, CopyFont, PdfError};
+use anyhow::{Context, Result, bail};
+use zhengzhao_pdf::{CopyFace, CopyFont, PdfError, render};
 
 const URL: &str = "http://127.0.0.1:8080/copies/3f2a9c1e-7b4d-4e8a-9f10-2c6d8e5b7a31/verify";
 
@@ -38,7 +38,12 @@ fn face() -> CopyFace {
         valid_until: s("2030-02-28"),
         fields: vec![
             (s("经营场所"), s("北京市朝阳区建国路88号\n1层101室")),
-            (s("经营项目"), s("热食类食品制售；冷食类食品制售；自制饮品制售；预包装食品（含冷藏冷冻食品）销售；散装食品（含冷藏冷冻食品）销售，包括但不限于熟食、糕点、面包、饮料与乳制品；以及 Some Latin words wrapping nicely")),
+            (
+                s("经营项目"),
+                s(
+                    "热食类食品制售；冷食类食品制售；自制饮品制售；预包装食品（含冷藏冷冻食品）销售；散装食品（含冷藏冷冻食品）销售，包括但不限于熟食、糕点、面包、饮料与乳制品；以及 Some Latin words wrapping nicely",
+                ),
+            ),
             // 𓀀 is not in the font: drawn as .notdef, no error.
             (s("备注"), s("含缺字 𓀀 测试")),
         ],

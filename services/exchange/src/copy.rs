@@ -184,7 +184,12 @@ impl Exchange {
                 valid_from: doc.valid_from.clone(),
                 valid_until: doc.valid_until.clone(),
                 area_code: doc.area_code.clone(),
-                face_fields: doc.face_fields.iter().filter(|(k, _)| entry.shows(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                face_fields: doc
+                    .face_fields
+                    .iter()
+                    .filter(|(k, _)| entry.shows(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 withheld_fields: withheld,
                 status: licence.status.name().to_owned(),
                 jws_sha256: zhengzhao_crypto::translog::jws_digest(&licence.jws),
@@ -257,7 +262,11 @@ impl Exchange {
     /// The PDF of a copy: labels from the licence type's template.
     pub(crate) async fn render(&self, p: &CopyPayload) -> Result<Vec<u8>, ServiceError> {
         let font = self.font()?.clone();
-        let labels: BTreeMap<String, (u32, String)> = match self.catalog.get(&p.licence.type_code, p.licence.template_version).await {
+        let labels: BTreeMap<String, (u32, String)> = match self
+            .catalog
+            .get(&p.licence.type_code, p.licence.template_version)
+            .await
+        {
             Ok(t) => t
                 .definition
                 .template
@@ -316,7 +325,10 @@ impl Exchange {
     /// that does not exist, was used, or expired.
     pub async fn download(&self, token: &str) -> Result<Vec<u8>, ServiceError> {
         let gone = || ServiceError::NotFound("no such download link: links work once, for 10 minutes".into());
-        if token.is_empty() || token.len() > 64 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if token.is_empty()
+            || token.len() > 64
+            || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(gone());
         }
         let mut tx = self.db.pool.begin().await?;
@@ -348,7 +360,10 @@ impl Exchange {
             Err(ServiceError::NotFound(_)) => zhengzhao_core::LicenceStatus::Other,
             Err(e) => return Err(e),
         };
-        let valid = genuine && !expired && in_force(licence_status) && payload.as_ref().is_some_and(|p| p.copy_id == copy.copy_id);
+        let valid = genuine
+            && !expired
+            && in_force(licence_status)
+            && payload.as_ref().is_some_and(|p| p.copy_id == copy.copy_id);
         let detail = if !genuine {
             detail
         } else if expired {
@@ -383,7 +398,8 @@ pub fn check_copy(
         Ok(p) => p,
         Err(e) => return (false, None, format!("not a JWS: {e}")),
     };
-    let payload: Option<CopyPayload> = serde_json::from_slice(&parsed.payload).ok().filter(|p: &CopyPayload| p.typ == COPY_TYP);
+    let payload: Option<CopyPayload> =
+        serde_json::from_slice(&parsed.payload).ok().filter(|p: &CopyPayload| p.typ == COPY_TYP);
     let Some(kid) = parsed.header.kid.as_deref() else {
         return (false, payload, "the copy names no key".into());
     };

@@ -11,12 +11,12 @@ use zhengzhao_proto::convert::{from_timestamp, status_filter, timestamp};
 use zhengzhao_proto::exchange::v1 as pb;
 use zhengzhao_proto::exchange::v1::exchange_service_server::{ExchangeService, ExchangeServiceServer};
 
+use crate::Exchange;
 use crate::copy::CopyOptions;
 use crate::lists::{ApplicationRequest, EntryChange, EntryRequest};
 use crate::model::{Application, ApplicationState, Change, Entry, EntryState, Level, TermsRequest, UseContext};
 use crate::usage::{Caller, UsedLicence};
 use crate::usagelog::{UsageFilter, UsageRecord, holder_digest};
-use crate::Exchange;
 
 /// The tonic service over [`Exchange`].
 #[derive(Debug, Clone)]
@@ -389,10 +389,11 @@ impl ExchangeService for ExchangeGrpc {
             Ok(pb::ApplicationState::Pending) => Some(ApplicationState::Pending),
             Ok(pb::ApplicationState::Approved) => Some(ApplicationState::Approved),
             Ok(pb::ApplicationState::Refused) => Some(ApplicationState::Refused),
-            Err(_) => return Err(ServiceError::invalid("state", format!("{} is not an application state", r.state)).into()),
+            Err(_) => {
+                return Err(ServiceError::invalid("state", format!("{} is not an application state", r.state)).into());
+            }
         };
-        let (applications, next) =
-            self.0.applications(&who, &r.agency_code, state, r.page_size, &r.page_token).await?;
+        let (applications, next) = self.0.applications(&who, &r.agency_code, state, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListApplicationsResponse {
             applications: applications.iter().map(application_to_wire).collect(),
             next_page_token: next,

@@ -236,8 +236,18 @@ impl Exchange {
             application_id: None,
         };
         let entry = rows::insert_entry(&mut tx, &new, who, at).await?;
-        rows::insert_change(&mut tx, "created", Some(entry.id), None, &entry.agency_code, who, "", &entry_json(&entry), at)
-            .await?;
+        rows::insert_change(
+            &mut tx,
+            "created",
+            Some(entry.id),
+            None,
+            &entry.agency_code,
+            who,
+            "",
+            &entry_json(&entry),
+            at,
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(entry = entry.id, agency = %entry.agency_code, actor = %who.actor(), "usage-list entry created");
         Ok(entry)
@@ -259,8 +269,7 @@ impl Exchange {
         let Some(terms) = terms.filter(|_| out.is_empty()) else {
             return Err(Violations(out).into());
         };
-        self.check_pairs("type_codes", "service_item_codes", &req.type_codes, &req.service_item_codes, &terms)
-            .await?;
+        self.check_pairs("type_codes", "service_item_codes", &req.type_codes, &req.service_item_codes, &terms).await?;
         let at = now();
         let level = req.level.unwrap_or(Level::City);
         let mut tx = self.db.pool.begin().await?;
@@ -333,11 +342,31 @@ impl Exchange {
             return Err(self.decided(id).await);
         }
         let a = rows::load_application(&mut tx, id).await?.ok_or(ExchangeError::NoSuchApplication(id))?;
-        rows::insert_change(&mut tx, "approved", None, Some(id), &a.agency_code, who, &reason, &application_json(&a), at)
-            .await?;
+        rows::insert_change(
+            &mut tx,
+            "approved",
+            None,
+            Some(id),
+            &a.agency_code,
+            who,
+            &reason,
+            &application_json(&a),
+            at,
+        )
+        .await?;
         for e in &entries {
-            rows::insert_change(&mut tx, "created", Some(e.id), Some(id), &e.agency_code, who, &reason, &entry_json(e), at)
-                .await?;
+            rows::insert_change(
+                &mut tx,
+                "created",
+                Some(e.id),
+                Some(id),
+                &e.agency_code,
+                who,
+                &reason,
+                &entry_json(e),
+                at,
+            )
+            .await?;
         }
         tx.commit().await?;
         tracing::info!(application = id, entries = entries.len(), actor = %who.actor(), "usage-list application approved");
@@ -355,8 +384,18 @@ impl Exchange {
             return Err(self.decided(id).await);
         }
         let a = rows::load_application(&mut tx, id).await?.ok_or(ExchangeError::NoSuchApplication(id))?;
-        rows::insert_change(&mut tx, "refused", None, Some(id), &a.agency_code, who, &reason, &application_json(&a), at)
-            .await?;
+        rows::insert_change(
+            &mut tx,
+            "refused",
+            None,
+            Some(id),
+            &a.agency_code,
+            who,
+            &reason,
+            &application_json(&a),
+            at,
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(application = id, actor = %who.actor(), "usage-list application refused");
         Ok(a)

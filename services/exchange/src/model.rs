@@ -283,7 +283,10 @@ impl UseContext {
             if v.trim().is_empty() {
                 out.push(FieldViolation::new(field, format!("required: {what}")));
             } else if reference_invalid(v) {
-                out.push(FieldViolation::new(field, format!("at most {MAX_REFERENCE} characters, no control characters")));
+                out.push(FieldViolation::new(
+                    field,
+                    format!("at most {MAX_REFERENCE} characters, no control characters"),
+                ));
             }
         }
         if out.is_empty() { Ok(()) } else { Err(Violations(out)) }
@@ -314,7 +317,8 @@ mod tests {
         assert!(both.check(today).unwrap_err().names("terms.fields"));
         let neither = TermsRequest { fields: vec![], ..terms() };
         assert!(neither.check(today).unwrap_err().names("terms.fields"));
-        let past = TermsRequest { effective_from: "2020-01-01".into(), effective_until: "2020-02-01".into(), ..terms() };
+        let past =
+            TermsRequest { effective_from: "2020-01-01".into(), effective_until: "2020-02-01".into(), ..terms() };
         assert!(past.check(today).unwrap_err().names("terms.effective_until"));
         let reversed =
             TermsRequest { effective_from: "2027-02-01".into(), effective_until: "2027-01-01".into(), ..terms() };

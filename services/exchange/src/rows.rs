@@ -232,12 +232,11 @@ pub(crate) async fn insert_application(
 }
 
 pub(crate) async fn load_application(conn: &mut AnyConnection, id: i64) -> Result<Option<Application>, ServiceError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {APPLICATION_COLUMNS} FROM usage_applications WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {APPLICATION_COLUMNS} FROM usage_applications WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
     row.as_ref().map(application_from_row).transpose()
 }
 
@@ -453,11 +452,7 @@ pub(crate) async fn list_usage(
     cursor: i64,
     limit: i64,
 ) -> Result<Vec<UsageRecord>, ServiceError> {
-    let (position, order) = if f.oldest_first {
-        ("log_index >= $1", "log_index")
-    } else {
-        ("id < $1", "id DESC")
-    };
+    let (position, order) = if f.oldest_first { ("log_index >= $1", "log_index") } else { ("id < $1", "id DESC") };
     let sql = format!(
         "SELECT {USAGE_COLUMNS} FROM usage_log WHERE {position}
            AND ($2 = '' OR identifier = $2) AND ($3 = '' OR consumer_code = $3) AND ($4 = '' OR holder_digest = $4)
@@ -511,11 +506,10 @@ pub(crate) async fn insert_copy(
 }
 
 pub(crate) async fn load_copy(conn: &mut AnyConnection, copy_id: &str) -> Result<Option<StoredCopy>, ServiceError> {
-    let row =
-        sqlx::query("SELECT copy_id, identifier, agency_code, jws, good_until FROM copies WHERE copy_id = $1")
-            .bind(copy_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row = sqlx::query("SELECT copy_id, identifier, agency_code, jws, good_until FROM copies WHERE copy_id = $1")
+        .bind(copy_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.map(|r| {
         Ok(StoredCopy {
             copy_id: r.try_get("copy_id")?,

@@ -201,7 +201,8 @@ impl Exchange {
         let doc = match document_of(&licence) {
             Ok(d) if d.type_code == type_code && licence.type_code == type_code => d,
             Ok(_) => {
-                let e = ServiceError::internal(format!("licence {} holds a document of another type", licence.identifier));
+                let e =
+                    ServiceError::internal(format!("licence {} holds a document of another type", licence.identifier));
                 return Err(self.refuse_use(with_licence(r, &licence, None), e.into()).await);
             }
             Err(e) => return Err(self.refuse_use(with_licence(r, &licence, None), e.into()).await),
@@ -225,7 +226,12 @@ impl Exchange {
     }
 
     /// Fetches a licence for use (art. 15: view), as the caller's entry shows it.
-    pub async fn fetch(&self, caller: &Caller, identifier: &str, use_: &UseContext) -> Result<UsedLicence, ServiceError> {
+    pub async fn fetch(
+        &self,
+        caller: &Caller,
+        identifier: &str,
+        use_: &UseContext,
+    ) -> Result<UsedLicence, ServiceError> {
         let (licence, doc, entry, mut r) = self.decide(caller, identifier, use_).await?;
         r.entry_id = Some(entry.id);
         let r = self.log_use(r).await?;
@@ -238,12 +244,7 @@ impl Exchange {
     /// Finds a holder's licences (art. 14) of the types the caller's list
     /// covers for the service item; every licence returned is logged as a
     /// use (a lookup that finds nothing is logged once).
-    pub async fn find(
-        &self,
-        caller: &Caller,
-        query: &HolderQuery,
-        use_: &UseContext,
-    ) -> Result<Found, ServiceError> {
+    pub async fn find(&self, caller: &Caller, query: &HolderQuery, use_: &UseContext) -> Result<Found, ServiceError> {
         let mut r = record(caller, use_);
         r.holder_id_type = clip(&query.holder_id_type);
         let checked = async {

@@ -246,7 +246,9 @@ impl Writer {
                         tracing::warn!(error = %e, jobs = batch.len(), "usage-log batch failed; writing its jobs one by one");
                         for p in batch {
                             let r = match db.pool.begin().await {
-                                Ok(tx) => commit(tx, db.engine, &[&p.job]).await.map(|mut r| r.pop().unwrap_or_default()),
+                                Ok(tx) => {
+                                    commit(tx, db.engine, &[&p.job]).await.map(|mut r| r.pop().unwrap_or_default())
+                                }
                                 Err(e) => Err(e.into()),
                             };
                             let _ = p.reply.send(r);
