@@ -7,3 +7,4 @@ pub mod audit;
 pub mod examples;
 pub mod import;
 pub mod serve;
+pub mod usage_audit;

@@ -45,11 +45,26 @@ pub enum LogCommand {
     },
 }
 
+/// Audits the transparency log of issuance (`--from`), the exchange's usage
+/// log (`--usage`), or both.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("logs").required(true).multiple(true).args(["from", "usage"])))]
 pub struct AuditArgs {
-    /// A file holding a checkpoint saved earlier (`log checkpoint`).
+    /// A file holding a checkpoint saved earlier (`log checkpoint`): audit
+    /// the transparency log of issuance from it.
     #[arg(long = "from", value_name = "CHECKPOINT")]
-    from: PathBuf,
+    from: Option<PathBuf>,
+    /// Audit the usage log: every record rebuilt against the current signed
+    /// checkpoint.
+    #[arg(long)]
+    usage: bool,
+    /// A usage-log checkpoint saved earlier (`--save-usage`): also prove the
+    /// usage log only grew since.
+    #[arg(long, value_name = "CHECKPOINT", requires = "usage")]
+    usage_from: Option<PathBuf>,
+    /// Write the current usage-log checkpoint here when the audit passes.
+    #[arg(long, value_name = "FILE", requires = "usage")]
+    save_usage: Option<PathBuf>,
     /// A file of licence identifiers to prove, one per line.
     #[arg(long)]
     licences: Option<PathBuf>,
@@ -57,7 +72,7 @@ pub struct AuditArgs {
     #[arg(long)]
     library_jwk: Option<PathBuf>,
     /// Write the current checkpoint here when the audit passes.
-    #[arg(long)]
+    #[arg(long, requires = "from")]
     save: Option<PathBuf>,
 }
 
@@ -185,31 +200,75 @@ fn malformed(why: &str) -> anyhow::Result<ExitCode> {
 /// Audits the library's log. The auditor's own files are read and checked
 /// first: a problem with them is an error (exit 1), never an audit failure.
 pub async fn audit(cli: &ClientArgs, a: AuditArgs) -> anyhow::Result<ExitCode> {
-    let from = read_file(&a.from)?;
-    zhengzhao::audit::read_checkpoint(&from)
-        .map_err(|e| anyhow::anyhow!("--from {}: {e} (save one with `zhengzhao log checkpoint`)", a.from.display()))?;
+    let from = match &a.from {
+        Some(f) => {
+            let text = read_file(f)?;
+            zhengzhao::audit::read_checkpoint(&text).map_err(|e| {
+                anyhow::anyhow!("--from {}: {e} (save one with `zhengzhao log checkpoint`)", f.display())
+            })?;
+            Some(text)
+        }
+        None => None,
+    };
+    let usage_from = match &a.usage_from {
+        Some(f) => {
+            let text = read_file(f)?;
+            zhengzhao::usage_audit::read_usage_checkpoint(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "--usage-from {}: {e} (save one with `zhengzhao audit --usage --save-usage FILE`)",
+                    f.display()
+                )
+            })?;
+            Some(text)
+        }
+        None => None,
+    };
     let identifiers = match &a.licences {
         Some(f) => identifiers_in(f)?,
         None => Vec::new(),
     };
     let pinned = a.library_jwk.as_deref().map(library_key_in).transpose()?;
     let c = Client::connect(cli).await?;
-    let report = zhengzhao::audit::audit(&mut c.issuance(), &from, &identifiers, pinned.as_ref()).await?;
-    if !report.passed() {
-        for f in &report.failures {
+    let mut failures = Vec::new();
+    let mut passed = Vec::new();
+    let mut saves = Vec::new();
+    if let Some(from) = &from {
+        let report = zhengzhao::audit::audit(&mut c.issuance(), from, &identifiers, pinned.as_ref()).await?;
+        failures.extend(report.failures.iter().cloned());
+        passed.push(format!(
+            "the log grew from {} to {} leaves consistently; {} licence(s) proven",
+            report.from_size, report.current_size, report.licences_checked
+        ));
+        if let Some(path) = &a.save {
+            saves.push((path.clone(), report.current.clone()));
+        }
+    }
+    if a.usage {
+        let report =
+            zhengzhao::usage_audit::audit_usage(&mut c.exchange(), &mut c.signing(), usage_from.as_deref()).await?;
+        failures.extend(report.failures.iter().map(|f| format!("usage log: {f}")));
+        passed.push(match report.from_size {
+            Some(n) => format!(
+                "the usage log grew from {n} to {} records consistently, every record rebuilt",
+                report.current_size
+            ),
+            None => format!("the usage log's {} records rebuild its signed checkpoint", report.current_size),
+        });
+        if let Some(path) = &a.save_usage {
+            saves.push((path.clone(), report.current.clone()));
+        }
+    }
+    if !failures.is_empty() {
+        for f in &failures {
             note!("AUDIT FAILED: {f}");
         }
-        note!("AUDIT FAILED: {} problem(s); do not trust this library's history", report.failures.len());
+        note!("AUDIT FAILED: {} problem(s); do not trust this library's history", failures.len());
         return Ok(answer(false));
     }
-    if let Some(path) = &a.save {
-        std::fs::write(path, format!("{}\n", report.current))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+    for (path, checkpoint) in saves {
+        std::fs::write(&path, format!("{checkpoint}\n")).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    quietly(write_line(format_args!(
-        "audit passed: the log grew from {} to {} leaves consistently; {} licence(s) proven",
-        report.from_size, report.current_size, report.licences_checked
-    )))?;
+    quietly(write_line(format_args!("audit passed: {}", passed.join("; "))))?;
     Ok(answer(true))
 }
 

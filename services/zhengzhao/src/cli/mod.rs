@@ -16,6 +16,7 @@
 mod args;
 mod catalog;
 mod client;
+mod exchange;
 mod init;
 mod keys;
 mod licence;
@@ -23,7 +24,6 @@ mod log;
 mod outage;
 pub mod output;
 mod token;
-mod usage;
 
 use std::process::ExitCode;
 
@@ -74,8 +74,12 @@ enum Command {
     /// Check the library's log is consistent with an earlier checkpoint and
     /// that the listed licences are in it; exit 0 when it is, 3 when not.
     Audit(log::AuditArgs),
-    /// Read the usage log (administrators and auditors).
-    UsageLog(usage::UsageLogArgs),
+    /// Usage lists (用证清单): which licence types each consuming agency may
+    /// use for which service items; applications and their decisions.
+    #[command(subcommand)]
+    UsageList(exchange::UsageListCommand),
+    /// Read or export the usage log (administrators and auditors).
+    UsageLog(exchange::UsageLogArgs),
 }
 
 /// Runs the command; the exit code says how it went (see above).
@@ -92,7 +96,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Log(cmd) => log::log(client, cmd).await?,
         Command::Audit(a) => return log::audit(client, a).await,
         Command::Verify(v) => return log::verify(client, v).await,
-        Command::UsageLog(u) => usage::run(client, u).await?,
+        Command::UsageList(cmd) => exchange::usage_list(client, cmd).await?,
+        Command::UsageLog(u) => exchange::usage_log(client, u).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

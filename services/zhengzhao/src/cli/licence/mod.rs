@@ -16,7 +16,6 @@ use zhengzhao_core::LicenceDraft;
 use zhengzhao_proto::catalog::v1 as catalog;
 use zhengzhao_proto::common::v1 as common;
 use zhengzhao_proto::convert::definition_from_wire;
-use zhengzhao_proto::exchange::v1 as exchange;
 use zhengzhao_proto::issuance::v1 as issuance;
 use zhengzhao_proto::issuance::v1::EventKind;
 
@@ -112,17 +111,19 @@ pub enum LicenceCommand {
     /// following it. With nothing after the cursor, says on stderr where the
     /// feed ends (exit 0); a cursor past the end is an error (exit 1).
     Watch(watch::WatchArgs),
-    /// Use a licence through the exchange (consumers); prints it (JSON).
+    /// Use a licence through the exchange (consumers): granted only within
+    /// your usage list; prints it as your entry shows it (JSON).
     Fetch {
         id: String,
-        /// Why the licence is used (required, at most 200 characters).
-        #[arg(long)]
-        cause: String,
-        #[arg(long, default_value = "")]
-        service_item: String,
-        #[arg(long, default_value = "")]
-        case_number: String,
+        #[command(flatten)]
+        use_: super::exchange::UseArgs,
     },
+    /// Find a holder's licences of the types your usage list covers for the
+    /// service item (consumers); JSON lines, each a logged use.
+    Find(super::exchange::FindArgs),
+    /// An annotated copy (加注件) signed by the library, its PDF, or a
+    /// single-use 10-minute download link (consumers).
+    Copy(super::exchange::CopyArgs),
 }
 
 /// What every lifecycle event takes.
@@ -163,7 +164,7 @@ struct Outcome {
 
 /// A licence, as `licence get` and `licence fetch` print it.
 #[derive(Serialize)]
-struct LicenceOut<'a> {
+pub(crate) struct LicenceOut<'a> {
     identifier: &'a str,
     status: String,
     status_code: String,
@@ -181,7 +182,7 @@ struct LicenceOut<'a> {
 }
 
 impl<'a> LicenceOut<'a> {
-    fn of(l: &'a common::Licence) -> anyhow::Result<Self> {
+    pub(crate) fn of(l: &'a common::Licence) -> anyhow::Result<Self> {
         let (status, status_code) = status_text(l.status);
         Ok(LicenceOut {
             identifier: &l.identifier,
@@ -353,19 +354,9 @@ pub async fn run(cli: &ClientArgs, cmd: LicenceCommand) -> anyhow::Result<ExitCo
         LicenceCommand::Watch(args) => {
             watch::run(c, args.after, args.follow.then(|| Duration::from_secs(args.retry_for))).await?
         }
-        LicenceCommand::Fetch { id, cause, service_item, case_number } => {
-            let r = c
-                .exchange()
-                .fetch_licence(exchange::FetchLicenceRequest {
-                    identifier: id,
-                    use_cause: cause,
-                    service_item_code: service_item,
-                    case_number,
-                })
-                .await?
-                .into_inner();
-            print_json(&LicenceOut::of(&r.licence.context("no licence returned")?)?)?;
-        }
+        LicenceCommand::Fetch { id, use_ } => super::exchange::fetch(c, id, use_).await?,
+        LicenceCommand::Find(f) => super::exchange::find(c, f).await?,
+        LicenceCommand::Copy(a) => super::exchange::copy(c, a).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
