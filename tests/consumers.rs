@@ -715,3 +715,182 @@ async fn the_usage_log_is_queried_and_any_alteration_shows_against_a_checkpoint(
     }
     Ok(())
 }
+
+/// `zhengzhao ARGS` against `lib` as `token`: exit code, stdout, stderr.
+async fn cli(
+    lib: &Library,
+    token: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<(i32, String, String)> {
+    let out = tokio::process::Command::new(zhengzhao_testkit::binary("zhengzhao"))
+        .current_dir(dir)
+        .env("ZHENGZHAO_SERVER", format!("http://{}", lib.addr))
+        .env("ZHENGZHAO_TOKEN", token)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| anyhow::anyhow!("run `cargo build --workspace --bins` first: {e}"))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn the_cli_walks_a_consumer_from_application_to_printed_copy_and_audits_the_log() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        let code = published_type(&lib).await?;
+        let l = issue(&lib, draft(&code)).await?;
+        let admin = lib.token_for(Role::Admin, ADMIN, "王五");
+        let auditor = lib.token(Role::Auditor, ADMIN);
+        let consumer = lib.token_for(Role::Consumer, CONSUMER, "李四");
+        let use_args = ["--cause", "核验经营资质", "--service-item", ITEM, "--case-number", "2026-0001"];
+        let with =
+            |head: &[&str]| -> Vec<String> { head.iter().chain(use_args.iter()).map(|s| (*s).to_owned()).collect() };
+        let strs = |v: &Vec<String>| v.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
+        let lib_ref = &lib;
+        let run = |token: &str, args: Vec<String>| {
+            let token = token.to_owned();
+            async move {
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                cli(lib_ref, &token, d, &refs).await
+            }
+        };
+        // Outside the list: refused, exit 1, the reason on stderr.
+        let (code_out, _, err) = run(&consumer, with(&["licence", "fetch", &l.identifier])).await?;
+        assert_eq!(code_out, 1, "{engine}: {err}");
+        assert!(err.contains("no usage-list entry"), "{err}");
+        // A missing --case-number is a usage error, exit 2.
+        let (code_out, _, _) =
+            run(&consumer, vec!["licence".into(), "fetch".into(), l.identifier.clone(), "--cause".into(), "x".into()])
+                .await?;
+        assert_eq!(code_out, 2);
+        // Apply, approve, look up, fetch, copy.
+        let apply: Vec<String> = [
+            "usage-list",
+            "apply",
+            "--type",
+            &code,
+            "--service-item",
+            ITEM,
+            "--purpose",
+            "食品经营许可变更审查",
+            "--fields",
+            "business_scope,premises",
+            "--until",
+            "2027-12-31",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let (status, out, err) = run(&consumer, apply.clone()).await?;
+        assert_eq!(status, 0, "{engine}: {} {err}", strs(&apply));
+        let app = out.trim().to_owned();
+        assert!(app.parse::<u64>().is_ok(), "the application id alone: {out:?}");
+        let (_, pending, _) = run(
+            &admin,
+            vec![
+                "usage-list".into(),
+                "applications".into(),
+                "--state".into(),
+                "pending".into(),
+                "--format".into(),
+                "csv".into(),
+            ],
+        )
+        .await?;
+        let mut rows = pending.lines();
+        assert!(rows.next().unwrap_or_default().starts_with("id,agency,level,"), "{pending}");
+        assert!(rows.next().unwrap_or_default().starts_with(&format!("{app},{CONSUMER},city,")), "{pending}");
+        let (status, out, err) = run(
+            &admin,
+            vec!["usage-list".into(), "approve".into(), app.clone(), "--reason".into(), "符合用证要求".into()],
+        )
+        .await?;
+        assert_eq!(status, 0, "{err}");
+        let approved: serde_json::Value = serde_json::from_str(&out)?;
+        assert_eq!(approved["application"]["state"], "approved");
+        assert_eq!(approved["entries"][0]["fields"], "business_scope,premises");
+        let (status, out, err) =
+            run(&consumer, with(&["licence", "find", "--holder-id-type", "001", "--holder-id", HOLDER])).await?;
+        assert_eq!(status, 0, "{err}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let found: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or_default())?;
+        assert_eq!(found["identifier"], l.identifier.as_str());
+        assert!(found["withheld_fields"].as_array().is_some_and(|w| !w.is_empty()), "{found}");
+        let (status, out, err) = run(&consumer, with(&["licence", "fetch", &l.identifier])).await?;
+        assert_eq!(status, 0, "{err}");
+        let fetched: serde_json::Value = serde_json::from_str(&out)?;
+        assert_eq!(fetched["whole_licence"], false);
+        let (status, out, err) =
+            run(&consumer, with(&["licence", "copy", &l.identifier, "--pdf", "copy.pdf", "--link"])).await?;
+        assert_eq!(status, 0, "{err}");
+        let copy: serde_json::Value = serde_json::from_str(&out)?;
+        assert!(copy["download_url"].as_str().is_some_and(|u| u.contains("/copies/download/")), "{copy}");
+        assert!(std::fs::read(d.join("copy.pdf"))?.starts_with(b"%PDF"));
+        // The history and the log, as CSV.
+        let (_, history, _) = run(&admin, vec!["usage-list".into(), "history".into()]).await?;
+        let actions: Vec<String> = history
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .map(|v| v["action"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        assert_eq!(actions, ["created", "approved", "applied"], "{engine}");
+        let (status, csv, err) = run(
+            &admin,
+            vec![
+                "usage-log".into(),
+                "--holder-id-type".into(),
+                "001".into(),
+                "--holder-id".into(),
+                HOLDER.into(),
+                "--format".into(),
+                "csv".into(),
+            ],
+        )
+        .await?;
+        assert_eq!(status, 0, "{err}");
+        assert!(csv.starts_with("id,log_index,accessed_at,consumer,role,operator,method,"), "{csv}");
+        assert_eq!(csv.lines().count(), 1 + 4, "{engine}: header, refused fetch, find, fetch, copy: {csv}");
+        assert!(csv.contains(",李四,IssueCopy,") && csv.contains(",001,913*************43,"), "{csv}");
+        let (status, _, _) = run(&admin, vec!["usage-log".into(), "--holder-id".into(), HOLDER.into()]).await?;
+        assert_eq!(status, 2, "--holder-id needs --holder-id-type");
+
+        // The audit passes, keeps a checkpoint, and catches an altered record.
+        let audit = |extra: &[&str]| -> Vec<String> {
+            ["audit", "--usage"].iter().chain(extra.iter()).map(|s| (*s).to_owned()).collect()
+        };
+        let (status, out, err) = run(&auditor, audit(&["--save-usage", "usage.jws"])).await?;
+        assert_eq!(status, 0, "{engine}: {out}{err}");
+        assert!(out.contains("audit passed") && out.contains("records rebuild its signed checkpoint"), "{out}");
+        run(&consumer, with(&["licence", "fetch", &l.identifier])).await?;
+        let (status, out, err) = run(&auditor, audit(&["--usage-from", "usage.jws"])).await?;
+        assert_eq!(status, 0, "{out}{err}");
+        assert!(out.contains("grew from 4 to 5 records"), "{out}");
+        exchange_sql(&lib, &["UPDATE usage_log SET case_number = '2026-9999' WHERE log_index = 2"]).await?;
+        let (status, _, err) = run(&auditor, audit(&["--usage-from", "usage.jws"])).await?;
+        assert_eq!(status, 3, "{engine}: {err}");
+        assert!(
+            err.contains("AUDIT FAILED: usage log: the 5 records rebuilt do not give the checkpoint's root"),
+            "{err}"
+        );
+        exchange_sql(&lib, &["DELETE FROM usage_log WHERE log_index = 4"]).await?;
+        let (status, _, err) = run(&auditor, audit(&[])).await?;
+        assert_eq!(status, 3);
+        assert!(err.contains("records were deleted"), "{err}");
+        // A file that is no checkpoint is the auditor's input error (exit 1).
+        std::fs::write(d.join("garbage.jws"), "not a checkpoint")?;
+        let (status, _, err) = run(&auditor, audit(&["--usage-from", "garbage.jws"])).await?;
+        assert_eq!(status, 1, "{err}");
+        let (status, _, _) = run(&auditor, vec!["audit".into()]).await?;
+        assert_eq!(status, 2, "audit needs --from or --usage");
+    }
+    Ok(())
+}
