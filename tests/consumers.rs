@@ -318,7 +318,7 @@ async fn consumers_find_a_holders_licences_of_the_types_their_list_covers() -> R
         // Asking for a type the list does not cover: said, not searched.
         let found = consumer.find_licences(find(&[&a, &b])).await?.into_inner();
         assert_eq!(found.licences.len(), 2);
-        assert_eq!(found.uncovered_type_codes, [b.clone()]);
+        assert_eq!(found.uncovered_type_codes, std::slice::from_ref(&b));
         let e = consumer.find_licences(find(&[&b])).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
         // Pages, and a status filter (as of today).
@@ -556,7 +556,7 @@ async fn an_annotated_copy_is_signed_by_the_library_printed_and_checked() -> Res
             payload["licence"]["faceFields"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
         assert_eq!(shown, ["business_scope", "premises"], "{engine}");
         assert_eq!(payload["licence"]["jwsSha256"], zhengzhao_crypto::translog::jws_digest(&l.jws).as_str());
-        let good_until = c.good_until.clone().unwrap_or_default();
+        let good_until = c.good_until.unwrap_or_default();
         let days = (good_until.seconds - time::OffsetDateTime::now_utc().unix_timestamp()) / 86400;
         assert!((29..=30).contains(&days), "{days}");
         if let Ok(python) = std::env::var("JOSE_PYTHON") {
@@ -674,9 +674,7 @@ async fn the_usage_log_is_queried_and_any_alteration_shows_against_a_checkpoint(
         assert_eq!(refused.iter().map(|r| r.consumer_code.as_str()).collect::<Vec<_>>(), [OTHER_ISSUER]);
         let future =
             prost_types::Timestamp { seconds: time::OffsetDateTime::now_utc().unix_timestamp() + 3600, nanos: 0 };
-        assert!(
-            q(exchange::ListUsageLogRequest { since: Some(future.clone()), ..Default::default() }).await?.is_empty()
-        );
+        assert!(q(exchange::ListUsageLogRequest { since: Some(future), ..Default::default() }).await?.is_empty());
         assert_eq!(q(exchange::ListUsageLogRequest { until: Some(future), ..Default::default() }).await?.len(), 3);
         let e = auditor
             .list_usage_log(exchange::ListUsageLogRequest {
