@@ -51,6 +51,7 @@ struct Servers {
     catalog: String,
     issuance: String,
     signing: String,
+    exchange: String,
     front: String,
 }
 
@@ -129,13 +130,30 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
     assert_eq!(forged.status.code(), Some(3));
     assert!(String::from_utf8(forged.stdout)?.starts_with("signature invalid:"));
 
-    let fetched: serde_json::Value = serde_json::from_str(&cli.ok(
+    // A consumer applies for the type (through the front door), the
+    // administrator approves at the exchange, and the consumer uses it.
+    let item = "11100000000013338W3000111005000";
+    let use_args = ["--cause", "办理食品经营许可延续", "--service-item", item, "--case-number", "2026-0001"];
+    let fetch_args: Vec<&str> = ["licence", "fetch", id.as_str()].into_iter().chain(use_args).collect();
+    let refused = cli.run(&s.front, Some(&consumer), &fetch_args)?;
+    assert_eq!(refused.status.code(), Some(1), "not on the list yet");
+    let app = cli.ok(
         &s.front,
         Some(&consumer),
-        &["licence", "fetch", &id, "--cause", "办理食品经营许可延续"],
-    )?)?;
+        &["usage-list", "apply", "--type", &code, "--service-item", item, "--purpose", "延续审查", "--all-fields"],
+    )?;
+    cli.ok(&s.exchange, Some(&admin), &["usage-list", "approve", &app, "--reason", "同意"])?;
+    let fetched: serde_json::Value = serde_json::from_str(&cli.ok(&s.front, Some(&consumer), &fetch_args)?)?;
     assert_eq!(fetched["identifier"], id.as_str());
-    let no_cause = cli.run(&s.front, Some(&consumer), &["licence", "fetch", &id, "--cause", ""])?;
+    let found_args: Vec<&str> =
+        ["licence", "find", "--holder-id-type", "001", "--holder-id", ISSUER].into_iter().chain(use_args).collect();
+    let found = cli.ok(&s.front, Some(&consumer), &found_args)?;
+    assert_eq!(found.lines().count(), 1, "{found}");
+    let no_cause = cli.run(
+        &s.front,
+        Some(&consumer),
+        &["licence", "fetch", &id, "--cause", "", "--service-item", item, "--case-number", "1"],
+    )?;
     assert!(!no_cause.status.success());
 
     // Lifecycle verbs: review, loss and its withdrawal, mortgage and release,
@@ -296,7 +314,13 @@ async fn all_in_one_on_sqlite() -> anyhow::Result<()> {
     assert!(data.join("issuance.db").exists(), "SQLite files live under the data directory");
     let url = server.url();
     let cli = Cli { data_dir: data, work: work.path().to_path_buf() };
-    let servers = Servers { catalog: url.clone(), issuance: url.clone(), signing: url.clone(), front: url };
+    let servers = Servers {
+        catalog: url.clone(),
+        issuance: url.clone(),
+        signing: url.clone(),
+        exchange: url.clone(),
+        front: url,
+    };
     let result = tokio::task::spawn_blocking(move || tour(&cli, &servers)).await?;
     server.stop().await;
     result
@@ -391,8 +415,13 @@ async fn separate_services_on_postgres_behind_the_gateway() -> anyhow::Result<()
     )
     .await?;
     let cli = Cli { data_dir: data.join("operator"), work: work.path().to_path_buf() };
-    let servers =
-        Servers { catalog: catalog.url(), issuance: issuance.url(), signing: signing.url(), front: gateway.url() };
+    let servers = Servers {
+        catalog: catalog.url(),
+        issuance: issuance.url(),
+        signing: signing.url(),
+        exchange: exchange.url(),
+        front: gateway.url(),
+    };
     let result = tokio::task::spawn_blocking(move || tour(&cli, &servers)).await?;
     for p in [gateway, exchange, verification, issuance, catalog, signing] {
         p.stop().await;

@@ -1,6 +1,6 @@
 //! The gateway: consumers' one front door. It authenticates each call,
 //! forwards the consumer-facing methods (licence get and history,
-//! verification, exchange fetch) unchanged to the library behind it, and
+//! verification, the exchange's uses, applications and lists) unchanged to the library behind it, and
 //! reports what it routes where. Methods it does not forward are UNIMPLEMENTED.
 
 #![forbid(unsafe_code)]
@@ -28,6 +28,14 @@ pub const FORWARDED: &[&str] = &[
     "/zhengzhao.verification.v1.VerificationService/VerifyLicence",
     "/zhengzhao.verification.v1.VerificationService/VerifyDocument",
     "/zhengzhao.exchange.v1.ExchangeService/FetchLicence",
+    "/zhengzhao.exchange.v1.ExchangeService/FindLicences",
+    "/zhengzhao.exchange.v1.ExchangeService/IssueCopy",
+    "/zhengzhao.exchange.v1.ExchangeService/ApplyForUsage",
+    "/zhengzhao.exchange.v1.ExchangeService/ListUsageEntries",
+    "/zhengzhao.exchange.v1.ExchangeService/ListApplications",
+    "/zhengzhao.exchange.v1.ExchangeService/ListUsageListChanges",
+    "/zhengzhao.exchange.v1.ExchangeService/GetUsageCheckpoint",
+    "/zhengzhao.exchange.v1.ExchangeService/GetUsageConsistencyProof",
 ];
 
 /// One library behind the gateway, and where each of its forwarded services answers.
