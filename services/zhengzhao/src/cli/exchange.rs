@@ -485,23 +485,45 @@ impl<'a> UsedOut<'a> {
     }
 }
 
-/// Prints `rows` as JSON lines or as CSV with a header row.
+/// Prints `rows` as JSON lines or as CSV with a header row (the field
+/// names). In CSV a text cell that a spreadsheet would take for a formula
+/// (starting with `=`, `+`, `-`, `@`, a tab or a carriage return — a
+/// consumer's use cause is free text) is written with a leading `'`.
 struct Printer {
     format: Format,
     csv: Option<csv::Writer<std::io::Stdout>>,
+    header: bool,
+}
+
+/// A CSV cell that no spreadsheet evaluates.
+fn cell(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() }
 }
 
 impl Printer {
     fn new(format: Format) -> Self {
         let csv = matches!(format, Format::Csv).then(|| csv::Writer::from_writer(std::io::stdout()));
-        Printer { format, csv }
+        Printer { format, csv, header: false }
     }
 
     fn row(&mut self, row: &impl Serialize) -> anyhow::Result<()> {
-        match (&self.format, &mut self.csv) {
-            (Format::Csv, Some(w)) => Ok(w.serialize(row)?),
-            _ => print_json_line(row),
+        let Some(w) = self.csv.as_mut().filter(|_| matches!(self.format, Format::Csv)) else {
+            return print_json_line(row);
+        };
+        // The row as csv writes it (fields in declaration order), read back
+        // to defuse each cell.
+        let mut one = csv::Writer::from_writer(Vec::new());
+        one.serialize(row)?;
+        let bytes = one.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut back = csv::Reader::from_reader(bytes.as_slice());
+        if !self.header {
+            w.write_record(back.headers()?)?;
+            self.header = true;
         }
+        for record in back.records() {
+            w.write_record(record?.iter().map(cell))?;
+        }
+        Ok(())
     }
 
     fn finish(self) -> anyhow::Result<()> {
@@ -759,4 +781,19 @@ pub async fn usage_log(cli: &ClientArgs, u: UsageLogArgs) -> anyhow::Result<()> 
     let mut out = Printer::new(u.format);
     pages(u.limit, page, |rec| out.row(&UsageOut::from(&rec))).await?;
     out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cell;
+
+    #[test]
+    fn spreadsheet_formulas_are_defused() {
+        assert_eq!(cell("=HYPERLINK(\"http://x\")"), "'=HYPERLINK(\"http://x\")");
+        assert_eq!(cell("+1"), "'+1");
+        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(cell("核验经营资质"), "核验经营资质");
+        assert_eq!(cell("42"), "42");
+        assert_eq!(cell(""), "");
+    }
 }
