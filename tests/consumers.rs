@@ -376,17 +376,20 @@ async fn consumers_find_a_holders_licences_of_the_types_their_list_covers() -> R
         )
         .await?;
         assert!(other_holder_log.is_empty());
-        // Nobody else looks holders up across issuers.
-        let e = lib
-            .issuance(Role::Consumer, CONSUMER)
-            .list_holder_licences(issuance::ListHolderLicencesRequest {
-                holder_id_type: "001".into(),
-                holder_id_number: HOLDER.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied);
+        // Nobody else looks holders up across issuers, unlogged: not a
+        // consumer, not even an administrator.
+        for role in [Role::Consumer, Role::Admin] {
+            let e = lib
+                .issuance(role, CONSUMER)
+                .list_holder_licences(issuance::ListHolderLicencesRequest {
+                    holder_id_type: "001".into(),
+                    holder_id_number: HOLDER.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied);
+        }
     }
     Ok(())
 }

@@ -93,9 +93,9 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
         A::ManageUsageList => role == R::Admin,
         A::ApplyForUsage => role == R::Consumer,
         A::ReadUsageList { agency } => matches!(role, R::Admin | R::Auditor) || (role == R::Consumer && own(agency)),
-        A::FindHolderLicences => {
-            matches!(role, R::Admin | R::Auditor | R::Service(ServiceName::Exchange))
-        }
+        // Only through the exchange, which logs every lookup (art. 14, 17):
+        // nobody, not even an administrator, lists a holder's licences unseen.
+        A::FindHolderLicences => role == R::Service(ServiceName::Exchange),
         A::ManageOutage { issuer } => role == R::Admin || (role == R::Issuer && own(issuer)),
         A::ReadOutages { issuer } => matches!(role, R::Admin | R::Auditor) || (role == R::Issuer && own(issuer)),
         A::WatchChanges => match role {
@@ -196,6 +196,8 @@ mod tests {
             (Consumer, A, X::FindHolderLicences, false),
             (Issuer, A, X::FindHolderLicences, false),
             (Portal, A, X::FindHolderLicences, false),
+            (Admin, A, X::FindHolderLicences, false),
+            (Auditor, A, X::FindHolderLicences, false),
             (Admin, A, X::ManageKeys, true),
             (Issuer, A, X::ManageKeys, false),
             (svc(ServiceName::Issuance), A, X::ManageKeys, false),

@@ -185,17 +185,28 @@ impl Context {
     /// (or configured) listen address.
     pub fn own_url(&self) -> String {
         let port = self.local_addr.map_or(self.config.listen.port(), |a| a.port());
-        if self.config.tls.cert_file.is_some() {
-            format!("https://localhost:{port}")
+        let addr = self.local_addr.unwrap_or(self.config.listen);
+        if self.config.tls.cert_file.is_some() || addr.ip().is_unspecified() {
+            // A wildcard address (0.0.0.0, ::) is not somewhere to go.
+            let scheme = if self.config.tls.cert_file.is_some() { "https" } else { "http" };
+            format!("{scheme}://localhost:{port}")
         } else {
-            format!("http://{}", self.local_addr.unwrap_or(self.config.listen))
+            format!("http://{addr}")
         }
     }
 
     /// The URL the public reaches this process's plain-HTTP routes at:
     /// `exchange.public_url`, else [`Context::own_url`].
     pub fn public_url(&self) -> String {
-        self.config.exchange.public_url.clone().unwrap_or_else(|| self.own_url())
+        self.config.exchange.public_url.clone().unwrap_or_else(|| {
+            let url = self.own_url();
+            tracing::warn!(
+                url = %url,
+                "exchange.public_url is not set: annotated copies will point at {url}; \
+                 set it to the address the public reaches this library at"
+            );
+            url
+        })
     }
 
     pub fn peer(&self, name: &str, url: Option<&String>) -> anyhow::Result<Channel> {

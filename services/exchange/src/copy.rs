@@ -228,6 +228,7 @@ impl Exchange {
             .await?
             .pop()
             .ok_or_else(|| ServiceError::internal("the usage-log writer returned no record"))?;
+        crate::usage::refused_in_flight(&r)?;
         tracing::info!(
             identifier = %licence.identifier, consumer = %caller.principal.actor(), copy = %copy_id,
             "annotated copy issued"
@@ -352,10 +353,25 @@ impl Exchange {
         };
         let keys = self.signing.public_keys(Some(&self.agency)).await?;
         let (genuine, payload, detail) = check_copy(&copy.jws, &keys);
+        // What the answer says comes from the signed payload; the row only
+        // finds it, and must agree with it.
+        let (genuine, detail) = match &payload {
+            Some(p)
+                if genuine
+                    && (p.copy_id != copy.copy_id
+                        || p.licence.identifier != copy.identifier
+                        || p.use_.agency_code != copy.agency_code) =>
+            {
+                (false, "the stored copy does not match its signed payload".to_owned())
+            }
+            _ => (genuine, detail),
+        };
+        let identifier = payload.as_ref().map_or(copy.identifier.clone(), |p| p.licence.identifier.clone());
+        let agency_code = payload.as_ref().map_or(copy.agency_code.clone(), |p| p.use_.agency_code.clone());
         let at = now();
         let good_until = payload.as_ref().and_then(|p| parse_time(&p.good_until)).unwrap_or(copy.good_until);
         let expired = at > good_until;
-        let licence_status = match self.issuance.get(&copy.identifier).await {
+        let licence_status = match self.issuance.get(&identifier).await {
             Ok(l) => l.status,
             Err(ServiceError::NotFound(_)) => zhengzhao_core::LicenceStatus::Other,
             Err(e) => return Err(e),
@@ -379,9 +395,9 @@ impl Exchange {
             expired,
             licence_status: licence_status.name().to_owned(),
             valid,
-            identifier: copy.identifier,
+            identifier,
             licence_name: payload.as_ref().map(|p| p.licence.name.clone()).unwrap_or_default(),
-            agency_code: copy.agency_code,
+            agency_code,
             good_until: format_time(good_until),
             detail,
         })

@@ -339,6 +339,7 @@ impl Exchange {
         }
         let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
         if !rows::decide_application(&mut tx, id, ApplicationState::Approved, who, at, &reason, &ids).await? {
+            tx.rollback().await?;
             return Err(self.decided(id).await);
         }
         let a = rows::load_application(&mut tx, id).await?.ok_or(ExchangeError::NoSuchApplication(id))?;
@@ -381,6 +382,7 @@ impl Exchange {
         let at = now();
         let mut tx = self.db.pool.begin().await?;
         if !rows::decide_application(&mut tx, id, ApplicationState::Refused, who, at, &reason, &[]).await? {
+            tx.rollback().await?;
             return Err(self.decided(id).await);
         }
         let a = rows::load_application(&mut tx, id).await?.ok_or(ExchangeError::NoSuchApplication(id))?;

@@ -131,6 +131,11 @@ pub(crate) async fn set_entry_state(
     Ok(done.rows_affected() == 1)
 }
 
+/// The state of entry `id` (`active`, `suspended`, `ended`), if it exists.
+pub(crate) async fn entry_state(conn: &mut AnyConnection, id: i64) -> Result<Option<String>, ServiceError> {
+    Ok(sqlx::query_scalar("SELECT state FROM usage_entries WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?)
+}
+
 /// Every entry of `agency` for `service_item` (and `type_code`, when given), any state.
 pub(crate) async fn entries_for_use(
     conn: &mut AnyConnection,

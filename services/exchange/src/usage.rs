@@ -133,6 +133,15 @@ fn used(licence: LicenceRecord, doc: &LicenceDocument, entry: Entry) -> Result<U
     Ok(UsedLicence { licence, shown: shown_doc, withheld, whole, usage_id: 0, entry })
 }
 
+/// The error for a use the writer refused because its entry stopped being
+/// effective between the decision and the record (the record says so).
+pub(crate) fn refused_in_flight(r: &UsageRecord) -> Result<(), ServiceError> {
+    if r.granted {
+        return Ok(());
+    }
+    Err(ExchangeError::EntryNotEffective(r.refusal_reason.clone()).into())
+}
+
 fn document_of(l: &LicenceRecord) -> Result<LicenceDocument, ServiceError> {
     LicenceDocument::from_json(l.document_json.as_bytes())
         .map_err(|e| ServiceError::internal(format!("licence {} holds an unreadable document: {e}", l.identifier)))
@@ -235,6 +244,7 @@ impl Exchange {
         let (licence, doc, entry, mut r) = self.decide(caller, identifier, use_).await?;
         r.entry_id = Some(entry.id);
         let r = self.log_use(r).await?;
+        refused_in_flight(&r)?;
         tracing::info!(identifier = %licence.identifier, consumer = %caller.principal.actor(), entry = entry.id, "licence used");
         let mut u = used(licence, &doc, entry)?;
         u.usage_id = r.id;
@@ -336,6 +346,9 @@ impl Exchange {
             records.push(r);
         }
         let written = self.writer.write(Job::Records(records)).await?;
+        for w in &written {
+            refused_in_flight(w)?;
+        }
         for (u, w) in out.iter_mut().zip(&written) {
             u.usage_id = w.id;
         }

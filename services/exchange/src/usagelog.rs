@@ -292,13 +292,24 @@ async fn commit(
         let mut written = Vec::with_capacity(records.len());
         for r in records {
             let mut r = r.clone();
+            if let (true, Some(entry)) = (r.granted, r.entry_id) {
+                // The entry was effective when the use was decided; if it was
+                // suspended or ended since, the use is refused, not granted.
+                if let Some(state) = rows::entry_state(&mut tx, entry).await?
+                    && state != "active"
+                {
+                    r.granted = false;
+                    r.refusal_rule = crate::Refusal::EntryNotEffective.as_str().to_owned();
+                    r.refusal_reason = format!("usage-list entry {entry} was {state} while the use was being decided");
+                }
+            }
             r.id = rows::insert_usage(&mut tx, &r, index).await?;
             r.log_index = Some(index);
             leaves.push(UsageLeaf::of(&r, index).hash().map_err(ServiceError::internal)?);
             index += 1;
             written.push(r);
         }
-        if let Job::Copy { copy, link, .. } = job {
+        if let (Job::Copy { copy, link, .. }, true) = (job, written.iter().all(|r| r.granted)) {
             let usage_id = written.first().map(|r| r.id).unwrap_or_default();
             rows::insert_copy(&mut tx, copy, usage_id, now()).await?;
             if let Some((digest, expires)) = link {
@@ -387,6 +398,9 @@ impl Exchange {
             return Ok(c);
         }
         let root = zhengzhao_translog::root(&mut conn, n).await?;
+        // Not held while the signing service answers: on SQLite it is the
+        // connection every writer waits for.
+        drop(conn);
         let at = now();
         let body = UsageCheckpointBody {
             typ: USAGE_CHECKPOINT_TYP.into(),
@@ -397,6 +411,7 @@ impl Exchange {
         };
         let payload = zhengzhao_core::canonical_json(&body).map_err(ServiceError::internal)?;
         let signed = self.signing.sign(&self.agency, &payload).await?;
+        let mut conn = self.db.pool.acquire().await?;
         let inserted =
             sqlx::query("INSERT INTO log_checkpoints (tree_size, root_hash, jws, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(i64::try_from(n).map_err(ServiceError::internal)?)
