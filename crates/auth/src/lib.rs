@@ -24,8 +24,13 @@ pub enum Role {
     Issuer,
     /// 用证单位: an agency using licences.
     Consumer,
-    /// The holders' portal (real-name authenticated holders).
+    /// A registered front end: the government service portal (一网通办) or
+    /// an approved mobile end, which authenticates holders itself.
     Portal,
+    /// One holder (持证主体), as a registered front end vouched for them: a
+    /// short-lived token the exchange mints in exchange for the front end's
+    /// own (`HolderLogin`); the principal's `holder` says who and through whom.
+    Holder,
     /// A district library syncing to the city.
     Sync,
     /// Reads logs and histories.
@@ -79,6 +84,8 @@ pub const OPERATOR_ROLES: [Role; 6] =
 
 /// Longest life of a token a person holds (admin, issuer, consumer, portal, auditor).
 pub const PERSON_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+/// Longest life of a holder's token: minutes, minted per session by the exchange.
+pub const HOLDER_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// Longest life of a sync peer's token: a machine job between libraries.
 pub const SYNC_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(31 * 86400);
 /// Longest life of a service's own token (minted per call).
@@ -93,6 +100,7 @@ impl Role {
         match self {
             Role::Admin | Role::Issuer | Role::Consumer | Role::Portal | Role::Auditor => PERSON_TOKEN_LIFETIME,
             Role::Sync => SYNC_TOKEN_LIFETIME,
+            Role::Holder => HOLDER_TOKEN_LIFETIME,
             Role::Service(_) => SERVICE_TOKEN_LIFETIME,
         }
     }
@@ -105,6 +113,7 @@ impl fmt::Display for Role {
             Role::Issuer => f.write_str("issuer"),
             Role::Consumer => f.write_str("consumer"),
             Role::Portal => f.write_str("portal"),
+            Role::Holder => f.write_str("holder"),
             Role::Sync => f.write_str("sync"),
             Role::Auditor => f.write_str("auditor"),
             Role::Service(s) => write!(f, "service:{}", s.as_str()),
@@ -120,6 +129,7 @@ impl FromStr for Role {
             "issuer" => Role::Issuer,
             "consumer" => Role::Consumer,
             "portal" => Role::Portal,
+            "holder" => Role::Holder,
             "sync" => Role::Sync,
             "auditor" => Role::Auditor,
             "service:catalog" => Role::Service(ServiceName::Catalog),
@@ -143,6 +153,19 @@ pub struct Principal {
     pub token_id: String,
     /// The person acting (经办人) as the token names them; empty when it names none.
     pub operator: String,
+    /// For a holder token: the holder and the front end that vouched for them.
+    pub holder: Option<HolderIdentity>,
+}
+
+/// Who a holder token speaks for: the holder's ID (GB/T 36903 ID type code
+/// and number) and the registered front end that authenticated them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HolderIdentity {
+    /// Holder ID type code (`001`, `111`, ...).
+    pub id_type: String,
+    pub id_number: String,
+    /// The registered front end's id.
+    pub front_end: i64,
 }
 
 impl Principal {
@@ -158,6 +181,7 @@ impl Principal {
             role: Role::Service(name),
             token_id: "in-process".into(),
             operator: String::new(),
+            holder: None,
         }
     }
 }

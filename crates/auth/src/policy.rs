@@ -40,6 +40,26 @@ pub enum Action<'a> {
     ReadUsageList { agency: &'a str },
     /// List a holder's licences by holder ID, across issuers.
     FindHolderLicences,
+    /// Register, suspend or resume front ends (portals, approved mobile ends);
+    /// set reminder windows.
+    ManageFrontEnds,
+    /// Read the registered front ends.
+    ReadFrontEnds,
+    /// Exchange a front end's own token for a holder token (the caller has
+    /// authenticated the holder).
+    HolderLogin,
+    /// Act as a holder on the holder's own licences (a holder token).
+    ActAsHolder,
+    /// Propose a presentation scenario for the caller's own agency.
+    ProposeScenario,
+    /// Approve or refuse presentation scenarios (the management body).
+    DecideScenario,
+    /// Read presentation scenarios.
+    ReadScenarios,
+    /// Verify a holder's presentation at a counter.
+    VerifyPresentation,
+    /// Have a licence signed by `issuer` turned into an SD-JWT with `issuer`'s key.
+    MakeSelectiveDisclosure { issuer: &'a str },
     /// Read the gateway's routing table.
     ReadRoutes,
     /// Follow the change feed.
@@ -81,7 +101,7 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
             R::Issuer => own(issuer),
             R::Admin | R::Auditor | R::Sync => true,
             R::Service(s) => matches!(s, ServiceName::Verification | ServiceName::Exchange | ServiceName::Gateway),
-            R::Consumer | R::Portal => false,
+            R::Consumer | R::Portal | R::Holder => false,
         },
         // Issuance signs for any issuer (its own policy decided who may
         // issue); the exchange signs annotated copies as the library only.
@@ -101,8 +121,21 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
         A::WatchChanges => match role {
             R::Admin | R::Auditor | R::Sync => true,
             R::Service(s) => matches!(s, ServiceName::Verification | ServiceName::Exchange | ServiceName::Gateway),
-            R::Issuer | R::Consumer | R::Portal => false,
+            R::Issuer | R::Consumer | R::Portal | R::Holder => false,
         },
+        A::ManageFrontEnds => role == R::Admin,
+        A::ReadFrontEnds => matches!(role, R::Admin | R::Auditor | R::Portal),
+        A::HolderLogin => role == R::Portal,
+        A::ActAsHolder => role == R::Holder && principal.holder.is_some(),
+        A::ProposeScenario => role == R::Consumer,
+        A::DecideScenario => role == R::Admin,
+        A::ReadScenarios => !matches!(role, R::Sync),
+        A::VerifyPresentation => {
+            matches!(role, R::Consumer | R::Admin | R::Auditor | R::Service(ServiceName::Gateway))
+        }
+        // Only from a licence the issuer's key signed, which the signing
+        // service checks: the exchange cannot make one up.
+        A::MakeSelectiveDisclosure { .. } => role == R::Service(ServiceName::Exchange),
         A::RevokeToken => role == R::Admin,
         A::ReadRevokedTokens => matches!(role, R::Admin | R::Auditor | R::Service(_)),
     };
@@ -128,6 +161,15 @@ fn describe(action: &Action<'_>) -> String {
         Action::ApplyForUsage => "apply for usage-list entries".into(),
         Action::ReadUsageList { agency } => format!("read the usage list of {agency}"),
         Action::FindHolderLicences => "list a holder's licences across issuers".into(),
+        Action::ManageFrontEnds => "register front ends".into(),
+        Action::ReadFrontEnds => "read the registered front ends".into(),
+        Action::HolderLogin => "log holders in (a registered front end's token only)".into(),
+        Action::ActAsHolder => "act as a holder (a holder token only)".into(),
+        Action::ProposeScenario => "propose presentation scenarios".into(),
+        Action::DecideScenario => "approve or refuse presentation scenarios".into(),
+        Action::ReadScenarios => "read presentation scenarios".into(),
+        Action::VerifyPresentation => "verify presentations".into(),
+        Action::MakeSelectiveDisclosure { issuer } => format!("make selective-disclosure licences of {issuer}"),
         Action::ReadRoutes => "read the gateway routes".into(),
         Action::WatchChanges => "follow the change feed".into(),
         Action::ManageOutage { issuer } => format!("record outages of {issuer}"),

@@ -78,6 +78,9 @@ struct Claims {
     /// The person acting (经办人), when the token names one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     opr: String,
+    /// A holder token's holder and front end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hld: Option<crate::HolderIdentity>,
 }
 
 /// Longest operator name a token may carry.
@@ -199,9 +202,12 @@ impl TokenVerifier {
         let role: Role = claims.role.parse().map_err(TokenError::Claims)?;
         // A service key vouches for its own service only; a token key for
         // people and peers, never for a service.
+        // Holder tokens are the exchange's alone (it mints them for front
+        // ends it has registered); the operator mints none.
         match (signer, role) {
             (Some(s), Role::Service(r)) if s == r => {}
-            (None, r) if !matches!(r, Role::Service(_)) => {}
+            (Some(ServiceName::Exchange), Role::Holder) => {}
+            (None, r) if !matches!(r, Role::Service(_) | Role::Holder) => {}
             _ => return Err(TokenError::Claims(format!("key {kid} may not sign a {role} token"))),
         }
         let max = role.max_token_lifetime();
@@ -215,7 +221,16 @@ impl TokenVerifier {
             return Err(TokenError::Revoked);
         }
         check_operator(&claims.opr).map_err(TokenError::Claims)?;
-        Ok(Principal { agency: claims.sub, role, token_id: claims.jti, operator: claims.opr })
+        if (role == Role::Holder) != claims.hld.is_some() {
+            return Err(TokenError::Claims("a holder token, and only one, names its holder".into()));
+        }
+        if let Some(h) = &claims.hld {
+            match zhengzhao_core::parse_holder_id("id_type", "id_number", &h.id_type, &h.id_number) {
+                Ok(n) if n == h.id_number => {}
+                _ => return Err(TokenError::Claims("holder: not a holder ID".into())),
+            }
+        }
+        Ok(Principal { agency: claims.sub, role, token_id: claims.jti, operator: claims.opr, holder: claims.hld })
     }
 }
 
@@ -290,7 +305,7 @@ impl TokenAuthority {
 
     /// As [`TokenAuthority::mint`], also returning the token's ID and expiry.
     pub fn issue(&self, agency: &str, role: Role, ttl: Duration) -> Result<MintedToken, TokenError> {
-        self.issue_at(agency, role, ttl, "", now_unix())
+        self.issue_at(agency, role, ttl, "", None, now_unix())
     }
 
     /// As [`TokenAuthority::issue`], naming the person acting (经办人),
@@ -302,7 +317,23 @@ impl TokenAuthority {
         ttl: Duration,
         operator: &str,
     ) -> Result<MintedToken, TokenError> {
-        self.issue_at(agency, role, ttl, operator, now_unix())
+        self.issue_at(agency, role, ttl, operator, None, now_unix())
+    }
+
+    /// A holder token (the exchange's credential key only): `holder`, as
+    /// the front end of `agency` vouched for them, for `ttl` (at most
+    /// [`crate::HOLDER_TOKEN_LIFETIME`]).
+    pub fn issue_holder(
+        &self,
+        agency: &str,
+        holder: &crate::HolderIdentity,
+        ttl: Duration,
+    ) -> Result<MintedToken, TokenError> {
+        match zhengzhao_core::parse_holder_id("id_type", "id_number", &holder.id_type, &holder.id_number) {
+            Ok(n) if n == holder.id_number => {}
+            _ => return Err(TokenError::Claims("holder: not a holder ID in its stored form".into())),
+        }
+        self.issue_at(agency, Role::Holder, ttl, "", Some(holder.clone()), now_unix())
     }
 
     fn issue_at(
@@ -311,13 +342,18 @@ impl TokenAuthority {
         role: Role,
         ttl: Duration,
         operator: &str,
+        holder: Option<crate::HolderIdentity>,
         now: i64,
     ) -> Result<MintedToken, TokenError> {
         zhengzhao_core::Uscc::parse(agency).map_err(|e| TokenError::Claims(format!("agency: {e}")))?;
         check_operator(operator).map_err(TokenError::Claims)?;
+        if (role == Role::Holder) != holder.is_some() {
+            return Err(TokenError::Claims("a holder token, and only one, names its holder".into()));
+        }
         match (self.service, role) {
             (Some(s), Role::Service(r)) if s == r => {}
-            (None, r) if !matches!(r, Role::Service(_)) => {}
+            (Some(ServiceName::Exchange), Role::Holder) => {}
+            (None, r) if !matches!(r, Role::Service(_) | Role::Holder) => {}
             _ => return Err(TokenError::Claims(format!("key {} may not sign a {role} token", self.kid))),
         }
         let max = role.max_token_lifetime();
@@ -333,6 +369,7 @@ impl TokenAuthority {
             exp,
             jti: uuid::Uuid::new_v4().to_string(),
             opr: operator.to_owned(),
+            hld: holder,
         };
         let expires_at = OffsetDateTime::from_unix_timestamp(exp).map_err(|_| TokenError::Malformed)?;
         let payload = serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?;
@@ -399,7 +436,7 @@ mod tests {
         parts[1] = &forged_payload;
         assert_eq!(a.verifier().verify(&parts.join(".")), Err(TokenError::Signature));
         let now = now_unix();
-        let expired = a.issue_at(AGENCY, Role::Admin, Duration::from_secs(10), "", now - 100).unwrap();
+        let expired = a.issue_at(AGENCY, Role::Admin, Duration::from_secs(10), "", None, now - 100).unwrap();
         assert_eq!(a.verifier().verify(&expired.token), Err(TokenError::Expired));
         assert_eq!(a.verifier().verify("junk"), Err(TokenError::Malformed));
         assert!(a.mint("not-a-code", Role::Admin, Duration::from_secs(60)).is_err());
@@ -474,8 +511,8 @@ mod tests {
         keys.tokens.push(TokenKey { kid: "token-new".into(), key: new.public_key(), not_after: None });
         keys.tokens.push(TokenKey { kid: old.kid().into(), key: old.public_key(), not_after: Some(now + 600) });
         let v = TokenVerifier::new(keys);
-        let t_old = old.issue_at(AGENCY, Role::Issuer, HOUR, "", now).unwrap().token;
-        let t_new = new.issue_at(AGENCY, Role::Issuer, HOUR, "", now).unwrap().token;
+        let t_old = old.issue_at(AGENCY, Role::Issuer, HOUR, "", None, now).unwrap().token;
+        let t_new = new.issue_at(AGENCY, Role::Issuer, HOUR, "", None, now).unwrap().token;
         assert!(v.verify_at(&t_old, now + 600).is_ok(), "within the grace period");
         assert_eq!(v.verify_at(&t_old, now + 601), Err(TokenError::RetiredKey("token-test".into())));
         assert!(v.verify_at(&t_new, now + 601).is_ok());
@@ -490,7 +527,7 @@ mod tests {
         let a = operator();
         let v = a.verifier();
         let now = 1_800_000_000;
-        let t = a.issue_at(AGENCY, Role::Consumer, HOUR, "", now).unwrap().token;
+        let t = a.issue_at(AGENCY, Role::Consumer, HOUR, "", None, now).unwrap().token;
         assert!(v.verify_at(&t, now + 3600 - 1).is_ok());
         assert!(v.verify_at(&t, now + 3600 + 59).is_ok(), "within the leeway after exp");
         assert_eq!(v.verify_at(&t, now + 3600 + 60), Err(TokenError::Expired));
@@ -536,8 +573,8 @@ mod tests {
         let denylist = Arc::new(Denylist::default());
         let v = a.verifier().clone().with_denylist(denylist.clone());
         let now = now_unix();
-        let m = a.issue_at(AGENCY, Role::Consumer, HOUR, "", now).unwrap();
-        let other = a.issue_at(AGENCY, Role::Consumer, HOUR, "", now).unwrap();
+        let m = a.issue_at(AGENCY, Role::Consumer, HOUR, "", None, now).unwrap();
+        let other = a.issue_at(AGENCY, Role::Consumer, HOUR, "", None, now).unwrap();
         assert!(v.verify_at(&m.token, now).is_ok());
         denylist.revoke(&m.token_id, m.expires_at.unix_timestamp());
         assert_eq!(v.verify_at(&m.token, now), Err(TokenError::Revoked));

@@ -11,6 +11,7 @@ pub mod jws;
 pub mod keys;
 pub mod merkle;
 pub mod published;
+pub mod sdjwt;
 pub mod sm2;
 pub mod translog;
 

@@ -63,7 +63,7 @@ pub struct Needs {
 
 impl Needs {
     /// The all-in-one process: every service in-process.
-    pub const ALL_IN_ONE: Needs = Needs { master: true, log: true, credential: None };
+    pub const ALL_IN_ONE: Needs = Needs { master: true, log: true, credential: Some(ServiceName::Exchange) };
 
     /// The process of one service in a split deployment.
     pub fn service(name: ServiceName) -> Needs {
