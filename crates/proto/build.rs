@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "zhengzhao/signing/v1/signing.proto",
     "zhengzhao/verification/v1/verification.proto",
     "zhengzhao/exchange/v1/exchange.proto",
+    "zhengzhao/exchange/v1/holders.proto",
     "zhengzhao/gateway/v1/gateway.proto",
     "zhengzhao/auth/v1/auth.proto",
 ];

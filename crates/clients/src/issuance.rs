@@ -25,6 +25,9 @@ pub trait IssuanceApi: Send + Sync {
         query: &HolderQuery,
     ) -> Result<(Vec<LicenceRecord>, String), ServiceError>;
 
+    /// A licence's lifecycle events, oldest first.
+    async fn history(&self, who: &Principal, identifier: &str) -> Result<Vec<zhengzhao_core::EventRecord>, ServiceError>;
+
     /// The transparency log's latest checkpoint.
     async fn checkpoint(&self, who: &Principal) -> Result<Checkpoint, ServiceError>;
 
@@ -67,6 +70,22 @@ impl IssuanceClient {
                 LicenceRecord::try_from(
                     r.licence.ok_or_else(|| ServiceError::internal("issuance returned no licence"))?,
                 )
+            }
+        }
+    }
+
+    /// A licence's lifecycle events, oldest first.
+    pub async fn history(&self, identifier: &str) -> Result<Vec<zhengzhao_core::EventRecord>, ServiceError> {
+        match self {
+            IssuanceClient::Local(i, who) => i.history(who, identifier).await,
+            IssuanceClient::Remote(c) => {
+                let r = c
+                    .clone()
+                    .get_licence_history(pb::GetLicenceHistoryRequest { identifier: identifier.to_owned() })
+                    .await
+                    .map_err(|s| ServiceError::from_status(&s))?
+                    .into_inner();
+                r.events.into_iter().map(zhengzhao_core::EventRecord::try_from).collect()
             }
         }
     }

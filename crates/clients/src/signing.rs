@@ -29,6 +29,17 @@ pub trait SigningApi: Send + Sync {
         payloads: Vec<Vec<u8>>,
     ) -> Result<Vec<Signed>, ServiceError>;
 
+    /// A selective-disclosure licence (SD-JWT with every disclosure) of
+    /// `licence_jws`, bound to `holder_jwk_json`: its text and key id.
+    async fn selective_disclosure(
+        &self,
+        who: &Principal,
+        licence_jws: &str,
+        holder_jwk_json: &str,
+        scenario_json: &str,
+        lifetime_seconds: u32,
+    ) -> Result<(String, String), ServiceError>;
+
     /// Every public key with its history, of one issuer or of all.
     async fn public_keys(&self, who: &Principal, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError>;
 }
@@ -61,6 +72,36 @@ impl SigningClient {
                 let algorithm = algorithm_from_wire("algorithm", r.algorithm)?
                     .ok_or_else(|| ServiceError::internal("signing named no algorithm"))?;
                 Ok(Signed { jws: r.jws, key_id: r.key_id, algorithm })
+            }
+        }
+    }
+
+    /// A selective-disclosure licence of `licence_jws` for a presentation:
+    /// `<jwt>~<every disclosure>~` and the key that signed it.
+    pub async fn selective_disclosure(
+        &self,
+        licence_jws: &str,
+        holder_jwk_json: &str,
+        scenario_json: &str,
+        lifetime_seconds: u32,
+    ) -> Result<(String, String), ServiceError> {
+        match self {
+            SigningClient::Local(s, who) => {
+                s.selective_disclosure(who, licence_jws, holder_jwk_json, scenario_json, lifetime_seconds).await
+            }
+            SigningClient::Remote(c) => {
+                let r = c
+                    .clone()
+                    .make_selective_disclosure(pb::MakeSelectiveDisclosureRequest {
+                        licence_jws: licence_jws.to_owned(),
+                        holder_jwk_json: holder_jwk_json.to_owned(),
+                        scenario_json: scenario_json.to_owned(),
+                        lifetime_seconds,
+                    })
+                    .await
+                    .map_err(|s| ServiceError::from_status(&s))?
+                    .into_inner();
+                Ok((r.sd_jwt, r.key_id))
             }
         }
     }

@@ -491,6 +491,10 @@ impl zhengzhao_clients::IssuanceApi for Issuance {
         Issuance::checkpoint(self, who).await
     }
 
+    async fn history(&self, who: &Principal, identifier: &str) -> Result<Vec<EventRecord>, ServiceError> {
+        Issuance::history(self, who, identifier).await
+    }
+
     async fn holder_licences(
         &self,
         who: &Principal,

@@ -37,6 +37,24 @@ impl SigningService for SigningGrpc {
         }))
     }
 
+    async fn make_selective_disclosure(
+        &self,
+        req: Request<pb::MakeSelectiveDisclosureRequest>,
+    ) -> Result<Response<pb::MakeSelectiveDisclosureResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let (sd_jwt, key_id) = zhengzhao_clients::SigningApi::selective_disclosure(
+            self.0.as_ref(),
+            &who,
+            &r.licence_jws,
+            &r.holder_jwk_json,
+            &r.scenario_json,
+            r.lifetime_seconds,
+        )
+        .await?;
+        Ok(Response::new(pb::MakeSelectiveDisclosureResponse { sd_jwt, key_id }))
+    }
+
     async fn sign_documents(
         &self,
         req: Request<pb::SignDocumentsRequest>,

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod disclosure;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -580,6 +581,27 @@ impl zhengzhao_clients::SigningApi for Signing {
         payloads: Vec<Vec<u8>>,
     ) -> Result<Vec<Signed>, ServiceError> {
         Signing::sign_many(self, who, issuer, payloads).await
+    }
+
+    async fn selective_disclosure(
+        &self,
+        who: &Principal,
+        licence_jws: &str,
+        holder_jwk_json: &str,
+        scenario_json: &str,
+        lifetime_seconds: u32,
+    ) -> Result<(String, String), ServiceError> {
+        let holder_jwk: serde_json::Value = serde_json::from_str(holder_jwk_json)
+            .map_err(|_| ServiceError::invalid("holder_jwk_json", "not JSON"))?;
+        let scenario: serde_json::Value =
+            serde_json::from_str(scenario_json).map_err(|_| ServiceError::invalid("scenario_json", "not JSON"))?;
+        let made = Signing::selective_disclosure(
+            self,
+            who,
+            &disclosure::DisclosureRequest { licence_jws, holder_jwk: &holder_jwk, scenario: &scenario, lifetime_seconds },
+        )
+        .await?;
+        Ok((made.sd_jwt, made.key_id))
     }
 
     async fn public_keys(&self, who: &Principal, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError> {

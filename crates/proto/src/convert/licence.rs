@@ -136,6 +136,34 @@ impl From<&EventRecord> for pb::LicenceEvent {
     }
 }
 
+/// An event as issuance answered it (clients).
+impl TryFrom<pb::LicenceEvent> for EventRecord {
+    type Error = ServiceError;
+    fn try_from(e: pb::LicenceEvent) -> Result<Self, ServiceError> {
+        let opt = |s: String| (!s.is_empty()).then_some(s);
+        Ok(EventRecord {
+            sequence: i64::try_from(e.sequence).map_err(ServiceError::internal)?,
+            identifier: e.identifier,
+            kind: action_from_wire(e.kind).ok_or_else(|| ServiceError::internal("issuance sent an unknown event kind"))?,
+            status_after: common::LicenceStatus::try_from(e.status_after)
+                .ok()
+                .and_then(status_from_wire)
+                .ok_or_else(|| ServiceError::internal("issuance sent an unknown status"))?,
+            actor: e.actor,
+            reason: e.reason,
+            details: zhengzhao_core::EventDetails {
+                result: opt(e.result),
+                next_due_date: opt(e.next_due_date),
+                related_identifier: opt(e.related_identifier),
+                forced: e.forced.then_some(true),
+            },
+            backfill: e.backfill,
+            occurred_at: stored_timestamp("occurred_at", &e.occurred_at.unwrap_or_default())?,
+            recorded_at: stored_timestamp("recorded_at", &e.recorded_at.unwrap_or_default())?,
+        })
+    }
+}
+
 /// The domain draft from the wire draft (the full check happens in issuance).
 impl From<pb::LicenceDraft> for LicenceDraft {
     fn from(d: pb::LicenceDraft) -> Self {
