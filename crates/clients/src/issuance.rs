@@ -25,6 +25,9 @@ pub trait IssuanceApi: Send + Sync {
         query: &HolderQuery,
     ) -> Result<(Vec<LicenceRecord>, String), ServiceError>;
 
+    /// Up to `limit` change-feed entries after sequence `after`.
+    async fn feed(&self, who: &Principal, after: i64, limit: i64) -> Result<Vec<zhengzhao_core::FeedEntry>, ServiceError>;
+
     /// A licence's lifecycle events, oldest first.
     async fn history(&self, who: &Principal, identifier: &str) -> Result<Vec<zhengzhao_core::EventRecord>, ServiceError>;
 
@@ -70,6 +73,38 @@ impl IssuanceClient {
                 LicenceRecord::try_from(
                     r.licence.ok_or_else(|| ServiceError::internal("issuance returned no licence"))?,
                 )
+            }
+        }
+    }
+
+    /// Up to `limit` change-feed entries after sequence `after`, in order.
+    pub async fn feed(&self, after: i64, limit: i64) -> Result<Vec<zhengzhao_core::FeedEntry>, ServiceError> {
+        match self {
+            IssuanceClient::Local(i, who) => i.feed(who, after, limit).await,
+            IssuanceClient::Remote(c) => {
+                let mut stream = c
+                    .clone()
+                    .watch_changes(pb::WatchChangesRequest {
+                        after_sequence: u64::try_from(after.max(0)).unwrap_or_default(),
+                        until_caught_up: true,
+                    })
+                    .await
+                    .map_err(|s| ServiceError::from_status(&s))?
+                    .into_inner();
+                let mut out = Vec::new();
+                while out.len() < usize::try_from(limit.max(1)).unwrap_or(1) {
+                    match stream.message().await.map_err(|s| ServiceError::from_status(&s))? {
+                        Some(m) => out.push(zhengzhao_core::FeedEntry {
+                            event: zhengzhao_core::EventRecord::try_from(
+                                m.event.ok_or_else(|| ServiceError::internal("issuance sent a feed entry without event"))?,
+                            )?,
+                            type_code: m.type_code,
+                            issuer_code: m.issuer_code,
+                        }),
+                        None => break,
+                    }
+                }
+                Ok(out)
             }
         }
     }

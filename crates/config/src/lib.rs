@@ -96,6 +96,12 @@ pub struct ExchangeConfig {
     pub copy_font: Option<PathBuf>,
     /// The face of `copy_font` when it is a collection (.ttc).
     pub copy_font_index: u32,
+    /// How often the reminder job reads the change feed, schedules due
+    /// reminders and delivers the outbox, in seconds (0: 60).
+    pub reminder_interval_seconds: u64,
+    /// Delivery attempts of one reminder to one front end before it is
+    /// dead-lettered (0: 12; backoff doubles from 5 s up to an hour).
+    pub reminder_max_attempts: u32,
 }
 
 /// TLS for this process's server and its calls to peers (rustls on

@@ -28,7 +28,7 @@ impl ExchangeGrpc {
     }
 }
 
-fn caller<T>(req: &Request<T>, method: &'static str) -> Result<Caller, Status> {
+pub(crate) fn caller<T>(req: &Request<T>, method: &'static str) -> Result<Caller, Status> {
     let who = principal(req)?;
     let address = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
     Ok(Caller::new(who, method, address))
@@ -39,7 +39,7 @@ fn use_context(u: Option<pb::UseContext>) -> UseContext {
     UseContext { use_cause: u.use_cause, service_item_code: u.service_item_code, case_number: u.case_number }
 }
 
-fn id_of(field: &str, v: u64) -> Result<i64, ServiceError> {
+pub(crate) fn id_of(field: &str, v: u64) -> Result<i64, ServiceError> {
     i64::try_from(v).ok().filter(|n| *n > 0).ok_or_else(|| ServiceError::invalid(field, "required: a positive id"))
 }
 
@@ -83,7 +83,7 @@ fn terms_to_wire(t: &crate::model::Terms) -> pb::UsageTerms {
     }
 }
 
-fn uid(id: i64) -> u64 {
+pub(crate) fn uid(id: i64) -> u64 {
     u64::try_from(id).unwrap_or_default()
 }
 
@@ -441,6 +441,7 @@ impl ExchangeService for ExchangeGrpc {
             until: r.until.as_ref().map(|t| from_timestamp("until", t)).transpose()?,
             granted: decision,
             oldest_first: r.oldest_first,
+            agencies_only: false,
         };
         let (records, next) = self.0.usage_log(&who, &filter, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListUsageLogResponse {

@@ -9,17 +9,27 @@
 //! - [`usage`]: the use path (fetch, holder lookup), decided by the list;
 //! - [`copy`]: annotated copies, their PDF and download links;
 //! - [`usagelog`]: the usage log as a Merkle tree, its checkpoints and queries;
-//! - [`rows`]: the SQL; [`grpc`] and [`http`]: the edges.
+//! - [`holders`]: front ends, holder tokens, the holder's own licences;
+//! - [`scenarios`] and [`presentations`]: where holders show licences, and
+//!   the selective-disclosure presentations staff verify;
+//! - [`rows`] and `holder_rows`: the SQL; [`grpc`], [`holder_grpc`] and
+//!   [`http`]: the edges.
 
 #![forbid(unsafe_code)]
 
 pub mod copy;
 pub mod error;
 pub mod grpc;
+pub mod holder_grpc;
+mod holder_rows;
+pub mod holders;
 pub mod http;
 pub mod lists;
 pub mod model;
+pub mod presentations;
+pub mod reminders;
 mod rows;
+pub mod scenarios;
 pub mod usage;
 pub mod usagelog;
 
@@ -53,6 +63,9 @@ pub struct ExchangeDeps {
     /// The font copies print with (loaded when the first copy is printed).
     pub font: FontSource,
     pub clock: Clock,
+    /// The exchange's own credential key, which mints holder tokens (None:
+    /// holder login is unavailable).
+    pub holder_tokens: holders::HolderTokenKey,
 }
 
 /// The exchange over its own tables.
@@ -66,6 +79,7 @@ pub struct Exchange {
     font_source: FontSource,
     font: std::sync::OnceLock<zhengzhao_pdf::CopyFont>,
     clock: Clock,
+    holder_tokens: holders::HolderTokenKey,
     /// The usage log's one writer (group commit).
     writer: usagelog::Writer,
 }
@@ -102,6 +116,7 @@ impl Exchange {
             font_source: deps.font,
             font: std::sync::OnceLock::new(),
             clock: deps.clock,
+            holder_tokens: deps.holder_tokens,
         });
         exchange.catch_up_log().await?;
         Ok(exchange)

@@ -462,6 +462,7 @@ pub(crate) async fn list_usage(
         "SELECT {USAGE_COLUMNS} FROM usage_log WHERE {position}
            AND ($2 = '' OR identifier = $2) AND ($3 = '' OR consumer_code = $3) AND ($4 = '' OR holder_digest = $4)
            AND ($5 = '' OR accessed_at >= $5) AND ($6 = '' OR accessed_at < $6) AND ($7 = '' OR decision = $7)
+           AND ($9 = 0 OR consumer_role NOT IN ('holder', 'portal'))
          ORDER BY {order} LIMIT $8"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -473,6 +474,7 @@ pub(crate) async fn list_usage(
         .bind(f.until.map(format_time).unwrap_or_default())
         .bind(f.granted.map(|g| if g { "granted" } else { "refused" }).unwrap_or_default())
         .bind(limit)
+        .bind(i64::from(f.agencies_only))
         .fetch_all(&mut *conn)
         .await?;
     rows.iter().map(usage_from_row).collect()

@@ -63,7 +63,7 @@ fn clip(s: &str) -> String {
 }
 
 /// The usage record of a use by `caller` (decision and licence filled in by the caller).
-fn record(caller: &Caller, use_: &UseContext) -> UsageRecord {
+pub(crate) fn record(caller: &Caller, use_: &UseContext) -> UsageRecord {
     let who = &caller.principal;
     UsageRecord {
         id: 0,
@@ -91,7 +91,7 @@ fn record(caller: &Caller, use_: &UseContext) -> UsageRecord {
     }
 }
 
-fn with_licence(mut r: UsageRecord, l: &LicenceRecord, doc: Option<&LicenceDocument>) -> UsageRecord {
+pub(crate) fn with_licence(mut r: UsageRecord, l: &LicenceRecord, doc: Option<&LicenceDocument>) -> UsageRecord {
     r.identifier.clone_from(&l.identifier);
     r.type_code.clone_from(&l.type_code);
     if let Some(d) = doc {
@@ -142,7 +142,7 @@ pub(crate) fn refused_in_flight(r: &UsageRecord) -> Result<(), ServiceError> {
     Err(ExchangeError::EntryNotEffective(r.refusal_reason.clone()).into())
 }
 
-fn document_of(l: &LicenceRecord) -> Result<LicenceDocument, ServiceError> {
+pub(crate) fn document_of(l: &LicenceRecord) -> Result<LicenceDocument, ServiceError> {
     LicenceDocument::from_json(l.document_json.as_bytes())
         .map_err(|e| ServiceError::internal(format!("licence {} holds an unreadable document: {e}", l.identifier)))
 }

@@ -139,6 +139,8 @@ pub struct UsageFilter {
     pub granted: Option<bool>,
     /// By log index, oldest first.
     pub oldest_first: bool,
+    /// Only uses by agencies: not the holder's own acts through a front end.
+    pub agencies_only: bool,
 }
 
 /// The body of a usage-log checkpoint, signed as canonical JSON.
@@ -357,6 +359,16 @@ impl Exchange {
         page_token: &str,
     ) -> Result<(Vec<UsageRecord>, String), ServiceError> {
         authorize(who, &Action::ReadUsageLog)?;
+        self.usage_page(filter, page_size, page_token).await
+    }
+
+    /// One page of the usage log (the caller has been authorized).
+    pub(crate) async fn usage_page(
+        &self,
+        filter: &UsageFilter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<UsageRecord>, String), ServiceError> {
         let size = match page_size {
             0 => 100,
             n if n > MAX_PAGE_SIZE => {

@@ -495,6 +495,10 @@ impl zhengzhao_clients::IssuanceApi for Issuance {
         Issuance::history(self, who, identifier).await
     }
 
+    async fn feed(&self, who: &Principal, after: i64, limit: i64) -> Result<Vec<zhengzhao_core::FeedEntry>, ServiceError> {
+        Issuance::feed(self, who, after, limit).await
+    }
+
     async fn holder_licences(
         &self,
         who: &Principal,

@@ -9,6 +9,7 @@ use zhengzhao_catalog::grpc::CatalogGrpc;
 use zhengzhao_catalog::revocation::TokenGrpc;
 use zhengzhao_catalog::{Catalog, CatalogClient, Revocations};
 use zhengzhao_exchange::grpc::ExchangeGrpc;
+use zhengzhao_exchange::holder_grpc::HolderGrpc;
 use zhengzhao_exchange::{Exchange, ExchangeDeps, FontSource};
 use zhengzhao_gateway::{Gateway, GatewayGrpc, LibraryAddress};
 use zhengzhao_issuance::grpc::IssuanceGrpc;
@@ -16,6 +17,7 @@ use zhengzhao_issuance::{Issuance, IssuanceClient};
 use zhengzhao_proto::auth::v1::token_service_server::TokenServiceServer;
 use zhengzhao_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use zhengzhao_proto::exchange::v1::exchange_service_server::ExchangeServiceServer;
+use zhengzhao_proto::exchange::v1::holder_service_server::HolderServiceServer;
 use zhengzhao_proto::gateway::v1::gateway_service_server::GatewayServiceServer;
 use zhengzhao_proto::issuance::v1::issuance_service_server::IssuanceServiceServer;
 use zhengzhao_proto::signing::v1::signing_service_server::SigningServiceServer;
@@ -86,9 +88,11 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
                 index: ctx.config.exchange.copy_font_index,
             },
             clock: ctx.clock.clone(),
+            holder_tokens: ctx.keys.credential.clone(),
         },
     )
     .await?;
+    exchange.spawn_jobs(&ctx.config.exchange);
     // The gateway's routing table names this process as its one library.
     // With TLS it calls itself as https://localhost:PORT: the certificate
     // must name localhost and tls.ca_file hold its CA.
@@ -104,6 +108,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         .add_service(InterceptedService::new(IssuanceGrpc(issuance.clone()).into_server(), auth.clone()))
         .add_service(InterceptedService::new(VerificationGrpc(verification).into_server(), auth.clone()))
         .add_service(InterceptedService::new(ExchangeGrpc(exchange.clone()).into_server(), auth.clone()))
+        .add_service(InterceptedService::new(HolderGrpc(exchange.clone()).into_server(), auth.clone()))
         .add_service(InterceptedService::new(gateway.service(), auth.clone()))
         .add_service(InterceptedService::new(TokenGrpc(revocations).into_server(), auth));
     let names = vec![
@@ -112,6 +117,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         IssuanceServiceServer::<IssuanceGrpc>::NAME,
         VerificationServiceServer::<VerificationGrpc>::NAME,
         ExchangeServiceServer::<ExchangeGrpc>::NAME,
+        HolderServiceServer::<HolderGrpc>::NAME,
         GatewayServiceServer::<GatewayGrpc>::NAME,
         TokenServiceServer::<TokenGrpc>::NAME,
     ];
