@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tonic::transport::Channel;
+
+pub mod counter;
 use tonic::{Request, Response, Status};
 use zhengzhao_auth::{Action, TokenVerifier, authorize, principal};
 use zhengzhao_proto::gateway::v1 as pb;
@@ -36,6 +38,15 @@ pub const FORWARDED: &[&str] = &[
     "/zhengzhao.exchange.v1.ExchangeService/ListUsageListChanges",
     "/zhengzhao.exchange.v1.ExchangeService/GetUsageCheckpoint",
     "/zhengzhao.exchange.v1.ExchangeService/GetUsageConsistencyProof",
+    "/zhengzhao.exchange.v1.HolderService/HolderLogin",
+    "/zhengzhao.exchange.v1.HolderService/ListMyLicences",
+    "/zhengzhao.exchange.v1.HolderService/GetMyLicence",
+    "/zhengzhao.exchange.v1.HolderService/ListMyUsage",
+    "/zhengzhao.exchange.v1.HolderService/ListMyReminders",
+    "/zhengzhao.exchange.v1.HolderService/PresentLicence",
+    "/zhengzhao.exchange.v1.HolderService/ProposeScenario",
+    "/zhengzhao.exchange.v1.HolderService/ListScenarios",
+    "/zhengzhao.exchange.v1.HolderService/VerifyPresentation",
 ];
 
 /// One library behind the gateway, and where each of its forwarded services answers.
@@ -135,6 +146,18 @@ impl Gateway {
             router = router.route_service(path, Forward { channel, verifier: self.verifier.clone() });
         }
         router
+    }
+
+    /// Adds the counter-staff page (`/counter`), which verifies
+    /// presentations through the first library's exchange.
+    pub fn add_counter(&self, router: axum::Router) -> axum::Router {
+        let primary = &self.upstreams[0];
+        let exchange = primary
+            .services
+            .iter()
+            .find(|(prefix, _)| *prefix == "/zhengzhao.exchange.v1.")
+            .map_or_else(|| primary.channel.clone(), |(_, c)| c.clone());
+        counter::routes(router, exchange)
     }
 
     pub fn service(&self) -> GatewayServiceServer<GatewayGrpc> {

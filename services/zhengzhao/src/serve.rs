@@ -102,6 +102,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         ctx.keys.verifier.clone(),
         ctx.trusted_ca()?.as_deref(),
     )?;
+    let gateway_counter = gateway.clone();
     let auth = ctx.authenticate();
     let routes = Routes::new(InterceptedService::new(CatalogGrpc(catalog).into_server(), auth.clone()))
         .add_service(InterceptedService::new(SigningGrpc(signing.clone()).into_server(), auth.clone()))
@@ -122,6 +123,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         TokenServiceServer::<TokenGrpc>::NAME,
     ];
     let router = zhengzhao_signing::http::routes(routes.into_axum_router(), signing);
+    let router = gateway_counter.add_counter(router);
     let routes = Routes::from(zhengzhao_exchange::http::routes(router, exchange));
     Ok(Assembly { routes, names, issuance })
 }
