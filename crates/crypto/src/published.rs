@@ -71,6 +71,28 @@ impl PublicKeyRecord {
         }
     }
 
+    /// Reads a key as [`PublicKeyRecord::published_jwk`] wrote it (a JWKS
+    /// entry of the signing service's `/jwks`, or `keys list --format jwks`).
+    pub fn from_published_jwk(jwk: &serde_json::Value) -> Result<Self, String> {
+        let s = |k: &str| jwk.get(k).and_then(|v| v.as_str());
+        let time = |k: &str| -> Result<Option<OffsetDateTime>, String> {
+            s(k).map(|t| zhengzhao_core::date::parse_time(t).ok_or_else(|| format!("{k}: not an RFC 3339 time"))).transpose()
+        };
+        let key_id = s("kid").ok_or("a published key has a kid")?.to_owned();
+        let algorithm = s("alg").and_then(crate::Algorithm::from_jws_alg).ok_or_else(|| format!("key {key_id}: unknown alg"))?;
+        crate::IssuerPublicKey::from_jwk(jwk).map_err(|e| format!("key {key_id}: {e}"))?;
+        Ok(PublicKeyRecord {
+            issuer_code: s("issuer").ok_or_else(|| format!("key {key_id}: no issuer"))?.to_owned(),
+            status: s("status").and_then(KeyStatus::from_name).ok_or_else(|| format!("key {key_id}: no status"))?,
+            created_at: time("created_at")?.ok_or_else(|| format!("key {key_id}: no created_at"))?,
+            retired_at: time("retired_at")?,
+            compromised_since: time("compromised_since")?,
+            jwk: jwk.clone(),
+            algorithm,
+            key_id,
+        })
+    }
+
     /// The JWK as published: the key plus its status and dates (extra JWK
     /// members, RFC 7517 §4), so web clients see the whole history.
     pub fn published_jwk(&self) -> serde_json::Value {

@@ -8,6 +8,8 @@
 //! every page. All text is real text in one embedded, subsetted CJK font
 //! ([`CopyFont`]), so it can be searched and extracted.
 
+pub mod qr;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 

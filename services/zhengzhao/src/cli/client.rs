@@ -12,6 +12,7 @@ use zhengzhao_auth::BearerToken;
 use zhengzhao_proto::auth::v1::token_service_client::TokenServiceClient;
 use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use zhengzhao_proto::exchange::v1::exchange_service_client::ExchangeServiceClient;
+use zhengzhao_proto::exchange::v1::holder_service_client::HolderServiceClient;
 use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
 use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
 use zhengzhao_proto::verification::v1::verification_service_client::VerificationServiceClient;
@@ -36,6 +37,13 @@ type Authed = InterceptedService<Channel, BearerToken>;
 pub struct Client {
     channel: Channel,
     token: BearerToken,
+}
+
+impl ClientArgs {
+    /// The token given, if any.
+    pub fn token(&self) -> Option<String> {
+        self.token.clone()
+    }
 }
 
 impl Client {
@@ -70,6 +78,9 @@ impl Client {
     }
     pub fn exchange(&self) -> ExchangeServiceClient<Authed> {
         ExchangeServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+    pub fn holders(&self) -> HolderServiceClient<Authed> {
+        HolderServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
     }
     pub fn tokens(&self) -> TokenServiceClient<Authed> {
         TokenServiceClient::with_interceptor(self.channel.clone(), self.token.clone())

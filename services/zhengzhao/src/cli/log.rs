@@ -18,11 +18,21 @@ use super::output::{answer, note, print_json, quietly, say, time_text, wire_word
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Licence identifier.
-    #[arg(required_unless_present = "document", conflicts_with = "document")]
+    #[arg(required_unless_present_any = ["document", "presentation"], conflicts_with_all = ["document", "presentation"])]
     id: Option<String>,
     /// A file holding a JWS compact serialisation.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "presentation")]
     document: Option<PathBuf>,
+    /// A file holding a holder's presentation (SD-JWT~disclosures~KB-JWT).
+    #[arg(long)]
+    presentation: Option<PathBuf>,
+    /// With --presentation: check without asking the library (signature,
+    /// disclosures, binding, freshness; not single use or current status).
+    #[arg(long, requires = "presentation")]
+    offline: bool,
+    /// With --offline: the published keys (a JWKS file) [default: fetched from the library].
+    #[arg(long, requires = "offline")]
+    keys: Option<PathBuf>,
     /// Also prove the licence's events are in the transparency log (by identifier).
     #[arg(long, conflicts_with = "document")]
     with_proof: bool,
@@ -144,6 +154,10 @@ pub async fn log(cli: &ClientArgs, cmd: LogCommand) -> anyhow::Result<()> {
 /// ran and the answer is no (a malformed identifier or document included),
 /// 1 when it could not run (an unreadable file, no token, no server).
 pub async fn verify(cli: &ClientArgs, v: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(p) = &v.presentation {
+        let valid = super::holder::verify_presentation(cli, p, v.offline, v.keys.as_deref()).await?;
+        return Ok(answer(valid));
+    }
     let document = v.document.as_ref().map(|f| read_file(f).map(|text| (f, text))).transpose()?;
     let c = Client::connect(cli).await?;
     let answered = match (v.id, document) {

@@ -17,6 +17,7 @@ mod args;
 mod catalog;
 mod client;
 mod exchange;
+mod holder;
 mod init;
 mod keys;
 mod licence;
@@ -80,6 +81,21 @@ enum Command {
     UsageList(exchange::UsageListCommand),
     /// Read or export the usage log (administrators and auditors).
     UsageLog(exchange::UsageLogArgs),
+    /// Registered front ends: the portal and approved mobile ends that vouch for holders.
+    #[command(subcommand, name = "frontend")]
+    FrontEnd(holder::FrontEndCommand),
+    /// A holder's own licences, their use and reminders (a holder token);
+    /// `holder login` mints one for a front end.
+    #[command(subcommand)]
+    Holder(holder::HolderCommand),
+    /// Presentation scenarios: where holders may show a licence.
+    #[command(subcommand)]
+    Scenario(holder::ScenarioCommand),
+    /// Present a licence in a scenario: prints the presentation
+    /// (SD-JWT~disclosures~KB-JWT), optionally as a QR code.
+    Present(holder::PresentArgs),
+    /// Set a licence type's expiry-reminder windows (administrator).
+    Reminders(holder::RemindersArgs),
 }
 
 /// Runs the command; the exit code says how it went (see above).
@@ -98,6 +114,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(v) => return log::verify(client, v).await,
         Command::UsageList(cmd) => exchange::usage_list(client, cmd).await?,
         Command::UsageLog(u) => exchange::usage_log(client, u).await?,
+        Command::FrontEnd(cmd) => holder::front_end(client, cmd).await?,
+        Command::Holder(cmd) => holder::holder(client, cmd).await?,
+        Command::Scenario(cmd) => holder::scenario(client, cmd).await?,
+        Command::Present(a) => holder::present(client, a).await?,
+        Command::Reminders(a) => holder::reminders(client, a).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
