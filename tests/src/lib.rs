@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use zhengzhao_auth::{BearerToken, Role};
 use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use zhengzhao_proto::exchange::v1::exchange_service_client::ExchangeServiceClient;
+use zhengzhao_proto::exchange::v1::holder_service_client::HolderServiceClient;
 use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
 use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
 use zhengzhao_proto::verification::v1::verification_service_client::VerificationServiceClient;
@@ -75,6 +76,8 @@ impl Library {
             ..Default::default()
         };
         config.database_url = db.url().map(str::to_owned);
+        // The reminder job ticks every second, so tests see deliveries soon.
+        config.exchange.reminder_interval_seconds = 1;
         let keys = Arc::new(ProcessKeys::load_or_create(data.path(), None)?);
         let tokens = Arc::new(zhengzhao_server::keys::operator_authority(data.path())?);
         let mut ctx = Context::with_keys(config, keys);
@@ -159,6 +162,14 @@ impl Library {
     }
     pub fn exchange(&self, role: Role, agency: &str) -> ExchangeServiceClient<Authed> {
         ExchangeServiceClient::with_interceptor(self.channel(), self.bearer(role, agency))
+    }
+    /// The holder service as `role` of `agency`.
+    pub fn holders(&self, role: Role, agency: &str) -> HolderServiceClient<Authed> {
+        HolderServiceClient::with_interceptor(self.channel(), self.bearer(role, agency))
+    }
+    /// The holder service with `token` (a holder token, say).
+    pub fn holders_with(&self, token: &str) -> HolderServiceClient<Authed> {
+        HolderServiceClient::with_interceptor(self.channel(), BearerToken::new(token).expect("tokens are header text"))
     }
     /// The exchange as `agency`'s operator `operator` (the token names them).
     pub fn exchange_as(&self, role: Role, agency: &str, operator: &str) -> ExchangeServiceClient<Authed> {

@@ -163,7 +163,7 @@ impl Exchange {
         if !approve && reason.is_empty() {
             return Err(ServiceError::invalid("reason", "required: say why"));
         }
-        if zhengzhao_core::text::BoundedText::<MAX_PURPOSE>::check(reason).is_err() {
+        if !reason.is_empty() && zhengzhao_core::text::BoundedText::<MAX_PURPOSE>::check(reason).is_err() {
             return Err(ServiceError::invalid("reason", format!("at most {MAX_PURPOSE} characters, no control characters")));
         }
         let to = if approve { ScenarioState::Approved } else { ScenarioState::Refused };

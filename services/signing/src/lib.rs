@@ -591,6 +591,7 @@ impl zhengzhao_clients::SigningApi for Signing {
         scenario_json: &str,
         lifetime_seconds: u32,
     ) -> Result<(String, String), ServiceError> {
+        authorize(who, &Action::MakeSelectiveDisclosure { issuer: "" })?;
         let holder_jwk: serde_json::Value = serde_json::from_str(holder_jwk_json)
             .map_err(|_| ServiceError::invalid("holder_jwk_json", "not JSON"))?;
         let scenario: serde_json::Value =
