@@ -567,3 +567,138 @@ async fn expiry_reminders_reach_the_holders_front_end_signed_and_are_listed() ->
     }
     Ok(())
 }
+
+/// A webhook receiver whose first `hang` requests are held `hold` before
+/// their 200 (so a delivery is in flight when the server is killed); it
+/// records every request's reminder id (header and body) on arrival.
+async fn slow_receiver(hang: usize, hold: std::time::Duration) -> anyhow::Result<(String, Received)> {
+    let got = Received::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let g = g.clone();
+            async move {
+                let id = headers.get("zhengzhao-reminder-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let n = {
+                    let mut v = g.0.lock().unwrap();
+                    v.push((id, String::new(), body));
+                    v.len()
+                };
+                if n <= hang {
+                    tokio::time::sleep(hold).await;
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, got))
+}
+
+async fn start_server(data: &std::path::Path, db: &zhengzhao_testkit::TestDb) -> anyhow::Result<zhengzhao_testkit::ServerProcess> {
+    let mut args: Vec<String> =
+        vec!["serve".into(), "--listen".into(), "127.0.0.1:0".into(), "--data-dir".into(), data.display().to_string()];
+    if let Some(url) = db.url() {
+        args.push("--database-url".into());
+        args.push(url.to_owned());
+    }
+    zhengzhao_testkit::ServerProcess::start("zhengzhao", &args, &[("ZHENGZHAO_EXCHANGE__REMINDER_INTERVAL_SECONDS", "1")]).await
+}
+
+#[tokio::test]
+async fn reminders_survive_kill_9_during_delivery_and_arrive_at_least_once_by_id() -> Result {
+    use zhengzhao_proto::catalog::v1 as catalog;
+    use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+    use zhengzhao_proto::exchange::v1::holder_service_client::HolderServiceClient;
+    use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
+    for db in zhengzhao_testkit::TestDb::both().await? {
+        let engine = db.engine();
+        let data = tempfile::tempdir()?;
+        let dir = data.path().join("lib");
+        let (url, got) = slow_receiver(2, std::time::Duration::from_secs(4)).await?;
+        let server = start_server(&dir, &db).await?;
+        let tokens = zhengzhao_server::keys::operator_authority(&dir)?;
+        let ttl = std::time::Duration::from_secs(600);
+        let channel = tonic::transport::Endpoint::from_shared(server.url())?.connect().await?;
+        let bearer = |role, agency: &str| zhengzhao_auth::BearerToken::new(&tokens.mint(agency, role, ttl).unwrap()).unwrap();
+        // A type, a front end with the webhook, a holder logged in through it.
+        let definition = example_definition();
+        let mut cat = CatalogServiceClient::with_interceptor(channel.clone(), bearer(Role::Admin, ADMIN));
+        let code = cat
+            .create_licence_type(catalog::CreateLicenceTypeRequest {
+                definition: Some(zhengzhao_proto::convert::definition_to_wire(&definition)),
+            })
+            .await?
+            .into_inner()
+            .licence_type
+            .and_then(|t| t.definition)
+            .map(|d| d.code)
+            .unwrap_or_default();
+        cat.publish_licence_type(catalog::PublishLicenceTypeRequest { code: code.clone() }).await?;
+        let key = Es256KeyPair::generate();
+        HolderServiceClient::with_interceptor(channel.clone(), bearer(Role::Admin, ADMIN))
+            .register_front_end(pb::RegisterFrontEndRequest {
+                name: "闽政通".into(),
+                agency_code: PORTAL.into(),
+                jwk_json: key.public_key().to_jwk("").to_string(),
+                scenario_ids: vec![],
+                webhook_url: url.clone(),
+            })
+            .await?;
+        HolderServiceClient::with_interceptor(channel.clone(), bearer(Role::Portal, PORTAL))
+            .holder_login(pb::HolderLoginRequest {
+                holder_id_type: "001".into(),
+                holder_id_number: HOLDER.into(),
+                ..Default::default()
+            })
+            .await?;
+        // Five licences ending in 5 days: five reminders due at once.
+        let until = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+8)).date() + time::Duration::days(5);
+        let mut expected = std::collections::BTreeSet::new();
+        let mut iss = IssuanceServiceClient::with_interceptor(channel.clone(), bearer(Role::Issuer, zhengzhao_e2e::ISSUER));
+        for _ in 0..5 {
+            let mut d = draft(&code);
+            d.valid_until = zhengzhao_core::date::format_date(until);
+            let l = iss
+                .issue_licence(issuance::IssueLicenceRequest { draft: Some(d), idempotency_key: String::new() })
+                .await?
+                .into_inner()
+                .licence
+                .unwrap_or_default();
+            expected.insert(zhengzhao_exchange::reminders::reminder_id(&l.identifier, until, 7));
+        }
+        // Kill -9 while the first delivery is held by the receiver.
+        for _ in 0..150 {
+            if !got.0.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(!got.0.lock().unwrap().is_empty(), "{engine}: no delivery started");
+        server.stop().await;
+        drop(channel);
+        // Restarted over the same data, it delivers everything.
+        let server = start_server(&dir, &db).await?;
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            seen = got.0.lock().unwrap().iter().map(|(id, _, _)| id.clone()).collect();
+            if seen == expected {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, expected, "{engine}: every reminder arrives");
+        // Duplicates only with the same id: each body names its header's id.
+        for (id, _, body) in got.0.lock().unwrap().iter() {
+            let b: serde_json::Value = serde_json::from_str(body)?;
+            assert_eq!(b["id"], id.as_str(), "{engine}");
+        }
+        server.stop().await;
+    }
+    Ok(())
+}
