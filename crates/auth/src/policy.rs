@@ -187,7 +187,7 @@ mod tests {
     const B: &str = "11100000000013338W";
 
     fn p(role: Role, agency: &str) -> Principal {
-        Principal { agency: agency.into(), role, token_id: "t".into(), operator: String::new() }
+        Principal { agency: agency.into(), role, token_id: "t".into(), operator: String::new(), holder: None }
     }
 
     #[test]

@@ -26,10 +26,19 @@ pub trait IssuanceApi: Send + Sync {
     ) -> Result<(Vec<LicenceRecord>, String), ServiceError>;
 
     /// Up to `limit` change-feed entries after sequence `after`.
-    async fn feed(&self, who: &Principal, after: i64, limit: i64) -> Result<Vec<zhengzhao_core::FeedEntry>, ServiceError>;
+    async fn feed(
+        &self,
+        who: &Principal,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<zhengzhao_core::FeedEntry>, ServiceError>;
 
     /// A licence's lifecycle events, oldest first.
-    async fn history(&self, who: &Principal, identifier: &str) -> Result<Vec<zhengzhao_core::EventRecord>, ServiceError>;
+    async fn history(
+        &self,
+        who: &Principal,
+        identifier: &str,
+    ) -> Result<Vec<zhengzhao_core::EventRecord>, ServiceError>;
 
     /// The transparency log's latest checkpoint.
     async fn checkpoint(&self, who: &Principal) -> Result<Checkpoint, ServiceError>;
@@ -94,13 +103,15 @@ impl IssuanceClient {
                 let mut out = Vec::new();
                 while out.len() < usize::try_from(limit.max(1)).unwrap_or(1) {
                     match stream.message().await.map_err(|s| ServiceError::from_status(&s))? {
-                        Some(m) => out.push(zhengzhao_core::FeedEntry {
-                            event: zhengzhao_core::EventRecord::try_from(
-                                m.event.ok_or_else(|| ServiceError::internal("issuance sent a feed entry without event"))?,
-                            )?,
-                            type_code: m.type_code,
-                            issuer_code: m.issuer_code,
-                        }),
+                        Some(m) => {
+                            out.push(zhengzhao_core::FeedEntry {
+                                event: zhengzhao_core::EventRecord::try_from(m.event.ok_or_else(|| {
+                                    ServiceError::internal("issuance sent a feed entry without event")
+                                })?)?,
+                                type_code: m.type_code,
+                                issuer_code: m.issuer_code,
+                            })
+                        }
                         None => break,
                     }
                 }

@@ -76,10 +76,12 @@ impl PublicKeyRecord {
     pub fn from_published_jwk(jwk: &serde_json::Value) -> Result<Self, String> {
         let s = |k: &str| jwk.get(k).and_then(|v| v.as_str());
         let time = |k: &str| -> Result<Option<OffsetDateTime>, String> {
-            s(k).map(|t| zhengzhao_core::date::parse_time(t).ok_or_else(|| format!("{k}: not an RFC 3339 time"))).transpose()
+            s(k).map(|t| zhengzhao_core::date::parse_time(t).ok_or_else(|| format!("{k}: not an RFC 3339 time")))
+                .transpose()
         };
         let key_id = s("kid").ok_or("a published key has a kid")?.to_owned();
-        let algorithm = s("alg").and_then(crate::Algorithm::from_jws_alg).ok_or_else(|| format!("key {key_id}: unknown alg"))?;
+        let algorithm =
+            s("alg").and_then(crate::Algorithm::from_jws_alg).ok_or_else(|| format!("key {key_id}: unknown alg"))?;
         crate::IssuerPublicKey::from_jwk(jwk).map_err(|e| format!("key {key_id}: {e}"))?;
         Ok(PublicKeyRecord {
             issuer_code: s("issuer").ok_or_else(|| format!("key {key_id}: no issuer"))?.to_owned(),

@@ -65,7 +65,8 @@ impl Disclosure {
     /// Reads a disclosure as it travels.
     pub fn parse(encoded: &str) -> Result<Self, String> {
         let bytes = b64url_decode(encoded).map_err(|_| "not base64url".to_owned())?;
-        let array: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|_| "not a JSON array".to_owned())?;
+        let array: Vec<serde_json::Value> =
+            serde_json::from_slice(&bytes).map_err(|_| "not a JSON array".to_owned())?;
         let [salt, name, value]: [serde_json::Value; 3] =
             array.try_into().map_err(|_| "an object property disclosure has three elements".to_owned())?;
         let (Some(salt), Some(name)) = (salt.as_str(), name.as_str()) else {
@@ -240,11 +241,11 @@ where
         return Err(SdJwtError::Shape(format!("_sd_alg must be {SD_ALG:?}")));
     }
     let digests: Vec<String> = match claims.remove("_sd") {
-        Some(serde_json::Value::Array(a)) => {
-            a.into_iter().map(|d| d.as_str().map(str::to_owned)).collect::<Option<_>>().ok_or_else(|| {
-                SdJwtError::Shape("_sd must be an array of digests".into())
-            })?
-        }
+        Some(serde_json::Value::Array(a)) => a
+            .into_iter()
+            .map(|d| d.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| SdJwtError::Shape("_sd must be an array of digests".into()))?,
         _ => return Err(SdJwtError::Shape("no _sd array".into())),
     };
     let mut disclosed = BTreeMap::new();
@@ -274,7 +275,8 @@ fn check_key_binding(
     sd_hash: &str,
 ) -> Result<KbClaims, SdJwtError> {
     let bad = |s: &str| SdJwtError::KeyBinding(s.to_owned());
-    let jwk = claims.get("cnf").and_then(|c| c.get("jwk")).ok_or_else(|| bad("the issuer named no holder key (cnf)"))?;
+    let jwk =
+        claims.get("cnf").and_then(|c| c.get("jwk")).ok_or_else(|| bad("the issuer named no holder key (cnf)"))?;
     let holder = Es256PublicKey::from_jwk(jwk).map_err(|e| SdJwtError::KeyBinding(format!("cnf.jwk: {e}")))?;
     let parsed = jws::parse(kb).map_err(|e| SdJwtError::KeyBinding(e.to_string()))?;
     if parsed.header.typ.as_deref() != Some(KB_JWT_TYP) || parsed.header.alg != "ES256" {
@@ -283,7 +285,8 @@ fn check_key_binding(
     if !holder.verify_p256(parsed.signing_input.as_bytes(), &parsed.signature) {
         return Err(bad("not signed by the holder key the issuer named"));
     }
-    let c: KbClaims = serde_json::from_slice(&parsed.payload).map_err(|_| bad("claims must be iat, aud, nonce, sd_hash"))?;
+    let c: KbClaims =
+        serde_json::from_slice(&parsed.payload).map_err(|_| bad("claims must be iat, aud, nonce, sd_hash"))?;
     if c.sd_hash != sd_hash {
         return Err(bad("sd_hash does not match this presentation (disclosures changed)"));
     }

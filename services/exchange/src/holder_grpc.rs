@@ -123,7 +123,9 @@ impl HolderService for HolderGrpc {
             Ok(pb::FrontEndState::Unspecified) => None,
             Ok(pb::FrontEndState::Active) => Some(true),
             Ok(pb::FrontEndState::Suspended) => Some(false),
-            Err(_) => return Err(ServiceError::invalid("state", format!("{} is not a front-end state", r.state)).into()),
+            Err(_) => {
+                return Err(ServiceError::invalid("state", format!("{} is not a front-end state", r.state)).into());
+            }
         };
         let update = FrontEndUpdate {
             scenario_ids: r.set_scenarios.then(|| ids_of("scenario_ids", &r.scenario_ids)).transpose()?,

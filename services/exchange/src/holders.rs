@@ -103,7 +103,12 @@ fn check_webhook(url: &str) -> Result<String, ServiceError> {
 }
 
 fn check_jwk(jwk_json: &str) -> Result<serde_json::Value, ServiceError> {
-    let bad = || ServiceError::invalid("jwk_json", "the front end's public key: a P-256 JWK (kty EC, crv P-256, x, y), no private part");
+    let bad = || {
+        ServiceError::invalid(
+            "jwk_json",
+            "the front end's public key: a P-256 JWK (kty EC, crv P-256, x, y), no private part",
+        )
+    };
     if jwk_json.len() > 2000 {
         return Err(bad());
     }
@@ -133,8 +138,9 @@ impl Exchange {
         let webhook = check_webhook(&req.webhook_url)?;
         let mut conn = self.db.pool.acquire().await?;
         self.check_scenarios(&mut conn, &req.scenario_ids).await?;
-        let fe = rows::insert_front_end(&mut conn, &name, &agency, &jwk, &req.scenario_ids, &webhook, &who.actor(), now())
-            .await?;
+        let fe =
+            rows::insert_front_end(&mut conn, &name, &agency, &jwk, &req.scenario_ids, &webhook, &who.actor(), now())
+                .await?;
         tracing::info!(front_end = fe.id, agency = %fe.agency_code, by = %who.actor(), "front end registered");
         Ok(fe)
     }
@@ -183,7 +189,11 @@ impl Exchange {
         authorize(who, &Action::ReadFrontEnds)?;
         let mut conn = self.db.pool.acquire().await?;
         let all = rows::list_front_ends(&mut conn).await?;
-        Ok(if who.role == Role::Portal { all.into_iter().filter(|f| f.agency_code == who.agency).collect() } else { all })
+        Ok(if who.role == Role::Portal {
+            all.into_iter().filter(|f| f.agency_code == who.agency).collect()
+        } else {
+            all
+        })
     }
 
     /// The front end a portal token speaks for: the one named, or its
@@ -206,7 +216,12 @@ impl Exchange {
                         )));
                     }
                     1 => active.remove(0),
-                    _ => return Err(ServiceError::invalid("front_end_id", "this agency runs several front ends: name one")),
+                    _ => {
+                        return Err(ServiceError::invalid(
+                            "front_end_id",
+                            "this agency runs several front ends: name one",
+                        ));
+                    }
                 }
             }
         };
@@ -309,7 +324,11 @@ impl Exchange {
     }
 
     /// `identifier` if it is `h`'s licence.
-    pub(crate) async fn own_licence(&self, h: &HolderIdentity, identifier: &str) -> Result<LicenceRecord, ServiceError> {
+    pub(crate) async fn own_licence(
+        &self,
+        h: &HolderIdentity,
+        identifier: &str,
+    ) -> Result<LicenceRecord, ServiceError> {
         let not_found = || ServiceError::NotFound(format!("you hold no licence {}", clip_id(identifier)));
         let id = zhengzhao_core::LicenceId::parse(identifier.trim()).map_err(|_| not_found())?;
         let licence = match self.issuance.get(&id.to_string()).await {

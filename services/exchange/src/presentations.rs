@@ -149,12 +149,9 @@ pub fn check_offline(presentation: &str, keys: &[PublicKeyRecord], at: OffsetDat
     v.disclosed = verified.disclosed.iter().map(|(k, x)| (k.clone(), text(x))).collect();
     let scenario = c.get("scenario");
     v.scenario_id = scenario.and_then(|x| x.get("id")).and_then(serde_json::Value::as_i64).unwrap_or_default();
-    v.scenario_name =
-        scenario.and_then(|x| x.get("name")).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
-    let fields: Vec<String> = scenario
-        .and_then(|x| x.get("fields"))
-        .and_then(|f| serde_json::from_value(f.clone()).ok())
-        .unwrap_or_default();
+    v.scenario_name = scenario.and_then(|x| x.get("name")).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+    let fields: Vec<String> =
+        scenario.and_then(|x| x.get("fields")).and_then(|f| serde_json::from_value(f.clone()).ok()).unwrap_or_default();
     if v.scenario_id <= 0 || fields.is_empty() {
         return v.fail(Failed::Format, "the issuer-signed JWT names no scenario");
     }
@@ -221,7 +218,9 @@ impl Exchange {
         let scenario_json = scenario.claim().to_string();
         let lifetime = u32::try_from(PRESENTATION_LIFETIME.whole_seconds()).unwrap_or(300);
         let (full, _kid) = self.signing.selective_disclosure(&licence.jws, &jwk, &scenario_json, lifetime).await?;
-        let p = Presentation::parse(&full).map_err(ServiceError::internal)?.disclosing(|n| scenario.fields.iter().any(|f| f == n));
+        let p = Presentation::parse(&full)
+            .map_err(ServiceError::internal)?
+            .disclosing(|n| scenario.fields.iter().any(|f| f == n));
         let disclosed: Vec<String> = p.disclosures.iter().map(|d| d.name.clone()).collect();
         let nonce = zhengzhao_crypto::b64url(&zhengzhao_crypto::random_bytes::<18>());
         let at = now();
@@ -229,11 +228,21 @@ impl Exchange {
         let digest = holder_digest(&h.id_type, &h.id_number);
         {
             let mut conn = self.db.pool.acquire().await?;
-            rows::insert_presentation(&mut conn, &nonce, &licence.identifier, scenario_id, fe.id, &digest, at, expires_at)
-                .await?;
+            rows::insert_presentation(
+                &mut conn,
+                &nonce,
+                &licence.identifier,
+                scenario_id,
+                fe.id,
+                &digest,
+                at,
+                expires_at,
+            )
+            .await?;
         }
         let doc = document_of(&licence)?;
-        let r = with_licence(holder_record(caller, h, &format!("present in scenario {scenario_id}")), &licence, Some(&doc));
+        let r =
+            with_licence(holder_record(caller, h, &format!("present in scenario {scenario_id}")), &licence, Some(&doc));
         self.writer.write(Job::Records(vec![r])).await?;
         tracing::info!(identifier = %licence.identifier, scenario = scenario_id, front_end = fe.id, "presentation prepared");
         Ok(Prepared { sd_jwt: p.without_key_binding(), nonce, audience: scenario.audience(), expires_at, disclosed })
@@ -243,7 +252,9 @@ impl Exchange {
         let mut conn = self.db.pool.acquire().await?;
         match rows::load_scenario(&mut conn, id).await? {
             Some(s) if s.state == ScenarioState::Approved => Ok(s),
-            Some(s) => Err(ServiceError::FailedPrecondition(format!("scenario {id} is {}, not approved", s.state.as_str()))),
+            Some(s) => {
+                Err(ServiceError::FailedPrecondition(format!("scenario {id} is {}, not approved", s.state.as_str())))
+            }
             None => Err(ServiceError::NotFound(format!("no scenario {id}"))),
         }
     }
@@ -254,7 +265,10 @@ impl Exchange {
     pub async fn verify_presentation(&self, who: &Principal, text: &str) -> Result<PresentationVerdict, ServiceError> {
         authorize(who, &Action::VerifyPresentation)?;
         if text.len() > sdjwt::MAX_PRESENTATION_LEN {
-            return Err(ServiceError::invalid("presentation", format!("at most {} bytes", sdjwt::MAX_PRESENTATION_LEN)));
+            return Err(ServiceError::invalid(
+                "presentation",
+                format!("at most {} bytes", sdjwt::MAX_PRESENTATION_LEN),
+            ));
         }
         let keys = self.signing.public_keys(None).await?;
         let at = now();
@@ -293,7 +307,10 @@ impl Exchange {
         if !rows::use_presentation(&mut conn, &v.nonce, &who.actor(), at).await? {
             let when = rows::load_presentation(&mut conn, &v.nonce).await?.and_then(|p| p.used_at);
             let reason = match when {
-                Some(t) => format!("already verified at {} (a presentation is good for one use)", zhengzhao_store::format_time(t)),
+                Some(t) => format!(
+                    "already verified at {} (a presentation is good for one use)",
+                    zhengzhao_store::format_time(t)
+                ),
                 None => "already used".into(),
             };
             return Ok(v.fail(Failed::Replayed, reason));

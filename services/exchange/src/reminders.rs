@@ -114,7 +114,12 @@ pub fn windows_due(until: Date, windows: &[u32], at: OffsetDateTime) -> Vec<(u32
 
 impl Exchange {
     /// Sets a type's reminder windows (empty: back to the default).
-    pub async fn set_reminder_windows(&self, who: &Principal, type_code: &str, days: &[u32]) -> Result<Vec<u32>, ServiceError> {
+    pub async fn set_reminder_windows(
+        &self,
+        who: &Principal,
+        type_code: &str,
+        days: &[u32],
+    ) -> Result<Vec<u32>, ServiceError> {
         authorize(who, &Action::ManageFrontEnds)?;
         zhengzhao_core::TypeCode::parse(type_code).map_err(|e| ServiceError::invalid("type_code", e.to_string()))?;
         if days.len() > MAX_WINDOWS || days.iter().any(|d| !(1..=366).contains(d)) {
@@ -126,13 +131,19 @@ impl Exchange {
         match self.catalog.get(type_code, 0).await {
             Ok(_) => {}
             Err(ServiceError::NotFound(_)) => {
-                return Err(ServiceError::invalid("type_code", format!("no licence type {type_code} in the catalogue")));
+                return Err(ServiceError::invalid(
+                    "type_code",
+                    format!("no licence type {type_code} in the catalogue"),
+                ));
             }
             Err(e) => return Err(e),
         }
         let mut conn = self.db.pool.acquire().await?;
         if days.is_empty() {
-            sqlx::query("DELETE FROM reminder_windows WHERE type_code = $1").bind(type_code).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM reminder_windows WHERE type_code = $1")
+                .bind(type_code)
+                .execute(&mut *conn)
+                .await?;
             return Ok(DEFAULT_WINDOWS.to_vec());
         }
         sqlx::query(
@@ -291,11 +302,12 @@ impl Exchange {
             .execute(&mut *tx)
             .await?;
         if moved.rows_affected() == 0 {
-            let inserted = sqlx::query("INSERT INTO feed_cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-                .bind(CURSOR)
-                .bind(last)
-                .execute(&mut *tx)
-                .await?;
+            let inserted =
+                sqlx::query("INSERT INTO feed_cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                    .bind(CURSOR)
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?;
             if inserted.rows_affected() == 0 {
                 // Another process moved the cursor meanwhile: its work stands.
                 tx.rollback().await?;
@@ -307,13 +319,20 @@ impl Exchange {
     }
 
     /// Schedules (or cancels) the reminders of one licence as it is now.
-    async fn schedule(&self, conn: &mut AnyConnection, l: &LicenceRecord, at: OffsetDateTime) -> Result<(), ServiceError> {
+    async fn schedule(
+        &self,
+        conn: &mut AnyConnection,
+        l: &LicenceRecord,
+        at: OffsetDateTime,
+    ) -> Result<(), ServiceError> {
         let in_force = l.status == LicenceStatus::Valid && l.superseded_by.is_none();
         let Some(until) = l.valid_until.filter(|_| in_force) else {
-            sqlx::query("UPDATE reminders SET state = 'cancelled' WHERE identifier = $1 AND state IN ('scheduled', 'due')")
-                .bind(&l.identifier)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "UPDATE reminders SET state = 'cancelled' WHERE identifier = $1 AND state IN ('scheduled', 'due')",
+            )
+            .bind(&l.identifier)
+            .execute(&mut *conn)
+            .await?;
             return Ok(());
         };
         let doc = document_of(l)?;

@@ -164,7 +164,10 @@ impl Exchange {
             return Err(ServiceError::invalid("reason", "required: say why"));
         }
         if !reason.is_empty() && zhengzhao_core::text::BoundedText::<MAX_PURPOSE>::check(reason).is_err() {
-            return Err(ServiceError::invalid("reason", format!("at most {MAX_PURPOSE} characters, no control characters")));
+            return Err(ServiceError::invalid(
+                "reason",
+                format!("at most {MAX_PURPOSE} characters, no control characters"),
+            ));
         }
         let to = if approve { ScenarioState::Approved } else { ScenarioState::Refused };
         let mut conn = self.db.pool.acquire().await?;
@@ -174,14 +177,20 @@ impl Exchange {
                 Some(s) => ServiceError::FailedPrecondition(format!("scenario {id} is already {}", s.state.as_str())),
             });
         }
-        let s = rows::load_scenario(&mut conn, id).await?.ok_or_else(|| ServiceError::NotFound(format!("no scenario {id}")))?;
+        let s = rows::load_scenario(&mut conn, id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no scenario {id}")))?;
         tracing::info!(scenario = id, state = s.state.as_str(), by = %who.actor(), "presentation scenario decided");
         Ok(s)
     }
 
     /// Scenarios: administrators and auditors see all, a consumer its own,
     /// front ends and holders the approved ones.
-    pub async fn scenarios(&self, who: &Principal, state: Option<ScenarioState>) -> Result<Vec<Scenario>, ServiceError> {
+    pub async fn scenarios(
+        &self,
+        who: &Principal,
+        state: Option<ScenarioState>,
+    ) -> Result<Vec<Scenario>, ServiceError> {
         authorize(who, &Action::ReadScenarios)?;
         let mut conn = self.db.pool.acquire().await?;
         let all = rows::list_scenarios(&mut conn).await?;

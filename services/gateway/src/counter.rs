@@ -49,7 +49,11 @@ pub fn routes(router: axum::Router, exchange: Channel) -> axum::Router {
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], value.to_string())
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
+        value.to_string(),
+    )
         .into_response()
 }
 

@@ -495,7 +495,12 @@ impl zhengzhao_clients::IssuanceApi for Issuance {
         Issuance::history(self, who, identifier).await
     }
 
-    async fn feed(&self, who: &Principal, after: i64, limit: i64) -> Result<Vec<zhengzhao_core::FeedEntry>, ServiceError> {
+    async fn feed(
+        &self,
+        who: &Principal,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<zhengzhao_core::FeedEntry>, ServiceError> {
         Issuance::feed(self, who, after, limit).await
     }
 

@@ -76,7 +76,10 @@ impl Signing {
             || !public.verify(parsed.signing_input.as_bytes(), &parsed.signature)
             || key.distrusts(signed_at)
         {
-            return Err(ServiceError::invalid("licence_jws", "not a licence the issuer's key signed (or signed after its compromise)"));
+            return Err(ServiceError::invalid(
+                "licence_jws",
+                "not a licence the issuer's key signed (or signed after its compromise)",
+            ));
         }
         let disclosures = disclosures(&doc)?;
         let now = OffsetDateTime::now_utc().unix_timestamp();

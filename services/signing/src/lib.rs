@@ -592,14 +592,19 @@ impl zhengzhao_clients::SigningApi for Signing {
         lifetime_seconds: u32,
     ) -> Result<(String, String), ServiceError> {
         authorize(who, &Action::MakeSelectiveDisclosure { issuer: "" })?;
-        let holder_jwk: serde_json::Value = serde_json::from_str(holder_jwk_json)
-            .map_err(|_| ServiceError::invalid("holder_jwk_json", "not JSON"))?;
+        let holder_jwk: serde_json::Value =
+            serde_json::from_str(holder_jwk_json).map_err(|_| ServiceError::invalid("holder_jwk_json", "not JSON"))?;
         let scenario: serde_json::Value =
             serde_json::from_str(scenario_json).map_err(|_| ServiceError::invalid("scenario_json", "not JSON"))?;
         let made = Signing::selective_disclosure(
             self,
             who,
-            &disclosure::DisclosureRequest { licence_jws, holder_jwk: &holder_jwk, scenario: &scenario, lifetime_seconds },
+            &disclosure::DisclosureRequest {
+                licence_jws,
+                holder_jwk: &holder_jwk,
+                scenario: &scenario,
+                lifetime_seconds,
+            },
         )
         .await?;
         Ok((made.sd_jwt, made.key_id))

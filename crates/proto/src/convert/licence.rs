@@ -144,7 +144,8 @@ impl TryFrom<pb::LicenceEvent> for EventRecord {
         Ok(EventRecord {
             sequence: i64::try_from(e.sequence).map_err(ServiceError::internal)?,
             identifier: e.identifier,
-            kind: action_from_wire(e.kind).ok_or_else(|| ServiceError::internal("issuance sent an unknown event kind"))?,
+            kind: action_from_wire(e.kind)
+                .ok_or_else(|| ServiceError::internal("issuance sent an unknown event kind"))?,
             status_after: common::LicenceStatus::try_from(e.status_after)
                 .ok()
                 .and_then(status_from_wire)

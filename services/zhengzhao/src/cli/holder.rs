@@ -16,7 +16,9 @@ use super::args::read_file;
 use super::client::{Client, ClientArgs};
 use super::output::{note, print_json, print_json_line, say, time_text, wire_word};
 
-type Holders = HolderServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, zhengzhao_auth::BearerToken>>;
+type Holders = HolderServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, zhengzhao_auth::BearerToken>,
+>;
 
 fn holders(c: &Client) -> Holders {
     c.holders()
@@ -274,7 +276,11 @@ pub async fn front_end(cli: &ClientArgs, cmd: FrontEndCommand) -> anyhow::Result
                     std::fs::rename(&p, &to).with_context(|| format!("cannot name the key {}", to.display()))?;
                     to
                 };
-                note!("front end {}'s private key: {} (give it to the front end; keep it secret)", fe.id, path.display());
+                note!(
+                    "front end {}'s private key: {} (give it to the front end; keep it secret)",
+                    fe.id,
+                    path.display()
+                );
             }
             print_json(&FrontEndOut::from(&fe))?;
         }
@@ -369,7 +375,8 @@ pub async fn holder(cli: &ClientArgs, cmd: HolderCommand) -> anyhow::Result<()> 
         HolderCommand::Usage => {
             let mut token = String::new();
             loop {
-                let r = h.list_my_usage(pb::ListMyUsageRequest { page_size: 200, page_token: token }).await?.into_inner();
+                let r =
+                    h.list_my_usage(pb::ListMyUsageRequest { page_size: 200, page_token: token }).await?.into_inner();
                 for u in &r.records {
                     print_json_line(&serde_json::json!({
                         "agency": u.consumer_code,
@@ -459,7 +466,8 @@ pub async fn present(cli: &ClientArgs, a: PresentArgs) -> anyhow::Result<()> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let text = p.bind(&key, &r.audience, &r.nonce, now).serialize();
     if let Some(f) = &a.qr {
-        std::fs::write(f, zhengzhao_pdf::qr::png(&text, 4)?).with_context(|| format!("cannot write {}", f.display()))?;
+        std::fs::write(f, zhengzhao_pdf::qr::png(&text, 4)?)
+            .with_context(|| format!("cannot write {}", f.display()))?;
     }
     if let Some(f) = &a.svg {
         std::fs::write(f, zhengzhao_pdf::qr::svg(&text)?).with_context(|| format!("cannot write {}", f.display()))?;
@@ -505,8 +513,8 @@ pub async fn verify_presentation(
     let v = if offline {
         let records = match keys {
             Some(f) => {
-                let set: serde_json::Value = serde_json::from_str(&read_file(f)?)
-                    .with_context(|| format!("{} is not a JWKS", f.display()))?;
+                let set: serde_json::Value =
+                    serde_json::from_str(&read_file(f)?).with_context(|| format!("{} is not a JWKS", f.display()))?;
                 set["keys"]
                     .as_array()
                     .with_context(|| format!("{} is not a JWKS", f.display()))?
@@ -519,7 +527,9 @@ pub async fn verify_presentation(
                 let c = Client::connect(cli).await?;
                 let r = c
                     .signing()
-                    .list_public_keys(zhengzhao_proto::signing::v1::ListPublicKeysRequest { issuer_code: String::new() })
+                    .list_public_keys(zhengzhao_proto::signing::v1::ListPublicKeysRequest {
+                        issuer_code: String::new(),
+                    })
                     .await?
                     .into_inner();
                 r.keys
