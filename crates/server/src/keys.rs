@@ -6,7 +6,7 @@
 //! | `token-key.pem` | the operator's token-signing key (ES256) | `zhengzhao token` only |
 //! | `token-keys.json` | public token keys (JWKS; a rotated-out key carries `not_after`) | every process |
 //! | `service-keys.json` | each service's public credential key (JWKS, `kid` `service:NAME`) | every process |
-//! | `service-NAME.pem` | a service's own credential key | that service, for its outbound calls |
+//! | `service-NAME.pem` | a service's own credential key | that service, for its outbound calls (the exchange's also mints holder tokens, in the all-in-one too) |
 //! | `master.key` | seals issuer keys at rest (or `ZHENGZHAO_MASTER_KEY`) | signing |
 //! | `log-key.pem` | signs transparency-log checkpoints (`kid` `log-…`) | issuance |
 //!
@@ -62,7 +62,8 @@ pub struct Needs {
 }
 
 impl Needs {
-    /// The all-in-one process: every service in-process.
+    /// The all-in-one process: every service in-process (the exchange's
+    /// credential key mints holder tokens).
     pub const ALL_IN_ONE: Needs = Needs { master: true, log: true, credential: Some(ServiceName::Exchange) };
 
     /// The process of one service in a split deployment.
@@ -587,7 +588,9 @@ mod tests {
         let operator = operator_authority(dir.path()).unwrap();
         let token = operator.mint(&a.agency, Role::Admin, Duration::from_secs(60)).unwrap();
         assert!(b.verifier.verify(&token).is_ok());
-        assert!(a.credential.is_none(), "the all-in-one calls its services in-process");
+        // The all-in-one calls its services in-process; it holds the
+        // exchange's credential key only to mint holder tokens.
+        assert_eq!(a.credential.as_ref().map(|c| c.kid().to_owned()).as_deref(), Some("service:exchange"));
         let log = a.log.as_ref().unwrap();
         assert!(log.kid.starts_with("log-") && log.kid != operator.kid(), "the log has its own key and kid");
     }
