@@ -55,8 +55,10 @@ impl Signing {
         if req.lifetime_seconds == 0 || req.lifetime_seconds > MAX_LIFETIME_SECONDS {
             return Err(ServiceError::invalid("lifetime_seconds", format!("1 to {MAX_LIFETIME_SECONDS}")));
         }
-        Es256PublicKey::from_jwk(req.holder_jwk)
-            .map_err(|e| ServiceError::invalid("holder_jwk", format!("a P-256 public JWK: {e}")))?;
+        // Only the public key goes into cnf, whatever else the JWK carried.
+        let holder_jwk = Es256PublicKey::from_jwk(req.holder_jwk)
+            .map_err(|e| ServiceError::invalid("holder_jwk", format!("a P-256 public JWK: {e}")))?
+            .to_jwk("");
         if !req.scenario.is_object() {
             return Err(ServiceError::invalid("scenario", "a JSON object"));
         }
@@ -98,7 +100,7 @@ impl Signing {
             plain.insert("valid_until".into(), u.clone().into());
         }
         plain.insert("scenario".into(), req.scenario.clone());
-        plain.insert("cnf".into(), json!({ "jwk": req.holder_jwk }));
+        plain.insert("cnf".into(), json!({ "jwk": holder_jwk }));
         let payload = issuer_payload(plain, &disclosures);
         let bytes = serde_json::to_vec(&payload).map_err(ServiceError::internal)?;
         let active = self.active_key(&doc.issuer.code).await?;
