@@ -156,6 +156,50 @@ fn tour(cli: &Cli, s: &Servers) -> anyhow::Result<()> {
     )?;
     assert!(!no_cause.status.success());
 
+    // A holder, logged in by a registered front end, lists their licences
+    // and presents one in an approved scenario; staff verify it once.
+    let portal = cli.token("portal", "11350000MB01234560")?;
+    let scenario = cli.ok(
+        &s.front,
+        Some(&consumer),
+        &[
+            "scenario",
+            "propose",
+            "--name",
+            "窗口核验",
+            "--type",
+            &code,
+            "--fields",
+            "holder_name,premises",
+            "--purpose",
+            "窗口核验许可证",
+        ],
+    )?;
+    cli.ok(&s.exchange, Some(&admin), &["scenario", "approve", &scenario])?;
+    cli.ok(
+        &s.exchange,
+        Some(&admin),
+        &["frontend", "register", "--name", "闽政通", "--agency", "11350000MB01234560", "--scenario", &scenario],
+    )?;
+    let holder =
+        cli.ok(&s.front, Some(&portal), &["holder", "login", "--holder-id-type", "001", "--holder-id", ISSUER])?;
+    let mine = cli.ok(&s.front, Some(&holder), &["holder", "licences"])?;
+    assert!(mine.contains(&id), "{mine}");
+    let presentation = cli.ok(&s.front, Some(&holder), &["present", &id, "--scenario", &scenario, "--qr", "p.png"])?;
+    let p_file = cli.write("presentation.txt", &presentation)?;
+    let p_arg = p_file.display().to_string();
+    let offline = cli.run(
+        &s.front,
+        None,
+        &["verify", "--presentation", &p_arg, "--offline", "--keys", &jwks_file.display().to_string()],
+    )?;
+    assert_eq!(offline.status.code(), Some(0), "{}", String::from_utf8_lossy(&offline.stdout));
+    let online = cli.run(&s.front, Some(&consumer), &["verify", "--presentation", &p_arg])?;
+    assert_eq!(online.status.code(), Some(0), "{}", String::from_utf8_lossy(&online.stdout));
+    let replay = cli.run(&s.front, Some(&consumer), &["verify", "--presentation", &p_arg])?;
+    assert_eq!(replay.status.code(), Some(3));
+    assert!(String::from_utf8(replay.stdout)?.contains("\"replayed\""));
+
     // Lifecycle verbs: review, loss and its withdrawal, mortgage and release,
     // seizure and return, then a renewal (a new version), then cancellation.
     let next_due = "2099-12-31";
