@@ -746,3 +746,49 @@ async fn reminders_survive_kill_9_during_delivery_and_arrive_at_least_once_by_id
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_delivery_that_keeps_failing_is_retried_then_dead_lettered() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        // A receiver that always answers 500.
+        let hits = Arc::new(Mutex::new(Vec::<String>::new()));
+        let h = hits.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                let h = h.clone();
+                async move {
+                    let id = headers.get("zhengzhao-reminder-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    h.lock().expect("receiver lock").push(id.to_owned());
+                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let s = setup(&lib, &url).await?;
+        let token = login(&lib, HOLDER).await?;
+        let mut d = draft(&s.type_code);
+        d.valid_until = zhengzhao_core::date::format_date(lib.clock.today() + time::Duration::days(3));
+        let soon = issue(&lib, d).await?;
+        let mut dead = false;
+        for _ in 0..200 {
+            let listed =
+                lib.holders_with(&token).list_my_reminders(pb::ListMyRemindersRequest {}).await?.into_inner().reminders;
+            if listed.iter().any(|r| r.identifier == soon.identifier && r.state == pb::ReminderState::Dead as i32) {
+                dead = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(dead, "{engine}: dead-lettered after its attempts");
+        let hits = hits.lock().expect("receiver lock").clone();
+        assert_eq!(hits.len(), 2, "{engine}: two attempts, 5 s apart: {hits:?}");
+        assert_eq!(hits[0], hits[1], "{engine}: the same id each time");
+    }
+    Ok(())
+}

@@ -78,6 +78,8 @@ impl Library {
         config.database_url = db.url().map(str::to_owned);
         // The reminder job ticks every second, so tests see deliveries soon.
         config.exchange.reminder_interval_seconds = 1;
+        // Two attempts before a failing delivery is dead-lettered (5 s apart).
+        config.exchange.reminder_max_attempts = 2;
         let keys = Arc::new(ProcessKeys::load_or_create(data.path(), None)?);
         let tokens = Arc::new(zhengzhao_server::keys::operator_authority(data.path())?);
         let mut ctx = Context::with_keys(config, keys);
