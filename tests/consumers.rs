@@ -895,3 +895,23 @@ async fn the_cli_walks_a_consumer_from_application_to_printed_copy_and_audits_th
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn filters_no_code_could_match_are_bad_requests_not_server_errors() -> Result {
+    for lib in libraries().await? {
+        let engine = lib.db.engine();
+        let e = lib
+            .exchange(Role::Auditor, ADMIN)
+            .list_usage_log(exchange::ListUsageLogRequest { identifier: "1.2\0x".into(), ..Default::default() })
+            .await
+            .expect_err("a NUL in a filter");
+        assert_eq!(e.code(), Code::InvalidArgument, "{engine}: {e:?}");
+        let e = lib
+            .exchange(Role::Admin, ADMIN)
+            .list_usage_entries(exchange::ListUsageEntriesRequest { agency_code: "x\0".into(), ..Default::default() })
+            .await
+            .expect_err("a NUL in an agency");
+        assert_eq!(e.code(), Code::InvalidArgument, "{engine}: {e:?}");
+    }
+    Ok(())
+}

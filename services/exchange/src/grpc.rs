@@ -427,6 +427,14 @@ impl ExchangeService for ExchangeGrpc {
                 holder_digest(t, &number)
             }
         };
+        // Filters are matched exactly: anything no identifier or code could
+        // be (a control character, say, which PostgreSQL refuses outright)
+        // is a bad request, not a server error.
+        for (field, value) in [("identifier", &r.identifier), ("agency_code", &r.agency_code)] {
+            if value.len() > 200 || value.chars().any(char::is_control) {
+                return Err(ServiceError::invalid(field, "at most 200 characters, no control characters").into());
+            }
+        }
         let decision = match pb::UsageDecision::try_from(r.decision) {
             Ok(pb::UsageDecision::Unspecified) => None,
             Ok(pb::UsageDecision::Granted) => Some(true),

@@ -464,6 +464,12 @@ impl Exchange {
         let agency = if who.role == zhengzhao_auth::Role::Consumer && agency.is_empty() { &who.agency } else { agency };
         // Empty (all agencies) passes only for administrators and auditors.
         authorize(who, &Action::ReadUsageList { agency })?;
+        if !agency.is_empty() && zhengzhao_core::Uscc::parse(agency).is_err() {
+            return Err(ServiceError::invalid(
+                "agency_code",
+                "a unified social credit code, or empty for every agency",
+            ));
+        }
         Ok(agency)
     }
 

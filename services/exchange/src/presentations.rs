@@ -169,6 +169,12 @@ pub fn check_offline(presentation: &str, keys: &[PublicKeyRecord], at: OffsetDat
     let Some(kb) = verified.key_binding else {
         return v.fail(Failed::Binding, "no key-binding JWT: a presentation must be bound by the front end's key");
     };
+    if kb.nonce.is_empty()
+        || kb.nonce.len() > 64
+        || !kb.nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return v.fail(Failed::Binding, "the key binding's nonce is not one the library hands out");
+    }
     v.nonce.clone_from(&kb.nonce);
     if kb.aud != format!("zhengzhao-scenario:{sid}") {
         return v.fail(Failed::Binding, format!("bound for {:?}, not scenario {sid}", kb.aud));
