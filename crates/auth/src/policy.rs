@@ -64,6 +64,17 @@ pub enum Action<'a> {
     ReadRoutes,
     /// Follow the change feed.
     WatchChanges,
+    /// Read a library's feed with its licence rows for replication (a
+    /// district's, by the sync job; a city's replica, for an audit).
+    ReadReplicaFeed,
+    /// Apply a district's feed to the city as a replica.
+    ApplyReplica,
+    /// Resume a district's stopped sync.
+    ResumeReplica,
+    /// Record a district's published issuer keys on the city.
+    ImportPublicKeys,
+    /// Bring the catalogue in line with the city's (districts follow it).
+    FollowCatalogue,
     /// Record or update an outage of `issuer`.
     ManageOutage { issuer: &'a str },
     /// Read outages of `issuer`.
@@ -123,6 +134,10 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
             R::Service(s) => matches!(s, ServiceName::Verification | ServiceName::Exchange | ServiceName::Gateway),
             R::Issuer | R::Consumer | R::Portal | R::Holder => false,
         },
+        A::ReadReplicaFeed => matches!(role, R::Sync | R::Admin | R::Auditor),
+        A::ApplyReplica | A::ImportPublicKeys => role == R::Sync,
+        A::ResumeReplica => role == R::Admin,
+        A::FollowCatalogue => matches!(role, R::Admin | R::Sync),
         A::ManageFrontEnds => role == R::Admin,
         A::ReadFrontEnds => matches!(role, R::Admin | R::Auditor | R::Portal),
         A::HolderLogin => role == R::Portal,
@@ -161,6 +176,11 @@ fn describe(action: &Action<'_>) -> String {
         Action::ApplyForUsage => "apply for usage-list entries".into(),
         Action::ReadUsageList { agency } => format!("read the usage list of {agency}"),
         Action::FindHolderLicences => "list a holder's licences across issuers".into(),
+        Action::ReadReplicaFeed => "read the feed for replication".into(),
+        Action::ApplyReplica => "apply a district's feed to the city".into(),
+        Action::ResumeReplica => "resume a district's sync".into(),
+        Action::ImportPublicKeys => "record a district's issuer keys".into(),
+        Action::FollowCatalogue => "bring the catalogue in line with the city's".into(),
         Action::ManageFrontEnds => "register front ends".into(),
         Action::ReadFrontEnds => "read the registered front ends".into(),
         Action::HolderLogin => "log holders in (a registered front end's token only)".into(),
@@ -252,6 +272,19 @@ mod tests {
             (Auditor, A, X::ReadUsageLog, true),
             (Consumer, A, X::ReadUsageLog, false),
             (Sync, A, X::WatchChanges, true),
+            (Sync, A, X::ReadReplicaFeed, true),
+            (Sync, A, X::ApplyReplica, true),
+            (Admin, A, X::ApplyReplica, false),
+            (Issuer, A, X::ReadReplicaFeed, false),
+            (Consumer, A, X::ReadReplicaFeed, false),
+            (Auditor, A, X::ReadReplicaFeed, true),
+            (Admin, A, X::ResumeReplica, true),
+            (Sync, A, X::ResumeReplica, false),
+            (Sync, A, X::ImportPublicKeys, true),
+            (Admin, A, X::ImportPublicKeys, false),
+            (Sync, A, X::FollowCatalogue, true),
+            (Issuer, A, X::FollowCatalogue, false),
+            (Sync, A, X::ManageCatalog, false),
             (Auditor, A, X::WatchChanges, true),
             (Issuer, A, X::WatchChanges, false),
             (Consumer, A, X::WatchChanges, false),

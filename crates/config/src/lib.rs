@@ -29,6 +29,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// PostgreSQL URL; unset means SQLite files under `data_dir`.
     pub database_url: Option<String>,
+    /// This library's name: `city`, or a district's name or area code.
+    /// The city names districts by it when it replicates them, and the
+    /// gateway's member status shows it.
+    pub library: String,
     /// Unified social credit code of the library's administrator (the
     /// agency on whose account services call each other).
     pub agency: Option<String>,
@@ -153,11 +157,19 @@ pub struct GatewayConfig {
 
 /// One library behind the gateway: one address for all of it (an all-in-one
 /// process or an ingress), or per-service addresses for a split deployment.
+/// The first is the city; the others are districts, each owning the issuers
+/// it names and those whose credit code carries one of its area codes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LibraryRoute {
     pub name: String,
     pub address: String,
+    /// Administrative division code prefixes (2 to 6 digits).
+    #[serde(default)]
+    pub area_codes: Vec<String>,
+    /// Unified social credit codes of its issuers.
+    #[serde(default)]
+    pub issuers: Vec<String>,
     #[serde(default)]
     pub issuance: Option<String>,
     #[serde(default)]
@@ -197,6 +209,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("zhengzhao-data"),
             database_url: None,
+            library: "city".into(),
             agency: None,
             calendar_file: None,
             shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
@@ -284,6 +297,40 @@ impl Config {
         }
         if !(1..=3650).contains(&self.issuance.outage_backdate_days) {
             return Err(ConfigError::Invalid("issuance.outage_backdate_days must be 1 to 3650".into()));
+        }
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        };
+        if !name_ok(&self.library) {
+            return Err(ConfigError::Invalid(format!(
+                "library must be 1 to 64 of a-z, 0-9, - and _, got {:?}",
+                self.library
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for l in &self.gateway.libraries {
+            if !name_ok(&l.name) || !seen.insert(l.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "gateway.libraries: {:?} is not a library name (1 to 64 of a-z, 0-9, - and _) or is named twice",
+                    l.name
+                )));
+            }
+            if let Some(bad) =
+                l.area_codes.iter().find(|c| !(2..=6).contains(&c.len()) || !c.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "gateway.libraries {}: area code {bad:?} is not 2 to 6 digits",
+                    l.name
+                )));
+            }
+            if let Some(bad) = l.issuers.iter().find(|c| c.len() != 18 || !c.bytes().all(|b| b.is_ascii_alphanumeric())) {
+                return Err(ConfigError::Invalid(format!(
+                    "gateway.libraries {}: issuer {bad:?} is not a unified social credit code",
+                    l.name
+                )));
+            }
         }
         if self.shutdown_grace_seconds > 600 {
             return Err(ConfigError::Invalid("shutdown_grace_seconds must be 0 to 600".into()));

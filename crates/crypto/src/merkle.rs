@@ -319,6 +319,54 @@ pub fn append(
     Some(out)
 }
 
+/// The right edge of a tree kept in memory: the roots of its complete
+/// subtrees, largest (leftmost) first. Enough to append leaves and compute
+/// the tree head without the leaves, as a monitor rebuilding another
+/// library's log does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactRange {
+    size: u64,
+    hashes: Vec<Hash>,
+}
+
+impl CompactRange {
+    /// A range from its size and subtree roots; `None` if their number does
+    /// not match the size (one per set bit).
+    pub fn from_parts(size: u64, hashes: Vec<Hash>) -> Option<Self> {
+        (hashes.len() == size.count_ones() as usize).then_some(CompactRange { size, hashes })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The subtree roots, largest first.
+    pub fn hashes(&self) -> &[Hash] {
+        &self.hashes
+    }
+
+    /// Appends one leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut h = leaf;
+        let mut n = self.size;
+        while n & 1 == 1 {
+            // Every set bit has its subtree on the stack.
+            let left = self.hashes.pop().unwrap_or_default();
+            h = node_hash(&left, &h);
+            n >>= 1;
+        }
+        self.hashes.push(h);
+        self.size += 1;
+    }
+
+    /// The tree head (RFC 6962 MTH) of the leaves appended so far.
+    pub fn root(&self) -> Hash {
+        let mut it = self.hashes.iter().rev();
+        let Some(last) = it.next() else { return Sha256::digest([]).into() };
+        it.fold(*last, |acc, left| node_hash(left, &acc))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,6 +527,25 @@ mod tests {
         fn verifiers_never_panic(i in 0u64..100, n in 0u64..100, proof in proptest::collection::vec(any::<[u8; 32]>(), 0..10)) {
             let _ = verify_inclusion(i, n, &[0; 32], &proof, &[0; 32]);
             let _ = verify_consistency(i, n, &[0; 32], &[1; 32], &proof);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_compact_range_has_the_tree_head_of_its_leaves(n in 0usize..300) {
+            let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+            let mut range = CompactRange::default();
+            for (i, l) in leaves.iter().enumerate() {
+                prop_assert_eq!(range.root(), root(&leaves[..i]));
+                range.push(*l);
+            }
+            prop_assert_eq!(range.root(), root(&leaves));
+            let again = CompactRange::from_parts(range.size(), range.hashes().to_vec());
+            prop_assert_eq!(again.as_ref(), Some(&range));
+            let mut short = range.hashes().to_vec();
+            if short.pop().is_some() {
+                prop_assert!(CompactRange::from_parts(range.size(), short).is_none());
+            }
         }
     }
 }

@@ -108,6 +108,48 @@ impl CheckpointBody {
     }
 }
 
+/// JWS type of a witness's cosignature of another log's checkpoint.
+pub const COSIGNATURE_TYP: &str = "zhengzhao-cosignature";
+
+/// What a witness (the city) signs when it has verified a district
+/// checkpoint: the checkpoint's body, the witness's own log origin and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cosignature {
+    pub origin: String,
+    pub tree_size: u64,
+    /// Base64url of the root hash.
+    pub root_hash: String,
+    pub timestamp: String,
+    pub witness: String,
+    pub cosigned_at: String,
+}
+
+impl Cosignature {
+    pub fn of(c: &Checkpoint, witness: &str, at: OffsetDateTime) -> Self {
+        Cosignature {
+            origin: c.origin.clone(),
+            tree_size: c.tree_size,
+            root_hash: b64url(&c.root_hash),
+            timestamp: format_time(c.timestamp),
+            witness: witness.to_owned(),
+            cosigned_at: format_time(at),
+        }
+    }
+}
+
+/// Checks a cosignature under the witness's log key and reads it.
+pub fn verify_cosignature(compact: &str, witness: &Es256PublicKey) -> Result<Cosignature, String> {
+    let parsed = jws::parse(compact).map_err(|e| format!("not a cosignature: {e}"))?;
+    if parsed.header.alg != "ES256" || parsed.header.typ.as_deref() != Some(COSIGNATURE_TYP) {
+        return Err("not a cosignature: wrong alg or typ".into());
+    }
+    if !witness.verify(parsed.signing_input.as_bytes(), &parsed.signature) {
+        return Err("the cosignature does not verify under the witness's key".into());
+    }
+    serde_json::from_slice(&parsed.payload).map_err(|e| format!("unreadable cosignature: {e}"))
+}
+
 /// Checks a checkpoint's signature under the library key and reads it.
 pub fn verify_checkpoint(compact: &str, library: &Es256PublicKey) -> Result<Checkpoint, String> {
     let parsed = jws::parse(compact).map_err(|e| format!("not a checkpoint: {e}"))?;

@@ -50,9 +50,22 @@ pub struct ServeArgs {
     /// Signing service URL (split deployment).
     #[arg(long)]
     pub signing_url: Option<String>,
-    /// Library URLs a gateway forwards to, as NAME=URL (repeatable).
-    #[arg(long = "library", value_name = "NAME=URL")]
-    pub libraries: Vec<String>,
+    /// This library's name: `city` (the default), or a district's name or
+    /// area code (1-64 of a-z, 0-9, - and _).
+    #[arg(long = "library", value_name = "NAME")]
+    pub library: Option<String>,
+    /// Member libraries a gateway fronts, as NAME=URL (repeatable): the
+    /// first is the city, the others districts.
+    #[arg(long = "member", value_name = "NAME=URL")]
+    pub members: Vec<String>,
+    /// A district member's administrative division code prefixes, as
+    /// NAME=CODE[,CODE...] (repeatable): issuers whose credit code carries
+    /// one are routed to it.
+    #[arg(long = "member-areas", value_name = "NAME=CODES")]
+    pub member_areas: Vec<String>,
+    /// A district member's issuers, as NAME=USCC[,USCC...] (repeatable).
+    #[arg(long = "member-issuers", value_name = "NAME=CODES")]
+    pub member_issuers: Vec<String>,
     /// Address for a Prometheus /metrics endpoint.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
@@ -81,15 +94,42 @@ impl ServeArgs {
         if !peers.is_empty() {
             v.insert("peers".into(), peers.into());
         }
-        if !self.libraries.is_empty() {
+        if let Some(l) = &self.library {
+            v.insert("library".into(), l.clone().into());
+        }
+        if !self.members.is_empty() {
+            let lists = |flag: &str, given: &[String]| -> anyhow::Result<Vec<(String, Vec<String>)>> {
+                given
+                    .iter()
+                    .map(|g| {
+                        let (name, codes) = g.split_once('=').with_context(|| format!("--{flag} takes NAME=CODE[,CODE...]"))?;
+                        Ok((name.to_owned(), codes.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect()))
+                    })
+                    .collect()
+            };
+            let areas = lists("member-areas", &self.member_areas)?;
+            let issuers = lists("member-issuers", &self.member_issuers)?;
+            let of = |list: &[(String, Vec<String>)], name: &str| -> Vec<String> {
+                list.iter().filter(|(n, _)| n == name).flat_map(|(_, c)| c.clone()).collect()
+            };
             let libs = self
-                .libraries
+                .members
                 .iter()
                 .map(|l| {
-                    let (name, address) = l.split_once('=').context("--library takes NAME=URL")?;
-                    Ok(serde_json::json!({"name": name, "address": address}))
+                    let (name, address) = l.split_once('=').context("--member takes NAME=URL")?;
+                    Ok(serde_json::json!({
+                        "name": name,
+                        "address": address,
+                        "area_codes": of(&areas, name),
+                        "issuers": of(&issuers, name),
+                    }))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            for (name, _) in areas.iter().chain(&issuers) {
+                if !libs.iter().any(|l| l["name"] == name.as_str()) {
+                    anyhow::bail!("--member-areas/--member-issuers name {name}, which no --member names");
+                }
+            }
             v.insert("gateway".into(), serde_json::json!({ "libraries": libs }));
         }
         if let Some(m) = self.metrics_listen {

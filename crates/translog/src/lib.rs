@@ -204,6 +204,15 @@ impl LogSigner {
         jws::assemble(&input, &self.key.sign(input.as_bytes()))
     }
 
+    /// This log's cosignature of another log's verified checkpoint (a
+    /// witness): a JWS of type [`zhengzhao_crypto::translog::COSIGNATURE_TYP`]
+    /// over [`zhengzhao_crypto::translog::Cosignature`].
+    pub fn cosign(&self, checkpoint: &zhengzhao_crypto::translog::Checkpoint) -> String {
+        let body = zhengzhao_crypto::translog::Cosignature::of(checkpoint, &self.origin, now());
+        let payload = zhengzhao_core::canonical_json(&body).unwrap_or_default();
+        self.sign(zhengzhao_crypto::translog::COSIGNATURE_TYP, &payload)
+    }
+
     /// The public key that verifies the checkpoints, as a JWK under `kid`.
     pub fn public_jwk(&self) -> serde_json::Value {
         self.key.public_key().to_jwk(&self.kid)

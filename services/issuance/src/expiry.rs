@@ -23,7 +23,7 @@ impl Issuance {
         let mut total = 0;
         loop {
             let ids: Vec<(String, String, String)> = sqlx::query_as(
-                "SELECT identifier, jws, valid_until FROM licences WHERE status = 'valid' AND valid_until IS NOT NULL AND valid_until < $1
+                "SELECT identifier, jws, valid_until FROM licences WHERE status = 'valid' AND valid_until IS NOT NULL AND valid_until < $1 AND origin_library IS NULL
                  ORDER BY identifier LIMIT 200",
             )
             .bind(format_date(day))

@@ -360,6 +360,114 @@ impl IssuanceService for IssuanceGrpc {
         response.metadata_mut().insert(FEED_END, tonic::metadata::MetadataValue::from(end));
         Ok(response)
     }
+
+    async fn read_replica_feed(
+        &self,
+        req: Request<pb::ReadReplicaFeedRequest>,
+    ) -> Result<Response<pb::ReadReplicaFeedResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let library = (!r.library.is_empty()).then_some(r.library.as_str());
+        let b = self.0.read_replica_feed(&who, r.after_sequence, r.limit, r.wait_seconds, library).await?;
+        Ok(Response::new(pb::ReadReplicaFeedResponse {
+            library: b.library,
+            events: b.events.iter().map(replica_event_to_wire).collect(),
+            licences: b.licences,
+            head_sequence: b.head_sequence,
+            next_recorded_at: b.next_recorded_at.map(timestamp),
+        }))
+    }
+
+    async fn apply_replica(
+        &self,
+        req: Request<pb::ApplyReplicaRequest>,
+    ) -> Result<Response<pb::ApplyReplicaResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let hashes = |field: &str, v: Vec<Vec<u8>>| -> Result<Vec<zhengzhao_crypto::merkle::Hash>, ServiceError> {
+            v.into_iter()
+                .map(|h| h.try_into().map_err(|_| ServiceError::invalid(field, "hashes are 32 bytes")))
+                .collect()
+        };
+        let events = r
+            .events
+            .into_iter()
+            .map(|e| {
+                let event = e.event.ok_or_else(|| ServiceError::invalid("events", "an entry without its event"))?;
+                let event = crate::EventRecord::try_from(event)
+                    .map_err(|e| ServiceError::invalid("events", format!("unreadable entry: {e}")))?;
+                Ok(crate::replica::ReplicaEvent { event, log_index: e.log_index })
+            })
+            .collect::<Result<Vec<_>, ServiceError>>()?;
+        let batch = crate::replica::ApplyBatch {
+            library: r.library,
+            remote_library: r.remote_library,
+            after_sequence: r.after_sequence,
+            events,
+            licences: r.licences,
+            checkpoint_jws: r.checkpoint.map(|c| c.jws),
+            library_jwk_json: r.library_jwk_json,
+            proof_from_batch: hashes("proof_from_batch", r.proof_from_batch)?,
+            proof_from_last: hashes("proof_from_last", r.proof_from_last)?,
+            head_sequence: r.head_sequence,
+            next_recorded_at: r
+                .next_recorded_at
+                .map(|t| zhengzhao_proto::convert::stored_timestamp("next_recorded_at", &t))
+                .transpose()?,
+        };
+        let replica = self.0.apply_replica(&who, batch).await?;
+        Ok(Response::new(pb::ApplyReplicaResponse { replica: Some(replica_to_wire(&replica)) }))
+    }
+
+    async fn list_replicas(
+        &self,
+        req: Request<pb::ListReplicasRequest>,
+    ) -> Result<Response<pb::ListReplicasResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let library = (!r.library.is_empty()).then_some(r.library.as_str());
+        let replicas = self.0.replicas(&who, library).await?;
+        Ok(Response::new(pb::ListReplicasResponse {
+            replicas: replicas.iter().map(replica_to_wire).collect(),
+            library_jwk_json: self.0.log_public_jwk().to_string(),
+        }))
+    }
+
+    async fn resume_replica(
+        &self,
+        req: Request<pb::ResumeReplicaRequest>,
+    ) -> Result<Response<pb::ResumeReplicaResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let replica = self.0.resume_replica(&who, &r.library).await?;
+        Ok(Response::new(pb::ResumeReplicaResponse { replica: Some(replica_to_wire(&replica)) }))
+    }
+}
+
+fn replica_event_to_wire(e: &crate::replica::ReplicaEvent) -> pb::ReplicaEvent {
+    pb::ReplicaEvent { event: Some(pb::LicenceEvent::from(&e.event)), log_index: e.log_index }
+}
+
+fn replica_to_wire(r: &crate::replica::Replica) -> pb::Replica {
+    use crate::replica::ReplicaState;
+    pb::Replica {
+        library: r.library.clone(),
+        cursor: r.cursor,
+        tree_size: r.range.size(),
+        state: match r.state {
+            ReplicaState::Ok => pb::ReplicaState::Ok,
+            ReplicaState::Stopped => pb::ReplicaState::Stopped,
+        } as i32,
+        reason: r.reason.clone(),
+        checkpoint: r.checkpoint.as_ref().map(pb::Checkpoint::from),
+        cosignature: r.cosignature.clone().unwrap_or_default(),
+        head_sequence: r.head_sequence,
+        lag_events: r.lag_events(),
+        lag_seconds: r.lag_seconds(zhengzhao_store::now()),
+        updated_at: Some(timestamp(r.updated_at)),
+        library_jwk_json: r.library_jwk.clone(),
+        events_applied: r.events_applied,
+    }
 }
 
 /// Response metadata of `WatchChanges`: the sequence the feed ends at (0 for

@@ -258,6 +258,7 @@ impl Issuance {
         cache: &mut TypeCache,
     ) -> Result<PreparedBatch, ServiceError> {
         authorize(who, &Action::IssueLicence { issuer: &who.agency })?;
+        self.refuse_district_issuer(&who.agency).await?;
         if rows.len() > MAX_BATCH_ROWS {
             return Err(ServiceError::invalid("rows", format!("at most {MAX_BATCH_ROWS} rows per message")));
         }

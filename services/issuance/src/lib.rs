@@ -16,6 +16,8 @@ mod idempotency;
 pub mod import;
 pub mod outage;
 mod record;
+pub mod replica;
+mod replica_rows;
 pub mod translog;
 mod versions;
 mod write;
@@ -74,6 +76,8 @@ pub struct Issuance {
     log: translog::LogSigner,
     /// "Today", for validity.
     clock: Clock,
+    /// This library's name (`serve --library`): the city or a district.
+    library: String,
 }
 
 impl std::fmt::Debug for Issuance {
@@ -130,6 +134,7 @@ impl Issuance {
         outages: outage::OutageRules,
         log: translog::LogSigner,
         clock: Clock,
+        library: String,
     ) -> Result<Arc<Self>, ServiceError> {
         let db = zhengzhao_store::open(store, "issuance", &MIGRATIONS).await.map_err(ServiceError::internal)?;
         translog::catch_up(&db.pool, db.engine).await?;
@@ -142,6 +147,7 @@ impl Issuance {
             max_outage_backdate: outages.max_backdate,
             log,
             clock,
+            library,
         }))
     }
 
@@ -178,6 +184,7 @@ impl Issuance {
     ) -> Result<LicenceRecord, ServiceError> {
         authorize(who, &Action::IssueLicence { issuer: &who.agency })?;
         check_idempotency_key(idempotency_key)?;
+        self.refuse_district_issuer(&who.agency).await?;
         let request_digest = digest(&[&serde_json::to_string(&draft).map_err(ServiceError::internal)?]);
         if let Some(done) = self.replay(who, idempotency_key, "issue", &request_digest).await? {
             return Ok(done);
@@ -292,6 +299,7 @@ impl Issuance {
             current = self.current_version(current).await?;
         }
         refuse_replaced(&current)?;
+        self.refuse_replica(&current.identifier).await?;
         let identifier = current.identifier.clone();
         let identifier = identifier.as_str();
         let next = if req.force {

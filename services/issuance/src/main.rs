@@ -21,7 +21,7 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
     let log = zhengzhao_issuance::translog::LogSigner {
         key: log_key.key.clone(),
         kid: log_key.kid.clone(),
-        origin: format!("zhengzhao/{}", ctx.keys.agency),
+        origin: zhengzhao_issuance::translog::origin(&ctx.keys.agency, &ctx.config.library),
     };
     let issuance = Issuance::open(
         &ctx.store,
@@ -30,6 +30,7 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
         zhengzhao_issuance::outage::OutageRules::new(ctx.calendar()?, ctx.config.issuance.outage_backdate_days),
         log,
         ctx.clock.clone(),
+        ctx.config.library.clone(),
     )
     .await?;
     let job = zhengzhao_auth::Principal::service(ServiceName::Issuance, &ctx.keys.agency);

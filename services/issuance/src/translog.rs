@@ -69,6 +69,13 @@ pub(crate) async fn catch_up(pool: &sqlx::AnyPool, engine: Engine) -> Result<u64
     }
 }
 
+/// The log's origin: `zhengzhao/<administrator>` for the city (as before
+/// federation), `zhengzhao/<administrator>/<library>` for a district, so
+/// that each library's log has its own name.
+pub fn origin(agency: &str, library: &str) -> String {
+    if library == "city" { format!("zhengzhao/{agency}") } else { format!("zhengzhao/{agency}/{library}") }
+}
+
 impl Issuance {
     /// The library's public key, which signs checkpoints, as a JWK.
     pub fn log_public_jwk(&self) -> serde_json::Value {

@@ -198,6 +198,7 @@ impl Issuance {
             return Ok(done);
         }
         refuse_replaced(&current)?;
+        self.refuse_replica(&current.identifier).await?;
         let next = transition(Some(current.state()), action).map_err(refused)?;
         self.check_after_last_event(&current, occurred_at).await?;
         let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;

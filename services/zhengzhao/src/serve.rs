@@ -64,9 +64,10 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         zhengzhao_issuance::translog::LogSigner {
             key: log_key.key.clone(),
             kid: log_key.kid.clone(),
-            origin: format!("zhengzhao/{agency}"),
+            origin: zhengzhao_issuance::translog::origin(&agency, &ctx.config.library),
         },
         ctx.clock.clone(),
+        ctx.config.library.clone(),
     )
     .await?;
     issuance.clone().spawn_expiry_job(as_service(ServiceName::Issuance), EXPIRY_INTERVAL);

@@ -1,0 +1,524 @@
+//! District-to-city sync, both ends of it.
+//!
+//! A district serves its feed for replication ([`Issuance::read_replica_feed`]):
+//! entries after a cursor, each with its transparency-log index, and the
+//! licence rows they concern exactly as held (documents and issuer
+//! signatures unchanged). The city applies a batch ([`Issuance::apply_replica`])
+//! only after checking it against the district's log: the entries, rebuilt
+//! into leaves with the one leaf constructor ([`LogLeaf::of`]), must extend
+//! the tree the city has verified so far ([`CompactRange`], kept per
+//! district) and be a prefix of the district's signed checkpoint, which must
+//! be consistent with the last checkpoint accepted. Then, in one transaction
+//! under the feed lock, the licence rows are upserted (marked with the
+//! district's name), the events are appended to the city's own feed and log
+//! (with the district's sequence, unique, so an event applies once), the
+//! cursor advances and the city's cosignature of the checkpoint is stored (a
+//! witness anyone can read with [`Issuance::replicas`]). A failed check stops
+//! that district's sync, with the reason, until an administrator resumes it;
+//! other districts are untouched.
+//!
+//! Licence rows carry their state as the district holds it when read (a row
+//! may be ahead of the batch's events; it converges when the feed is caught
+//! up). The events and documents are what the log covers; the derived state
+//! columns are not, so the city takes them on the district's word.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::Row;
+use time::OffsetDateTime;
+use zhengzhao_auth::{Action, Principal, authorize};
+use zhengzhao_core::{EventRecord, LicenceId};
+use zhengzhao_crypto::Es256PublicKey;
+use zhengzhao_crypto::merkle::{CompactRange, Hash, verify_consistency};
+use zhengzhao_crypto::translog::{Checkpoint, LogLeaf, verify_checkpoint};
+use zhengzhao_proto::ServiceError;
+use zhengzhao_proto::issuance::v1::ReplicaLicence;
+use zhengzhao_store::{format_time, now, parse_time};
+
+use crate::record::EVENT_COLUMNS;
+use crate::{Issuance, feed, replica_rows as rows};
+
+/// Most entries read or applied at once.
+pub const MAX_REPLICA_BATCH: u32 = 5000;
+/// Longest a read waits for a first entry.
+pub const MAX_REPLICA_WAIT_SECONDS: u32 = 30;
+
+/// One feed entry with its log index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaEvent {
+    pub event: EventRecord,
+    pub log_index: u64,
+}
+
+/// A batch of a feed, for replication.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaBatch {
+    /// The library answering.
+    pub library: String,
+    pub events: Vec<ReplicaEvent>,
+    pub licences: Vec<ReplicaLicence>,
+    pub head_sequence: u64,
+    /// When the first entry after the batch was recorded (lag).
+    pub next_recorded_at: Option<OffsetDateTime>,
+}
+
+/// A batch to apply on the city, with the district log's evidence.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyBatch {
+    pub library: String,
+    pub remote_library: String,
+    pub after_sequence: u64,
+    pub events: Vec<ReplicaEvent>,
+    pub licences: Vec<ReplicaLicence>,
+    /// The checkpoint JWS (absent: a report of lag only, with no entries).
+    pub checkpoint_jws: Option<String>,
+    pub library_jwk_json: String,
+    pub proof_from_batch: Vec<Hash>,
+    pub proof_from_last: Vec<Hash>,
+    pub head_sequence: u64,
+    pub next_recorded_at: Option<OffsetDateTime>,
+}
+
+/// Whether a district's sync runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    Ok,
+    Stopped,
+}
+
+/// One district as the city replicates it.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    pub library: String,
+    pub cursor: u64,
+    pub range: CompactRange,
+    pub library_jwk: String,
+    pub checkpoint: Option<Checkpoint>,
+    pub cosignature: Option<String>,
+    pub state: ReplicaState,
+    pub reason: String,
+    pub head_sequence: u64,
+    pub behind_since: Option<OffsetDateTime>,
+    pub events_applied: u64,
+    pub updated_at: OffsetDateTime,
+}
+
+impl Replica {
+    /// Events behind the district's feed, as of the last report.
+    pub fn lag_events(&self) -> u64 {
+        self.head_sequence.saturating_sub(self.cursor)
+    }
+
+    /// Seconds behind: since the oldest entry not yet applied was recorded.
+    pub fn lag_seconds(&self, at: OffsetDateTime) -> f64 {
+        match self.behind_since {
+            Some(t) if self.lag_events() > 0 => (at - t).as_seconds_f64().max(0.0),
+            _ => 0.0,
+        }
+    }
+}
+
+/// A library's name: 1–64 of `a-z 0-9 - _` (a district's name or its area code).
+pub fn check_library_name(field: &str, name: &str) -> Result<(), ServiceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(field, "a library name: 1 to 64 of a-z, 0-9, - and _"))
+    }
+}
+
+/// Why a batch is refused as evidence of the district's history.
+struct Rejected(String);
+
+/// What a verified batch leaves.
+struct Verified {
+    range: CompactRange,
+    checkpoint: Checkpoint,
+}
+
+impl Issuance {
+    /// This library's name (`serve --library`).
+    pub fn library(&self) -> &str {
+        &self.library
+    }
+
+    /// Refuses a write to a licence this library holds as a district's replica.
+    pub(crate) async fn refuse_replica(&self, identifier: &str) -> Result<(), ServiceError> {
+        let origin: Option<Option<String>> =
+            sqlx::query_scalar("SELECT origin_library FROM licences WHERE identifier = $1")
+                .bind(identifier)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        match origin.flatten() {
+            Some(district) => Err(ServiceError::FailedPrecondition(format!(
+                "licence {identifier} is kept by district {district}; this library holds a replica: record it there"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses issuing here for an issuer whose licences a district keeps.
+    pub(crate) async fn refuse_district_issuer(&self, issuer: &str) -> Result<(), ServiceError> {
+        let district: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT origin_library FROM licences WHERE issuer_code = $1 AND origin_library IS NOT NULL LIMIT 1",
+        )
+        .bind(issuer)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        match district.flatten() {
+            Some(d) => Err(ServiceError::FailedPrecondition(format!(
+                "issuer {issuer}'s licences are kept by district {d}: issue there"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Up to `limit` feed entries after `after` with the licences they
+    /// concern; with `library`, the city's replica of that district instead
+    /// (sequences and log indexes as the district gave them).
+    pub async fn read_replica_feed(
+        &self,
+        who: &Principal,
+        after: u64,
+        limit: u32,
+        wait_seconds: u32,
+        library: Option<&str>,
+    ) -> Result<ReplicaBatch, ServiceError> {
+        authorize(who, &Action::ReadReplicaFeed)?;
+        if let Some(l) = library {
+            check_library_name("library", l)?;
+        }
+        if limit > MAX_REPLICA_BATCH {
+            return Err(ServiceError::invalid("limit", format!("at most {MAX_REPLICA_BATCH}")));
+        }
+        if wait_seconds > MAX_REPLICA_WAIT_SECONDS {
+            return Err(ServiceError::invalid("wait_seconds", format!("at most {MAX_REPLICA_WAIT_SECONDS}")));
+        }
+        let after = i64::try_from(after).map_err(|_| ServiceError::invalid("after_sequence", "too large"))?;
+        let limit = if limit == 0 { 1000 } else { i64::from(limit) };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(wait_seconds));
+        loop {
+            let mut conn = self.db.reader().acquire().await?;
+            let events = rows::replica_events(&mut conn, library, after, limit).await?;
+            if events.is_empty() && library.is_none() && tokio::time::Instant::now() < deadline {
+                drop(conn);
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.wait_for_appends(left.min(std::time::Duration::from_millis(500))).await;
+                continue;
+            }
+            let ids: BTreeSet<&str> = events.iter().map(|e| e.event.identifier.as_str()).collect();
+            let licences = rows::replica_licences(&mut conn, &ids).await?;
+            let last = events.last().map_or(after, |e| e.event.sequence);
+            let (head, next_recorded_at) = rows::feed_head(&mut conn, library, last).await?;
+            return Ok(ReplicaBatch {
+                library: library.unwrap_or(&self.library).to_owned(),
+                events,
+                licences,
+                head_sequence: u64::try_from(head).unwrap_or_default(),
+                next_recorded_at,
+            });
+        }
+    }
+
+    /// The districts replicated here (or one).
+    pub async fn replicas(&self, who: &Principal, library: Option<&str>) -> Result<Vec<Replica>, ServiceError> {
+        authorize(who, &Action::ReadLog)?;
+        if let Some(l) = library {
+            check_library_name("library", l)?;
+        }
+        let mut conn = self.db.reader().acquire().await?;
+        rows::replicas(&mut conn, library).await
+    }
+
+    /// Resumes a stopped district's sync from its cursor.
+    pub async fn resume_replica(&self, who: &Principal, library: &str) -> Result<Replica, ServiceError> {
+        authorize(who, &Action::ResumeReplica)?;
+        check_library_name("library", library)?;
+        let mut conn = self.db.pool.acquire().await?;
+        if !rows::set_state(&mut conn, library, ReplicaState::Ok, "", now()).await? {
+            return Err(ServiceError::NotFound(format!("no replica of library {library}")));
+        }
+        tracing::warn!(library, actor = %who.actor(), "district sync resumed");
+        rows::replica(&mut conn, library).await?.ok_or_else(|| ServiceError::internal("replica vanished"))
+    }
+
+    /// Applies a district's batch as a replica (see the module docs).
+    pub async fn apply_replica(&self, who: &Principal, batch: ApplyBatch) -> Result<Replica, ServiceError> {
+        authorize(who, &Action::ApplyReplica)?;
+        check_library_name("library", &batch.library)?;
+        if batch.library == self.library {
+            return Err(ServiceError::invalid("library", "names this library itself"));
+        }
+        if !batch.remote_library.is_empty() && batch.remote_library != batch.library {
+            return Err(ServiceError::invalid(
+                "remote_library",
+                format!("the library at that address calls itself {:?}, not {:?}", batch.remote_library, batch.library),
+            ));
+        }
+        if batch.events.len() > MAX_REPLICA_BATCH as usize || batch.licences.len() > MAX_REPLICA_BATCH as usize {
+            return Err(ServiceError::invalid("events", format!("at most {MAX_REPLICA_BATCH} per batch")));
+        }
+        let at = now();
+        let mut conn = self.db.pool.acquire().await?;
+        let current = rows::replica(&mut conn, &batch.library).await?;
+        drop(conn);
+        let current = match current {
+            Some(r) => r,
+            None => {
+                log_key(&batch.library_jwk_json)
+                    .map_err(|e| ServiceError::invalid("library_jwk_json", format!("not an ES256 public JWK: {e}")))?;
+                let mut conn = self.db.pool.acquire().await?;
+                rows::insert_replica(&mut conn, &batch.library, &batch.library_jwk_json, at).await?;
+                tracing::info!(library = %batch.library, "district replica started; its log key is pinned");
+                rows::replica(&mut conn, &batch.library).await?.ok_or_else(|| ServiceError::internal("replica vanished"))?
+            }
+        };
+        if current.state == ReplicaState::Stopped {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "sync of {} is stopped: {}",
+                current.library, current.reason
+            )));
+        }
+        if current.cursor != batch.after_sequence {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "the city's cursor for {} is {}, not {}: read on from there",
+                current.library, current.cursor, batch.after_sequence
+            )));
+        }
+        let Some(checkpoint_jws) = batch.checkpoint_jws.clone() else {
+            if !batch.events.is_empty() {
+                return Err(ServiceError::invalid("checkpoint", "required with entries"));
+            }
+            let mut conn = self.db.pool.acquire().await?;
+            rows::report_lag(&mut conn, &current, batch.head_sequence, batch.next_recorded_at, at).await?;
+            return rows::replica(&mut conn, &current.library)
+                .await?
+                .ok_or_else(|| ServiceError::internal("replica vanished"));
+        };
+        let verified = match self.verify_batch(&current, &batch, &checkpoint_jws).await {
+            Ok(v) => v,
+            Err(Rejected(reason)) => {
+                let mut conn = self.db.pool.acquire().await?;
+                rows::set_state(&mut conn, &current.library, ReplicaState::Stopped, &reason, at).await?;
+                tracing::error!(library = %current.library, %reason, "district history rejected: sync of this district stopped");
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "district {} history rejected, its sync is stopped: {reason}",
+                    current.library
+                )));
+            }
+        };
+        let cosignature = self.log.cosign(&verified.checkpoint);
+        let mut tx = self.db.pool.begin().await?;
+        feed::lock(&mut tx, self.db.engine).await?;
+        if !rows::advance(
+            &mut tx,
+            &current,
+            &rows::Advance {
+                cursor: batch.events.last().map_or(current.cursor, |e| u64::try_from(e.event.sequence).unwrap_or(0)),
+                range: &verified.range,
+                checkpoint: &verified.checkpoint,
+                cosignature: &cosignature,
+                head_sequence: batch.head_sequence,
+                behind_since: batch.next_recorded_at,
+                applied: batch.events.len() as u64,
+                at,
+            },
+        )
+        .await?
+        {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{} was applied or stopped concurrently: read the cursor again",
+                current.library
+            )));
+        }
+        rows::upsert_licences(&mut tx, &current.library, &batch.licences).await?;
+        rows::append_replica_events(&mut tx, &current.library, &batch.events, &batch.licences).await?;
+        tx.commit().await?;
+        if !batch.events.is_empty() {
+            self.appended.notify_waiters();
+        }
+        let mut conn = self.db.pool.acquire().await?;
+        rows::replica(&mut conn, &current.library).await?.ok_or_else(|| ServiceError::internal("replica vanished"))
+    }
+
+    /// Checks a batch against the district's log (see the module docs).
+    async fn verify_batch(&self, current: &Replica, batch: &ApplyBatch, jws: &str) -> Result<Verified, Rejected> {
+        if batch.library_jwk_json != current.library_jwk {
+            return Err(Rejected("the district's log key is not the one pinned when its sync started".into()));
+        }
+        let key = log_key(&current.library_jwk)
+            .map_err(|e| Rejected(format!("the pinned log key is unreadable: {e}")))?;
+        let checkpoint = verify_checkpoint(jws, &key).map_err(|e| Rejected(format!("checkpoint: {e}")))?;
+        if let Some(last) = &current.checkpoint
+            && last.origin != checkpoint.origin
+        {
+            return Err(Rejected(format!("the checkpoint names log {:?}, not {:?}", checkpoint.origin, last.origin)));
+        }
+        // Licences the batch concerns: from the batch, else already replicated.
+        let mut jws_of: BTreeMap<&str, &str> = BTreeMap::new();
+        for l in &batch.licences {
+            if LicenceId::parse_allowing_legacy(&l.identifier).is_err() {
+                return Err(Rejected(format!("licence row with a malformed identifier {:?}", l.identifier)));
+            }
+            jws_of.insert(&l.identifier, &l.jws);
+        }
+        let missing: BTreeSet<&str> = batch
+            .events
+            .iter()
+            .map(|e| e.event.identifier.as_str())
+            .filter(|id| !jws_of.contains_key(id))
+            .collect();
+        let mut conn = self.db.pool.acquire().await.map_err(|e| Rejected(format!("database: {e}")))?;
+        let held = rows::held_jws(&mut conn, &current.library, &missing)
+            .await
+            .map_err(|e| Rejected(format!("database: {e}")))?;
+        let owners = rows::owners(&mut conn, &batch.licences.iter().map(|l| l.identifier.as_str()).collect())
+            .await
+            .map_err(|e| Rejected(format!("database: {e}")))?;
+        drop(conn);
+        for (id, owner) in &owners {
+            if owner.as_deref() != Some(current.library.as_str()) {
+                let whose = owner.as_deref().map_or("the city's own".to_owned(), |o| format!("district {o}'s"));
+                return Err(Rejected(format!("licence {id} is {whose} here")));
+            }
+        }
+        let mut range = current.range.clone();
+        let mut cursor = current.cursor;
+        for e in &batch.events {
+            let seq = u64::try_from(e.event.sequence).unwrap_or(0);
+            if seq <= cursor {
+                return Err(Rejected(format!("entry {seq} does not follow {cursor}: the feed went back")));
+            }
+            cursor = seq;
+            if e.log_index != range.size() {
+                return Err(Rejected(format!(
+                    "entry {seq} has log index {} where the rebuilt log has {} leaves: an entry is missing or out of order",
+                    e.log_index,
+                    range.size()
+                )));
+            }
+            let jws = jws_of
+                .get(e.event.identifier.as_str())
+                .copied()
+                .or_else(|| held.get(&e.event.identifier).map(String::as_str))
+                .ok_or_else(|| Rejected(format!("entry {seq} concerns licence {} that was never sent", e.event.identifier)))?;
+            range.push(LogLeaf::of(&e.event, e.log_index, jws).hash());
+        }
+        if checkpoint.tree_size < range.size() {
+            return Err(Rejected(format!(
+                "the checkpoint covers {} leaves but the entries reach {}",
+                checkpoint.tree_size,
+                range.size()
+            )));
+        }
+        let prefix_ok = if checkpoint.tree_size == range.size() {
+            checkpoint.root_hash == range.root()
+        } else {
+            range.size() == 0
+                || verify_consistency(
+                    range.size(),
+                    checkpoint.tree_size,
+                    &range.root(),
+                    &checkpoint.root_hash,
+                    &batch.proof_from_batch,
+                )
+        };
+        if !prefix_ok {
+            return Err(Rejected(format!(
+                "the entries up to leaf {} do not rebuild the district's signed log (checkpoint of {} leaves): its history differs from what it logged",
+                range.size(),
+                checkpoint.tree_size
+            )));
+        }
+        if let Some(last) = &current.checkpoint {
+            let consistent = if checkpoint.tree_size < last.tree_size {
+                false
+            } else if checkpoint.tree_size == last.tree_size {
+                checkpoint.root_hash == last.root_hash
+            } else {
+                verify_consistency(
+                    last.tree_size,
+                    checkpoint.tree_size,
+                    &last.root_hash,
+                    &checkpoint.root_hash,
+                    &batch.proof_from_last,
+                )
+            };
+            if !consistent {
+                return Err(Rejected(format!(
+                    "the district's checkpoint of {} leaves is not consistent with the one of {} leaves the city accepted",
+                    checkpoint.tree_size, last.tree_size
+                )));
+            }
+        }
+        Ok(Verified { range, checkpoint })
+    }
+}
+
+/// A library's log key from its JWK.
+fn log_key(jwk: &str) -> Result<Es256PublicKey, String> {
+    let value: serde_json::Value = serde_json::from_str(jwk).map_err(|e| e.to_string())?;
+    Es256PublicKey::from_jwk(&value).map_err(|e| e.to_string())
+}
+
+/// A replica row read back.
+pub(crate) fn replica_from_row(row: &sqlx::any::AnyRow) -> Result<Replica, ServiceError> {
+    let bad = |c: &str| ServiceError::internal(format!("unreadable replica {c} in database"));
+    let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::internal);
+    let o = |c: &str| row.try_get::<Option<String>, _>(c).map_err(ServiceError::internal);
+    let u = |c: &str| {
+        row.try_get::<i64, _>(c).map_err(ServiceError::internal).and_then(|v| u64::try_from(v).map_err(|_| bad(c)))
+    };
+    let size = u("tree_size")?;
+    let hashes = s("frontier")?
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| hex::decode(h).ok().and_then(|b| <Hash>::try_from(b).ok()).ok_or_else(|| bad("frontier")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let range = CompactRange::from_parts(size, hashes).ok_or_else(|| bad("frontier"))?;
+    let checkpoint = match (o("checkpoint_origin")?, o("checkpoint_root")?, o("checkpoint_jws")?, o("checkpoint_at")?) {
+        (Some(origin), Some(root), Some(jws), Some(at)) => Some(Checkpoint {
+            origin,
+            tree_size: u("checkpoint_size")?,
+            root_hash: hex::decode(root).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| bad("checkpoint_root"))?,
+            timestamp: parse_time(&at).ok_or_else(|| bad("checkpoint_at"))?,
+            jws,
+        }),
+        _ => None,
+    };
+    Ok(Replica {
+        library: s("library")?,
+        cursor: u("cursor")?,
+        range,
+        library_jwk: s("library_jwk")?,
+        checkpoint,
+        cosignature: o("cosignature")?,
+        state: if s("state")? == "stopped" { ReplicaState::Stopped } else { ReplicaState::Ok },
+        reason: s("reason")?,
+        head_sequence: u("head_sequence")?,
+        behind_since: o("behind_since")?.and_then(|t| parse_time(&t)),
+        events_applied: u("events_applied")?,
+        updated_at: parse_time(&s("updated_at")?).ok_or_else(|| bad("updated_at"))?,
+    })
+}
+
+/// The frontier column: subtree roots, hex, comma-separated.
+pub(crate) fn frontier_text(range: &CompactRange) -> String {
+    range.hashes().iter().map(hex::encode).collect::<Vec<_>>().join(",")
+}
+
+/// The time column of a checkpoint.
+pub(crate) fn checkpoint_time(c: &Checkpoint) -> String {
+    format_time(c.timestamp)
+}
+
+/// Event columns with the log index (and, for a replica, the origin's).
+pub(crate) fn event_columns(library: Option<&str>) -> String {
+    match library {
+        None => format!("{EVENT_COLUMNS}, e.log_index AS replica_log_index"),
+        Some(_) => EVENT_COLUMNS.replace("e.sequence", "e.origin_sequence AS sequence") + ", e.origin_log_index AS replica_log_index",
+    }
+}

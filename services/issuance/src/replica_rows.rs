@@ -1,0 +1,441 @@
+//! The SQL of district-to-city sync (see `replica`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::{AnyConnection, Row};
+use time::OffsetDateTime;
+use zhengzhao_crypto::merkle::CompactRange;
+use zhengzhao_crypto::translog::{Checkpoint, LogLeaf};
+use zhengzhao_proto::ServiceError;
+use zhengzhao_proto::convert::{stored_timestamp, timestamp};
+use zhengzhao_proto::issuance::v1::ReplicaLicence;
+use zhengzhao_store::{format_time, parse_time};
+
+use crate::record::event_from_row;
+use crate::replica::{Replica, ReplicaEvent, ReplicaState, checkpoint_time, event_columns, frontier_text, replica_from_row};
+use crate::translog;
+use crate::write::{MAX_ROWS_PER_STATEMENT, values_list};
+
+fn big(v: u64, what: &str) -> Result<i64, ServiceError> {
+    i64::try_from(v).map_err(|_| ServiceError::invalid(what, "too large"))
+}
+
+/// Feed entries after `after` (own feed), or the replica of `library` after
+/// its origin sequence `after`. An unreadable row ends the batch before it:
+/// replication never skips an entry (the city would see a gap and stop).
+pub(crate) async fn replica_events(
+    conn: &mut AnyConnection,
+    library: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<ReplicaEvent>, ServiceError> {
+    let columns = event_columns(library);
+    let rows = match library {
+        None => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {columns} FROM licence_events e WHERE e.sequence > $1 ORDER BY e.sequence LIMIT $2"
+            )))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Some(l) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {columns} FROM licence_events e WHERE e.origin_library = $3 AND e.origin_sequence > $1
+                 ORDER BY e.origin_sequence LIMIT $2"
+            )))
+            .bind(after)
+            .bind(limit)
+            .bind(l)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let index: Option<i64> = row.try_get("replica_log_index").map_err(ServiceError::internal)?;
+        match (event_from_row(row), index.and_then(|i| u64::try_from(i).ok())) {
+            (Ok(event), Some(log_index)) => out.push(ReplicaEvent { event, log_index }),
+            (Err(e), _) => {
+                tracing::error!(error = %e, "an unreadable feed entry ends the replication batch");
+                break;
+            }
+            (Ok(event), None) => {
+                tracing::error!(sequence = event.sequence, "a feed entry without a log index ends the replication batch");
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+const REPLICA_COLUMNS: &str = "identifier, type_code, issuer_code, serial, version, template_version, holder_id_type, \
+    holder_id_number, status, valid_until, document_json, jws, key_id, recorded_at, updated_at, replaces, \
+    superseded_by, successor_from, reported_lost, mortgaged, source_key, legacy_identifier, standard_check, \
+    last_check_kind, last_check_result, last_check_invalidates";
+const REPLICA_COLUMN_COUNT: usize = 26;
+
+fn licence_from_row(row: &sqlx::any::AnyRow) -> Result<ReplicaLicence, ServiceError> {
+    let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::internal);
+    let o = |c: &str| row.try_get::<Option<String>, _>(c).map_err(ServiceError::internal).map(Option::unwrap_or_default);
+    let i = |c: &str| row.try_get::<i64, _>(c).map_err(ServiceError::internal);
+    let t = |c: &str| {
+        s(c).and_then(|v| parse_time(&v).ok_or_else(|| ServiceError::internal(format!("unreadable {c}")))).map(timestamp)
+    };
+    Ok(ReplicaLicence {
+        identifier: s("identifier")?,
+        type_code: s("type_code")?,
+        issuer_code: s("issuer_code")?,
+        serial: s("serial")?,
+        version: u64::try_from(i("version")?).map_err(ServiceError::internal)?,
+        template_version: u32::try_from(i("template_version")?).map_err(ServiceError::internal)?,
+        holder_id_type: s("holder_id_type")?,
+        holder_id_number: s("holder_id_number")?,
+        status: s("status")?,
+        valid_until: o("valid_until")?,
+        document_json: s("document_json")?,
+        jws: s("jws")?,
+        key_id: s("key_id")?,
+        recorded_at: Some(t("recorded_at")?),
+        updated_at: Some(t("updated_at")?),
+        replaces: o("replaces")?,
+        superseded_by: o("superseded_by")?,
+        successor_from: o("successor_from")?,
+        reported_lost: i("reported_lost")? != 0,
+        mortgaged: i("mortgaged")? != 0,
+        source_key: o("source_key")?,
+        legacy_identifier: i("legacy_identifier")? != 0,
+        standard_check: o("standard_check")?,
+        last_check_kind: o("last_check_kind")?,
+        last_check_result: o("last_check_result")?,
+        last_check_invalidates: i("last_check_invalidates")? != 0,
+    })
+}
+
+/// The licence rows named, as held.
+pub(crate) async fn replica_licences(
+    conn: &mut AnyConnection,
+    ids: &BTreeSet<&str>,
+) -> Result<Vec<ReplicaLicence>, ServiceError> {
+    let ids: Vec<&str> = ids.iter().copied().collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for part in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+        let marks: Vec<String> = (1..=part.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT {REPLICA_COLUMNS} FROM licences WHERE identifier IN ({})", marks.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in part {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.push(licence_from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The feed's head, and when the first entry after `last` was recorded.
+pub(crate) async fn feed_head(
+    conn: &mut AnyConnection,
+    library: Option<&str>,
+    last: i64,
+) -> Result<(i64, Option<OffsetDateTime>), ServiceError> {
+    let (head, next): (Option<i64>, Option<String>) = match library {
+        None => {
+            sqlx::query_as(
+                "SELECT (SELECT MAX(sequence) FROM licence_events),
+                        (SELECT recorded_at FROM licence_events WHERE sequence > $1 ORDER BY sequence LIMIT 1)",
+            )
+            .bind(last)
+            .fetch_one(&mut *conn)
+            .await?
+        }
+        Some(l) => {
+            sqlx::query_as(
+                "SELECT (SELECT MAX(origin_sequence) FROM licence_events WHERE origin_library = $2),
+                        (SELECT recorded_at FROM licence_events WHERE origin_library = $2 AND origin_sequence > $1
+                         ORDER BY origin_sequence LIMIT 1)",
+            )
+            .bind(last)
+            .bind(l)
+            .fetch_one(&mut *conn)
+            .await?
+        }
+    };
+    Ok((head.unwrap_or(0), next.and_then(|t| parse_time(&t))))
+}
+
+const REPLICA_STATE_COLUMNS: &str = "library, cursor, tree_size, frontier, library_jwk, checkpoint_origin, checkpoint_size, \
+    checkpoint_root, checkpoint_jws, checkpoint_at, cosignature, state, reason, head_sequence, behind_since, \
+    events_applied, updated_at";
+
+pub(crate) async fn replicas(conn: &mut AnyConnection, library: Option<&str>) -> Result<Vec<Replica>, ServiceError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {REPLICA_STATE_COLUMNS} FROM replicas WHERE ($1 = '' OR library = $1) ORDER BY library"
+    )))
+    .bind(library.unwrap_or(""))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(replica_from_row).collect()
+}
+
+pub(crate) async fn replica(conn: &mut AnyConnection, library: &str) -> Result<Option<Replica>, ServiceError> {
+    Ok(replicas(conn, Some(library)).await?.into_iter().next())
+}
+
+/// Starts a district's replica (a concurrent start is harmless).
+pub(crate) async fn insert_replica(
+    conn: &mut AnyConnection,
+    library: &str,
+    jwk: &str,
+    at: OffsetDateTime,
+) -> Result<(), ServiceError> {
+    sqlx::query(
+        "INSERT INTO replicas (library, cursor, tree_size, frontier, library_jwk, state, reason, head_sequence,
+            events_applied, updated_at)
+         VALUES ($1, 0, 0, '', $2, 'ok', '', 0, 0, $3) ON CONFLICT (library) DO NOTHING",
+    )
+    .bind(library)
+    .bind(jwk)
+    .bind(format_time(at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets a district's state; false if there is no such replica.
+pub(crate) async fn set_state(
+    conn: &mut AnyConnection,
+    library: &str,
+    state: ReplicaState,
+    reason: &str,
+    at: OffsetDateTime,
+) -> Result<bool, ServiceError> {
+    let name = match state {
+        ReplicaState::Ok => "ok",
+        ReplicaState::Stopped => "stopped",
+    };
+    let done = sqlx::query("UPDATE replicas SET state = $1, reason = $2, updated_at = $3 WHERE library = $4")
+        .bind(name)
+        .bind(reason)
+        .bind(format_time(at))
+        .bind(library)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records how far the district's feed has gone (no entries applied).
+pub(crate) async fn report_lag(
+    conn: &mut AnyConnection,
+    current: &Replica,
+    head: u64,
+    behind_since: Option<OffsetDateTime>,
+    at: OffsetDateTime,
+) -> Result<(), ServiceError> {
+    sqlx::query(
+        "UPDATE replicas SET head_sequence = $1, behind_since = $2, updated_at = $3 WHERE library = $4 AND cursor = $5",
+    )
+    .bind(big(head, "head_sequence")?)
+    .bind(behind_since.map(format_time))
+    .bind(format_time(at))
+    .bind(&current.library)
+    .bind(big(current.cursor, "cursor")?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Where a verified batch moves a replica.
+pub(crate) struct Advance<'a> {
+    pub cursor: u64,
+    pub range: &'a CompactRange,
+    pub checkpoint: &'a Checkpoint,
+    pub cosignature: &'a str,
+    pub head_sequence: u64,
+    pub behind_since: Option<OffsetDateTime>,
+    pub applied: u64,
+    pub at: OffsetDateTime,
+}
+
+/// Moves the cursor from where `current` read it; false if it moved meanwhile
+/// (another sync job) or the replica stopped.
+pub(crate) async fn advance(conn: &mut AnyConnection, current: &Replica, a: &Advance<'_>) -> Result<bool, ServiceError> {
+    let done = sqlx::query(
+        "UPDATE replicas SET cursor = $1, tree_size = $2, frontier = $3, checkpoint_origin = $4, checkpoint_size = $5,
+            checkpoint_root = $6, checkpoint_jws = $7, checkpoint_at = $8, cosignature = $9, head_sequence = $10,
+            behind_since = $11, events_applied = events_applied + $12, updated_at = $13
+         WHERE library = $14 AND cursor = $15 AND state = 'ok'",
+    )
+    .bind(big(a.cursor, "cursor")?)
+    .bind(big(a.range.size(), "tree_size")?)
+    .bind(frontier_text(a.range))
+    .bind(&a.checkpoint.origin)
+    .bind(big(a.checkpoint.tree_size, "tree_size")?)
+    .bind(hex::encode(a.checkpoint.root_hash))
+    .bind(&a.checkpoint.jws)
+    .bind(checkpoint_time(a.checkpoint))
+    .bind(a.cosignature)
+    .bind(big(a.head_sequence.max(a.cursor), "head_sequence")?)
+    .bind(a.behind_since.map(format_time))
+    .bind(big(a.applied, "events")?)
+    .bind(format_time(a.at))
+    .bind(&current.library)
+    .bind(big(current.cursor, "cursor")?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The JWS of licences `library` already replicated here.
+pub(crate) async fn held_jws(
+    conn: &mut AnyConnection,
+    library: &str,
+    ids: &BTreeSet<&str>,
+) -> Result<BTreeMap<String, String>, sqlx::Error> {
+    let ids: Vec<&str> = ids.iter().copied().collect();
+    let mut out = BTreeMap::new();
+    for part in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+        let marks: Vec<String> = (2..part.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT identifier, jws FROM licences WHERE origin_library = $1 AND identifier IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql)).bind(library);
+        for id in part {
+            q = q.bind(*id);
+        }
+        out.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+/// Who holds each of the licences named that this library holds at all:
+/// `None` for its own, `Some(district)` for a replica.
+pub(crate) async fn owners(
+    conn: &mut AnyConnection,
+    ids: &BTreeSet<&str>,
+) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    let ids: Vec<&str> = ids.iter().copied().collect();
+    let mut out = Vec::new();
+    for part in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+        let marks: Vec<String> = (1..=part.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT identifier, origin_library FROM licences WHERE identifier IN ({})", marks.join(", "));
+        let mut q = sqlx::query_as::<_, (String, Option<String>)>(sqlx::AssertSqlSafe(sql));
+        for id in part {
+            q = q.bind(*id);
+        }
+        out.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+/// Inserts or updates `library`'s licence rows as sent (only rows of that library).
+pub(crate) async fn upsert_licences(
+    conn: &mut AnyConnection,
+    library: &str,
+    licences: &[ReplicaLicence],
+) -> Result<(), ServiceError> {
+    let columns = REPLICA_COLUMN_COUNT + 1;
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    for part in licences.chunks(MAX_ROWS_PER_STATEMENT / 2) {
+        let sql = format!(
+            "INSERT INTO licences ({REPLICA_COLUMNS}, origin_library) VALUES {}
+             ON CONFLICT (identifier) DO UPDATE SET status = excluded.status, valid_until = excluded.valid_until,
+                updated_at = excluded.updated_at, superseded_by = excluded.superseded_by,
+                successor_from = excluded.successor_from, reported_lost = excluded.reported_lost,
+                mortgaged = excluded.mortgaged, last_check_kind = excluded.last_check_kind,
+                last_check_result = excluded.last_check_result,
+                last_check_invalidates = excluded.last_check_invalidates
+             WHERE licences.origin_library = excluded.origin_library",
+            values_list(part.len(), columns)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for l in part {
+            let time = |t: &Option<prost_types::Timestamp>, f: &str| -> Result<String, ServiceError> {
+                Ok(format_time(stored_timestamp(f, &t.clone().unwrap_or_default())?))
+            };
+            q = q
+                .bind(l.identifier.clone())
+                .bind(l.type_code.clone())
+                .bind(l.issuer_code.clone())
+                .bind(l.serial.clone())
+                .bind(big(l.version, "version")?)
+                .bind(i64::from(l.template_version))
+                .bind(l.holder_id_type.clone())
+                .bind(l.holder_id_number.clone())
+                .bind(l.status.clone())
+                .bind(opt(&l.valid_until))
+                .bind(l.document_json.clone())
+                .bind(l.jws.clone())
+                .bind(l.key_id.clone())
+                .bind(time(&l.recorded_at, "recorded_at")?)
+                .bind(time(&l.updated_at, "updated_at")?)
+                .bind(opt(&l.replaces))
+                .bind(opt(&l.superseded_by))
+                .bind(opt(&l.successor_from))
+                .bind(i64::from(l.reported_lost))
+                .bind(i64::from(l.mortgaged))
+                .bind(opt(&l.source_key))
+                .bind(i64::from(l.legacy_identifier))
+                .bind(opt(&l.standard_check))
+                .bind(opt(&l.last_check_kind))
+                .bind(opt(&l.last_check_result))
+                .bind(i64::from(l.last_check_invalidates))
+                .bind(library.to_owned());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Appends `library`'s entries to this library's feed and log, in order,
+/// with their origin sequence and log index (the caller holds the feed lock).
+pub(crate) async fn append_replica_events(
+    conn: &mut AnyConnection,
+    library: &str,
+    events: &[ReplicaEvent],
+    licences: &[ReplicaLicence],
+) -> Result<(), ServiceError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut jws_of: BTreeMap<String, String> =
+        licences.iter().map(|l| (l.identifier.clone(), l.jws.clone())).collect();
+    let missing: BTreeSet<&str> =
+        events.iter().map(|e| e.event.identifier.as_str()).filter(|id| !jws_of.contains_key(*id)).collect();
+    jws_of.extend(held_jws(conn, library, &missing).await?);
+    const COLUMNS: &str = "identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, \
+        recorded_at, log_index, origin_library, origin_sequence, origin_log_index";
+    const COUNT: usize = 13;
+    let start = translog::size(conn).await?;
+    let mut leaves = Vec::with_capacity(events.len());
+    for (i, part) in events.chunks(MAX_ROWS_PER_STATEMENT / 2).enumerate() {
+        let sql = format!("INSERT INTO licence_events ({COLUMNS}) VALUES {}", values_list(part.len(), COUNT));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (j, r) in part.iter().enumerate() {
+            let e = &r.event;
+            let index = start + (i * (MAX_ROWS_PER_STATEMENT / 2) + j) as u64;
+            let jws = jws_of
+                .get(&e.identifier)
+                .ok_or_else(|| ServiceError::internal(format!("no licence {} for a replicated entry", e.identifier)))?;
+            leaves.push(LogLeaf::of(e, index, jws).hash());
+            q = q
+                .bind(e.identifier.clone())
+                .bind(e.kind.name())
+                .bind(e.status_after.name())
+                .bind(e.actor.clone())
+                .bind(e.reason.clone())
+                .bind(serde_json::to_string(&e.details).map_err(ServiceError::internal)?)
+                .bind(i64::from(e.backfill))
+                .bind(format_time(e.occurred_at))
+                .bind(format_time(e.recorded_at))
+                .bind(big(index, "log_index")?)
+                .bind(library.to_owned())
+                .bind(e.sequence)
+                .bind(big(r.log_index, "log_index")?);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    translog::append(conn, start, &leaves).await
+}
