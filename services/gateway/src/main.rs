@@ -20,6 +20,8 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
             issuance: l.issuance.clone(),
             verification: l.verification.clone(),
             exchange: l.exchange.clone(),
+            area_codes: l.area_codes.clone(),
+            issuers: l.issuers.clone(),
         })
         .collect();
     let gateway = Gateway::new(&libraries, ctx.keys.verifier.clone(), ctx.trusted_ca()?.as_deref())?;

@@ -79,6 +79,25 @@ impl SigningService for SigningGrpc {
         }))
     }
 
+    async fn import_public_keys(
+        &self,
+        req: Request<pb::ImportPublicKeysRequest>,
+    ) -> Result<Response<pb::ImportPublicKeysResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let keys = r
+            .keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                zhengzhao_crypto::published::PublicKeyRecord::try_from(k)
+                    .map_err(|e| ServiceError::invalid(&format!("keys[{i}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, ServiceError>>()?;
+        let changed = self.0.import_public_keys(&who, &r.library, &keys).await?;
+        Ok(Response::new(pb::ImportPublicKeysResponse { changed }))
+    }
+
     async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> Result<Response<pb::CreateKeyResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();

@@ -12,6 +12,7 @@
 
 pub mod disclosure;
 pub mod error;
+mod foreign;
 pub mod grpc;
 pub mod http;
 
@@ -196,7 +197,9 @@ impl Signing {
             check_issuer(i)?;
         }
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM issuer_keys WHERE ($1 = '' OR issuer_code = $1) ORDER BY created_at, key_id"
+            "SELECT {KEY_COLUMNS} FROM issuer_keys WHERE ($1 = '' OR issuer_code = $1)
+             UNION ALL SELECT {KEY_COLUMNS} FROM foreign_keys WHERE ($1 = '' OR issuer_code = $1)
+             ORDER BY created_at, key_id"
         )))
         .bind(issuer.unwrap_or(""))
         .fetch_all(&self.db.pool)
@@ -381,6 +384,8 @@ impl Signing {
                 .bind(issuer)
                 .fetch_one(&self.db.pool)
                 .await?;
+            // A district's issuer is keyed there: never make it a key here.
+            foreign::refuse_foreign_issuer(&self.db.pool, issuer).await?;
             if had_keys > 0 {
                 return Err(SigningError::NoActiveKey(issuer.to_owned()).into());
             }

@@ -94,15 +94,23 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     )
     .await?;
     exchange.spawn_jobs(&ctx.config.exchange);
-    // The gateway's routing table names this process as its one library.
-    // With TLS it calls itself as https://localhost:PORT: the certificate
-    // must name localhost and tls.ca_file hold its CA.
+    // The gateway's routing table names this process as the city and
+    // `gateway.libraries` as its districts: calls a district owns are sent
+    // on, the rest served here. With TLS it calls itself as
+    // https://localhost:PORT: the certificate must name localhost and
+    // tls.ca_file hold its CA.
     let own = ctx.own_url();
-    let gateway = Gateway::new(
-        &[LibraryAddress::single("local", &own)],
-        ctx.keys.verifier.clone(),
-        ctx.trusted_ca()?.as_deref(),
-    )?;
+    let mut members = vec![LibraryAddress::single(&ctx.config.library, &own)];
+    members.extend(ctx.config.gateway.libraries.iter().map(|l| LibraryAddress {
+        name: l.name.clone(),
+        address: l.address.clone(),
+        issuance: l.issuance.clone(),
+        verification: l.verification.clone(),
+        exchange: l.exchange.clone(),
+        area_codes: l.area_codes.clone(),
+        issuers: l.issuers.clone(),
+    }));
+    let gateway = Gateway::new(&members, ctx.keys.verifier.clone(), ctx.trusted_ca()?.as_deref())?;
     let gateway_counter = gateway.clone();
     let auth = ctx.authenticate();
     let routes = Routes::new(InterceptedService::new(CatalogGrpc(catalog).into_server(), auth.clone()))
@@ -125,6 +133,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     ];
     let router = zhengzhao_signing::http::routes(routes.into_axum_router(), signing);
     let router = gateway_counter.add_counter(router);
-    let routes = Routes::from(zhengzhao_exchange::http::routes(router, exchange));
+    let router = zhengzhao_exchange::http::routes(router, exchange);
+    let routes = Routes::from(gateway_counter.front_door(router));
     Ok(Assembly { routes, names, issuance })
 }
