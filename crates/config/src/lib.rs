@@ -325,7 +325,8 @@ impl Config {
                     l.name
                 )));
             }
-            if let Some(bad) = l.issuers.iter().find(|c| c.len() != 18 || !c.bytes().all(|b| b.is_ascii_alphanumeric())) {
+            if let Some(bad) = l.issuers.iter().find(|c| c.len() != 18 || !c.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
                 return Err(ConfigError::Invalid(format!(
                     "gateway.libraries {}: issuer {bad:?} is not a unified social credit code",
                     l.name

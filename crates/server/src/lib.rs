@@ -102,7 +102,8 @@ impl ServeArgs {
                 given
                     .iter()
                     .map(|g| {
-                        let (name, codes) = g.split_once('=').with_context(|| format!("--{flag} takes NAME=CODE[,CODE...]"))?;
+                        let (name, codes) =
+                            g.split_once('=').with_context(|| format!("--{flag} takes NAME=CODE[,CODE...]"))?;
                         Ok((name.to_owned(), codes.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect()))
                     })
                     .collect()

@@ -115,9 +115,11 @@ impl Catalog {
         Ok(CatalogDocument { format: FORMAT.into(), format_version: FORMAT_VERSION, licence_types })
     }
 
-    /// Imports a catalogue document in one transaction (see the module docs).
+    /// Imports a catalogue document in one transaction (see the module docs):
+    /// administrators, and the sync job bringing a district's catalogue in
+    /// line with the city's.
     pub async fn import(&self, who: &Principal, mut doc: CatalogDocument) -> Result<ImportSummary, ServiceError> {
-        authorize(who, &Action::ManageCatalog)?;
+        authorize(who, &Action::FollowCatalogue)?;
         for e in &mut doc.licence_types {
             e.definition.template.normalise();
             for t in &mut e.template_versions {

@@ -364,15 +364,16 @@ fn rebuild(parts: &http::request::Parts, body: bytes::Bytes) -> http::Request<ax
 
 /// Whether a member's answer says it could not serve (so a read may fall back).
 fn unavailable(resp: &http::Response<axum::body::Body>) -> bool {
-    matches!(
-        resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()),
-        Some("14") | Some("4")
-    )
+    matches!(resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()), Some("14") | Some("4"))
 }
 
 impl Front {
     /// Sends `req` to member `target` (or to the local city).
-    async fn send(&self, target: usize, req: http::Request<axum::body::Body>) -> Result<http::Response<axum::body::Body>, Status> {
+    async fn send(
+        &self,
+        target: usize,
+        req: http::Request<axum::body::Body>,
+    ) -> Result<http::Response<axum::body::Body>, Status> {
         if target == 0
             && let Some(local) = &self.local
         {
@@ -424,8 +425,11 @@ impl Front {
             }
             Route::Owner { read } => {
                 let (parts, body) = req.into_parts();
-                let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_ROUTED_REQUEST))
-                    .await
+                let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                    body,
+                    MAX_ROUTED_REQUEST,
+                ))
+                .await
                 {
                     Ok(b) => b.to_bytes(),
                     Err(e) => {
@@ -449,7 +453,9 @@ impl Front {
                         let lag = self.gateway.replica(&district, parts.headers.get("authorization")).await;
                         let mut resp = self.answer(0, rebuild(&parts, body)).await;
                         let value = match lag {
-                            Some(r) => format!("{district}; lag_events={}; lag_seconds={:.0}", r.lag_events, r.lag_seconds),
+                            Some(r) => {
+                                format!("{district}; lag_events={}; lag_seconds={:.0}", r.lag_events, r.lag_seconds)
+                            }
                             None => format!("{district}; lag=unknown"),
                         };
                         if let Ok(v) = http::HeaderValue::from_str(&value) {
@@ -544,7 +550,9 @@ impl GatewayService for GatewayGrpc {
                         library.lag_seconds = r.lag_seconds;
                         library.cursor = r.cursor;
                     }
-                    None => library.sync_state = "unknown: the city did not say (not replicated yet, or unreachable)".into(),
+                    None => {
+                        library.sync_state = "unknown: the city did not say (not replicated yet, or unreachable)".into()
+                    }
                 }
             }
             libraries.push(library);

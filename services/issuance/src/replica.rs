@@ -123,11 +123,7 @@ pub fn check_library_name(field: &str, name: &str) -> Result<(), ServiceError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ServiceError::invalid(field, "a library name: 1 to 64 of a-z, 0-9, - and _"))
-    }
+    if ok { Ok(()) } else { Err(ServiceError::invalid(field, "a library name: 1 to 64 of a-z, 0-9, - and _")) }
 }
 
 /// Why a batch is refused as evidence of the district's history.
@@ -273,7 +269,9 @@ impl Issuance {
                 let mut conn = self.db.pool.acquire().await?;
                 rows::insert_replica(&mut conn, &batch.library, &batch.library_jwk_json, at).await?;
                 tracing::info!(library = %batch.library, "district replica started; its log key is pinned");
-                rows::replica(&mut conn, &batch.library).await?.ok_or_else(|| ServiceError::internal("replica vanished"))?
+                rows::replica(&mut conn, &batch.library)
+                    .await?
+                    .ok_or_else(|| ServiceError::internal("replica vanished"))?
             }
         };
         if current.state == ReplicaState::Stopped {
@@ -349,8 +347,8 @@ impl Issuance {
         if batch.library_jwk_json != current.library_jwk {
             return Err(Rejected("the district's log key is not the one pinned when its sync started".into()));
         }
-        let key = log_key(&current.library_jwk)
-            .map_err(|e| Rejected(format!("the pinned log key is unreadable: {e}")))?;
+        let key =
+            log_key(&current.library_jwk).map_err(|e| Rejected(format!("the pinned log key is unreadable: {e}")))?;
         let checkpoint = verify_checkpoint(jws, &key).map_err(|e| Rejected(format!("checkpoint: {e}")))?;
         if let Some(last) = &current.checkpoint
             && last.origin != checkpoint.origin
@@ -365,12 +363,8 @@ impl Issuance {
             }
             jws_of.insert(&l.identifier, &l.jws);
         }
-        let missing: BTreeSet<&str> = batch
-            .events
-            .iter()
-            .map(|e| e.event.identifier.as_str())
-            .filter(|id| !jws_of.contains_key(id))
-            .collect();
+        let missing: BTreeSet<&str> =
+            batch.events.iter().map(|e| e.event.identifier.as_str()).filter(|id| !jws_of.contains_key(id)).collect();
         let mut conn = self.db.pool.acquire().await.map_err(|e| Rejected(format!("database: {e}")))?;
         let held = rows::held_jws(&mut conn, &current.library, &missing)
             .await
@@ -404,7 +398,9 @@ impl Issuance {
                 .get(e.event.identifier.as_str())
                 .copied()
                 .or_else(|| held.get(&e.event.identifier).map(String::as_str))
-                .ok_or_else(|| Rejected(format!("entry {seq} concerns licence {} that was never sent", e.event.identifier)))?;
+                .ok_or_else(|| {
+                    Rejected(format!("entry {seq} concerns licence {} that was never sent", e.event.identifier))
+                })?;
             range.push(LogLeaf::of(&e.event, e.log_index, jws).hash());
         }
         if checkpoint.tree_size < range.size() {
@@ -519,6 +515,9 @@ pub(crate) fn checkpoint_time(c: &Checkpoint) -> String {
 pub(crate) fn event_columns(library: Option<&str>) -> String {
     match library {
         None => format!("{EVENT_COLUMNS}, e.log_index AS replica_log_index"),
-        Some(_) => EVENT_COLUMNS.replace("e.sequence", "e.origin_sequence AS sequence") + ", e.origin_log_index AS replica_log_index",
+        Some(_) => {
+            EVENT_COLUMNS.replace("e.sequence", "e.origin_sequence AS sequence")
+                + ", e.origin_log_index AS replica_log_index"
+        }
     }
 }

@@ -12,7 +12,9 @@ use zhengzhao_proto::issuance::v1::ReplicaLicence;
 use zhengzhao_store::{format_time, parse_time};
 
 use crate::record::event_from_row;
-use crate::replica::{Replica, ReplicaEvent, ReplicaState, checkpoint_time, event_columns, frontier_text, replica_from_row};
+use crate::replica::{
+    Replica, ReplicaEvent, ReplicaState, checkpoint_time, event_columns, frontier_text, replica_from_row,
+};
 use crate::translog;
 use crate::write::{MAX_ROWS_PER_STATEMENT, values_list};
 
@@ -62,7 +64,10 @@ pub(crate) async fn replica_events(
                 break;
             }
             (Ok(event), None) => {
-                tracing::error!(sequence = event.sequence, "a feed entry without a log index ends the replication batch");
+                tracing::error!(
+                    sequence = event.sequence,
+                    "a feed entry without a log index ends the replication batch"
+                );
                 break;
             }
         }
@@ -78,10 +83,12 @@ const REPLICA_COLUMN_COUNT: usize = 26;
 
 fn licence_from_row(row: &sqlx::any::AnyRow) -> Result<ReplicaLicence, ServiceError> {
     let s = |c: &str| row.try_get::<String, _>(c).map_err(ServiceError::internal);
-    let o = |c: &str| row.try_get::<Option<String>, _>(c).map_err(ServiceError::internal).map(Option::unwrap_or_default);
+    let o =
+        |c: &str| row.try_get::<Option<String>, _>(c).map_err(ServiceError::internal).map(Option::unwrap_or_default);
     let i = |c: &str| row.try_get::<i64, _>(c).map_err(ServiceError::internal);
     let t = |c: &str| {
-        s(c).and_then(|v| parse_time(&v).ok_or_else(|| ServiceError::internal(format!("unreadable {c}")))).map(timestamp)
+        s(c).and_then(|v| parse_time(&v).ok_or_else(|| ServiceError::internal(format!("unreadable {c}"))))
+            .map(timestamp)
     };
     Ok(ReplicaLicence {
         identifier: s("identifier")?,
@@ -260,7 +267,11 @@ pub(crate) struct Advance<'a> {
 
 /// Moves the cursor from where `current` read it; false if it moved meanwhile
 /// (another sync job) or the replica stopped.
-pub(crate) async fn advance(conn: &mut AnyConnection, current: &Replica, a: &Advance<'_>) -> Result<bool, ServiceError> {
+pub(crate) async fn advance(
+    conn: &mut AnyConnection,
+    current: &Replica,
+    a: &Advance<'_>,
+) -> Result<bool, ServiceError> {
     let done = sqlx::query(
         "UPDATE replicas SET cursor = $1, tree_size = $2, frontier = $3, checkpoint_origin = $4, checkpoint_size = $5,
             checkpoint_root = $6, checkpoint_jws = $7, checkpoint_at = $8, cosignature = $9, head_sequence = $10,
@@ -353,7 +364,7 @@ pub(crate) async fn upsert_licences(
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for l in part {
             let time = |t: &Option<prost_types::Timestamp>, f: &str| -> Result<String, ServiceError> {
-                Ok(format_time(stored_timestamp(f, &t.clone().unwrap_or_default())?))
+                Ok(format_time(stored_timestamp(f, &t.unwrap_or_default())?))
             };
             q = q
                 .bind(l.identifier.clone())
@@ -400,8 +411,7 @@ pub(crate) async fn append_replica_events(
     if events.is_empty() {
         return Ok(());
     }
-    let mut jws_of: BTreeMap<String, String> =
-        licences.iter().map(|l| (l.identifier.clone(), l.jws.clone())).collect();
+    let mut jws_of: BTreeMap<String, String> = licences.iter().map(|l| (l.identifier.clone(), l.jws.clone())).collect();
     let missing: BTreeSet<&str> =
         events.iter().map(|e| e.event.identifier.as_str()).filter(|id| !jws_of.contains_key(*id)).collect();
     jws_of.extend(held_jws(conn, library, &missing).await?);

@@ -6,8 +6,8 @@
 use sqlx::Row;
 use zhengzhao_auth::{Action, Principal, authorize};
 use zhengzhao_core::Uscc;
-use zhengzhao_crypto::published::{KeyStatus, PublicKeyRecord};
 use zhengzhao_crypto::IssuerPublicKey;
+use zhengzhao_crypto::published::{KeyStatus, PublicKeyRecord};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{format_time, now};
 
@@ -90,10 +90,11 @@ impl Signing {
                 )));
             }
             let jwk = k.jwk.to_string();
-            let row = sqlx::query("SELECT library, issuer_code, public_jwk, status FROM foreign_keys WHERE key_id = $1")
-                .bind(&k.key_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row =
+                sqlx::query("SELECT library, issuer_code, public_jwk, status FROM foreign_keys WHERE key_id = $1")
+                    .bind(&k.key_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let compromised = k.compromised_since.map(format_time);
             let retired = k.retired_at.map(format_time);
             match row {
@@ -122,14 +123,16 @@ impl Signing {
                     let held_issuer: String = row.try_get("issuer_code")?;
                     let held_jwk: String = row.try_get("public_jwk")?;
                     let held_status: String = row.try_get("status")?;
-                    let held_jwk: serde_json::Value = serde_json::from_str(&held_jwk).map_err(ServiceError::internal)?;
+                    let held_jwk: serde_json::Value =
+                        serde_json::from_str(&held_jwk).map_err(ServiceError::internal)?;
                     if held_library != library || held_issuer != k.issuer_code || held_jwk != k.jwk {
                         return Err(ServiceError::FailedPrecondition(format!(
                             "key {} is recorded for district {held_library} with another issuer or public key: a key never changes",
                             k.key_id
                         )));
                     }
-                    let held = KeyStatus::from_name(&held_status).ok_or_else(|| ServiceError::internal("bad status"))?;
+                    let held =
+                        KeyStatus::from_name(&held_status).ok_or_else(|| ServiceError::internal("bad status"))?;
                     if rank(k.status) < rank(held) {
                         return Err(ServiceError::FailedPrecondition(format!(
                             "key {} is recorded {}: a key's status only moves forward",

@@ -91,7 +91,7 @@ impl SigningService for SigningGrpc {
             .enumerate()
             .map(|(i, k)| {
                 zhengzhao_crypto::published::PublicKeyRecord::try_from(k)
-                    .map_err(|e| ServiceError::invalid(&format!("keys[{i}]"), e.to_string()))
+                    .map_err(|e| ServiceError::invalid(format!("keys[{i}]"), e.to_string()))
             })
             .collect::<Result<Vec<_>, ServiceError>>()?;
         let changed = self.0.import_public_keys(&who, &r.library, &keys).await?;

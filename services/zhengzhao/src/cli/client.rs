@@ -44,6 +44,11 @@ impl ClientArgs {
     pub fn token(&self) -> Option<String> {
         self.token.clone()
     }
+
+    /// The CA file given, if any.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
+    }
 }
 
 impl Client {
@@ -75,6 +80,12 @@ impl Client {
     }
     pub fn verification(&self) -> VerificationServiceClient<Authed> {
         VerificationServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+    pub fn gateway(&self) -> zhengzhao_proto::gateway::v1::gateway_service_client::GatewayServiceClient<Authed> {
+        zhengzhao_proto::gateway::v1::gateway_service_client::GatewayServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.token.clone(),
+        )
     }
     pub fn exchange(&self) -> ExchangeServiceClient<Authed> {
         ExchangeServiceClient::with_interceptor(self.channel.clone(), self.token.clone())

@@ -17,6 +17,7 @@ mod args;
 mod catalog;
 mod client;
 mod exchange;
+mod federation;
 mod holder;
 mod init;
 mod keys;
@@ -96,6 +97,12 @@ enum Command {
     Present(holder::PresentArgs),
     /// Set a licence type's expiry-reminder windows (administrator).
     Reminders(holder::RemindersArgs),
+    /// District-to-city sync: run the job (`--city URL --district NAME=URL`),
+    /// or `status`, `resume`, `audit` against the city (--server).
+    Sync(federation::SyncArgs),
+    /// The gateway over the city and its districts.
+    #[command(subcommand)]
+    Gateway(federation::GatewayCommand),
 }
 
 /// Runs the command; the exit code says how it went (see above).
@@ -104,6 +111,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => zhengzhao_server::run("all-in-one", &args, zhengzhao::serve::build).await?,
         Command::Init(args) => init::run(args)?,
+        Command::Sync(args) => return federation::run(client, args).await,
+        Command::Gateway(cmd) => return federation::gateway(client, cmd).await,
         Command::Token(t) => token::run(client, t).await?,
         Command::Catalog(cmd) => catalog::run(client, cmd).await?,
         Command::Licence(cmd) => return licence::run(client, cmd).await,
