@@ -51,6 +51,10 @@ struct RunArgs {
     /// Seconds between bringing district keys and the city's catalogue across.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     refresh_seconds: u64,
+    /// Longest any one call may take (a partitioned district is noticed
+    /// within this).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(8..=600))]
+    timeout_seconds: u64,
     /// Address for a Prometheus /metrics endpoint (lag per district).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -98,10 +102,20 @@ fn name_url(s: &str) -> anyhow::Result<(String, String)> {
 }
 
 async fn channel(args: &ClientArgs, url: &str) -> anyhow::Result<tonic::transport::Channel> {
+    timed_channel(args, url, Duration::from_secs(60)).await
+}
+
+/// A lazy channel whose calls each end within `timeout`, with HTTP/2
+/// keepalive so that a silent peer is noticed.
+async fn timed_channel(args: &ClientArgs, url: &str, timeout: Duration) -> anyhow::Result<tonic::transport::Channel> {
     let ca = zhengzhao_server::tls::trusted_ca(args.ca_file())?;
     Ok(zhengzhao_server::tls::endpoint(url, ca.as_deref())
         .with_context(|| url.to_owned())?
         .connect_timeout(Duration::from_secs(3))
+        .timeout(timeout)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
         .connect_lazy())
 }
 
@@ -140,10 +154,11 @@ async fn run_job(client: &ClientArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         if districts.iter().any(|x: &zhengzhao_sync::District| x.name == name) {
             bail!("district {name} is named twice");
         }
-        districts.push(zhengzhao_sync::District { channel: channel(client, &url).await?, name, url });
+        let channel = timed_channel(client, &url, Duration::from_secs(a.timeout_seconds)).await?;
+        districts.push(zhengzhao_sync::District { channel, name, url });
     }
     let job = zhengzhao_sync::SyncJob {
-        city: channel(client, &city).await?,
+        city: timed_channel(client, &city, Duration::from_secs(a.timeout_seconds)).await?,
         city_signing: match &a.city_signing {
             Some(u) => Some(channel(client, u).await?),
             None => None,
