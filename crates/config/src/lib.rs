@@ -176,6 +176,10 @@ pub struct LibraryRoute {
     pub verification: Option<String>,
     #[serde(default)]
     pub exchange: Option<String>,
+    #[serde(default)]
+    pub catalog: Option<String>,
+    #[serde(default)]
+    pub signing: Option<String>,
 }
 
 /// Logs, traces and metrics.

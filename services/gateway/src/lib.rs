@@ -148,6 +148,8 @@ pub struct LibraryAddress {
     pub issuance: Option<String>,
     pub verification: Option<String>,
     pub exchange: Option<String>,
+    pub catalog: Option<String>,
+    pub signing: Option<String>,
     /// Administrative division code prefixes of its issuers.
     pub area_codes: Vec<String>,
     /// Its issuers' unified social credit codes.
@@ -204,6 +206,8 @@ impl Gateway {
                     ("/zhengzhao.issuance.v1.", &l.issuance),
                     ("/zhengzhao.verification.v1.", &l.verification),
                     ("/zhengzhao.exchange.v1.", &l.exchange),
+                    ("/zhengzhao.catalog.v1.", &l.catalog),
+                    ("/zhengzhao.signing.v1.", &l.signing),
                 ] {
                     if let Some(a) = address {
                         services.push((prefix, channel(&l.name, a, ca_pem)?));

@@ -20,6 +20,8 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
             issuance: l.issuance.clone(),
             verification: l.verification.clone(),
             exchange: l.exchange.clone(),
+            catalog: l.catalog.clone(),
+            signing: l.signing.clone(),
             area_codes: l.area_codes.clone(),
             issuers: l.issuers.clone(),
         })
