@@ -43,6 +43,8 @@ pub struct Library {
     pub tokens: Arc<zhengzhao_auth::TokenAuthority>,
     pub addr: std::net::SocketAddr,
     pub data: tempfile::TempDir,
+    /// Where its keys are (the data directory, or a district's `keys` in it).
+    pub keys_dir: std::path::PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     channel: Channel,
     /// The issuance service itself, for driving its jobs.
@@ -69,10 +71,33 @@ impl Library {
         Self::start_in(db, data).await
     }
 
+    /// Starts a district library named `name` over `db` whose operator is
+    /// `operator`'s (it trusts the same token key, so one token works on both).
+    pub async fn start_district(db: TestDb, name: &str, operator: &Library) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let dir = data.path().join("keys");
+        zhengzhao_server::keys::init_library(&dir)?;
+        for f in [zhengzhao_server::keys::TOKEN_KEY_FILE, zhengzhao_server::keys::TOKEN_KEYS_FILE] {
+            std::fs::copy(operator.data.path().join(f), dir.join(f))?;
+        }
+        Self::start_configured(db, data, &dir, name).await
+    }
+
     async fn start_in(db: TestDb, data: tempfile::TempDir) -> anyhow::Result<Self> {
+        let dir = data.path().to_path_buf();
+        Self::start_configured(db, data, &dir, "city").await
+    }
+
+    async fn start_configured(
+        db: TestDb,
+        data: tempfile::TempDir,
+        dir: &std::path::Path,
+        name: &str,
+    ) -> anyhow::Result<Self> {
         let mut config = zhengzhao_config::Config {
             listen: "127.0.0.1:0".parse()?,
-            data_dir: data.path().to_path_buf(),
+            data_dir: dir.to_path_buf(),
+            library: name.to_owned(),
             ..Default::default()
         };
         config.database_url = db.url().map(str::to_owned);
@@ -80,8 +105,8 @@ impl Library {
         config.exchange.reminder_interval_seconds = 1;
         // Two attempts before a failing delivery is dead-lettered (5 s apart).
         config.exchange.reminder_max_attempts = 2;
-        let keys = Arc::new(ProcessKeys::load_or_create(data.path(), None)?);
-        let tokens = Arc::new(zhengzhao_server::keys::operator_authority(data.path())?);
+        let keys = Arc::new(ProcessKeys::load_or_create(dir, None)?);
+        let tokens = Arc::new(zhengzhao_server::keys::operator_authority(dir)?);
         let mut ctx = Context::with_keys(config, keys);
         ctx.store = db.store();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -103,7 +128,18 @@ impl Library {
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await?;
-        Ok(Library { db, keys, tokens, addr, data, shutdown: Some(tx), channel, issuance_service, clock })
+        Ok(Library {
+            db,
+            keys,
+            tokens,
+            addr,
+            data,
+            keys_dir: dir.to_path_buf(),
+            shutdown: Some(tx),
+            channel,
+            issuance_service,
+            clock,
+        })
     }
 
     /// A token for `agency` in `role`, valid for an hour.
@@ -135,7 +171,7 @@ impl Library {
 
     /// A token of service `name`, signed with that service's own credential key.
     pub fn service_token(&self, name: zhengzhao_auth::ServiceName) -> anyhow::Result<String> {
-        let path = self.data.path().join(zhengzhao_server::keys::service_key_file(name));
+        let path = self.keys_dir.join(zhengzhao_server::keys::service_key_file(name));
         let pem = std::fs::read_to_string(&path)?;
         let key = zhengzhao_crypto::Es256KeyPair::from_pkcs8_pem(&pem)?;
         let authority = zhengzhao_auth::TokenAuthority::service(key, name);
