@@ -223,6 +223,7 @@ async fn entries(url: &str, token: &str, library: &str) -> anyhow::Result<Vec<(u
                 limit: 1000,
                 wait_seconds: 0,
                 library: library.to_owned(),
+                max_bytes: 0,
             })
             .await?
             .into_inner();

@@ -173,7 +173,7 @@ async fn district_head(district: &Library, token: &str) -> anyhow::Result<(u64, 
         BearerToken::new(token)?,
     );
     let r = c
-        .read_replica_feed(issuance::ReadReplicaFeedRequest { after_sequence: 0, limit: 1, wait_seconds: 0, library: String::new() })
+        .read_replica_feed(issuance::ReadReplicaFeedRequest { after_sequence: 0, limit: 1, wait_seconds: 0, library: String::new(), max_bytes: 0 })
         .await?
         .into_inner();
     Ok((r.head_sequence, r.licences.into_iter().next()))
@@ -231,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
             BearerToken::new(&token)?,
         );
         let r = c
-            .read_replica_feed(issuance::ReadReplicaFeedRequest { after_sequence: 0, limit: 1000, wait_seconds: 0, library: String::new() })
+            .read_replica_feed(issuance::ReadReplicaFeedRequest { after_sequence: 0, limit: 1000, wait_seconds: 0, library: String::new(), max_bytes: 0 })
             .await?
             .into_inner();
         r.licences.into_iter().map(|l| l.identifier).collect()

@@ -25,7 +25,7 @@ pub struct IssuanceGrpc(pub Arc<Issuance>);
 
 impl IssuanceGrpc {
     pub fn into_server(self) -> IssuanceServiceServer<Self> {
-        IssuanceServiceServer::new(self)
+        IssuanceServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 }
 
@@ -368,13 +368,40 @@ impl IssuanceService for IssuanceGrpc {
         let who = principal(&req)?;
         let r = req.into_inner();
         let library = (!r.library.is_empty()).then_some(r.library.as_str());
+        let max_bytes = match r.max_bytes {
+            0 => DEFAULT_REPLICA_BYTES,
+            n if n as usize > MAX_REPLICA_BYTES => {
+                return Err(ServiceError::invalid("max_bytes", format!("at most {MAX_REPLICA_BYTES}")).into());
+            }
+            n => n as usize,
+        };
         let b = self.0.read_replica_feed(&who, r.after_sequence, r.limit, r.wait_seconds, library).await?;
+        // Entries in order until the answer would pass max_bytes (at least one).
+        use prost::Message as _;
+        let mut licences: std::collections::HashMap<&str, &pb::ReplicaLicence> =
+            b.licences.iter().map(|l| (l.identifier.as_str(), l)).collect();
+        let mut events = Vec::with_capacity(b.events.len());
+        let mut kept = Vec::new();
+        let mut size = 0;
+        let mut next_recorded_at = b.next_recorded_at;
+        for e in &b.events {
+            let wire = replica_event_to_wire(e);
+            let licence = licences.remove(e.event.identifier.as_str());
+            let add = wire.encoded_len() + licence.map_or(0, |l| l.encoded_len()) + 16;
+            if !events.is_empty() && size + add > max_bytes {
+                next_recorded_at = Some(e.event.recorded_at);
+                break;
+            }
+            size += add;
+            events.push(wire);
+            kept.extend(licence.cloned());
+        }
         Ok(Response::new(pb::ReadReplicaFeedResponse {
             library: b.library,
-            events: b.events.iter().map(replica_event_to_wire).collect(),
-            licences: b.licences,
+            events,
+            licences: kept,
             head_sequence: b.head_sequence,
-            next_recorded_at: b.next_recorded_at.map(timestamp),
+            next_recorded_at: next_recorded_at.map(timestamp),
         }))
     }
 
@@ -469,6 +496,12 @@ fn replica_to_wire(r: &crate::replica::Replica) -> pb::Replica {
         events_applied: r.events_applied,
     }
 }
+
+/// Largest request the issuance service takes (an import batch, a replica batch).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Default and largest size of a `ReadReplicaFeed` answer.
+pub const DEFAULT_REPLICA_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_REPLICA_BYTES: usize = 12 * 1024 * 1024;
 
 /// Response metadata of `WatchChanges`: the sequence the feed ends at (0 for
 /// an empty feed) when the stream starts.

@@ -213,6 +213,7 @@ impl SyncJob {
                 limit: self.batch,
                 wait_seconds: if caught_up { 5 } else { 0 },
                 library: String::new(),
+                max_bytes: 0,
             })
             .await?
             .into_inner();

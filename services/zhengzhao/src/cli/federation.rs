@@ -266,6 +266,7 @@ async fn audit(client: &ClientArgs, district: &str) -> anyhow::Result<ExitCode> 
                 limit: 5000,
                 wait_seconds: 0,
                 library: name.clone(),
+                max_bytes: 0,
             })
             .await?
             .into_inner();
