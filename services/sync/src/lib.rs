@@ -61,6 +61,20 @@ impl std::fmt::Debug for SyncJob {
     }
 }
 
+/// Where the city's replica of a district stands, as the job tracks it
+/// between batches.
+#[derive(Debug, Clone, Copy, Default)]
+struct Position {
+    /// The last district sequence applied (or about to be).
+    cursor: u64,
+    /// Leaves of the district's log rebuilt so far.
+    tree_size: u64,
+    /// Size of the last district checkpoint sent.
+    checkpoint_size: u64,
+    /// Whether the last read reached the district's head (the next one waits).
+    caught_up: bool,
+}
+
 struct SyncMetrics {
     lag_events: IntGaugeVec,
     lag_seconds: GaugeVec,
@@ -161,122 +175,160 @@ impl SyncJob {
         let mut keys_at: Option<tokio::time::Instant> = None;
         let mut reported_stop = String::new();
         loop {
-            match self.step(&d, &mut keys_at, &mut reported_stop).await {
-                Ok(true) => backoff = Duration::from_millis(200),
-                Ok(false) => {
-                    // Stopped, or nothing to do: wait before looking again.
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
+            match self.run_district(&d, &mut keys_at, &mut reported_stop).await {
+                // Stopped: look again later (an administrator may resume it).
+                Ok(()) => tokio::time::sleep(Duration::from_secs(2)).await,
                 Err(e) => {
-                    tracing::warn!(district = %d.name, error = %e, "sync step failed; retrying");
+                    tracing::warn!(district = %d.name, error = %format!("{e:#}"), "sync interrupted; resuming from the city's cursor");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
                 }
             }
+            backoff = Duration::from_millis(200);
         }
     }
 
-    /// One batch; `Ok(true)` when it made progress or should go on at once.
-    async fn step(
+    /// Runs one district from the city's cursor until its sync stops
+    /// (`Ok`) or a call fails (`Err`: the caller resumes from the cursor).
+    /// The next batch is read from the district while the city applies the
+    /// last one; a batch the city refuses discards the one read ahead.
+    async fn run_district(
         &self,
         d: &District,
         keys_at: &mut Option<tokio::time::Instant>,
         reported_stop: &mut String,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<()> {
         let m = &*METRICS;
         let replica = self.replica(&d.name).await?;
+        let mut pos = Position::default();
         if let Some(r) = &replica {
-            m.cursor.with_label_values(&[&d.name]).set(i64::try_from(r.cursor).unwrap_or(i64::MAX));
-            m.lag_events.with_label_values(&[&d.name]).set(i64::try_from(r.lag_events).unwrap_or(i64::MAX));
-            m.lag_seconds.with_label_values(&[&d.name]).set(r.lag_seconds);
+            self.observe(&d.name, r);
             if r.state == pb::ReplicaState::Stopped as i32 {
                 m.stopped.with_label_values(&[&d.name]).set(1);
                 if *reported_stop != r.reason {
                     tracing::error!(district = %d.name, reason = %r.reason, "district sync is stopped: its history was rejected; an administrator resumes it with `zhengzhao sync resume`");
                     reported_stop.clone_from(&r.reason);
                 }
-                return Ok(false);
+                return Ok(());
             }
-            m.stopped.with_label_values(&[&d.name]).set(0);
-            reported_stop.clear();
+            pos = Position {
+                cursor: r.cursor,
+                tree_size: r.tree_size,
+                checkpoint_size: r.checkpoint.as_ref().map_or(0, |c| c.tree_size),
+                caught_up: r.lag_events == 0,
+            };
         }
-        if keys_at.is_none_or(|t| t.elapsed() >= self.refresh) {
-            self.bring_keys(d).await?;
-            *keys_at = Some(tokio::time::Instant::now());
+        m.stopped.with_label_values(&[&d.name]).set(0);
+        reported_stop.clear();
+        let mut next = self.prepare(d, pos).await?;
+        loop {
+            if keys_at.is_none_or(|t| t.elapsed() >= self.refresh) {
+                self.bring_keys(d).await?;
+                *keys_at = Some(tokio::time::Instant::now());
+            }
+            let (request, after) = next;
+            let n = request.as_ref().map_or(0, |r| r.events.len() as u64);
+            let apply = async {
+                match request {
+                    Some(r) => {
+                        self.issuance(&self.city).apply_replica(Request::new(r)).await.map(|r| r.into_inner().replica)
+                    }
+                    None => Ok(None),
+                }
+            };
+            let (applied, prepared) = tokio::join!(apply, self.prepare(d, after));
+            match applied {
+                Ok(r) => {
+                    if let Some(r) = r {
+                        self.observe(&d.name, &r);
+                    }
+                    if n > 0 {
+                        m.applied.with_label_values(&[&d.name]).inc_by(n);
+                        tracing::debug!(district = %d.name, events = n, "applied");
+                    }
+                }
+                // Stopped, or the cursor moved (another job): start over from the city's view.
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    anyhow::bail!("the city did not apply the batch: {}", s.message());
+                }
+                Err(s) => return Err(s.into()),
+            }
+            next = prepared?;
         }
-        let cursor = replica.as_ref().map_or(0, |r| r.cursor);
-        let caught_up = replica.as_ref().is_some_and(|r| r.lag_events == 0);
+    }
+
+    fn observe(&self, name: &str, r: &pb::Replica) {
+        let m = &*METRICS;
+        m.cursor.with_label_values(&[name]).set(i64::try_from(r.cursor).unwrap_or(i64::MAX));
+        m.lag_events.with_label_values(&[name]).set(i64::try_from(r.lag_events).unwrap_or(i64::MAX));
+        m.lag_seconds.with_label_values(&[name]).set(r.lag_seconds);
+    }
+
+    /// Reads the batch after `pos` with the district's checkpoint and the
+    /// consistency proofs the city needs; `None` when there is nothing to
+    /// send (the replica does not exist yet and the district's feed is empty).
+    async fn prepare(
+        &self,
+        d: &District,
+        pos: Position,
+    ) -> anyhow::Result<(Option<pb::ApplyReplicaRequest>, Position)> {
         let mut district = self.issuance(&d.channel);
         let batch = district
             .read_replica_feed(pb::ReadReplicaFeedRequest {
-                after_sequence: cursor,
+                after_sequence: pos.cursor,
                 limit: self.batch,
-                wait_seconds: if caught_up { 5 } else { 0 },
+                wait_seconds: if pos.caught_up { 5 } else { 0 },
                 library: String::new(),
                 max_bytes: 0,
             })
             .await?
             .into_inner();
-        let checkpoint = district.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
         let n = batch.events.len() as u64;
+        let last = batch.events.last().and_then(|e| e.event.as_ref()).map_or(pos.cursor, |e| e.sequence);
         let mut request = pb::ApplyReplicaRequest {
             library: d.name.clone(),
             remote_library: batch.library.clone(),
-            after_sequence: cursor,
+            after_sequence: pos.cursor,
             head_sequence: batch.head_sequence,
             next_recorded_at: batch.next_recorded_at,
-            library_jwk_json: checkpoint.library_jwk_json.clone(),
             ..Default::default()
         };
-        if n > 0 {
-            let cp = checkpoint.checkpoint.clone().ok_or_else(|| anyhow::anyhow!("the district sent no checkpoint"))?;
-            let applied_size = replica.as_ref().map_or(0, |r| r.tree_size) + n;
-            if applied_size < cp.tree_size && applied_size > 0 {
-                request.proof_from_batch = district
-                    .get_consistency_proof(pb::GetConsistencyProofRequest {
-                        first_tree_size: applied_size,
-                        second_tree_size: cp.tree_size,
-                    })
-                    .await?
-                    .into_inner()
-                    .hashes;
-            }
-            let last = replica.as_ref().and_then(|r| r.checkpoint.as_ref()).map_or(0, |c| c.tree_size);
-            if last > 0 && last < cp.tree_size {
-                request.proof_from_last = district
-                    .get_consistency_proof(pb::GetConsistencyProofRequest {
-                        first_tree_size: last,
-                        second_tree_size: cp.tree_size,
-                    })
-                    .await?
-                    .into_inner()
-                    .hashes;
-            }
-            request.events = batch.events;
-            request.licences = batch.licences;
-            request.checkpoint = Some(cp);
+        let mut after =
+            Position { cursor: last, tree_size: pos.tree_size + n, caught_up: last >= batch.head_sequence, ..pos };
+        if n == 0 {
+            // A report of how far the district has gone; only for a replica that exists.
+            let exists = pos.cursor > 0 || pos.checkpoint_size > 0;
+            return Ok((exists.then_some(request), after));
         }
-        match self.issuance(&self.city).apply_replica(Request::new(request)).await {
-            Ok(r) => {
-                if let Some(r) = r.into_inner().replica {
-                    m.cursor.with_label_values(&[&d.name]).set(i64::try_from(r.cursor).unwrap_or(i64::MAX));
-                    m.lag_events.with_label_values(&[&d.name]).set(i64::try_from(r.lag_events).unwrap_or(i64::MAX));
-                    m.lag_seconds.with_label_values(&[&d.name]).set(r.lag_seconds);
-                }
-                if n > 0 {
-                    m.applied.with_label_values(&[&d.name]).inc_by(n);
-                    tracing::debug!(district = %d.name, events = n, "applied");
-                }
-                // An empty batch came after the district's long wait: go on.
-                Ok(true)
-            }
-            // Stopped (seen on the next step), or the cursor moved: read again.
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                tracing::warn!(district = %d.name, error = %s.message(), "the city did not apply the batch");
-                Ok(true)
-            }
-            Err(s) => Err(s.into()),
+        let checkpoint = district.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
+        let cp = checkpoint.checkpoint.ok_or_else(|| anyhow::anyhow!("the district sent no checkpoint"))?;
+        request.library_jwk_json = checkpoint.library_jwk_json;
+        if after.tree_size < cp.tree_size {
+            request.proof_from_batch = district
+                .get_consistency_proof(pb::GetConsistencyProofRequest {
+                    first_tree_size: after.tree_size,
+                    second_tree_size: cp.tree_size,
+                })
+                .await?
+                .into_inner()
+                .hashes;
         }
+        if pos.checkpoint_size > 0 && pos.checkpoint_size < cp.tree_size {
+            request.proof_from_last = district
+                .get_consistency_proof(pb::GetConsistencyProofRequest {
+                    first_tree_size: pos.checkpoint_size,
+                    second_tree_size: cp.tree_size,
+                })
+                .await?
+                .into_inner()
+                .hashes;
+        }
+        after.checkpoint_size = after.checkpoint_size.max(cp.tree_size);
+        request.events = batch.events;
+        request.licences = batch.licences;
+        request.checkpoint = Some(cp);
+        Ok((Some(request), after))
     }
 
     /// Records the district's published issuer keys on the city.

@@ -107,8 +107,8 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         issuance: l.issuance.clone(),
         verification: l.verification.clone(),
         exchange: l.exchange.clone(),
-            catalog: l.catalog.clone(),
-            signing: l.signing.clone(),
+        catalog: l.catalog.clone(),
+        signing: l.signing.clone(),
         area_codes: l.area_codes.clone(),
         issuers: l.issuers.clone(),
     }));
