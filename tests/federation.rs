@@ -119,23 +119,24 @@ struct Member {
 
 impl Member {
     async fn start(&mut self) -> anyhow::Result<SocketAddr> {
+        self.start_with(&[]).await
+    }
+
+    async fn start_with(&mut self, extra: &[String]) -> anyhow::Result<SocketAddr> {
         let url = self.db.url().context("PostgreSQL")?.to_owned();
-        let p = ServerProcess::start(
-            "zhengzhao",
-            &[
-                "serve".into(),
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--data-dir".into(),
-                self.dir.display().to_string(),
-                "--database-url".into(),
-                url,
-                "--library".into(),
-                self.name.clone(),
-            ],
-            &[],
-        )
-        .await?;
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            self.dir.display().to_string(),
+            "--database-url".into(),
+            url,
+            "--library".into(),
+            self.name.clone(),
+        ];
+        args.extend(extra.iter().cloned());
+        let p = ServerProcess::start("zhengzhao", &args, &[]).await?;
         let addr = p.addr;
         self.process = Some(p);
         Ok(addr)
@@ -617,5 +618,27 @@ async fn a_city_and_two_districts_survive_kills_partitions_and_a_rewritten_histo
             .libraries;
     let d1_member = members.iter().find(|l| l.name == "d1").context("d1 member")?;
     assert!(d1_member.sync_state.starts_with("stopped:"), "{d1_member:?}");
+
+    // The all-in-one city exposes the same surface: with d2 as its member,
+    // a read of a d2 licence at the city's own port is answered by d2, and
+    // a city read by the city.
+    city.kill().await;
+    city.start_with(&[
+        "--member".into(),
+        format!("d2={}", d2.url()),
+        "--member-issuers".into(),
+        format!("d2={OTHER_ISSUER}"),
+    ])
+    .await?;
+    let mut at_city = issuance_at(&city.url(), &admin)?;
+    let got = at_city.get_licence(issuance::GetLicenceRequest { identifier: ids2[4].clone() }).await?;
+    assert_eq!(got.metadata().get("zhengzhao-served-by").map(|v| v.to_str().unwrap_or("")), Some("d2"));
+    let members: Vec<gateway::Library> =
+        GatewayServiceClient::with_interceptor(channel(&city.url())?, BearerToken::new(&admin)?)
+            .list_libraries(gateway::ListLibrariesRequest {})
+            .await?
+            .into_inner()
+            .libraries;
+    assert_eq!(members.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), vec!["city", "d2"]);
     Ok(())
 }

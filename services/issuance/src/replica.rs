@@ -357,11 +357,30 @@ impl Issuance {
         }
         // Licences the batch concerns: from the batch, else already replicated.
         let mut jws_of: BTreeMap<&str, &str> = BTreeMap::new();
+        let concerned: BTreeSet<&str> = batch.events.iter().map(|e| e.event.identifier.as_str()).collect();
         for l in &batch.licences {
-            if LicenceId::parse_allowing_legacy(&l.identifier).is_err() {
+            let Ok(id) = LicenceId::parse_allowing_legacy(&l.identifier) else {
                 return Err(Rejected(format!("licence row with a malformed identifier {:?}", l.identifier)));
+            };
+            // Only rows the log vouches for: each concerned by an entry of
+            // the batch, its columns agreeing with its identifier, and its
+            // document exactly what its logged signature signed.
+            if !concerned.contains(l.identifier.as_str()) {
+                return Err(Rejected(format!("licence row {} comes with no entry of the batch", l.identifier)));
             }
-            jws_of.insert(&l.identifier, &l.jws);
+            if id.issuer().as_str() != l.issuer_code || u64::from(id.version()) != l.version {
+                return Err(Rejected(format!("licence row {} names another issuer or version", l.identifier)));
+            }
+            let signed = zhengzhao_crypto::jws::parse(&l.jws).map(|p| p.payload == l.document_json.as_bytes());
+            if !matches!(signed, Ok(true)) {
+                return Err(Rejected(format!(
+                    "licence row {}: the document is not what its signature signed",
+                    l.identifier
+                )));
+            }
+            if jws_of.insert(&l.identifier, &l.jws).is_some() {
+                return Err(Rejected(format!("licence row {} sent twice", l.identifier)));
+            }
         }
         let missing: BTreeSet<&str> =
             batch.events.iter().map(|e| e.event.identifier.as_str()).filter(|id| !jws_of.contains_key(id)).collect();
