@@ -381,4 +381,27 @@ mod tests {
         assert!(e.to_string().contains("shutdown_grace_seconds must be 0 to 600"), "{e}");
         assert!(Config::load_without_env(None, &serde_json::json!({"shutdown_grace_seconds": -1})).is_err());
     }
+
+    #[test]
+    fn library_names_and_members_are_checked() {
+        assert_eq!(Config::default().library, "city");
+        let c = Config::load_without_env(None, &serde_json::json!({"library": "d1"})).unwrap();
+        assert_eq!(c.library, "d1");
+        for bad in ["", "City", "d 1", "d1\n", &"x".repeat(65)] {
+            let e = Config::load_without_env(None, &serde_json::json!({"library": bad})).unwrap_err();
+            assert!(e.to_string().contains("library must be"), "{bad:?}: {e}");
+        }
+        let member = |extra: serde_json::Value| {
+            let mut m = serde_json::json!({"name": "d1", "address": "http://d1:7070"});
+            m.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            Config::load_without_env(None, &serde_json::json!({"gateway": {"libraries": [m]}}))
+        };
+        assert!(member(serde_json::json!({"area_codes": ["320102"], "issuers": ["91350100M000100Y43"]})).is_ok());
+        assert!(member(serde_json::json!({"area_codes": ["32a"]})).is_err());
+        assert!(member(serde_json::json!({"area_codes": ["3201020"]})).is_err());
+        assert!(member(serde_json::json!({"issuers": ["short"]})).is_err());
+        let twice = serde_json::json!({"gateway": {"libraries": [
+            {"name": "d1", "address": "http://a"}, {"name": "d1", "address": "http://b"}]}});
+        assert!(Config::load_without_env(None, &twice).is_err());
+    }
 }
