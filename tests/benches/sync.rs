@@ -246,13 +246,14 @@ async fn main() -> anyhow::Result<()> {
         let per_tick = (rate / 10).max(1) as usize;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut n = events;
+        let mut inflight = tokio::task::JoinSet::new();
         for _ in 0..seconds * 10 {
             tick.tick().await;
             let rows: Vec<_> = (n..n + per_tick).map(|k| row(&base, k)).collect();
             n += per_tick;
             let mut c = writer_lib_issuance.clone();
             let tx = tx.clone();
-            tokio::spawn(async move {
+            inflight.spawn(async move {
                 let r = c
                     .import_licences(tokio_stream::iter(vec![issuance::ImportLicencesRequest {
                         rows,
@@ -264,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             });
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        while inflight.join_next().await.is_some() {}
     });
     let mut committed: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut lags = Vec::new();
@@ -273,6 +274,7 @@ async fn main() -> anyhow::Result<()> {
     let steady = Instant::now();
     let mut accepted = 0u64;
     loop {
+        let writing_done = writer.is_finished();
         while let Ok(k) = rx.try_recv() {
             accepted += k;
         }
@@ -290,7 +292,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         applied_to = applied_to.max(c);
-        if writer.is_finished() && applied_to >= seen_head && committed.is_empty() {
+        if writing_done && applied_to >= seen_head && committed.is_empty() {
             break;
         }
         if steady.elapsed() > Duration::from_secs(seconds * 4 + 60) {

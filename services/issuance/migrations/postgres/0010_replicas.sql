@@ -8,6 +8,8 @@
 -- last verified checkpoint and the city's cosignature of it, and whether sync
 -- is stopped and why.
 ALTER TABLE licences ADD COLUMN origin_library TEXT;
+-- Which issuers a district keeps, without scanning the city's own licences.
+CREATE INDEX licences_replicated_issuer ON licences (issuer_code, origin_library) WHERE origin_library IS NOT NULL;
 ALTER TABLE licence_events ADD COLUMN origin_library TEXT;
 ALTER TABLE licence_events ADD COLUMN origin_sequence BIGINT;
 ALTER TABLE licence_events ADD COLUMN origin_log_index BIGINT;
