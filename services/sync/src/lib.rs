@@ -73,6 +73,8 @@ struct Position {
     checkpoint_size: u64,
     /// Whether the last read reached the district's head (the next one waits).
     caught_up: bool,
+    /// Whether the city holds a replica of the district (or one is on its way).
+    started: bool,
 }
 
 struct SyncMetrics {
@@ -217,6 +219,7 @@ impl SyncJob {
                 tree_size: r.tree_size,
                 checkpoint_size: r.checkpoint.as_ref().map_or(0, |c| c.tree_size),
                 caught_up: r.lag_events == 0,
+                started: true,
             };
         }
         m.stopped.with_label_values(&[&d.name]).set(0);
@@ -266,8 +269,9 @@ impl SyncJob {
     }
 
     /// Reads the batch after `pos` with the district's checkpoint and the
-    /// consistency proofs the city needs; `None` when there is nothing to
-    /// send (the replica does not exist yet and the district's feed is empty).
+    /// consistency proofs the city needs. With nothing new, a report of how
+    /// far the district has gone (or, on first contact with a district whose
+    /// feed is empty, its empty checkpoint, so the city pins its log key).
     async fn prepare(
         &self,
         d: &District,
@@ -296,15 +300,17 @@ impl SyncJob {
         };
         let mut after =
             Position { cursor: last, tree_size: pos.tree_size + n, caught_up: last >= batch.head_sequence, ..pos };
-        if n == 0 {
-            // A report of how far the district has gone; only for a replica that exists.
-            let exists = pos.cursor > 0 || pos.checkpoint_size > 0;
-            return Ok((exists.then_some(request), after));
+        after.started = true;
+        if n == 0 && pos.started {
+            // A report of how far the district has gone.
+            return Ok((Some(request), after));
         }
+        // Entries, or a first contact with a district whose feed is empty
+        // (the city pins its log key and shows it in the status at once).
         let checkpoint = district.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
         let cp = checkpoint.checkpoint.ok_or_else(|| anyhow::anyhow!("the district sent no checkpoint"))?;
         request.library_jwk_json = checkpoint.library_jwk_json;
-        if after.tree_size < cp.tree_size {
+        if after.tree_size > 0 && after.tree_size < cp.tree_size {
             request.proof_from_batch = district
                 .get_consistency_proof(pb::GetConsistencyProofRequest {
                     first_tree_size: after.tree_size,
