@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod consumers;
 pub mod fixtures;
 
 use std::sync::Arc;
