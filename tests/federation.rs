@@ -266,6 +266,18 @@ async fn city_matches(city: &str, district: &str, name: &str, token: &str) -> an
     Ok(!own.is_empty() && own == replica)
 }
 
+/// Waits until the city holds exactly the district's feed.
+async fn city_catches_up(
+    what: &str,
+    secs: u64,
+    city: &str,
+    district: &str,
+    name: &str,
+    token: &str,
+) -> anyhow::Result<()> {
+    eventually(what, secs, || city_matches(city, district, name, token)).await
+}
+
 fn draft(type_code: &str, serial: &str) -> issuance::LicenceDraft {
     let mut def = zhengzhao::examples::definition(ISSUER).expect("example definition");
     def.code = Some(type_code.to_owned());
@@ -458,12 +470,8 @@ async fn a_city_and_two_districts_survive_kills_partitions_and_a_rewritten_histo
     let ids2 = t2.await??;
     assert_eq!(ids1.len(), N);
     for (d, name) in [(&d1, "d1"), (&d2, "d2")] {
-        let (city_url, d_url, token) = (city.url(), d.url(), sync_token.clone());
-        eventually(&format!("the city holds all of {name}"), 120, move || {
-            let (c, u, t) = (city_url.clone(), d_url.clone(), token.clone());
-            async move { city_matches(&c, &u, name, &t).await }
-        })
-        .await?;
+        city_catches_up(&format!("the city holds all of {name}"), 120, &city.url(), &d.url(), name, &sync_token)
+            .await?;
     }
     // Writes went to the issuer's library, never to the city: everything
     // the city's own feed holds is a district's.
@@ -547,14 +555,8 @@ async fn a_city_and_two_districts_survive_kills_partitions_and_a_rewritten_histo
     assert_eq!(d2_line["serving"], false, "{text}");
     assert_eq!(members.status.code(), Some(3), "not every member serves");
     p2.heal();
-    {
-        let (city_url, d_url, token) = (city.url(), d2.url(), sync_token.clone());
-        eventually("the city catches up with d2 after the partition", 120, move || {
-            let (c, u, t) = (city_url.clone(), d_url.clone(), token.clone());
-            async move { city_matches(&c, &u, "d2", &t).await }
-        })
+    city_catches_up("the city catches up with d2 after the partition", 120, &city.url(), &d2.url(), "d2", &sync_token)
         .await?;
-    }
     let status = cli(&["sync", "status"], &admin, &city.url())?;
     assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stdout));
 
@@ -602,14 +604,7 @@ async fn a_city_and_two_districts_survive_kills_partitions_and_a_rewritten_histo
             idempotency_key: String::new(),
         })
         .await?;
-    {
-        let (city_url, d_url, token) = (city.url(), d2.url(), sync_token.clone());
-        eventually("d2 keeps syncing while d1 is stopped", 60, move || {
-            let (c, u, t) = (city_url.clone(), d_url.clone(), token.clone());
-            async move { city_matches(&c, &u, "d2", &t).await }
-        })
-        .await?;
-    }
+    city_catches_up("d2 keeps syncing while d1 is stopped", 60, &city.url(), &d2.url(), "d2", &sync_token).await?;
     let members: Vec<gateway::Library> =
         GatewayServiceClient::with_interceptor(channel(&gw_url)?, BearerToken::new(&admin)?)
             .list_libraries(gateway::ListLibrariesRequest {})

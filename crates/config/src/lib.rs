@@ -302,22 +302,15 @@ impl Config {
         if !(1..=3650).contains(&self.issuance.outage_backdate_days) {
             return Err(ConfigError::Invalid("issuance.outage_backdate_days must be 1 to 3650".into()));
         }
-        let name_ok = |n: &str| {
-            !n.is_empty()
-                && n.len() <= 64
-                && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        };
+        use zhengzhao_core::library::{LIBRARY_NAME_RULE, is_library_name as name_ok};
         if !name_ok(&self.library) {
-            return Err(ConfigError::Invalid(format!(
-                "library must be 1 to 64 of a-z, 0-9, - and _, got {:?}",
-                self.library
-            )));
+            return Err(ConfigError::Invalid(format!("library must be {LIBRARY_NAME_RULE}, got {:?}", self.library)));
         }
         let mut seen = std::collections::BTreeSet::new();
         for l in &self.gateway.libraries {
             if !name_ok(&l.name) || !seen.insert(l.name.as_str()) {
                 return Err(ConfigError::Invalid(format!(
-                    "gateway.libraries: {:?} is not a library name (1 to 64 of a-z, 0-9, - and _) or is named twice",
+                    "gateway.libraries: {:?} is not a library name ({LIBRARY_NAME_RULE}) or is named twice",
                     l.name
                 )));
             }

@@ -14,6 +14,7 @@ pub mod document;
 pub mod draft;
 pub mod holder;
 pub mod identifier;
+pub mod library;
 pub mod mod3736;
 pub mod page;
 pub mod record;

@@ -118,12 +118,14 @@ impl Replica {
     }
 }
 
-/// A library's name: 1–64 of `a-z 0-9 - _` (a district's name or its area code).
+/// Refuses what is not a library name.
 pub fn check_library_name(field: &str, name: &str) -> Result<(), ServiceError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok { Ok(()) } else { Err(ServiceError::invalid(field, "a library name: 1 to 64 of a-z, 0-9, - and _")) }
+    use zhengzhao_core::library::{LIBRARY_NAME_RULE, is_library_name};
+    if is_library_name(name) {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(field, format!("a library name: {LIBRARY_NAME_RULE}")))
+    }
 }
 
 /// Why a batch is refused as evidence of the district's history.

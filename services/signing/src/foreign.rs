@@ -47,11 +47,9 @@ impl Signing {
         keys: &[PublicKeyRecord],
     ) -> Result<u32, ServiceError> {
         authorize(who, &Action::ImportPublicKeys)?;
-        let name_ok = !library.is_empty()
-            && library.len() <= 64
-            && library.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !name_ok {
-            return Err(ServiceError::invalid("library", "a library name: 1 to 64 of a-z, 0-9, - and _"));
+        if !zhengzhao_core::library::is_library_name(library) {
+            let rule = zhengzhao_core::library::LIBRARY_NAME_RULE;
+            return Err(ServiceError::invalid("library", format!("a library name: {rule}")));
         }
         if keys.len() > MAX_IMPORTED_KEYS {
             return Err(ServiceError::invalid("keys", format!("at most {MAX_IMPORTED_KEYS}")));
