@@ -80,6 +80,7 @@ async fn batch(
         library_jwk_json: cp.library_jwk_json,
         proof_from_batch,
         proof_from_last: Vec::new(),
+        last_checkpoint_size: 0,
         head_sequence: b.head_sequence,
         next_recorded_at: b.next_recorded_at,
     })
@@ -114,7 +115,9 @@ async fn the_sync_job_replicates_a_district_and_the_city_checks_every_batch() ->
         let denied =
             client(&city, &admin)?.apply_replica(batch(&district, &sync, 0, 0).await?).await.expect_err("admin");
         assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{engine}");
-        client(&city, &admin)?.resume_replica(issuance::ResumeReplicaRequest { library: "d1".into() }).await?;
+        client(&city, &admin)?
+            .resume_replica(issuance::ResumeReplicaRequest { library: "d1".into(), repin_log_key: false })
+            .await?;
 
         // A batch whose document is not what was signed.
         let mut forged = batch(&district, &sync, 0, 0).await?;
@@ -124,7 +127,39 @@ async fn the_sync_job_replicates_a_district_and_the_city_checks_every_batch() ->
             replica(&city, &sync).await?.expect("replica").reason.contains("not what its signature signed"),
             "{engine}"
         );
-        client(&city, &admin)?.resume_replica(issuance::ResumeReplicaRequest { library: "d1".into() }).await?;
+        client(&city, &admin)?
+            .resume_replica(issuance::ResumeReplicaRequest { library: "d1".into(), repin_log_key: false })
+            .await?;
+
+        // A row whose indexed columns are not what its signed document says.
+        let mut forged = batch(&district, &sync, 0, 0).await?;
+        forged.licences[0].holder_id_number = "110101199003074477".into();
+        client(&city, &sync)?.apply_replica(forged).await.expect_err("forged holder column");
+        assert!(
+            replica(&city, &sync).await?.expect("replica").reason.contains("not what its signed document says"),
+            "{engine}"
+        );
+        client(&city, &admin)?
+            .resume_replica(issuance::ResumeReplicaRequest { library: "d1".into(), repin_log_key: false })
+            .await?;
+
+        // Another log key than the one pinned stops it; an administrator may
+        // have the next batch re-pin (the history checks still hold).
+        let mut forged = batch(&district, &sync, 0, 0).await?;
+        forged.library_jwk_json = client(&city, &sync)?
+            .get_checkpoint(issuance::GetCheckpointRequest {})
+            .await?
+            .into_inner()
+            .library_jwk_json;
+        client(&city, &sync)?.apply_replica(forged).await.expect_err("another log key");
+        assert!(replica(&city, &sync).await?.expect("replica").reason.contains("not the one pinned"), "{engine}");
+        let resumed = client(&city, &admin)?
+            .resume_replica(issuance::ResumeReplicaRequest { library: "d1".into(), repin_log_key: true })
+            .await?
+            .into_inner()
+            .replica
+            .expect("replica");
+        assert_eq!(resumed.library_jwk_json, "", "{engine}: the key is forgotten until the next batch");
 
         // The genuine batch applies once; the same batch again is refused (cursor).
         let good = batch(&district, &sync, 0, 0).await?;
@@ -197,5 +232,29 @@ async fn the_sync_job_replicates_a_district_and_the_city_checks_every_batch() ->
         assert_eq!(seqs(&copy), seqs(&own), "{engine}");
         running.abort();
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_district_cannot_take_over_an_issuer_the_city_keeps_itself() -> anyhow::Result<()> {
+    let city = Library::start(TestDb::sqlite()?).await?;
+    let district = Library::start_district(TestDb::sqlite()?, "d1", &city).await?;
+    let sync = city.token(Role::Sync, ADMIN);
+    // The same issuer has licences of its own on the city, and in the district.
+    let city_code = published_type(&city).await?;
+    issue(&city, {
+        let mut d = draft(&city_code);
+        d.serial = "CITYOWN1".into();
+        d
+    })
+    .await?;
+    let code = published_type(&district).await?;
+    issue(&district, draft(&code)).await?;
+    let refused = client(&city, &sync)?.apply_replica(batch(&district, &sync, 0, 0).await?).await.expect_err("taken");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    let r = replica(&city, &sync).await?.expect("replica");
+    assert_eq!(r.state, issuance::ReplicaState::Stopped as i32);
+    assert!(r.reason.contains("issuer") && r.reason.contains("the city's own"), "{}", r.reason);
+    assert_eq!(r.cursor, 0, "nothing applied");
     Ok(())
 }

@@ -96,6 +96,10 @@ pub const SERVED_BY_HEADER: &str = "zhengzhao-served-by";
 /// owning district did not: `DISTRICT; lag_events=N; lag_seconds=S`
 /// (lag unknown when the city could not say).
 pub const STALE_HEADER: &str = "zhengzhao-stale";
+/// Request header the gateway adds to every call it forwards: a library's
+/// front door serves such a call itself, and a gateway refuses it, so that
+/// a member misconfigured as a gateway cannot send calls round in a loop.
+pub const HOP_HEADER: &str = "zhengzhao-forwarded";
 /// How long a district has to answer a read before the city's replica does.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest routed request the gateway reads to find its identifier.
@@ -315,8 +319,11 @@ impl tower::Service<http::Request<axum::body::Body>> for FrontDoor {
     fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
         let route = ROUTES.iter().find(|(p, _)| *p == req.uri().path()).map(|(p, r)| (*p, *r));
         let mut local = self.local.clone();
+        let forwarded = req.headers().contains_key(HOP_HEADER);
         match route {
-            Some((path, route)) if route != Route::City || req.headers().contains_key(LIBRARY_HEADER) => {
+            Some((path, route))
+                if !forwarded && (route != Route::City || req.headers().contains_key(LIBRARY_HEADER)) =>
+            {
                 let mut front = Front { gateway: self.gateway.clone(), path, route, local: Some(local) };
                 tower::Service::call(&mut front, req)
             }
@@ -343,6 +350,12 @@ struct Front {
 struct IdentifierOnly {
     #[prost(string, tag = "1")]
     identifier: String,
+}
+
+/// Whether a unary gRPC request body's message is compressed (its owner
+/// cannot be read from it).
+fn compressed(body: &[u8]) -> bool {
+    body.first().is_some_and(|&flag| flag != 0)
 }
 
 /// The identifier in a unary gRPC request body, if it can be read.
@@ -387,7 +400,8 @@ impl Front {
         }
         let member = &self.gateway.upstreams[target];
         let mut channel = member.channel_for(self.path);
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        parts.headers.insert(HOP_HEADER, http::HeaderValue::from_static("1"));
         let upstream = http::Request::from_parts(parts, tonic::body::Body::new(body));
         std::future::poll_fn(|cx| tower::Service::poll_ready(&mut channel, cx))
             .await
@@ -412,6 +426,11 @@ impl Front {
             Ok(p) => p,
             Err(e) => return status_response(Status::unauthenticated(e.to_string())),
         };
+        if req.headers().contains_key(HOP_HEADER) {
+            return status_response(Status::failed_precondition(
+                "this call was already forwarded by a gateway: a member library is configured as a gateway (a loop)",
+            ));
+        }
         let named = req.headers().get(LIBRARY_HEADER).map(|v| v.to_str().unwrap_or("").to_owned());
         if let Some(name) = named {
             let Some(target) = self.gateway.upstreams.iter().position(|u| u.name == name) else {
@@ -442,6 +461,11 @@ impl Front {
                         )));
                     }
                 };
+                if compressed(&body) {
+                    return status_response(Status::unimplemented(
+                        "the gateway routes by the licence named in the request: send this method uncompressed",
+                    ));
+                }
                 let target = identifier_of(&body)
                     .and_then(|id| zhengzhao_core::LicenceId::parse_allowing_legacy(&id).ok())
                     .map_or(0, |id| self.gateway.owner_of_issuer(id.issuer().as_str()));

@@ -375,33 +375,13 @@ impl IssuanceService for IssuanceGrpc {
             }
             n => n as usize,
         };
-        let b = self.0.read_replica_feed(&who, r.after_sequence, r.limit, r.wait_seconds, library).await?;
-        // Entries in order until the answer would pass max_bytes (at least one).
-        use prost::Message as _;
-        let mut licences: std::collections::HashMap<&str, &pb::ReplicaLicence> =
-            b.licences.iter().map(|l| (l.identifier.as_str(), l)).collect();
-        let mut events = Vec::with_capacity(b.events.len());
-        let mut kept = Vec::new();
-        let mut size = 0;
-        let mut next_recorded_at = b.next_recorded_at;
-        for e in &b.events {
-            let wire = replica_event_to_wire(e);
-            let licence = licences.remove(e.event.identifier.as_str());
-            let add = wire.encoded_len() + licence.map_or(0, |l| l.encoded_len()) + 16;
-            if !events.is_empty() && size + add > max_bytes {
-                next_recorded_at = Some(e.event.recorded_at);
-                break;
-            }
-            size += add;
-            events.push(wire);
-            kept.extend(licence.cloned());
-        }
+        let b = self.0.read_replica_feed(&who, r.after_sequence, r.limit, r.wait_seconds, library, max_bytes).await?;
         Ok(Response::new(pb::ReadReplicaFeedResponse {
             library: b.library,
-            events,
-            licences: kept,
+            events: b.events.iter().map(replica_event_to_wire).collect(),
+            licences: b.licences,
             head_sequence: b.head_sequence,
-            next_recorded_at: next_recorded_at.map(timestamp),
+            next_recorded_at: b.next_recorded_at.map(timestamp),
         }))
     }
 
@@ -436,6 +416,7 @@ impl IssuanceService for IssuanceGrpc {
             library_jwk_json: r.library_jwk_json,
             proof_from_batch: hashes("proof_from_batch", r.proof_from_batch)?,
             proof_from_last: hashes("proof_from_last", r.proof_from_last)?,
+            last_checkpoint_size: r.last_checkpoint_size,
             head_sequence: r.head_sequence,
             next_recorded_at: r
                 .next_recorded_at
@@ -466,7 +447,7 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::ResumeReplicaResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        let replica = self.0.resume_replica(&who, &r.library).await?;
+        let replica = self.0.resume_replica(&who, &r.library, r.repin_log_key).await?;
         Ok(Response::new(pb::ResumeReplicaResponse { replica: Some(replica_to_wire(&replica)) }))
     }
 }

@@ -27,11 +27,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::Row;
 use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
-use zhengzhao_core::{EventRecord, LicenceId};
+use zhengzhao_core::{EventRecord, LicenceDocument, LicenceId, LicenceStatus};
 use zhengzhao_crypto::Es256PublicKey;
 use zhengzhao_crypto::merkle::{CompactRange, Hash, verify_consistency};
 use zhengzhao_crypto::translog::{Checkpoint, LogLeaf, verify_checkpoint};
 use zhengzhao_proto::ServiceError;
+use zhengzhao_proto::convert::stored_timestamp;
 use zhengzhao_proto::issuance::v1::ReplicaLicence;
 use zhengzhao_store::{format_time, now, parse_time};
 
@@ -75,6 +76,8 @@ pub struct ApplyBatch {
     pub library_jwk_json: String,
     pub proof_from_batch: Vec<Hash>,
     pub proof_from_last: Vec<Hash>,
+    /// The checkpoint size `proof_from_last` starts from (0: not said).
+    pub last_checkpoint_size: u64,
     pub head_sequence: u64,
     pub next_recorded_at: Option<OffsetDateTime>,
 }
@@ -128,8 +131,33 @@ pub fn check_library_name(field: &str, name: &str) -> Result<(), ServiceError> {
     }
 }
 
-/// Why a batch is refused as evidence of the district's history.
-struct Rejected(String);
+/// Why a batch is not applied: the district's evidence is refused (its
+/// sync stops, with the reason) or the city could not apply it now (the
+/// job retries; nothing about the district is concluded).
+enum Refusal {
+    Rejected(String),
+    Failed(ServiceError),
+}
+
+impl From<ServiceError> for Refusal {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            // A constraint of the city's database refused the district's data.
+            ServiceError::AlreadyExists(m) => Refusal::Rejected(m),
+            other => Refusal::Failed(other),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Refusal {
+    fn from(e: sqlx::Error) -> Self {
+        Refusal::Failed(e.into())
+    }
+}
+
+fn rejected<T>(reason: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal::Rejected(reason.into()))
+}
 
 /// What a verified batch leaves.
 struct Verified {
@@ -160,13 +188,8 @@ impl Issuance {
 
     /// Refuses issuing here for an issuer whose licences a district keeps.
     pub(crate) async fn refuse_district_issuer(&self, issuer: &str) -> Result<(), ServiceError> {
-        let district: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT origin_library FROM licences WHERE issuer_code = $1 AND origin_library IS NOT NULL LIMIT 1",
-        )
-        .bind(issuer)
-        .fetch_optional(&self.db.pool)
-        .await?;
-        match district.flatten() {
+        let mut conn = self.db.pool.acquire().await?;
+        match rows::issuer_keeper(&mut conn, issuer).await? {
             Some(d) => Err(ServiceError::FailedPrecondition(format!(
                 "issuer {issuer}'s licences are kept by district {d}: issue there"
             ))),
@@ -184,6 +207,7 @@ impl Issuance {
         limit: u32,
         wait_seconds: u32,
         library: Option<&str>,
+        max_bytes: usize,
     ) -> Result<ReplicaBatch, ServiceError> {
         authorize(who, &Action::ReadReplicaFeed)?;
         if let Some(l) = library {
@@ -207,10 +231,12 @@ impl Issuance {
                 self.wait_for_appends(left.min(std::time::Duration::from_millis(500))).await;
                 continue;
             }
-            let ids: BTreeSet<&str> = events.iter().map(|e| e.event.identifier.as_str()).collect();
-            let licences = rows::replica_licences(&mut conn, &ids).await?;
+            let (events, licences, cut_at) = within_bytes(&mut conn, events, max_bytes).await?;
             let last = events.last().map_or(after, |e| e.event.sequence);
-            let (head, next_recorded_at) = rows::feed_head(&mut conn, library, last).await?;
+            let (head, mut next_recorded_at) = rows::feed_head(&mut conn, library, last).await?;
+            if cut_at.is_some() {
+                next_recorded_at = cut_at;
+            }
             return Ok(ReplicaBatch {
                 library: library.unwrap_or(&self.library).to_owned(),
                 events,
@@ -232,14 +258,25 @@ impl Issuance {
     }
 
     /// Resumes a stopped district's sync from its cursor.
-    pub async fn resume_replica(&self, who: &Principal, library: &str) -> Result<Replica, ServiceError> {
+    /// With `repin_log_key`, the next batch pins the log key it comes with.
+    pub async fn resume_replica(
+        &self,
+        who: &Principal,
+        library: &str,
+        repin_log_key: bool,
+    ) -> Result<Replica, ServiceError> {
         authorize(who, &Action::ResumeReplica)?;
         check_library_name("library", library)?;
-        let mut conn = self.db.pool.acquire().await?;
-        if !rows::set_state(&mut conn, library, ReplicaState::Ok, "", now()).await? {
+        let mut tx = self.db.pool.begin().await?;
+        if !rows::set_state(&mut tx, library, ReplicaState::Ok, "", now()).await? {
             return Err(ServiceError::NotFound(format!("no replica of library {library}")));
         }
-        tracing::warn!(library, actor = %who.actor(), "district sync resumed");
+        if repin_log_key {
+            rows::forget_log_key(&mut tx, library).await?;
+        }
+        tx.commit().await?;
+        let mut conn = self.db.pool.acquire().await?;
+        tracing::warn!(library, actor = %who.actor(), repin_log_key, "district sync resumed");
         rows::replica(&mut conn, library).await?.ok_or_else(|| ServiceError::internal("replica vanished"))
     }
 
@@ -261,21 +298,21 @@ impl Issuance {
         }
         let at = now();
         let mut conn = self.db.pool.acquire().await?;
-        let current = rows::replica(&mut conn, &batch.library).await?;
-        drop(conn);
-        let current = match current {
-            Some(r) => r,
-            None => {
-                log_key(&batch.library_jwk_json)
-                    .map_err(|e| ServiceError::invalid("library_jwk_json", format!("not an ES256 public JWK: {e}")))?;
-                let mut conn = self.db.pool.acquire().await?;
+        let mut current = rows::replica(&mut conn, &batch.library).await?;
+        if current.as_ref().is_none_or(|r| r.library_jwk.is_empty()) {
+            // First contact, or an administrator had the key re-pinned.
+            log_key(&batch.library_jwk_json)
+                .map_err(|e| ServiceError::invalid("library_jwk_json", format!("not an ES256 public JWK: {e}")))?;
+            if current.is_none() {
                 rows::insert_replica(&mut conn, &batch.library, &batch.library_jwk_json, at).await?;
-                tracing::info!(library = %batch.library, "district replica started; its log key is pinned");
-                rows::replica(&mut conn, &batch.library)
-                    .await?
-                    .ok_or_else(|| ServiceError::internal("replica vanished"))?
+            } else {
+                rows::pin_log_key(&mut conn, &batch.library, &batch.library_jwk_json).await?;
             }
-        };
+            tracing::info!(library = %batch.library, "district log key pinned");
+            current = rows::replica(&mut conn, &batch.library).await?;
+        }
+        drop(conn);
+        let current = current.ok_or_else(|| ServiceError::internal("replica vanished"))?;
         if current.state == ReplicaState::Stopped {
             return Err(ServiceError::FailedPrecondition(format!(
                 "sync of {} is stopped: {}",
@@ -288,6 +325,13 @@ impl Issuance {
                 current.library, current.cursor, batch.after_sequence
             )));
         }
+        let last_size = current.checkpoint.as_ref().map_or(0, |c| c.tree_size);
+        if batch.last_checkpoint_size != 0 && batch.last_checkpoint_size != last_size {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "the city's last accepted checkpoint of {} has {last_size} leaves, not {}: read on from there",
+                current.library, batch.last_checkpoint_size
+            )));
+        }
         let Some(checkpoint_jws) = batch.checkpoint_jws.clone() else {
             if !batch.events.is_empty() {
                 return Err(ServiceError::invalid("checkpoint", "required with entries"));
@@ -298,44 +342,37 @@ impl Issuance {
                 .await?
                 .ok_or_else(|| ServiceError::internal("replica vanished"));
         };
-        let verified = match self.verify_batch(&current, &batch, &checkpoint_jws).await {
-            Ok(v) => v,
-            Err(Rejected(reason)) => {
-                let mut conn = self.db.pool.acquire().await?;
-                rows::set_state(&mut conn, &current.library, ReplicaState::Stopped, &reason, at).await?;
-                tracing::error!(library = %current.library, %reason, "district history rejected: sync of this district stopped");
-                return Err(ServiceError::FailedPrecondition(format!(
-                    "district {} history rejected, its sync is stopped: {reason}",
-                    current.library
-                )));
-            }
+        // The documents of entries whose licence the batch does not carry
+        // (held documents never change; checked again under the feed lock).
+        let missing: BTreeSet<&str> = {
+            let sent: BTreeSet<&str> = batch.licences.iter().map(|l| l.identifier.as_str()).collect();
+            batch.events.iter().map(|e| e.event.identifier.as_str()).filter(|id| !sent.contains(id)).collect()
         };
-        let cosignature = self.log.cosign(&verified.checkpoint);
+        let mut conn = self.db.pool.acquire().await?;
+        let held = rows::held_jws(&mut conn, &current.library, &missing).await?;
+        drop(conn);
+        // The checks against the district's log run on a blocking thread
+        // while the rows are written in a transaction, which commits only
+        // if they pass.
+        let batch = std::sync::Arc::new(batch);
+        let checks = tokio::task::spawn_blocking({
+            let (current, batch) = (current.clone(), batch.clone());
+            move || verify_batch(&current, &batch, &checkpoint_jws, &held)
+        });
         let mut tx = self.db.pool.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
-        if !rows::advance(
-            &mut tx,
-            &current,
-            &rows::Advance {
-                cursor: batch.events.last().map_or(current.cursor, |e| u64::try_from(e.event.sequence).unwrap_or(0)),
-                range: &verified.range,
-                checkpoint: &verified.checkpoint,
-                cosignature: &cosignature,
-                head_sequence: batch.head_sequence,
-                behind_since: batch.next_recorded_at,
-                applied: batch.events.len() as u64,
-                at,
-            },
-        )
-        .await?
-        {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "{} was applied or stopped concurrently: read the cursor again",
-                current.library
-            )));
-        }
-        rows::upsert_licences(&mut tx, &current.library, &batch.licences).await?;
-        rows::append_replica_events(&mut tx, &current.library, &batch.events, &batch.licences).await?;
+        let written = self.write_batch(&mut tx, &current, &batch, at).await;
+        let verified = checks.await.map_err(ServiceError::internal)?;
+        let verified = match (verified, written) {
+            (Err(Refusal::Rejected(reason)), _) | (Ok(_), Err(Refusal::Rejected(reason))) => {
+                drop(tx);
+                return self.stop(&current, reason).await;
+            }
+            (Err(Refusal::Failed(e)), _) | (Ok(_), Err(Refusal::Failed(e))) => return Err(e),
+            (Ok(verified), Ok(())) => verified,
+        };
+        let cosignature = self.log.cosign(&verified.checkpoint);
+        rows::record_verified(&mut tx, &current.library, &verified.range, &verified.checkpoint, &cosignature).await?;
         tx.commit().await?;
         if !batch.events.is_empty() {
             self.appended.notify_waiters();
@@ -344,135 +381,285 @@ impl Issuance {
         rows::replica(&mut conn, &current.library).await?.ok_or_else(|| ServiceError::internal("replica vanished"))
     }
 
-    /// Checks a batch against the district's log (see the module docs).
-    async fn verify_batch(&self, current: &Replica, batch: &ApplyBatch, jws: &str) -> Result<Verified, Rejected> {
-        if batch.library_jwk_json != current.library_jwk {
-            return Err(Rejected("the district's log key is not the one pinned when its sync started".into()));
-        }
-        let key =
-            log_key(&current.library_jwk).map_err(|e| Rejected(format!("the pinned log key is unreadable: {e}")))?;
-        let checkpoint = verify_checkpoint(jws, &key).map_err(|e| Rejected(format!("checkpoint: {e}")))?;
-        if let Some(last) = &current.checkpoint
-            && last.origin != checkpoint.origin
-        {
-            return Err(Rejected(format!("the checkpoint names log {:?}, not {:?}", checkpoint.origin, last.origin)));
-        }
-        // Licences the batch concerns: from the batch, else already replicated.
-        let mut jws_of: BTreeMap<&str, &str> = BTreeMap::new();
-        let concerned: BTreeSet<&str> = batch.events.iter().map(|e| e.event.identifier.as_str()).collect();
-        for l in &batch.licences {
-            let Ok(id) = LicenceId::parse_allowing_legacy(&l.identifier) else {
-                return Err(Rejected(format!("licence row with a malformed identifier {:?}", l.identifier)));
-            };
-            // Only rows the log vouches for: each concerned by an entry of
-            // the batch, its columns agreeing with its identifier, and its
-            // document exactly what its logged signature signed.
-            if !concerned.contains(l.identifier.as_str()) {
-                return Err(Rejected(format!("licence row {} comes with no entry of the batch", l.identifier)));
-            }
-            if id.issuer().as_str() != l.issuer_code || u64::from(id.version()) != l.version {
-                return Err(Rejected(format!("licence row {} names another issuer or version", l.identifier)));
-            }
-            let signed = zhengzhao_crypto::jws::parse(&l.jws).map(|p| p.payload == l.document_json.as_bytes());
-            if !matches!(signed, Ok(true)) {
-                return Err(Rejected(format!(
-                    "licence row {}: the document is not what its signature signed",
-                    l.identifier
-                )));
-            }
-            if jws_of.insert(&l.identifier, &l.jws).is_some() {
-                return Err(Rejected(format!("licence row {} sent twice", l.identifier)));
-            }
-        }
-        let missing: BTreeSet<&str> =
-            batch.events.iter().map(|e| e.event.identifier.as_str()).filter(|id| !jws_of.contains_key(id)).collect();
-        let mut conn = self.db.pool.acquire().await.map_err(|e| Rejected(format!("database: {e}")))?;
-        let held = rows::held_jws(&mut conn, &current.library, &missing)
-            .await
-            .map_err(|e| Rejected(format!("database: {e}")))?;
-        let owners = rows::owners(&mut conn, &batch.licences.iter().map(|l| l.identifier.as_str()).collect())
-            .await
-            .map_err(|e| Rejected(format!("database: {e}")))?;
-        drop(conn);
-        for (id, owner) in &owners {
-            if owner.as_deref() != Some(current.library.as_str()) {
-                let whose = owner.as_deref().map_or("the city's own".to_owned(), |o| format!("district {o}'s"));
-                return Err(Rejected(format!("licence {id} is {whose} here")));
-            }
-        }
-        let mut range = current.range.clone();
-        let mut cursor = current.cursor;
-        for e in &batch.events {
-            let seq = u64::try_from(e.event.sequence).unwrap_or(0);
-            if seq <= cursor {
-                return Err(Rejected(format!("entry {seq} does not follow {cursor}: the feed went back")));
-            }
-            cursor = seq;
-            if e.log_index != range.size() {
-                return Err(Rejected(format!(
-                    "entry {seq} has log index {} where the rebuilt log has {} leaves: an entry is missing or out of order",
-                    e.log_index,
-                    range.size()
-                )));
-            }
-            let jws = jws_of
-                .get(e.event.identifier.as_str())
-                .copied()
-                .or_else(|| held.get(&e.event.identifier).map(String::as_str))
-                .ok_or_else(|| {
-                    Rejected(format!("entry {seq} concerns licence {} that was never sent", e.event.identifier))
-                })?;
-            range.push(LogLeaf::of(&e.event, e.log_index, jws).hash());
-        }
-        if checkpoint.tree_size < range.size() {
-            return Err(Rejected(format!(
-                "the checkpoint covers {} leaves but the entries reach {}",
-                checkpoint.tree_size,
-                range.size()
-            )));
-        }
-        let prefix_ok = if checkpoint.tree_size == range.size() {
-            checkpoint.root_hash == range.root()
-        } else {
-            range.size() == 0
-                || verify_consistency(
-                    range.size(),
-                    checkpoint.tree_size,
-                    &range.root(),
-                    &checkpoint.root_hash,
-                    &batch.proof_from_batch,
-                )
-        };
-        if !prefix_ok {
-            return Err(Rejected(format!(
-                "the entries up to leaf {} do not rebuild the district's signed log (checkpoint of {} leaves): its history differs from what it logged",
-                range.size(),
-                checkpoint.tree_size
-            )));
-        }
-        if let Some(last) = &current.checkpoint {
-            let consistent = if checkpoint.tree_size < last.tree_size {
-                false
-            } else if checkpoint.tree_size == last.tree_size {
-                checkpoint.root_hash == last.root_hash
-            } else {
-                verify_consistency(
-                    last.tree_size,
-                    checkpoint.tree_size,
-                    &last.root_hash,
-                    &checkpoint.root_hash,
-                    &batch.proof_from_last,
-                )
-            };
-            if !consistent {
-                return Err(Rejected(format!(
-                    "the district's checkpoint of {} leaves is not consistent with the one of {} leaves the city accepted",
-                    checkpoint.tree_size, last.tree_size
-                )));
-            }
-        }
-        Ok(Verified { range, checkpoint })
+    /// Stops a district's sync with `reason` (its history or data refused).
+    async fn stop(&self, current: &Replica, reason: String) -> Result<Replica, ServiceError> {
+        let mut conn = self.db.pool.acquire().await?;
+        rows::set_state(&mut conn, &current.library, ReplicaState::Stopped, &reason, now()).await?;
+        tracing::error!(library = %current.library, %reason, "district batch refused: sync of this district stopped");
+        Err(ServiceError::FailedPrecondition(format!(
+            "district {} batch refused, its sync is stopped: {reason}",
+            current.library
+        )))
     }
+
+    /// Writes a batch in the caller's transaction (under the feed lock):
+    /// the cursor claimed first (a batch applied twice at once is refused),
+    /// the rows (only over this district's own, and never a different
+    /// document for a held identifier), the issuers it keeps, and the
+    /// entries in the city's feed and log.
+    async fn write_batch(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        current: &Replica,
+        batch: &ApplyBatch,
+        at: OffsetDateTime,
+    ) -> Result<(), Refusal> {
+        let claimed = rows::claim(
+            tx,
+            current,
+            &rows::Claim {
+                cursor: batch.events.last().map_or(current.cursor, |e| u64::try_from(e.event.sequence).unwrap_or(0)),
+                head_sequence: batch.head_sequence,
+                behind_since: batch.next_recorded_at,
+                applied: batch.events.len() as u64,
+                at,
+            },
+        )
+        .await?;
+        if !claimed {
+            return Err(Refusal::Failed(ServiceError::FailedPrecondition(format!(
+                "{} was applied or stopped concurrently: read the cursor again",
+                current.library
+            ))));
+        }
+        let library = current.library.as_str();
+        let sent: BTreeMap<&str, &str> =
+            batch.licences.iter().map(|l| (l.identifier.as_str(), l.jws.as_str())).collect();
+        let mut held = BTreeSet::new();
+        for (id, owner, jws) in rows::held(tx, &sent.keys().copied().collect()).await? {
+            if owner.as_deref() != Some(library) {
+                let whose = owner.as_deref().map_or("the city's own".to_owned(), |o| format!("district {o}'s"));
+                return rejected(format!("licence {id} is {whose} here"));
+            }
+            if sent.get(id.as_str()).is_some_and(|j| *j != jws) {
+                return rejected(format!("licence {id} comes with another document than the one held"));
+            }
+            held.insert(id);
+        }
+        let issuers: BTreeSet<&str> = batch.licences.iter().map(|l| l.issuer_code.as_str()).collect();
+        for issuer in issuers {
+            match rows::issuer_keeper(tx, issuer).await? {
+                Some(d) if d == library => {}
+                Some(d) => return rejected(format!("issuer {issuer}'s licences are kept by district {d}")),
+                None if rows::holds_own_licences_of(tx, issuer).await? => {
+                    return rejected(format!("issuer {issuer}'s licences are the city's own here"));
+                }
+                None => rows::register_issuer(tx, issuer, library, at).await?,
+            }
+        }
+        let written = rows::upsert_licences(tx, library, &batch.licences, &held).await?;
+        if written != batch.licences.len() as u64 {
+            return rejected(format!(
+                "{} of {} licence rows could not be written over what the city holds",
+                batch.licences.len() as u64 - written.min(batch.licences.len() as u64),
+                batch.licences.len()
+            ));
+        }
+        rows::append_replica_events(tx, library, &batch.events, &batch.licences).await?;
+        Ok(())
+    }
+}
+
+/// Checks a batch against the district's log (see the module docs).
+fn verify_batch(
+    current: &Replica,
+    batch: &ApplyBatch,
+    jws: &str,
+    held: &BTreeMap<String, String>,
+) -> Result<Verified, Refusal> {
+    let key = match log_key(&current.library_jwk) {
+        Ok(k) => k,
+        Err(e) => return rejected(format!("the pinned log key is unreadable: {e}")),
+    };
+    if log_key(&batch.library_jwk_json).ok().as_ref() != Some(&key) {
+        return rejected(
+            "the district's log key is not the one pinned (an administrator re-pins it with `zhengzhao sync resume --repin-log-key`)",
+        );
+    }
+    let checkpoint = verify_checkpoint(jws, &key).or_else(|e| rejected(format!("checkpoint: {e}")))?;
+    if let Some(last) = &current.checkpoint
+        && last.origin != checkpoint.origin
+    {
+        return rejected(format!("the checkpoint names log {:?}, not {:?}", checkpoint.origin, last.origin));
+    }
+    // Licences the batch concerns: from the batch, else already replicated.
+    let mut jws_of: BTreeMap<&str, &str> = BTreeMap::new();
+    let concerned: BTreeSet<&str> = batch.events.iter().map(|e| e.event.identifier.as_str()).collect();
+    for l in &batch.licences {
+        // Only rows the log vouches for: each concerned by an entry of
+        // the batch, its document exactly what its logged signature
+        // signed, and the columns the city indexes and answers from
+        // what that document says.
+        if !concerned.contains(l.identifier.as_str()) {
+            return rejected(format!("licence row {} comes with no entry of the batch", l.identifier));
+        }
+        if let Err(why) = check_licence_row(l) {
+            return rejected(format!("licence row {}: {why}", l.identifier));
+        }
+        if jws_of.insert(&l.identifier, &l.jws).is_some() {
+            return rejected(format!("licence row {} sent twice", l.identifier));
+        }
+    }
+    let mut range = current.range.clone();
+    let mut cursor = current.cursor;
+    for e in &batch.events {
+        let seq = u64::try_from(e.event.sequence).unwrap_or(0);
+        if seq <= cursor {
+            return rejected(format!("entry {seq} does not follow {cursor}: the feed went back"));
+        }
+        cursor = seq;
+        if e.log_index != range.size() {
+            return rejected(format!(
+                "entry {seq} has log index {} where the rebuilt log has {} leaves: an entry is missing or out of order",
+                e.log_index,
+                range.size()
+            ));
+        }
+        let jws = jws_of
+            .get(e.event.identifier.as_str())
+            .copied()
+            .or_else(|| held.get(&e.event.identifier).map(String::as_str))
+            .ok_or_else(|| {
+                Refusal::Rejected(format!("entry {seq} concerns licence {} that was never sent", e.event.identifier))
+            })?;
+        range.push(LogLeaf::of(&e.event, e.log_index, jws).hash());
+    }
+    if checkpoint.tree_size < range.size() {
+        return rejected(format!(
+            "the checkpoint covers {} leaves but the entries reach {}",
+            checkpoint.tree_size,
+            range.size()
+        ));
+    }
+    let prefix_ok = if checkpoint.tree_size == range.size() {
+        checkpoint.root_hash == range.root()
+    } else {
+        range.size() == 0
+            || verify_consistency(
+                range.size(),
+                checkpoint.tree_size,
+                &range.root(),
+                &checkpoint.root_hash,
+                &batch.proof_from_batch,
+            )
+    };
+    if !prefix_ok {
+        return rejected(format!(
+            "the entries up to leaf {} do not rebuild the district's signed log (checkpoint of {} leaves): its history differs from what it logged",
+            range.size(),
+            checkpoint.tree_size
+        ));
+    }
+    if let Some(last) = &current.checkpoint {
+        let consistent = if checkpoint.tree_size < last.tree_size {
+            false
+        } else if checkpoint.tree_size == last.tree_size {
+            checkpoint.root_hash == last.root_hash
+        } else {
+            verify_consistency(
+                last.tree_size,
+                checkpoint.tree_size,
+                &last.root_hash,
+                &checkpoint.root_hash,
+                &batch.proof_from_last,
+            )
+        };
+        if !consistent {
+            return rejected(format!(
+                "the district's checkpoint of {} leaves is not consistent with the one of {} leaves the city accepted",
+                checkpoint.tree_size, last.tree_size
+            ));
+        }
+    }
+    Ok(Verified { range, checkpoint })
+}
+
+/// The entries, in order, and the licences they concern, up to about
+/// `max_bytes` on the wire (at least one entry): licences are read a chunk
+/// at a time, so a batch cut short reads no more rows than it sends. Also
+/// when the first entry left out was recorded.
+async fn within_bytes(
+    conn: &mut sqlx::AnyConnection,
+    mut events: Vec<ReplicaEvent>,
+    max_bytes: usize,
+) -> Result<(Vec<ReplicaEvent>, Vec<ReplicaLicence>, Option<OffsetDateTime>), ServiceError> {
+    use prost::Message as _;
+    const CHUNK: usize = 256;
+    let mut seen = BTreeSet::new();
+    let order: Vec<String> =
+        events.iter().map(|e| e.event.identifier.clone()).filter(|id| seen.insert(id.clone())).collect();
+    let mut fetched: std::collections::HashMap<String, ReplicaLicence> = std::collections::HashMap::new();
+    let mut fetched_upto = 0;
+    let mut licences = Vec::new();
+    let mut sent = BTreeSet::new();
+    let mut size = 0;
+    for (i, e) in events.iter().enumerate() {
+        let id = e.event.identifier.as_str();
+        if !sent.contains(id) && !fetched.contains_key(id) && fetched_upto < order.len() {
+            let end = (fetched_upto + CHUNK).min(order.len());
+            let chunk: BTreeSet<&str> = order[fetched_upto..end].iter().map(String::as_str).collect();
+            fetched.extend(rows::replica_licences(conn, &chunk).await?.into_iter().map(|l| (l.identifier.clone(), l)));
+            fetched_upto = end;
+        }
+        let licence = if sent.contains(id) { None } else { fetched.remove(id) };
+        let wire =
+            zhengzhao_proto::issuance::v1::ReplicaEvent { event: Some((&e.event).into()), log_index: e.log_index };
+        let add = wire.encoded_len() + licence.as_ref().map_or(0, |l| l.encoded_len()) + 16;
+        if i > 0 && size + add > max_bytes {
+            let cut_at = Some(e.event.recorded_at);
+            events.truncate(i);
+            return Ok((events, licences, cut_at));
+        }
+        size += add;
+        if let Some(l) = licence {
+            sent.insert(l.identifier.clone());
+            licences.push(l);
+        }
+    }
+    Ok((events, licences, None))
+}
+
+/// Whether a district's licence row is what its signed document says: the
+/// identifier's parts, the document's fields the city indexes and answers
+/// from, and numbers and times the city can store.
+fn check_licence_row(l: &ReplicaLicence) -> Result<(), String> {
+    let id = LicenceId::parse_allowing_legacy(&l.identifier).map_err(|e| format!("malformed identifier: {e}"))?;
+    if id.issuer().as_str() != l.issuer_code
+        || id.type_code().as_str() != l.type_code
+        || id.serial() != l.serial
+        || u64::from(id.version()) != l.version
+    {
+        return Err("its issuer, type, serial or version is not its identifier's".into());
+    }
+    let signed = zhengzhao_crypto::jws::parse(&l.jws).map_err(|e| format!("unreadable signature: {e}"))?;
+    if signed.payload != l.document_json.as_bytes() {
+        return Err("the document is not what its signature signed".into());
+    }
+    let doc: LicenceDocument =
+        serde_json::from_str(&l.document_json).map_err(|e| format!("unreadable document: {e}"))?;
+    if doc.identifier != l.identifier
+        || doc.type_code != l.type_code
+        || doc.issuer.code != l.issuer_code
+        || doc.template_version != l.template_version
+        || doc.holder.id_type_code != l.holder_id_type
+        || doc.holder.id_number != l.holder_id_number
+        || doc.valid_until.as_deref().unwrap_or_default() != l.valid_until
+        || doc.replaces.as_deref().unwrap_or_default() != l.replaces
+    {
+        return Err("its columns are not what its signed document says".into());
+    }
+    if LicenceStatus::from_name(&l.status).is_none() {
+        return Err(format!("unknown status {:?}", l.status));
+    }
+    for (field, t) in [("recorded_at", &l.recorded_at), ("updated_at", &l.updated_at)] {
+        stored_timestamp(field, &t.unwrap_or_default()).map_err(|e| format!("{field}: {e}"))?;
+    }
+    for (field, other) in [("superseded_by", &l.superseded_by), ("successor_from", &l.successor_from)] {
+        if !other.is_empty() && LicenceId::parse_allowing_legacy(other).is_err() {
+            return Err(format!("{field} is not an identifier"));
+        }
+    }
+    Ok(())
 }
 
 /// A library's log key from its JWK.

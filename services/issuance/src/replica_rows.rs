@@ -253,12 +253,9 @@ pub(crate) async fn report_lag(
     Ok(())
 }
 
-/// Where a verified batch moves a replica.
-pub(crate) struct Advance<'a> {
+/// How far a batch moves a replica's cursor.
+pub(crate) struct Claim {
     pub cursor: u64,
-    pub range: &'a CompactRange,
-    pub checkpoint: &'a Checkpoint,
-    pub cosignature: &'a str,
     pub head_sequence: u64,
     pub behind_since: Option<OffsetDateTime>,
     pub applied: u64,
@@ -266,36 +263,52 @@ pub(crate) struct Advance<'a> {
 }
 
 /// Moves the cursor from where `current` read it; false if it moved meanwhile
-/// (another sync job) or the replica stopped.
-pub(crate) async fn advance(
-    conn: &mut AnyConnection,
-    current: &Replica,
-    a: &Advance<'_>,
-) -> Result<bool, ServiceError> {
+/// (another sync job) or the replica stopped. First in a batch's transaction,
+/// so that a batch applied twice at once is refused before it writes.
+pub(crate) async fn claim(conn: &mut AnyConnection, current: &Replica, c: &Claim) -> Result<bool, ServiceError> {
     let done = sqlx::query(
-        "UPDATE replicas SET cursor = $1, tree_size = $2, frontier = $3, checkpoint_origin = $4, checkpoint_size = $5,
-            checkpoint_root = $6, checkpoint_jws = $7, checkpoint_at = $8, cosignature = $9, head_sequence = $10,
-            behind_since = $11, events_applied = events_applied + $12, updated_at = $13
-         WHERE library = $14 AND cursor = $15 AND state = 'ok'",
+        "UPDATE replicas SET cursor = $1, head_sequence = $2, behind_since = $3,
+            events_applied = events_applied + $4, updated_at = $5
+         WHERE library = $6 AND cursor = $7 AND state = 'ok'",
     )
-    .bind(big(a.cursor, "cursor")?)
-    .bind(big(a.range.size(), "tree_size")?)
-    .bind(frontier_text(a.range))
-    .bind(&a.checkpoint.origin)
-    .bind(big(a.checkpoint.tree_size, "tree_size")?)
-    .bind(hex::encode(a.checkpoint.root_hash))
-    .bind(&a.checkpoint.jws)
-    .bind(checkpoint_time(a.checkpoint))
-    .bind(a.cosignature)
-    .bind(big(a.head_sequence.max(a.cursor), "head_sequence")?)
-    .bind(a.behind_since.map(format_time))
-    .bind(big(a.applied, "events")?)
-    .bind(format_time(a.at))
+    .bind(big(c.cursor, "cursor")?)
+    .bind(big(c.head_sequence.max(c.cursor), "head_sequence")?)
+    .bind(c.behind_since.map(format_time))
+    .bind(big(c.applied, "events")?)
+    .bind(format_time(c.at))
     .bind(&current.library)
     .bind(big(current.cursor, "cursor")?)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Records the district log the city has verified up to the claimed cursor:
+/// the rebuilt tree, the checkpoint and the city's cosignature of it.
+pub(crate) async fn record_verified(
+    conn: &mut AnyConnection,
+    library: &str,
+    range: &CompactRange,
+    checkpoint: &Checkpoint,
+    cosignature: &str,
+) -> Result<(), ServiceError> {
+    sqlx::query(
+        "UPDATE replicas SET tree_size = $1, frontier = $2, checkpoint_origin = $3, checkpoint_size = $4,
+            checkpoint_root = $5, checkpoint_jws = $6, checkpoint_at = $7, cosignature = $8
+         WHERE library = $9",
+    )
+    .bind(big(range.size(), "tree_size")?)
+    .bind(frontier_text(range))
+    .bind(&checkpoint.origin)
+    .bind(big(checkpoint.tree_size, "tree_size")?)
+    .bind(hex::encode(checkpoint.root_hash))
+    .bind(&checkpoint.jws)
+    .bind(checkpoint_time(checkpoint))
+    .bind(cosignature)
+    .bind(library)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The JWS of licences `library` already replicated here.
@@ -321,18 +334,20 @@ pub(crate) async fn held_jws(
     Ok(out)
 }
 
-/// Who holds each of the licences named that this library holds at all:
-/// `None` for its own, `Some(district)` for a replica.
-pub(crate) async fn owners(
+/// The licences named that this library holds at all: identifier, who
+/// keeps it (`None`: this library's own; `Some(district)`: a replica) and
+/// its JWS.
+pub(crate) async fn held(
     conn: &mut AnyConnection,
     ids: &BTreeSet<&str>,
-) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+) -> Result<Vec<(String, Option<String>, String)>, sqlx::Error> {
     let ids: Vec<&str> = ids.iter().copied().collect();
     let mut out = Vec::new();
     for part in ids.chunks(MAX_ROWS_PER_STATEMENT) {
         let marks: Vec<String> = (1..=part.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT identifier, origin_library FROM licences WHERE identifier IN ({})", marks.join(", "));
-        let mut q = sqlx::query_as::<_, (String, Option<String>)>(sqlx::AssertSqlSafe(sql));
+        let sql =
+            format!("SELECT identifier, origin_library, jws FROM licences WHERE identifier IN ({})", marks.join(", "));
+        let mut q = sqlx::query_as::<_, (String, Option<String>, String)>(sqlx::AssertSqlSafe(sql));
         for id in part {
             q = q.bind(*id);
         }
@@ -341,63 +356,142 @@ pub(crate) async fn owners(
     Ok(out)
 }
 
-/// Inserts or updates `library`'s licence rows as sent (only rows of that library).
+/// The district that keeps `issuer`'s licences here, if one does.
+pub(crate) async fn issuer_keeper(conn: &mut AnyConnection, issuer: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT library FROM replica_issuers WHERE issuer_code = $1")
+        .bind(issuer)
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+/// Whether this library holds licences of `issuer` as its own.
+pub(crate) async fn holds_own_licences_of(conn: &mut AnyConnection, issuer: &str) -> Result<bool, sqlx::Error> {
+    let any: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM licences WHERE issuer_code = $1 AND origin_library IS NULL LIMIT 1")
+            .bind(issuer)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(any.is_some())
+}
+
+/// Records that `library` keeps `issuer`'s licences.
+pub(crate) async fn register_issuer(
+    conn: &mut AnyConnection,
+    issuer: &str,
+    library: &str,
+    at: OffsetDateTime,
+) -> Result<(), ServiceError> {
+    sqlx::query("INSERT INTO replica_issuers (issuer_code, library, since) VALUES ($1, $2, $3)")
+        .bind(issuer)
+        .bind(library)
+        .bind(format_time(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(refused)?;
+    Ok(())
+}
+
+/// Pins `jwk` as a district's log key where none is pinned (after a re-pin).
+pub(crate) async fn pin_log_key(conn: &mut AnyConnection, library: &str, jwk: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE replicas SET library_jwk = $1 WHERE library = $2 AND library_jwk = ''")
+        .bind(jwk)
+        .bind(library)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Forgets a district's pinned log key (the next batch pins its own).
+pub(crate) async fn forget_log_key(conn: &mut AnyConnection, library: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE replicas SET library_jwk = '' WHERE library = $1").bind(library).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// A constraint the city's database enforces refused the batch: the
+/// district's data clashes with what is held here (ALREADY_EXISTS, which
+/// the apply turns into a stop), as distinct from a failure to retry.
+fn refused(e: sqlx::Error) -> ServiceError {
+    if zhengzhao_store::is_unique_violation(&e) {
+        ServiceError::AlreadyExists(format!("the city's database refuses it: {e}"))
+    } else {
+        e.into()
+    }
+}
+
+/// Inserts or updates `library`'s licence rows as sent (only rows of that
+/// library); the number of rows written. Rows not in `held` are plain
+/// inserts (most rows, catching up); the others update the state columns.
 pub(crate) async fn upsert_licences(
     conn: &mut AnyConnection,
     library: &str,
     licences: &[ReplicaLicence],
-) -> Result<(), ServiceError> {
+    held: &BTreeSet<String>,
+) -> Result<u64, ServiceError> {
+    let (old, new): (Vec<&ReplicaLicence>, Vec<&ReplicaLicence>) =
+        licences.iter().partition(|l| held.contains(&l.identifier));
     let columns = REPLICA_COLUMN_COUNT + 1;
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    for part in licences.chunks(MAX_ROWS_PER_STATEMENT / 2) {
-        let sql = format!(
-            "INSERT INTO licences ({REPLICA_COLUMNS}, origin_library) VALUES {}
-             ON CONFLICT (identifier) DO UPDATE SET status = excluded.status, valid_until = excluded.valid_until,
-                updated_at = excluded.updated_at, superseded_by = excluded.superseded_by,
-                successor_from = excluded.successor_from, reported_lost = excluded.reported_lost,
-                mortgaged = excluded.mortgaged, last_check_kind = excluded.last_check_kind,
-                last_check_result = excluded.last_check_result,
+    let mut written = 0;
+    for (rows, on_conflict) in [
+        (new, ""),
+        (
+            old,
+            " ON CONFLICT (identifier) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
+                superseded_by = excluded.superseded_by, successor_from = excluded.successor_from,
+                reported_lost = excluded.reported_lost, mortgaged = excluded.mortgaged,
+                last_check_kind = excluded.last_check_kind, last_check_result = excluded.last_check_result,
                 last_check_invalidates = excluded.last_check_invalidates
              WHERE licences.origin_library = excluded.origin_library",
-            values_list(part.len(), columns)
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for l in part {
-            let time = |t: &Option<prost_types::Timestamp>, f: &str| -> Result<String, ServiceError> {
-                Ok(format_time(stored_timestamp(f, &t.unwrap_or_default())?))
-            };
-            q = q
-                .bind(l.identifier.clone())
-                .bind(l.type_code.clone())
-                .bind(l.issuer_code.clone())
-                .bind(l.serial.clone())
-                .bind(big(l.version, "version")?)
-                .bind(i64::from(l.template_version))
-                .bind(l.holder_id_type.clone())
-                .bind(l.holder_id_number.clone())
-                .bind(l.status.clone())
-                .bind(opt(&l.valid_until))
-                .bind(l.document_json.clone())
-                .bind(l.jws.clone())
-                .bind(l.key_id.clone())
-                .bind(time(&l.recorded_at, "recorded_at")?)
-                .bind(time(&l.updated_at, "updated_at")?)
-                .bind(opt(&l.replaces))
-                .bind(opt(&l.superseded_by))
-                .bind(opt(&l.successor_from))
-                .bind(i64::from(l.reported_lost))
-                .bind(i64::from(l.mortgaged))
-                .bind(opt(&l.source_key))
-                .bind(i64::from(l.legacy_identifier))
-                .bind(opt(&l.standard_check))
-                .bind(opt(&l.last_check_kind))
-                .bind(opt(&l.last_check_result))
-                .bind(i64::from(l.last_check_invalidates))
-                .bind(library.to_owned());
+        ),
+    ] {
+        for part in rows.chunks(MAX_ROWS_PER_STATEMENT / 2) {
+            let sql = format!(
+                "INSERT INTO licences ({REPLICA_COLUMNS}, origin_library) VALUES {}{on_conflict}",
+                values_list(part.len(), columns)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for l in part {
+                q = bind_licence(q, l)?.bind(library.to_owned());
+            }
+            written += q.execute(&mut *conn).await.map_err(refused)?.rows_affected();
         }
-        q.execute(&mut *conn).await?;
     }
-    Ok(())
+    Ok(written)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds a licence row's columns in [`REPLICA_COLUMNS`] order.
+fn bind_licence<'q>(q: AnyQuery<'q>, l: &ReplicaLicence) -> Result<AnyQuery<'q>, ServiceError> {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let time = |t: &Option<prost_types::Timestamp>, f: &str| -> Result<String, ServiceError> {
+        Ok(format_time(stored_timestamp(f, &t.unwrap_or_default())?))
+    };
+    Ok(q.bind(l.identifier.clone())
+        .bind(l.type_code.clone())
+        .bind(l.issuer_code.clone())
+        .bind(l.serial.clone())
+        .bind(big(l.version, "version")?)
+        .bind(i64::from(l.template_version))
+        .bind(l.holder_id_type.clone())
+        .bind(l.holder_id_number.clone())
+        .bind(l.status.clone())
+        .bind(opt(&l.valid_until))
+        .bind(l.document_json.clone())
+        .bind(l.jws.clone())
+        .bind(l.key_id.clone())
+        .bind(time(&l.recorded_at, "recorded_at")?)
+        .bind(time(&l.updated_at, "updated_at")?)
+        .bind(opt(&l.replaces))
+        .bind(opt(&l.superseded_by))
+        .bind(opt(&l.successor_from))
+        .bind(i64::from(l.reported_lost))
+        .bind(i64::from(l.mortgaged))
+        .bind(opt(&l.source_key))
+        .bind(i64::from(l.legacy_identifier))
+        .bind(opt(&l.standard_check))
+        .bind(opt(&l.last_check_kind))
+        .bind(opt(&l.last_check_result))
+        .bind(i64::from(l.last_check_invalidates)))
 }
 
 /// Appends `library`'s entries to this library's feed and log, in order,
@@ -445,7 +539,7 @@ pub(crate) async fn append_replica_events(
                 .bind(e.sequence)
                 .bind(big(r.log_index, "log_index")?);
         }
-        q.execute(&mut *conn).await?;
+        q.execute(&mut *conn).await.map_err(refused)?;
     }
     translog::append(conn, start, &leaves).await
 }

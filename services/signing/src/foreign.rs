@@ -87,13 +87,26 @@ impl Signing {
                     k.key_id, k.issuer_code
                 )));
             }
+            let other: Option<String> =
+                sqlx::query_scalar("SELECT library FROM foreign_keys WHERE issuer_code = $1 AND library <> $2 LIMIT 1")
+                    .bind(&k.issuer_code)
+                    .bind(library)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(other) = other {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "issuer {} is keyed by district {other}, not {library}",
+                    k.issuer_code
+                )));
+            }
             let jwk = k.jwk.to_string();
-            let row =
-                sqlx::query("SELECT library, issuer_code, public_jwk, status FROM foreign_keys WHERE key_id = $1")
+            let row = sqlx::query(
+                "SELECT library, issuer_code, public_jwk, status, compromised_since FROM foreign_keys WHERE key_id = $1",
+            )
                     .bind(&k.key_id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let compromised = k.compromised_since.map(format_time);
+            let mut compromised = k.compromised_since.map(format_time);
             let retired = k.retired_at.map(format_time);
             match row {
                 None => {
@@ -137,6 +150,16 @@ impl Signing {
                             k.key_id,
                             held.name()
                         )));
+                    }
+                    // A compromise recorded here only moves earlier: a
+                    // district cannot shrink the span of signatures the
+                    // city distrusts.
+                    let held_since: Option<String> = row.try_get("compromised_since")?;
+                    let held_since = held_since.and_then(|t| zhengzhao_store::parse_time(&t));
+                    if let (Some(held), Some(sent)) = (held_since, k.compromised_since)
+                        && held < sent
+                    {
+                        compromised = Some(format_time(held));
                     }
                     let done = sqlx::query(
                         "UPDATE foreign_keys SET status = $1, retired_at = $2, compromised_since = $3, imported_at = $4

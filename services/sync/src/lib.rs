@@ -83,6 +83,7 @@ struct SyncMetrics {
     stopped: IntGaugeVec,
     applied: IntCounterVec,
     cursor: IntGaugeVec,
+    keys_refused: IntGaugeVec,
 }
 
 static METRICS: LazyLock<SyncMetrics> = LazyLock::new(|| {
@@ -121,8 +122,17 @@ static METRICS: LazyLock<SyncMetrics> = LazyLock::new(|| {
         &["district"],
     )
     .expect("static metric definition");
+    let keys_refused = IntGaugeVec::new(
+        prometheus::Opts::new(
+            "zhengzhao_sync_keys_refused",
+            "1 when the city refused the district's issuer keys at the last attempt (its licences then do not verify on the city)",
+        ),
+        &["district"],
+    )
+    .expect("static metric definition");
     for m in [
         Box::new(lag_events.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(keys_refused.clone()),
         Box::new(lag_seconds.clone()),
         Box::new(stopped.clone()),
         Box::new(applied.clone()),
@@ -130,7 +140,7 @@ static METRICS: LazyLock<SyncMetrics> = LazyLock::new(|| {
     ] {
         let _ = registry.register(m);
     }
-    SyncMetrics { lag_events, lag_seconds, stopped, applied, cursor }
+    SyncMetrics { lag_events, lag_seconds, stopped, applied, cursor, keys_refused }
 });
 
 impl SyncJob {
@@ -227,7 +237,16 @@ impl SyncJob {
         let mut next = self.prepare(d, pos).await?;
         loop {
             if keys_at.is_none_or(|t| t.elapsed() >= self.refresh) {
-                self.bring_keys(d).await?;
+                // Keys refused or unreachable do not hold up the entries
+                // (the log checks do not depend on them); the failure is
+                // logged and shown, and tried again after `refresh`.
+                match self.bring_keys(d).await {
+                    Ok(()) => m.keys_refused.with_label_values(&[&d.name]).set(0),
+                    Err(e) => {
+                        m.keys_refused.with_label_values(&[&d.name]).set(1);
+                        tracing::error!(district = %d.name, error = %format!("{e:#}"), "the district's issuer keys were not recorded on the city: its licences will not verify there until they are");
+                    }
+                }
                 *keys_at = Some(tokio::time::Instant::now());
             }
             let (request, after) = next;
@@ -298,8 +317,14 @@ impl SyncJob {
             next_recorded_at: batch.next_recorded_at,
             ..Default::default()
         };
-        let mut after =
-            Position { cursor: last, tree_size: pos.tree_size + n, caught_up: last >= batch.head_sequence, ..pos };
+        // Nothing read (or nothing readable) counts as caught up: the next
+        // read long-polls instead of asking again at once.
+        let mut after = Position {
+            cursor: last,
+            tree_size: pos.tree_size + n,
+            caught_up: n == 0 || last >= batch.head_sequence,
+            ..pos
+        };
         after.started = true;
         if n == 0 && pos.started {
             // A report of how far the district has gone.
@@ -310,6 +335,7 @@ impl SyncJob {
         let checkpoint = district.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
         let cp = checkpoint.checkpoint.ok_or_else(|| anyhow::anyhow!("the district sent no checkpoint"))?;
         request.library_jwk_json = checkpoint.library_jwk_json;
+        request.last_checkpoint_size = pos.checkpoint_size;
         if after.tree_size > 0 && after.tree_size < cp.tree_size {
             request.proof_from_batch = district
                 .get_consistency_proof(pb::GetConsistencyProofRequest {

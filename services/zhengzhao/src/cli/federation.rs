@@ -74,6 +74,11 @@ enum SyncCommand {
     Resume {
         #[arg(long)]
         district: String,
+        /// Forget the district's pinned log key: the next batch pins the key
+        /// it comes with (after the district replaced its log key). The
+        /// history checks go on from the last checkpoint the city accepted.
+        #[arg(long)]
+        repin_log_key: bool,
     },
     /// Check the city's (--server) replica of a district against the
     /// district's own log: every entry, rebuilt into leaves in order, must
@@ -123,9 +128,13 @@ pub async fn run(client: &ClientArgs, args: SyncArgs) -> anyhow::Result<ExitCode
     match args.command {
         None => run_job(client, args.run).await,
         Some(SyncCommand::Status { district }) => status(client, district).await,
-        Some(SyncCommand::Resume { district }) => {
+        Some(SyncCommand::Resume { district, repin_log_key }) => {
             let c = Client::connect(client).await?;
-            let r = c.issuance().resume_replica(pb::ResumeReplicaRequest { library: district }).await?.into_inner();
+            let r = c
+                .issuance()
+                .resume_replica(pb::ResumeReplicaRequest { library: district, repin_log_key })
+                .await?
+                .into_inner();
             print_json_line(&replica_view(&r.replica.unwrap_or_default()))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -259,7 +268,8 @@ async fn audit(client: &ClientArgs, district: &str) -> anyhow::Result<ExitCode> 
     let mut jws_of = std::collections::HashMap::new();
     let mut problems = Vec::new();
     let witnessed = replica.checkpoint.as_ref().map_or(0, |c| c.tree_size);
-    loop {
+    // The entries up to the cursor listed (sync may go on meanwhile).
+    'pages: loop {
         let page = issuance
             .read_replica_feed(pb::ReadReplicaFeedRequest {
                 after_sequence: after,
@@ -278,6 +288,9 @@ async fn audit(client: &ClientArgs, district: &str) -> anyhow::Result<ExitCode> 
         }
         for e in page.events {
             let event = e.event.context("an entry without its event")?;
+            if event.sequence > replica.cursor {
+                break 'pages;
+            }
             if event.sequence <= after {
                 problems.push(format!("entry {} follows {after}: out of order or twice", event.sequence));
             }
@@ -299,10 +312,23 @@ async fn audit(client: &ClientArgs, district: &str) -> anyhow::Result<ExitCode> 
         }
     }
     let n = range.size();
-    // The district's log, now: our rebuilt prefix must be consistent with it.
+    if n != replica.tree_size || after != replica.cursor {
+        problems.push(format!(
+            "the city holds {n} entries up to sequence {after} but says it verified {} up to {}",
+            replica.tree_size, replica.cursor
+        ));
+    }
+    // The district's log, now, under the key the city pinned: our rebuilt
+    // prefix must be consistent with it.
     let cp = remote.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
-    let key: serde_json::Value = serde_json::from_str(&cp.library_jwk_json).context("the district's log key")?;
-    let key = zhengzhao_crypto::Es256PublicKey::from_jwk(&key).context("the district's log key")?;
+    let pinned: serde_json::Value = serde_json::from_str(&replica.library_jwk_json).context("the pinned log key")?;
+    let key = zhengzhao_crypto::Es256PublicKey::from_jwk(&pinned).context("the pinned log key")?;
+    let presented = serde_json::from_str(&cp.library_jwk_json)
+        .ok()
+        .and_then(|k: serde_json::Value| zhengzhao_crypto::Es256PublicKey::from_jwk(&k).ok());
+    if presented.as_ref() != Some(&key) {
+        problems.push("the district presents another log key than the one the city pinned".into());
+    }
     let checkpoint = verify_checkpoint(&cp.checkpoint.context("no checkpoint")?.jws, &key)
         .map_err(|e| anyhow::anyhow!("the district's checkpoint: {e}"))?;
     if checkpoint.tree_size < n {
