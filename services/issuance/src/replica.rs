@@ -299,7 +299,9 @@ impl Issuance {
         let at = now();
         let mut conn = self.db.pool.acquire().await?;
         let mut current = rows::replica(&mut conn, &batch.library).await?;
-        if current.as_ref().is_none_or(|r| r.library_jwk.is_empty()) {
+        // Only a batch with the district's checkpoint pins its key (a report
+        // of lag carries none).
+        if batch.checkpoint_jws.is_some() && current.as_ref().is_none_or(|r| r.library_jwk.is_empty()) {
             // First contact, or an administrator had the key re-pinned.
             log_key(&batch.library_jwk_json)
                 .map_err(|e| ServiceError::invalid("library_jwk_json", format!("not an ES256 public JWK: {e}")))?;

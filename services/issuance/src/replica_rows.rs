@@ -269,7 +269,8 @@ pub(crate) async fn claim(conn: &mut AnyConnection, current: &Replica, c: &Claim
     let done = sqlx::query(
         "UPDATE replicas SET cursor = $1, head_sequence = $2, behind_since = $3,
             events_applied = events_applied + $4, updated_at = $5
-         WHERE library = $6 AND cursor = $7 AND state = 'ok'",
+         WHERE library = $6 AND cursor = $7 AND state = 'ok' AND COALESCE(checkpoint_size, 0) = $8
+            AND tree_size = $9 AND library_jwk = $10",
     )
     .bind(big(c.cursor, "cursor")?)
     .bind(big(c.head_sequence.max(c.cursor), "head_sequence")?)
@@ -278,6 +279,9 @@ pub(crate) async fn claim(conn: &mut AnyConnection, current: &Replica, c: &Claim
     .bind(format_time(c.at))
     .bind(&current.library)
     .bind(big(current.cursor, "cursor")?)
+    .bind(big(current.checkpoint.as_ref().map_or(0, |c| c.tree_size), "checkpoint_size")?)
+    .bind(big(current.range.size(), "tree_size")?)
+    .bind(&current.library_jwk)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -411,7 +415,12 @@ pub(crate) async fn forget_log_key(conn: &mut AnyConnection, library: &str) -> R
 /// district's data clashes with what is held here (ALREADY_EXISTS, which
 /// the apply turns into a stop), as distinct from a failure to retry.
 fn refused(e: sqlx::Error) -> ServiceError {
-    if zhengzhao_store::is_unique_violation(&e) {
+    // A constraint (unique, foreign key, not null, check), or on PostgreSQL
+    // a value it cannot store (SQLSTATE class 22, e.g. a NUL in a text).
+    let refusal = e.as_database_error().is_some_and(|d| {
+        !matches!(d.kind(), sqlx::error::ErrorKind::Other) || d.code().is_some_and(|c| c.starts_with("22"))
+    });
+    if refusal || zhengzhao_store::is_unique_violation(&e) {
         ServiceError::AlreadyExists(format!("the city's database refuses it: {e}"))
     } else {
         e.into()
