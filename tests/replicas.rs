@@ -28,6 +28,15 @@ async fn replica(city: &Library, token: &str) -> anyhow::Result<Option<issuance:
         .next())
 }
 
+/// An administrator resumes d1's sync (with `repin`, forgetting its log key).
+async fn resume(city: &Library, admin: &str, repin: bool) -> anyhow::Result<issuance::Replica> {
+    let r = client(city, admin)?
+        .resume_replica(issuance::ResumeReplicaRequest { library: "d1".into(), repin_log_key: repin })
+        .await?
+        .into_inner();
+    r.replica.ok_or_else(|| anyhow::anyhow!("no replica in the answer"))
+}
+
 async fn read(
     lib: &Library,
     token: &str,
@@ -115,9 +124,7 @@ async fn the_sync_job_replicates_a_district_and_the_city_checks_every_batch() ->
         let denied =
             client(&city, &admin)?.apply_replica(batch(&district, &sync, 0, 0).await?).await.expect_err("admin");
         assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{engine}");
-        client(&city, &admin)?
-            .resume_replica(issuance::ResumeReplicaRequest { library: "d1".into(), repin_log_key: false })
-            .await?;
+        resume(&city, &admin, false).await?;
 
         // A batch whose document is not what was signed.
         let mut forged = batch(&district, &sync, 0, 0).await?;
@@ -127,9 +134,7 @@ async fn the_sync_job_replicates_a_district_and_the_city_checks_every_batch() ->
             replica(&city, &sync).await?.expect("replica").reason.contains("not what its signature signed"),
             "{engine}"
         );
-        client(&city, &admin)?
-            .resume_replica(issuance::ResumeReplicaRequest { library: "d1".into(), repin_log_key: false })
-            .await?;
+        resume(&city, &admin, false).await?;
 
         // A row whose indexed columns are not what its signed document says.
         let mut forged = batch(&district, &sync, 0, 0).await?;
@@ -139,9 +144,7 @@ async fn the_sync_job_replicates_a_district_and_the_city_checks_every_batch() ->
             replica(&city, &sync).await?.expect("replica").reason.contains("not what its signed document says"),
             "{engine}"
         );
-        client(&city, &admin)?
-            .resume_replica(issuance::ResumeReplicaRequest { library: "d1".into(), repin_log_key: false })
-            .await?;
+        resume(&city, &admin, false).await?;
 
         // Another log key than the one pinned stops it; an administrator may
         // have the next batch re-pin (the history checks still hold).
@@ -153,12 +156,7 @@ async fn the_sync_job_replicates_a_district_and_the_city_checks_every_batch() ->
             .library_jwk_json;
         client(&city, &sync)?.apply_replica(forged).await.expect_err("another log key");
         assert!(replica(&city, &sync).await?.expect("replica").reason.contains("not the one pinned"), "{engine}");
-        let resumed = client(&city, &admin)?
-            .resume_replica(issuance::ResumeReplicaRequest { library: "d1".into(), repin_log_key: true })
-            .await?
-            .into_inner()
-            .replica
-            .expect("replica");
+        let resumed = resume(&city, &admin, true).await?;
         assert_eq!(resumed.library_jwk_json, "", "{engine}: the key is forgotten until the next batch");
 
         // The genuine batch applies once; the same batch again is refused (cursor).

@@ -351,19 +351,19 @@ impl Issuance {
             batch.events.iter().map(|e| e.event.identifier.as_str()).filter(|id| !sent.contains(id)).collect()
         };
         let mut conn = self.db.pool.acquire().await?;
-        let held = rows::held_jws(&mut conn, &current.library, &missing).await?;
+        let held = std::sync::Arc::new(rows::held_jws(&mut conn, &current.library, &missing).await?);
         drop(conn);
         // The checks against the district's log run on a blocking thread
         // while the rows are written in a transaction, which commits only
         // if they pass.
         let batch = std::sync::Arc::new(batch);
         let checks = tokio::task::spawn_blocking({
-            let (current, batch) = (current.clone(), batch.clone());
+            let (current, batch, held) = (current.clone(), batch.clone(), held.clone());
             move || verify_batch(&current, &batch, &checkpoint_jws, &held)
         });
         let mut tx = self.db.pool.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
-        let written = self.write_batch(&mut tx, &current, &batch, at).await;
+        let written = self.write_batch(&mut tx, &current, &batch, &held, at).await;
         let verified = checks.await.map_err(ServiceError::internal)?;
         let verified = match (verified, written) {
             (Err(Refusal::Rejected(reason)), _) | (Ok(_), Err(Refusal::Rejected(reason))) => {
@@ -404,6 +404,7 @@ impl Issuance {
         tx: &mut sqlx::AnyConnection,
         current: &Replica,
         batch: &ApplyBatch,
+        held_jws: &BTreeMap<String, String>,
         at: OffsetDateTime,
     ) -> Result<(), Refusal> {
         let claimed = rows::claim(
@@ -457,7 +458,7 @@ impl Issuance {
                 batch.licences.len()
             ));
         }
-        rows::append_replica_events(tx, library, &batch.events, &batch.licences).await?;
+        rows::append_replica_events(tx, library, &batch.events, &batch.licences, held_jws).await?;
         Ok(())
     }
 }

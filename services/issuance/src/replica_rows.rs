@@ -505,19 +505,20 @@ fn bind_licence<'q>(q: AnyQuery<'q>, l: &ReplicaLicence) -> Result<AnyQuery<'q>,
 
 /// Appends `library`'s entries to this library's feed and log, in order,
 /// with their origin sequence and log index (the caller holds the feed lock).
+/// Each entry's licence document comes from the batch, else from `held`
+/// (the documents of `library`'s licences already here that entries name).
 pub(crate) async fn append_replica_events(
     conn: &mut AnyConnection,
     library: &str,
     events: &[ReplicaEvent],
     licences: &[ReplicaLicence],
+    held: &BTreeMap<String, String>,
 ) -> Result<(), ServiceError> {
     if events.is_empty() {
         return Ok(());
     }
-    let mut jws_of: BTreeMap<String, String> = licences.iter().map(|l| (l.identifier.clone(), l.jws.clone())).collect();
-    let missing: BTreeSet<&str> =
-        events.iter().map(|e| e.event.identifier.as_str()).filter(|id| !jws_of.contains_key(*id)).collect();
-    jws_of.extend(held_jws(conn, library, &missing).await?);
+    let mut jws_of: BTreeMap<&str, &str> = held.iter().map(|(id, jws)| (id.as_str(), jws.as_str())).collect();
+    jws_of.extend(licences.iter().map(|l| (l.identifier.as_str(), l.jws.as_str())));
     const COLUMNS: &str = "identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, \
         recorded_at, log_index, origin_library, origin_sequence, origin_log_index";
     const COUNT: usize = 13;
@@ -530,7 +531,7 @@ pub(crate) async fn append_replica_events(
             let e = &r.event;
             let index = start + (i * (MAX_ROWS_PER_STATEMENT / 2) + j) as u64;
             let jws = jws_of
-                .get(&e.identifier)
+                .get(e.identifier.as_str())
                 .ok_or_else(|| ServiceError::internal(format!("no licence {} for a replicated entry", e.identifier)))?;
             leaves.push(LogLeaf::of(e, index, jws).hash());
             q = q
