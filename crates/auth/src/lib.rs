@@ -88,7 +88,7 @@ pub const PERSON_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from
 pub const HOLDER_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// Longest life of a sync peer's token: a machine job between libraries.
 pub const SYNC_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(31 * 86400);
-/// Longest life of a service's own token (minted per call).
+/// Longest life of a service's own token (each is sent for two minutes).
 pub const SERVICE_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
 /// The longest lifetime any role's token may have.
 pub const LONGEST_TOKEN_LIFETIME: std::time::Duration = SYNC_TOKEN_LIFETIME;
@@ -244,30 +244,50 @@ impl tonic::service::Interceptor for BearerToken {
 }
 
 /// Credentials a service sends on its own outbound calls (split deployment):
-/// a short-lived token for its service role, minted per call with the
-/// service's own credential key (`kid` "service:NAME").
+/// a short-lived token for its service role, minted with the service's own
+/// credential key (`kid` "service:NAME") and reused for a while (so the
+/// receiving side verifies it once, not on every call).
 #[derive(Clone)]
 pub struct ServiceCredentials {
     authority: std::sync::Arc<TokenAuthority>,
     name: ServiceName,
     agency: String,
+    current: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, tonic::metadata::MetadataValue<tonic::metadata::Ascii>)>>>,
 }
+
+/// How long a service token this process mints lives.
+const SERVICE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long one service token is sent before a fresh one is minted: well
+/// inside its lifetime, so it never arrives expired.
+const SERVICE_TOKEN_REUSE: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl ServiceCredentials {
     pub fn new(authority: std::sync::Arc<TokenAuthority>, name: ServiceName, library_agency: &str) -> Self {
-        ServiceCredentials { authority, name, agency: library_agency.to_owned() }
+        ServiceCredentials { authority, name, agency: library_agency.to_owned(), current: Default::default() }
+    }
+
+    fn header(&self) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, tonic::Status> {
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((minted, value)) = current.as_ref()
+            && minted.elapsed() < SERVICE_TOKEN_REUSE
+        {
+            return Ok(value.clone());
+        }
+        let token = self
+            .authority
+            .mint(&self.agency, Role::Service(self.name), SERVICE_TOKEN_TTL)
+            .map_err(|e| tonic::Status::internal(format!("cannot mint service token: {e}")))?;
+        let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("service token is not a valid header"))?;
+        *current = Some((std::time::Instant::now(), value.clone()));
+        Ok(value)
     }
 }
 
 impl tonic::service::Interceptor for ServiceCredentials {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let token = self
-            .authority
-            .mint(&self.agency, Role::Service(self.name), std::time::Duration::from_secs(300))
-            .map_err(|e| tonic::Status::internal(format!("cannot mint service token: {e}")))?;
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| tonic::Status::internal("service token is not a valid header"))?;
+        let value = self.header()?;
         req.metadata_mut().insert("authorization", value);
         Ok(req)
     }

@@ -22,6 +22,8 @@ pub enum Action<'a> {
     SignDocument { issuer: &'a str },
     /// Read public keys.
     ReadPublicKeys,
+    /// Watch the signing service's key events (public-key caches).
+    WatchKeyEvents,
     /// Create, rotate, retire or mark compromised an issuer key.
     ManageKeys,
     /// Read the transparency log's checkpoints and consistency proofs.
@@ -106,6 +108,9 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
         A::ManageCatalog => role == R::Admin,
         A::ReadCatalog | A::ReadPublicKeys | A::Verify | A::ReadRoutes | A::ReadLog => true,
         A::ManageKeys => role == R::Admin,
+        // Only the services that cache public keys: a watcher holds back
+        // every key change until it acknowledges, so nobody else may be one.
+        A::WatchKeyEvents => matches!(role, R::Service(ServiceName::Verification | ServiceName::Exchange)),
         A::IssueLicence { issuer } | A::ChangeLicence { issuer } => role == R::Issuer && own(issuer),
         A::ForceCancel { .. } => role == R::Admin,
         A::ReadLicence { issuer } => match role {
@@ -167,6 +172,7 @@ fn describe(action: &Action<'_>) -> String {
         Action::ReadLicence { issuer } => format!("read licences issued by {issuer} outside the exchange"),
         Action::SignDocument { issuer } => format!("ask for signatures as {issuer}"),
         Action::ReadPublicKeys => "read public keys".into(),
+        Action::WatchKeyEvents => "watch key events".into(),
         Action::ManageKeys => "manage issuer keys".into(),
         Action::ReadLog => "read the transparency log".into(),
         Action::Verify => "verify licences".into(),
@@ -266,6 +272,11 @@ mod tests {
             (Consumer, A, X::ReadLog, true),
             (Consumer, A, X::Verify, true),
             (Portal, A, X::ReadPublicKeys, true),
+            (Admin, A, X::WatchKeyEvents, false),
+            (svc(ServiceName::Verification), B, X::WatchKeyEvents, true),
+            (svc(ServiceName::Exchange), B, X::WatchKeyEvents, true),
+            (svc(ServiceName::Issuance), B, X::WatchKeyEvents, false),
+            (Consumer, A, X::WatchKeyEvents, false),
             (Consumer, A, X::UseLicence, true),
             (Issuer, A, X::UseLicence, false),
             (Admin, A, X::ReadUsageLog, true),

@@ -123,22 +123,63 @@ pub struct TrustedKeys {
     pub services: std::collections::HashMap<ServiceName, Es256PublicKey>,
 }
 
+/// How many verified tokens a process remembers (see [`TokenVerifier`]).
+pub const TOKEN_CACHE_CAPACITY: usize = 16_384;
+
+/// Longest token text cached; longer ones are verified on every call.
+const MAX_CACHED_TOKEN: usize = 4096;
+
+/// What a verified token established, kept so the next call with the same
+/// token needs no signature check: everything that depends on the time or
+/// on lists that change is checked again on every call.
+#[derive(Debug)]
+struct Verified {
+    principal: Principal,
+    iat: i64,
+    exp: i64,
+    /// The signing key's grace-period end and `kid`, when it has one.
+    key_not_after: Option<(i64, String)>,
+    /// The trusted-key set it was verified under ([`TokenVerifier::replace_keys`] moves it on).
+    key_epoch: u64,
+}
+
 /// Checks tokens against the trusted public keys (and, when given, a denylist).
+///
+/// A token is verified once (signature, claims, roles) and what it
+/// established is cached until it expires, bounded to
+/// [`TOKEN_CACHE_CAPACITY`] tokens (least recently used go first); each
+/// later call with the same token re-checks only the time (expiry, issue
+/// time, the key's grace period) and the denylist, so a revocation or a
+/// replaced key set takes effect on the very next call. Refused tokens are
+/// never cached.
 #[derive(Debug, Clone)]
 pub struct TokenVerifier {
-    keys: Arc<std::sync::RwLock<TrustedKeys>>,
+    keys: Arc<std::sync::RwLock<(u64, TrustedKeys)>>,
     denylist: Option<Arc<Denylist>>,
+    verified: Arc<quick_cache::sync::Cache<String, Arc<Verified>>>,
 }
 
 impl TokenVerifier {
     pub fn new(keys: TrustedKeys) -> Self {
-        TokenVerifier { keys: Arc::new(std::sync::RwLock::new(keys)), denylist: None }
+        TokenVerifier {
+            keys: Arc::new(std::sync::RwLock::new((0, keys))),
+            denylist: None,
+            verified: Arc::new(quick_cache::sync::Cache::new(TOKEN_CACHE_CAPACITY)),
+        }
     }
 
     /// Replaces the trusted keys (after a rotation); every clone of this
-    /// verifier sees the new set.
+    /// verifier sees the new set, and no token verified under the old set
+    /// is taken from the cache again.
     pub fn replace_keys(&self, keys: TrustedKeys) {
-        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        let mut held = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *held = (held.0 + 1, keys);
+        drop(held);
+        self.verified.clear();
+    }
+
+    fn key_epoch(&self) -> u64 {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).0
     }
 
     /// This verifier, also refusing tokens on `denylist`.
@@ -158,6 +199,52 @@ impl TokenVerifier {
 
     /// Verifies `token` as of `now` (seconds since the epoch).
     pub fn verify_at(&self, token: &str, now: i64) -> Result<Principal, TokenError> {
+        if let Some(v) = self.verified.get(token)
+            && v.key_epoch == self.key_epoch()
+        {
+            return self.recheck(&v, now);
+        }
+        let epoch = self.key_epoch();
+        let verified = self.verify_signed(token, now, epoch)?;
+        let principal = verified.principal.clone();
+        if token.len() <= MAX_CACHED_TOKEN {
+            self.verified.insert(token.to_owned(), Arc::new(verified));
+        }
+        Ok(principal)
+    }
+
+    /// The checks that can change between two calls with the same token.
+    fn recheck(&self, v: &Verified, now: i64) -> Result<Principal, TokenError> {
+        if let Some((t, kid)) = &v.key_not_after
+            && now > *t
+        {
+            return Err(TokenError::RetiredKey(kid.clone()));
+        }
+        Self::check_times(v.iat, v.exp, now)?;
+        self.check_denylist(&v.principal.token_id, now)?;
+        Ok(v.principal.clone())
+    }
+
+    fn check_times(iat: i64, exp: i64, now: i64) -> Result<(), TokenError> {
+        let leeway = secs(LEEWAY);
+        if now >= exp.saturating_add(leeway) {
+            return Err(TokenError::Expired);
+        }
+        if iat > now.saturating_add(leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    fn check_denylist(&self, token_id: &str, now: i64) -> Result<(), TokenError> {
+        match &self.denylist {
+            Some(d) if d.is_revoked(token_id, now) => Err(TokenError::Revoked),
+            _ => Ok(()),
+        }
+    }
+
+    /// Verifies `token` in full: signature, claims and roles.
+    fn verify_signed(&self, token: &str, now: i64, key_epoch: u64) -> Result<Verified, TokenError> {
         let parsed = jws::parse(token).map_err(|_| TokenError::Malformed)?;
         if parsed.header.alg != "ES256" {
             return Err(TokenError::Malformed);
@@ -166,19 +253,20 @@ impl TokenVerifier {
             return Err(TokenError::Header);
         };
         // Which key, and which roles it may vouch for.
-        let (key, signer) = {
-            let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (key, signer, key_not_after) = {
+            let held = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let keys = &held.1;
             match kid.strip_prefix(SERVICE_KID_PREFIX) {
                 Some(name) => {
                     let name = ServiceName::from_name(name).ok_or(TokenError::Header)?;
-                    (keys.services.get(&name).cloned().ok_or(TokenError::Header)?, Some(name))
+                    (keys.services.get(&name).cloned().ok_or(TokenError::Header)?, Some(name), None)
                 }
                 None => {
                     let k = keys.tokens.iter().find(|k| k.kid == kid).ok_or(TokenError::Header)?;
                     if k.not_after.is_some_and(|t| now > t) {
                         return Err(TokenError::RetiredKey(kid.to_owned()));
                     }
-                    (k.key.clone(), None)
+                    (k.key.clone(), None, k.not_after.map(|t| (t, kid.to_owned())))
                 }
             }
         };
@@ -192,13 +280,7 @@ impl TokenVerifier {
         if claims.exp <= claims.iat {
             return Err(TokenError::Malformed);
         }
-        let leeway = secs(LEEWAY);
-        if now >= claims.exp.saturating_add(leeway) {
-            return Err(TokenError::Expired);
-        }
-        if claims.iat > now.saturating_add(leeway) {
-            return Err(TokenError::NotYetValid);
-        }
+        Self::check_times(claims.iat, claims.exp, now)?;
         let role: Role = claims.role.parse().map_err(TokenError::Claims)?;
         // A service key vouches for its own service only; a token key for
         // people and peers, never for a service.
@@ -215,11 +297,7 @@ impl TokenVerifier {
             return Err(TokenError::Lifetime { role, max });
         }
         zhengzhao_core::Uscc::parse(&claims.sub).map_err(|e| TokenError::Claims(format!("agency: {e}")))?;
-        if let Some(d) = &self.denylist
-            && d.is_revoked(&claims.jti, now)
-        {
-            return Err(TokenError::Revoked);
-        }
+        self.check_denylist(&claims.jti, now)?;
         check_operator(&claims.opr).map_err(TokenError::Claims)?;
         if (role == Role::Holder) != claims.hld.is_some() {
             return Err(TokenError::Claims("a holder token, and only one, names its holder".into()));
@@ -230,7 +308,9 @@ impl TokenVerifier {
                 _ => return Err(TokenError::Claims("holder: not a holder ID".into())),
             }
         }
-        Ok(Principal { agency: claims.sub, role, token_id: claims.jti, operator: claims.opr, holder: claims.hld })
+        let principal =
+            Principal { agency: claims.sub, role, token_id: claims.jti, operator: claims.opr, holder: claims.hld };
+        Ok(Verified { principal, iat: claims.iat, exp: claims.exp, key_not_after, key_epoch })
     }
 }
 

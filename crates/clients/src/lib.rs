@@ -7,8 +7,10 @@
 
 pub mod catalog;
 pub mod issuance;
+pub mod keys;
 pub mod signing;
 
 pub use catalog::{CatalogApi, CatalogClient};
 pub use issuance::{IssuanceApi, IssuanceClient};
+pub use keys::{KeyGeneration, KeySet, VerifyingKey};
 pub use signing::{MAX_BATCH, SigningApi, SigningClient};

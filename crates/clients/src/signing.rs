@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{Principal, ServiceCredentials};
@@ -10,6 +11,8 @@ use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::convert::algorithm_from_wire;
 use zhengzhao_proto::signing::v1 as pb;
 use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
+
+use crate::keys::{KeyCache, KeyGeneration, KeySet};
 
 /// Most payloads signed in one batch call.
 pub const MAX_BATCH: usize = 1000;
@@ -42,24 +45,42 @@ pub trait SigningApi: Send + Sync {
 
     /// Every public key with its history, of one issuer or of all.
     async fn public_keys(&self, who: &Principal, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError>;
+
+    /// The key generation, moved on (before the call returns) by every call
+    /// that changes a key: what in-process key caches are tagged with.
+    fn key_generation(&self) -> watch::Receiver<KeyGeneration>;
 }
 
-/// The signing service as another service sees it.
 #[derive(Clone)]
-pub enum SigningClient {
+enum Via {
     Local(Arc<dyn SigningApi>, Principal),
     Remote(SigningServiceClient<InterceptedService<Channel, ServiceCredentials>>),
 }
 
+/// The signing service as another service sees it, with a cache of the
+/// issuer keys it has read (see [`crate::keys`]), shared by its clones.
+#[derive(Clone)]
+pub struct SigningClient {
+    via: Via,
+    keys: Arc<KeyCache>,
+}
+
 impl SigningClient {
+    /// The signing service in this process, called as `who`.
+    pub fn local(signing: Arc<dyn SigningApi>, who: Principal) -> Self {
+        let keys = Arc::new(KeyCache::local(signing.key_generation()));
+        SigningClient { via: Via::Local(signing, who), keys }
+    }
+
     pub fn remote(channel: Channel, credentials: ServiceCredentials) -> Self {
-        SigningClient::Remote(SigningServiceClient::with_interceptor(channel, credentials))
+        let client = SigningServiceClient::with_interceptor(channel, credentials);
+        SigningClient { keys: Arc::new(KeyCache::remote(client.clone())), via: Via::Remote(client) }
     }
 
     pub async fn sign(&self, issuer: &str, payload: &[u8]) -> Result<Signed, ServiceError> {
-        match self {
-            SigningClient::Local(s, who) => s.sign(who, issuer, payload).await,
-            SigningClient::Remote(c) => {
+        match &self.via {
+            Via::Local(s, who) => s.sign(who, issuer, payload).await,
+            Via::Remote(c) => {
                 let r = c
                     .clone()
                     .sign_document(pb::SignDocumentRequest {
@@ -85,11 +106,11 @@ impl SigningClient {
         scenario_json: &str,
         lifetime_seconds: u32,
     ) -> Result<(String, String), ServiceError> {
-        match self {
-            SigningClient::Local(s, who) => {
+        match &self.via {
+            Via::Local(s, who) => {
                 s.selective_disclosure(who, licence_jws, holder_jwk_json, scenario_json, lifetime_seconds).await
             }
-            SigningClient::Remote(c) => {
+            Via::Remote(c) => {
                 let r = c
                     .clone()
                     .make_selective_disclosure(pb::MakeSelectiveDisclosureRequest {
@@ -121,9 +142,9 @@ impl SigningClient {
     }
 
     async fn sign_many_unchecked(&self, issuer: &str, payloads: Vec<Vec<u8>>) -> Result<Vec<Signed>, ServiceError> {
-        match self {
-            SigningClient::Local(s, who) => s.sign_many(who, issuer, payloads).await,
-            SigningClient::Remote(c) => {
+        match &self.via {
+            Via::Local(s, who) => s.sign_many(who, issuer, payloads).await,
+            Via::Remote(c) => {
                 let mut out = Vec::with_capacity(payloads.len());
                 for part in payloads.chunks(MAX_BATCH) {
                     let r = c
@@ -151,10 +172,32 @@ impl SigningClient {
         }
     }
 
+    /// Every public key with its history, of one issuer or of all.
     pub async fn public_keys(&self, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError> {
-        match self {
-            SigningClient::Local(s, who) => s.public_keys(who, issuer).await,
-            SigningClient::Remote(c) => {
+        Ok(self.verifying_keys(issuer).await?.records())
+    }
+
+    /// The keys of `issuer` (or of all) parsed for verification: from the
+    /// cache while no key has changed since they were read.
+    pub async fn verifying_keys(&self, issuer: Option<&str>) -> Result<Arc<KeySet>, ServiceError> {
+        let name = issuer.unwrap_or_default();
+        let generation = self.keys.generation();
+        if let Some(g) = generation
+            && let Some(keys) = self.keys.get(name, g)
+        {
+            return Ok(keys);
+        }
+        let keys = Arc::new(KeySet::new(self.read_public_keys(issuer).await?));
+        if let Some(g) = generation {
+            self.keys.put(name, g, keys.clone());
+        }
+        Ok(keys)
+    }
+
+    async fn read_public_keys(&self, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError> {
+        match &self.via {
+            Via::Local(s, who) => s.public_keys(who, issuer).await,
+            Via::Remote(c) => {
                 let r = c
                     .clone()
                     .list_public_keys(pb::ListPublicKeysRequest { issuer_code: issuer.unwrap_or_default().to_owned() })

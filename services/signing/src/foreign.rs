@@ -181,6 +181,9 @@ impl Signing {
             }
         }
         tx.commit().await?;
+        if changed > 0 {
+            self.events.changed().await;
+        }
         Ok(changed)
     }
 }

@@ -23,6 +23,16 @@ impl SigningGrpc {
 
 #[tonic::async_trait]
 impl SigningService for SigningGrpc {
+    type WatchKeyEventsStream = crate::events::KeyEventStream;
+
+    async fn watch_key_events(
+        &self,
+        req: Request<tonic::Streaming<pb::WatchKeyEventsRequest>>,
+    ) -> Result<Response<Self::WatchKeyEventsStream>, Status> {
+        let who = principal(&req)?;
+        Ok(Response::new(self.0.watch_key_events(&who, req.into_inner())?))
+    }
+
     async fn sign_document(
         &self,
         req: Request<pb::SignDocumentRequest>,

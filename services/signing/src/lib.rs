@@ -12,6 +12,7 @@
 
 pub mod disclosure;
 pub mod error;
+pub mod events;
 mod foreign;
 pub mod grpc;
 pub mod http;
@@ -66,6 +67,7 @@ pub struct Signing {
     master: MasterKey,
     default_algorithm: Algorithm,
     active: Mutex<HashMap<String, (Instant, Arc<ActiveKey>)>>,
+    events: Arc<events::KeyEvents>,
 }
 
 impl std::fmt::Debug for Signing {
@@ -135,7 +137,13 @@ impl Signing {
         {
             return Err(OpenError::WrongMasterKey(key_id));
         }
-        Ok(Arc::new(Signing { db, master, default_algorithm, active: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Signing {
+            db,
+            master,
+            default_algorithm,
+            active: Mutex::new(HashMap::new()),
+            events: Arc::default(),
+        }))
     }
 
     /// Signs `payload` (a canonical licence document) with `issuer`'s active key.
@@ -191,6 +199,16 @@ impl Signing {
         self.published_keys(issuer).await
     }
 
+    /// Key events for a remote public-key cache (see [`events`]).
+    pub fn watch_key_events(
+        &self,
+        who: &Principal,
+        acks: tonic::Streaming<zhengzhao_proto::signing::v1::WatchKeyEventsRequest>,
+    ) -> Result<events::KeyEventStream, ServiceError> {
+        authorize(who, &Action::WatchKeyEvents)?;
+        Ok(self.events.watch(acks))
+    }
+
     /// The published key history (public to everyone, as on the HTTP JWKS).
     pub async fn published_keys(&self, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError> {
         if let Some(i) = issuer {
@@ -226,6 +244,7 @@ impl Signing {
         let (record, pair) = self.insert_key(&mut tx, issuer, alg, &who.actor(), &reason, "create").await?;
         tx.commit().await?;
         self.remember(issuer, Arc::new(pair));
+        self.events.changed().await;
         Ok(record)
     }
 
@@ -248,6 +267,7 @@ impl Signing {
             .await?;
         tx.commit().await?;
         self.remember(issuer, Arc::new(pair));
+        self.events.changed().await;
         Ok((old, new))
     }
 
@@ -266,6 +286,7 @@ impl Signing {
         let old = retire_active(&mut tx, issuer, "retire", "retire", &who.actor(), &reason).await?;
         tx.commit().await?;
         self.forget(issuer);
+        self.events.changed().await;
         Ok(old)
     }
 
@@ -313,6 +334,7 @@ impl Signing {
             self.remember(&key.issuer_code, Arc::new(pair));
             record
         });
+        self.events.changed().await;
         Ok(Compromised {
             key: PublicKeyRecord {
                 status: KeyStatus::Compromised,
@@ -405,6 +427,7 @@ impl Signing {
                     Ok(()) => {
                         let k = Arc::new(pair);
                         self.remember(issuer, k.clone());
+                        self.events.changed().await;
                         return Ok(k);
                     }
                     // Another replica created the issuer's key first: use theirs.
@@ -617,6 +640,10 @@ impl zhengzhao_clients::SigningApi for Signing {
 
     async fn public_keys(&self, who: &Principal, issuer: Option<&str>) -> Result<Vec<PublicKeyRecord>, ServiceError> {
         Signing::public_keys(self, who, issuer).await
+    }
+
+    fn key_generation(&self) -> tokio::sync::watch::Receiver<zhengzhao_clients::KeyGeneration> {
+        self.events.subscribe()
     }
 }
 

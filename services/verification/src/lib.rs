@@ -16,7 +16,7 @@ use zhengzhao_core::date::{format_date, read_date as parse_date};
 use zhengzhao_core::record::started;
 use zhengzhao_core::{LicenceDocument, LicenceId, LicenceRecord, LicenceStatus};
 use zhengzhao_crypto::translog::{Checkpoint, LoggedEvent, check_inclusion, verify_checkpoint};
-use zhengzhao_crypto::{Algorithm, Es256PublicKey, IssuerPublicKey, jws};
+use zhengzhao_crypto::{Algorithm, Es256PublicKey, jws};
 use zhengzhao_proto::ServiceError;
 
 /// How many replacements a pending version's chain is followed through.
@@ -229,10 +229,10 @@ impl Verification {
             return Ok(Verdict::new(Outcome::Malformed, &identifier, "", "the JWS header names no key (kid)"));
         }
         let keys = match zhengzhao_core::Uscc::parse(&document.issuer.code) {
-            Ok(_) => self.signing.public_keys(Some(&document.issuer.code)).await?,
-            Err(_) => Vec::new(),
+            Ok(_) => self.signing.verifying_keys(Some(&document.issuer.code)).await?,
+            Err(_) => Default::default(),
         };
-        let Some(key) = keys.iter().find(|k| k.key_id == key_id) else {
+        let Some(found) = keys.find(&key_id) else {
             return Ok(Verdict::new(
                 Outcome::KeyUnknown,
                 &identifier,
@@ -240,6 +240,7 @@ impl Verification {
                 "the library knows no such key of the document's issuer",
             ));
         };
+        let key = &found.record;
         if key.algorithm != alg {
             return Ok(Verdict::new(
                 Outcome::SignatureInvalid,
@@ -248,7 +249,7 @@ impl Verification {
                 format!("the JWS says {alg} but key {key_id} is {}", key.algorithm),
             ));
         }
-        let public = IssuerPublicKey::from_jwk(&key.jwk).map_err(ServiceError::internal)?;
+        let public = found.public.as_ref().map_err(ServiceError::internal)?;
         if !public.verify(parsed.signing_input.as_bytes(), &parsed.signature) {
             return Ok(Verdict::new(
                 Outcome::SignatureInvalid,

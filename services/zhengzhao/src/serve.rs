@@ -59,7 +59,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     let issuance = Issuance::open(
         &ctx.store,
         CatalogClient::Local(catalog.clone(), as_service(ServiceName::Issuance)),
-        SigningClient::Local(signing.clone(), as_service(ServiceName::Issuance)),
+        SigningClient::local(signing.clone(), as_service(ServiceName::Issuance)),
         zhengzhao_issuance::outage::OutageRules::new(ctx.calendar()?, ctx.config.issuance.outage_backdate_days),
         zhengzhao_issuance::translog::LogSigner {
             key: log_key.key.clone(),
@@ -73,7 +73,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     issuance.clone().spawn_expiry_job(as_service(ServiceName::Issuance), EXPIRY_INTERVAL);
     let verification = Verification::new(
         IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Verification)),
-        SigningClient::Local(signing.clone(), as_service(ServiceName::Verification)),
+        SigningClient::local(signing.clone(), as_service(ServiceName::Verification)),
         ctx.clock.clone(),
     );
     let exchange = Exchange::open(
@@ -81,7 +81,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         ExchangeDeps {
             issuance: IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Exchange)),
             catalog: CatalogClient::Local(catalog.clone(), as_service(ServiceName::Exchange)),
-            signing: SigningClient::Local(signing.clone(), as_service(ServiceName::Exchange)),
+            signing: SigningClient::local(signing.clone(), as_service(ServiceName::Exchange)),
             agency: agency.clone(),
             public_url: ctx.public_url(),
             font: FontSource {
