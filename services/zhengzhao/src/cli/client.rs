@@ -45,6 +45,11 @@ impl ClientArgs {
         self.token.clone()
     }
 
+    /// The server URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     /// The CA file given, if any.
     pub fn ca_file(&self) -> Option<&std::path::Path> {
         self.ca_file.as_deref()

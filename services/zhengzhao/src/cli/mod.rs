@@ -14,6 +14,7 @@
 //! the exit code it would have had (0 for commands that only print).
 
 mod args;
+mod bench;
 mod catalog;
 mod client;
 mod exchange;
@@ -103,6 +104,10 @@ enum Command {
     /// The gateway over the city and its districts.
     #[command(subcommand)]
     Gateway(federation::GatewayCommand),
+    /// Load a deployment's read path and print the rate and p50/p99/p99.9
+    /// latency: `verify`, `verify-document`, `fetch`, or `echo` (the
+    /// transport's ceiling); exit 1 if any call failed.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the command; the exit code says how it went (see above).
@@ -113,6 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::run(args)?,
         Command::Sync(args) => return federation::run(client, args).await,
         Command::Gateway(cmd) => return federation::gateway(client, cmd).await,
+        Command::Bench(a) => return bench::run(client, a).await,
         Command::Token(t) => token::run(client, t).await?,
         Command::Catalog(cmd) => catalog::run(client, cmd).await?,
         Command::Licence(cmd) => return licence::run(client, cmd).await,
