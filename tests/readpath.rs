@@ -2,45 +2,51 @@
 //! process keeps issuer keys until the signing service says a key changed,
 //! so a compromise (or a new key) shows in the very next verification —
 //! across processes on PostgreSQL, where the verification service learns of
-//! key changes over `WatchKeyEvents`.
+//! key changes over `WatchKeyEvents`. And verification can read from a
+//! PostgreSQL streaming replica (a primary and a hot standby started from
+//! the binaries on this machine), whose lag the read status shows.
 
 use std::time::Duration;
 
+use sqlx::Connection;
 use time::OffsetDateTime;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{BearerToken, Role, ServiceName};
-use zhengzhao_e2e::fixtures::{draft, example_definition};
+use zhengzhao_e2e::remote::Remote;
 use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER};
-use zhengzhao_proto::catalog::v1 as catalog;
-use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
-use zhengzhao_proto::convert::{definition_to_wire, timestamp};
+use zhengzhao_proto::convert::timestamp;
 use zhengzhao_proto::issuance::v1 as issuance;
-use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
 use zhengzhao_proto::signing::v1 as signing;
 use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
 use zhengzhao_proto::verification::v1 as verification;
 use zhengzhao_proto::verification::v1::VerificationOutcome as O;
 use zhengzhao_proto::verification::v1::verification_service_client::VerificationServiceClient;
 use zhengzhao_server::keys;
-use zhengzhao_testkit::{ServerProcess, TestDb};
+use zhengzhao_testkit::{PgCluster, ServerProcess, TestDb};
 
 type Authed = InterceptedService<Channel, BearerToken>;
 
-fn authed(url: &str, token: &str) -> anyhow::Result<(Channel, BearerToken)> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?.connect_lazy();
-    Ok((channel, BearerToken::new(token)?))
-}
-
 async fn verify(v: &mut VerificationServiceClient<Authed>, id: &str) -> anyhow::Result<(O, String)> {
     let r = v
-        .verify_licence(verification::VerifyLicenceRequest { identifier: id.to_owned(), include_inclusion_proof: false })
+        .verify_licence(verification::VerifyLicenceRequest {
+            identifier: id.to_owned(),
+            include_inclusion_proof: false,
+        })
         .await?
         .into_inner()
         .verification
         .unwrap_or_default();
     Ok((O::try_from(r.outcome)?, r.detail))
+}
+
+async fn refused_watch(mut client: SigningServiceClient<Authed>) -> Code {
+    let (_acks, rx) = tokio::sync::mpsc::channel::<signing::WatchKeyEventsRequest>(1);
+    match client.watch_key_events(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
 }
 
 #[tokio::test]
@@ -66,48 +72,18 @@ async fn split_services_see_a_key_change_in_the_next_verification() -> anyhow::R
     let issuance_p = ServerProcess::start("zhengzhao-issuance", &args("issuance", &peers), &[]).await?;
     let mut with_issuance = peers.to_vec();
     with_issuance.extend(["--issuance-url".into(), issuance_p.url()]);
-    let verification_p = ServerProcess::start("zhengzhao-verification", &args("verification", &with_issuance), &[]).await?;
+    let verification_p =
+        ServerProcess::start("zhengzhao-verification", &args("verification", &with_issuance), &[]).await?;
 
-    let operator = keys::operator_authority(&root.join("operator"))?;
-    let hour = Duration::from_secs(3600);
-    let admin = operator.mint(ADMIN, Role::Admin, hour)?;
-    let issuer = operator.mint(ISSUER, Role::Issuer, hour)?;
-    let consumer = operator.mint(CONSUMER, Role::Consumer, hour)?;
-
-    let (ch, b) = authed(&catalog_p.url(), &admin)?;
-    let mut cat = CatalogServiceClient::with_interceptor(ch, b);
-    let created = cat
-        .create_licence_type(catalog::CreateLicenceTypeRequest {
-            definition: Some(definition_to_wire(&example_definition())),
-        })
-        .await?
-        .into_inner();
-    let code = created.licence_type.and_then(|t| t.definition).map(|d| d.code).unwrap_or_default();
-    cat.publish_licence_type(catalog::PublishLicenceTypeRequest { code: code.clone() }).await?;
-    let (ch, b) = authed(&issuance_p.url(), &issuer)?;
-    let mut iss = IssuanceServiceClient::with_interceptor(ch, b);
-    let (ch, b) = authed(&signing_p.url(), &admin)?;
-    let mut keys_admin = SigningServiceClient::with_interceptor(ch, b);
-    let (ch, b) = authed(&verification_p.url(), &consumer)?;
-    let mut ver = VerificationServiceClient::with_interceptor(ch, b);
-
-    let issue = |iss: &mut IssuanceServiceClient<Authed>| {
-        let mut iss = iss.clone();
-        let d = draft(&code);
-        async move {
-            anyhow::Ok(
-                iss.issue_licence(issuance::IssueLicenceRequest { draft: Some(d), ..Default::default() })
-                    .await?
-                    .into_inner()
-                    .licence
-                    .unwrap_or_default(),
-            )
-        }
-    };
+    let remote = Remote::new(&root.join("operator"))?;
+    let code = remote.publish_example_type(&catalog_p.url()).await?;
+    let mut keys_admin = remote.signing(&signing_p.url(), Role::Admin, ADMIN)?;
+    let mut ver = remote.verification(&verification_p.url(), Role::Consumer, CONSUMER)?;
+    let issuance_url = issuance_p.url();
     // Three rounds: each verifies (so the verification process caches the
     // issuer's keys), then changes a key and verifies again at once.
     for round in 0..3 {
-        let licence = issue(&mut iss).await?;
+        let licence = remote.issue(&issuance_url, &code).await?;
         for _ in 0..3 {
             assert_eq!(verify(&mut ver, &licence.identifier).await?.0, O::Valid, "round {round}");
         }
@@ -122,37 +98,113 @@ async fn split_services_see_a_key_change_in_the_next_verification() -> anyhow::R
         let (outcome, detail) = verify(&mut ver, &licence.identifier).await?;
         assert_eq!(outcome, O::KeyCompromised, "round {round}: the very next verification: {detail}");
         // The replacement key signs the next licence, which verifies at once.
-        let next = issue(&mut iss).await?;
+        let next = remote.issue(&issuance_url, &code).await?;
         assert_eq!(Some(next.key_id.clone()), compromised.replacement.map(|k| k.key_id));
         assert_eq!(verify(&mut ver, &next.identifier).await?.0, O::Valid, "round {round}: the new key is known");
     }
 
     // Nobody but the caching services may hold key changes back.
     for (role, agency) in [(Role::Admin, ADMIN), (Role::Consumer, CONSUMER), (Role::Issuer, ISSUER)] {
-        let (ch, b) = authed(&signing_p.url(), &operator.mint(agency, role, hour)?)?;
-        let (_acks, rx) = tokio::sync::mpsc::channel::<signing::WatchKeyEventsRequest>(1);
-        let refused = SigningServiceClient::with_interceptor(ch, b)
-            .watch_key_events(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .expect_err("refused");
-        assert_eq!(refused.code(), Code::PermissionDenied, "{role}");
+        let code = refused_watch(remote.signing(&signing_p.url(), role, agency)?).await;
+        assert_eq!(code, Code::PermissionDenied, "{role}");
     }
-    let issuance_key = std::fs::read_to_string(root.join("issuance").join(keys::service_key_file(ServiceName::Issuance)))?;
+    let issuance_key =
+        std::fs::read_to_string(root.join("issuance").join(keys::service_key_file(ServiceName::Issuance)))?;
     let issuance_token = zhengzhao_auth::TokenAuthority::service(
         zhengzhao_crypto::Es256KeyPair::from_pkcs8_pem(&issuance_key)?,
         ServiceName::Issuance,
     )
     .mint(ADMIN, Role::Service(ServiceName::Issuance), Duration::from_secs(60))?;
-    let (ch, b) = authed(&signing_p.url(), &issuance_token)?;
-    let (_acks, rx) = tokio::sync::mpsc::channel::<signing::WatchKeyEventsRequest>(1);
-    let refused = SigningServiceClient::with_interceptor(ch, b)
-        .watch_key_events(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect_err("refused");
-    assert_eq!(refused.code(), Code::PermissionDenied, "the issuance service");
+    let channel = tonic::transport::Endpoint::from_shared(signing_p.url())?.connect_lazy();
+    let as_issuance = SigningServiceClient::with_interceptor(channel, BearerToken::new(&issuance_token)?);
+    assert_eq!(refused_watch(as_issuance).await, Code::PermissionDenied, "the issuance service");
 
     for p in [verification_p, issuance_p, signing_p, catalog_p] {
         p.stop().await;
     }
+    Ok(())
+}
+
+/// Polls the read status until the replica has replayed everything.
+async fn caught_up(remote: &Remote, url: &str) -> anyhow::Result<()> {
+    let mut issuance = remote.issuance(url, Role::Admin, ADMIN)?;
+    for _ in 0..200 {
+        let s = issuance.get_read_status(issuance::GetReadStatusRequest {}).await?.into_inner();
+        assert!(s.replica, "a replica serves the lagging reads");
+        if s.lag_bytes == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the replica did not catch up in 10 s")
+}
+
+#[tokio::test]
+async fn verification_reads_from_a_streaming_replica_and_the_status_shows_its_lag() -> anyhow::Result<()> {
+    let primary = PgCluster::primary()?;
+    let standby = PgCluster::standby_of(&primary)?;
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("data");
+    let server = ServerProcess::start(
+        "zhengzhao",
+        &[
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--database-url".into(),
+            primary.url(),
+            "--read-database-url".into(),
+            standby.url(),
+        ],
+        &[],
+    )
+    .await?;
+    let url = server.url();
+    let remote = Remote::new(&data)?;
+    let code = remote.publish_example_type(&url).await?;
+    let first = remote.issue(&url, &code).await?;
+    caught_up(&remote, &url).await?;
+    let mut ver = remote.verification(&url, Role::Consumer, CONSUMER)?;
+    assert_eq!(verify(&mut ver, &first.identifier).await?.0, O::Valid);
+
+    // The replica stops replaying: writes still succeed (they go to the
+    // primary), and verification answers from the replica as it stands.
+    let mut standby_conn = sqlx::PgConnection::connect(&standby.url()).await?;
+    sqlx::query("SELECT pg_wal_replay_pause()").execute(&mut standby_conn).await?;
+    let second = remote.issue(&url, &code).await?;
+    let mut issuance = remote.issuance(&url, Role::Admin, ADMIN)?;
+    let mut lagging = None;
+    for _ in 0..100 {
+        let s = issuance.get_read_status(issuance::GetReadStatusRequest {}).await?.into_inner();
+        if s.lag_bytes > 0 {
+            lagging = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lagging = lagging.expect("the status shows the replica behind");
+    assert!(lagging.replica && lagging.lag_seconds >= 0.0, "{lagging:?}");
+    let (outcome, detail) = verify(&mut ver, &second.identifier).await?;
+    assert_eq!(outcome, O::NotFound, "read from the paused replica: {detail}");
+    let out = std::process::Command::new(zhengzhao_testkit::binary("zhengzhao"))
+        .args(["--server", &url, "--token", &remote.token(Role::Auditor, ADMIN)?, "read-status"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("streaming replica") && !text.contains(" 0 bytes"), "{text}");
+
+    sqlx::query("SELECT pg_wal_replay_resume()").execute(&mut standby_conn).await?;
+    caught_up(&remote, &url).await?;
+    assert_eq!(verify(&mut ver, &second.identifier).await?.0, O::Valid, "once replayed");
+
+    // Only administrators and auditors see where reads come from.
+    let refused = remote
+        .issuance(&url, Role::Consumer, CONSUMER)?
+        .get_read_status(issuance::GetReadStatusRequest {})
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    server.stop().await;
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod consumers;
 pub mod fixtures;
+pub mod remote;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -252,7 +252,9 @@ pub struct ServiceCredentials {
     authority: std::sync::Arc<TokenAuthority>,
     name: ServiceName,
     agency: String,
-    current: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, tonic::metadata::MetadataValue<tonic::metadata::Ascii>)>>>,
+    current: std::sync::Arc<
+        std::sync::Mutex<Option<(std::time::Instant, tonic::metadata::MetadataValue<tonic::metadata::Ascii>)>>,
+    >,
 }
 
 /// How long a service token this process mints lives.

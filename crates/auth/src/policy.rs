@@ -24,6 +24,8 @@ pub enum Action<'a> {
     ReadPublicKeys,
     /// Watch the signing service's key events (public-key caches).
     WatchKeyEvents,
+    /// Read how a service is serving (read replica lag).
+    ReadServiceStatus,
     /// Create, rotate, retire or mark compromised an issuer key.
     ManageKeys,
     /// Read the transparency log's checkpoints and consistency proofs.
@@ -111,6 +113,7 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
         // Only the services that cache public keys: a watcher holds back
         // every key change until it acknowledges, so nobody else may be one.
         A::WatchKeyEvents => matches!(role, R::Service(ServiceName::Verification | ServiceName::Exchange)),
+        A::ReadServiceStatus => matches!(role, R::Admin | R::Auditor | R::Service(ServiceName::Gateway)),
         A::IssueLicence { issuer } | A::ChangeLicence { issuer } => role == R::Issuer && own(issuer),
         A::ForceCancel { .. } => role == R::Admin,
         A::ReadLicence { issuer } => match role {
@@ -173,6 +176,7 @@ fn describe(action: &Action<'_>) -> String {
         Action::SignDocument { issuer } => format!("ask for signatures as {issuer}"),
         Action::ReadPublicKeys => "read public keys".into(),
         Action::WatchKeyEvents => "watch key events".into(),
+        Action::ReadServiceStatus => "read service status".into(),
         Action::ManageKeys => "manage issuer keys".into(),
         Action::ReadLog => "read the transparency log".into(),
         Action::Verify => "verify licences".into(),
@@ -273,6 +277,10 @@ mod tests {
             (Consumer, A, X::Verify, true),
             (Portal, A, X::ReadPublicKeys, true),
             (Admin, A, X::WatchKeyEvents, false),
+            (Admin, A, X::ReadServiceStatus, true),
+            (Auditor, A, X::ReadServiceStatus, true),
+            (Consumer, A, X::ReadServiceStatus, false),
+            (Issuer, A, X::ReadServiceStatus, false),
             (svc(ServiceName::Verification), B, X::WatchKeyEvents, true),
             (svc(ServiceName::Exchange), B, X::WatchKeyEvents, true),
             (svc(ServiceName::Issuance), B, X::WatchKeyEvents, false),

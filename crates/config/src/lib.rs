@@ -29,6 +29,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// PostgreSQL URL; unset means SQLite files under `data_dir`.
     pub database_url: Option<String>,
+    /// A PostgreSQL streaming replica of `database_url` (hot standby): the
+    /// reads that may lag by its replay lag go there: licences as
+    /// `GetLicence` reads them for callers, verification and the exchange.
+    /// Writes, and every read a write depends on, stay on the primary.
+    pub read_database_url: Option<String>,
     /// This library's name: `city`, or a district's name or area code.
     /// The city names districts by it when it replicates them, and the
     /// gateway's member status shows it.
@@ -213,6 +218,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("zhengzhao-data"),
             database_url: None,
+            read_database_url: None,
             library: "city".into(),
             agency: None,
             calendar_file: None,
@@ -274,6 +280,16 @@ impl Config {
             && !url.starts_with("postgresql://")
         {
             return Err(ConfigError::Invalid("database_url must be a postgres:// URL".into()));
+        }
+        if let Some(url) = &self.read_database_url {
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                return Err(ConfigError::Invalid("read_database_url must be a postgres:// URL".into()));
+            }
+            if self.database_url.is_none() {
+                return Err(ConfigError::Invalid(
+                    "read_database_url is a replica of database_url: set database_url too".into(),
+                ));
+            }
         }
         for (name, url) in [
             ("catalog", &self.peers.catalog),

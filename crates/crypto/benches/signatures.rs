@@ -155,7 +155,11 @@ fn main() {
     }
     let met = |r: f64| if r >= 0.8 { "met" } else { "NOT met" };
     let (sign_ratio, verify_ratio) = (m[1] / m[0], m[4] / m[3]);
-    println!("ES256 goal >= 0.80 of the fastest: sign {sign_ratio:.2} {}, verify {verify_ratio:.2} {}", met(sign_ratio), met(verify_ratio));
+    println!(
+        "ES256 goal >= 0.80 of the fastest: sign {sign_ratio:.2} {}, verify {verify_ratio:.2} {}",
+        met(sign_ratio),
+        met(verify_ratio)
+    );
     let (sm2_sign, sm2_verify) = (m[8] / m[7], m[10] / m[9]);
     println!(
         "SM2 goal >= 0.80 of the fastest: sign {sm2_sign:.2} {} (constant-time signing by choice), verify {sm2_verify:.2} {}",

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// PostgreSQL URL; without it, SQLite files under the data directory.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// A PostgreSQL streaming replica of --database-url for the reads that
+    /// may lag (licences read by verification, GetLicence).
+    #[arg(long)]
+    pub read_database_url: Option<String>,
     /// The library administrator's unified social credit code.
     #[arg(long)]
     pub agency: Option<String>,
@@ -83,6 +87,7 @@ impl ServeArgs {
         put("listen", self.listen.map(|a| a.to_string().into()));
         put("data_dir", self.data_dir.as_ref().map(|d| d.display().to_string().into()));
         put("database_url", self.database_url.clone().map(Into::into));
+        put("read_database_url", self.read_database_url.clone().map(Into::into));
         put("agency", self.agency.clone().map(Into::into));
         let mut peers = serde_json::Map::new();
         for (k, u) in [("catalog", &self.catalog_url), ("issuance", &self.issuance_url), ("signing", &self.signing_url)]
@@ -164,7 +169,11 @@ impl Context {
 
     /// A context over keys the caller keeps a handle on.
     pub fn with_keys(config: Config, keys: Arc<ProcessKeys>) -> Self {
-        let store = StoreConfig::from_url_or_dir(config.database_url.as_deref(), config.data_dir.clone());
+        let store = StoreConfig::from_urls_or_dir(
+            config.database_url.as_deref(),
+            config.read_database_url.as_deref(),
+            config.data_dir.clone(),
+        );
         Context { config, keys, store, local_addr: None, clock: Default::default() }
     }
 

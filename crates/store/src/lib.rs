@@ -17,7 +17,9 @@ pub use sqlx;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     /// A PostgreSQL database; each service gets its own schema in it.
-    Postgres(String),
+    /// `read_url`, when given, is a streaming replica of it that the reads
+    /// allowed to lag ([`Db::replica_reader`]) go to.
+    Postgres { url: String, read_url: Option<String> },
     /// A directory; each service gets its own SQLite file in it.
     SqliteDir(PathBuf),
 }
@@ -25,8 +27,17 @@ pub enum StoreConfig {
 impl StoreConfig {
     /// `postgres://...` URLs are PostgreSQL; anything else is a directory for SQLite files.
     pub fn from_url_or_dir(url: Option<&str>, dir: PathBuf) -> Self {
+        Self::from_urls_or_dir(url, None, dir)
+    }
+
+    /// As [`StoreConfig::from_url_or_dir`], with a streaming replica's URL
+    /// for the reads that may lag (PostgreSQL only).
+    pub fn from_urls_or_dir(url: Option<&str>, read_url: Option<&str>, dir: PathBuf) -> Self {
         match url {
-            Some(u) if !u.is_empty() => StoreConfig::Postgres(u.to_owned()),
+            Some(u) if !u.is_empty() => StoreConfig::Postgres {
+                url: u.to_owned(),
+                read_url: read_url.filter(|r| !r.is_empty()).map(str::to_owned),
+            },
             _ => StoreConfig::SqliteDir(dir),
         }
     }
@@ -48,6 +59,21 @@ pub struct Db {
     /// them read committed data while the writer commits); on PostgreSQL
     /// the pool itself.
     reader: Option<AnyPool>,
+    /// On PostgreSQL with a streaming replica configured: read-only
+    /// connections to it.
+    replica: Option<AnyPool>,
+}
+
+/// Where reads that may lag are served from, and how far behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadStatus {
+    /// Whether a streaming replica serves them (else the primary, or SQLite).
+    pub replica: bool,
+    /// The replica's WAL not yet replayed, in bytes.
+    pub lag_bytes: i64,
+    /// Seconds since the last transaction the replica replayed was
+    /// committed on the primary; 0 when it has replayed everything.
+    pub lag_seconds: f64,
 }
 
 impl Db {
@@ -55,6 +81,36 @@ impl Db {
     /// queue behind the writer's commits.
     pub fn reader(&self) -> &AnyPool {
         self.reader.as_ref().unwrap_or(&self.pool)
+    }
+
+    /// Where reads that may lag behind the latest commits go: a streaming
+    /// replica when one is configured, else [`Db::reader`]. Never for what
+    /// a write depends on.
+    pub fn replica_reader(&self) -> &AnyPool {
+        self.replica.as_ref().unwrap_or_else(|| self.reader())
+    }
+
+    /// How far the replica behind [`Db::replica_reader`] lags.
+    pub async fn read_status(&self) -> Result<ReadStatus, sqlx::Error> {
+        let Some(replica) = &self.replica else {
+            return Ok(ReadStatus { replica: false, lag_bytes: 0, lag_seconds: 0.0 });
+        };
+        let (replayed, replay_age): (Option<String>, Option<f64>) = sqlx::query_as(
+            "SELECT pg_last_wal_replay_lsn()::text,
+                    EXTRACT(EPOCH FROM (clock_timestamp() - pg_last_xact_replay_timestamp()))::float8",
+        )
+        .fetch_one(replica)
+        .await?;
+        let Some(replayed) = replayed else {
+            // Not in recovery: not a replica at all.
+            return Err(sqlx::Error::Protocol("the read database is not a streaming replica (not in recovery)".into()));
+        };
+        let lag_bytes: i64 = sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint")
+            .bind(&replayed)
+            .fetch_one(&self.pool)
+            .await?;
+        let lag_seconds = if lag_bytes <= 0 { 0.0 } else { replay_age.unwrap_or(0.0).max(0.0) };
+        Ok(ReadStatus { replica: true, lag_bytes: lag_bytes.max(0), lag_seconds })
     }
 }
 
@@ -70,6 +126,8 @@ pub enum StoreError {
     Permissions(PathBuf, std::io::Error),
     #[error("cannot connect to the database: {0}")]
     Connect(sqlx::Error),
+    #[error("cannot connect to the read replica (read_database_url): {0}")]
+    ConnectReplica(sqlx::Error),
     #[error("cannot migrate the {service} schema: {source}")]
     Migrate { service: String, source: sqlx::migrate::MigrateError },
 }
@@ -122,7 +180,7 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
     install_default_drivers();
     assert!(service.bytes().all(|b| b.is_ascii_lowercase()), "service names are lower-case ASCII");
     let db = match config {
-        StoreConfig::Postgres(url) => {
+        StoreConfig::Postgres { url, read_url } => {
             let bootstrap = AnyPoolOptions::new().max_connections(1).connect(url).await.map_err(StoreError::Connect)?;
             bootstrap
                 .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {service}")))
@@ -132,7 +190,23 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
             let sep = if url.contains('?') { '&' } else { '?' };
             let scoped = format!("{url}{sep}options=-c%20search_path%3D{service}");
             let pool = AnyPoolOptions::new().max_connections(16).connect(&scoped).await.map_err(StoreError::Connect)?;
-            Db { pool, engine: Engine::Postgres, reader: None }
+            let replica = match read_url {
+                Some(r) => {
+                    // Read-only by default too: nothing written goes there.
+                    let sep = if r.contains('?') { '&' } else { '?' };
+                    let scoped = format!(
+                        "{r}{sep}options=-c%20search_path%3D{service}%20-c%20default_transaction_read_only%3Don"
+                    );
+                    let replica = AnyPoolOptions::new()
+                        .max_connections(16)
+                        .connect(&scoped)
+                        .await
+                        .map_err(StoreError::ConnectReplica)?;
+                    Some(replica)
+                }
+                None => None,
+            };
+            Db { pool, engine: Engine::Postgres, reader: None, replica }
         }
         StoreConfig::SqliteDir(dir) => {
             private_dir(dir).map_err(|e| StoreError::Dir(dir.clone(), e))?;
@@ -143,7 +217,7 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
             // connection never meets a lock upgrade it cannot wait for.
             let pool = AnyPoolOptions::new().max_connections(1).connect(&url).await.map_err(StoreError::Connect)?;
             pool.execute("PRAGMA journal_mode = WAL").await.map_err(StoreError::Connect)?;
-            Db { pool, engine: Engine::Sqlite, reader: None }
+            Db { pool, engine: Engine::Sqlite, reader: None, replica: None }
         }
     };
     let migrator = match db.engine {

@@ -5,6 +5,10 @@
 
 #![forbid(unsafe_code)]
 
+mod pgcluster;
+
+pub use pgcluster::{PgCluster, pg_bin};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -55,7 +59,7 @@ impl TestDb {
     pub fn store(&self) -> StoreConfig {
         match self {
             TestDb::Sqlite(dir) => StoreConfig::SqliteDir(dir.path().to_path_buf()),
-            TestDb::Postgres { url } => StoreConfig::Postgres(url.clone()),
+            TestDb::Postgres { url } => StoreConfig::Postgres { url: url.clone(), read_url: None },
         }
     }
 
@@ -121,6 +125,11 @@ impl ServerProcess {
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(ServerProcess { name: binary_name.to_owned(), addr, child })
+    }
+
+    /// The process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     pub fn url(&self) -> String {

@@ -450,6 +450,19 @@ impl IssuanceService for IssuanceGrpc {
         let replica = self.0.resume_replica(&who, &r.library, r.repin_log_key).await?;
         Ok(Response::new(pb::ResumeReplicaResponse { replica: Some(replica_to_wire(&replica)) }))
     }
+
+    async fn get_read_status(
+        &self,
+        req: Request<pb::GetReadStatusRequest>,
+    ) -> Result<Response<pb::GetReadStatusResponse>, Status> {
+        let who = principal(&req)?;
+        let s = self.0.read_status(&who).await?;
+        Ok(Response::new(pb::GetReadStatusResponse {
+            replica: s.replica,
+            lag_bytes: s.lag_bytes,
+            lag_seconds: s.lag_seconds,
+        }))
+    }
 }
 
 fn replica_event_to_wire(e: &crate::replica::ReplicaEvent) -> pb::ReplicaEvent {

@@ -357,7 +357,7 @@ impl Issuance {
     pub async fn get(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError> {
         let id = parse_identifier("identifier", identifier)?;
         authorize(who, &Action::ReadLicence { issuer: id.issuer().as_str() })?;
-        self.fetch(identifier).await
+        self.fetch_lagging(identifier).await
     }
 
     /// A licence's events, oldest first.
@@ -422,15 +422,32 @@ impl Issuance {
     }
 
     async fn fetch(&self, identifier: &str) -> Result<LicenceRecord, ServiceError> {
+        self.fetch_from(self.db.reader(), identifier).await
+    }
+
+    /// As [`Issuance::fetch`], from the read replica when one is configured
+    /// (may lag by its replay lag): for reads that answer a caller and
+    /// nothing else — never for what a write depends on.
+    async fn fetch_lagging(&self, identifier: &str) -> Result<LicenceRecord, ServiceError> {
+        self.fetch_from(self.db.replica_reader(), identifier).await
+    }
+
+    async fn fetch_from(&self, pool: &sqlx::AnyPool, identifier: &str) -> Result<LicenceRecord, ServiceError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM licences WHERE identifier = $1",
             record::LICENCE_COLUMNS
         )))
         .bind(identifier)
-        .fetch_optional(self.db.reader())
+        .fetch_optional(pool)
         .await?
         .ok_or_else(|| IssuanceError::NoLicence(identifier.to_owned()))?;
         record::licence_from_row(&row, self.clock.today())
+    }
+
+    /// Where lagging reads are served from and how far behind (administrators and auditors).
+    pub async fn read_status(&self, who: &Principal) -> Result<zhengzhao_store::ReadStatus, ServiceError> {
+        authorize(who, &Action::ReadServiceStatus)?;
+        self.db.read_status().await.map_err(|e| ServiceError::Unavailable(format!("read replica: {e}")))
     }
 }
 

@@ -101,10 +101,7 @@ impl KeyEvents {
     /// sends back. A watcher holds nothing cached from this run until it has
     /// heard the first generation, so it starts as having acknowledged the
     /// current one.
-    pub fn watch(
-        self: &std::sync::Arc<Self>,
-        mut acks: tonic::Streaming<pb::WatchKeyEventsRequest>,
-    ) -> KeyEventStream {
+    pub fn watch(self: &std::sync::Arc<Self>, mut acks: tonic::Streaming<pb::WatchKeyEventsRequest>) -> KeyEventStream {
         let id = self.next_watcher.fetch_add(1, Ordering::Relaxed);
         let mut generation = self.current.subscribe();
         self.watchers().insert(id, generation.borrow().counter);

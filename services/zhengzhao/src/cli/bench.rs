@@ -94,7 +94,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 enum Caller {
     Verify(VerificationServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>, String),
     Document(VerificationServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>, String),
-    Fetch(ExchangeServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>, exchange::FetchLicenceRequest),
+    Fetch(
+        ExchangeServiceClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>,
+        exchange::FetchLicenceRequest,
+    ),
     Echo(tonic_health::pb::health_client::HealthClient<Channel>),
 }
 
@@ -261,6 +264,27 @@ pub async fn measure(args: &ClientArgs, a: &BenchArgs) -> anyhow::Result<Measure
         max_ms: all.last().map_or(0.0, |m| f64::from(*m) / 1000.0),
         first_error,
     })
+}
+
+/// `zhengzhao read-status`.
+pub async fn read_status(args: &ClientArgs) -> anyhow::Result<()> {
+    let c = super::client::Client::connect(args).await?;
+    let s = c
+        .issuance()
+        .get_read_status(zhengzhao_proto::issuance::v1::GetReadStatusRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    if s.replica {
+        say!(
+            "reads that may lag: a streaming replica, {} bytes of WAL behind, {:.1} s behind",
+            s.lag_bytes,
+            s.lag_seconds
+        );
+    } else {
+        say!("reads that may lag: the primary database (no read replica configured)");
+    }
+    Ok(())
 }
 
 pub async fn run(args: &ClientArgs, a: BenchArgs) -> anyhow::Result<std::process::ExitCode> {

@@ -108,6 +108,9 @@ enum Command {
     /// latency: `verify`, `verify-document`, `fetch`, or `echo` (the
     /// transport's ceiling); exit 1 if any call failed.
     Bench(bench::BenchArgs),
+    /// Where the reads that may lag (GetLicence, verification) are served
+    /// from: the primary, or a streaming replica and its lag (administrators, auditors).
+    ReadStatus,
 }
 
 /// Runs the command; the exit code says how it went (see above).
@@ -119,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(args) => return federation::run(client, args).await,
         Command::Gateway(cmd) => return federation::gateway(client, cmd).await,
         Command::Bench(a) => return bench::run(client, a).await,
+        Command::ReadStatus => bench::read_status(client).await?,
         Command::Token(t) => token::run(client, t).await?,
         Command::Catalog(cmd) => catalog::run(client, cmd).await?,
         Command::Licence(cmd) => return licence::run(client, cmd).await,

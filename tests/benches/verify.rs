@@ -1,0 +1,259 @@
+//! Benchmark (not a test): the read path at the hardware's limit.
+//!
+//! Starts the all-in-one (`zhengzhao serve`, embedded SQLite) as its own
+//! process, issues an ES256 and an SM2 licence, and loads it with the CLI's
+//! own load generator (`zhengzhao bench`, a second process), every figure
+//! in the same run:
+//! - the raw verify rate of each algorithm on every core (the floor is one
+//!   signature check per call), and the transport's ceiling (`bench echo`,
+//!   the gRPC health check on the same server);
+//! - `VerifyLicence` (ES256 and SM2), `VerifyDocument` and `FetchLicence` at
+//!   `BENCH_CONCURRENCY` (64) calls in flight, and `VerifyLicence` one call
+//!   at a time, each as a ratio to the raw rate, against the issue's goals;
+//! - the server's resident memory idle and its peak under the load.
+//!
+//! Then, when PostgreSQL answers (`DATABASE_URL`, or 127.0.0.1:5432), the
+//! same `VerifyLicence` load against the services as separate processes.
+//!
+//! Build the binaries first: `cargo build --release --bins`, then
+//! `cargo bench -p zhengzhao-e2e --bench verify` (`BENCH_SECONDS`, default
+//! 10, per measurement). `scripts/bench-read` does both.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use zhengzhao_auth::Role;
+use zhengzhao_e2e::consumers::ITEM;
+use zhengzhao_e2e::remote::Remote;
+use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER};
+use zhengzhao_proto::exchange::v1 as exchange;
+use zhengzhao_proto::signing::v1 as signing;
+use zhengzhao_testkit::{ServerProcess, TestDb, binary};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Raw verifications per second of `verify` on `threads` threads for `d`.
+fn raw_rate(threads: usize, d: Duration, verify: impl Fn() -> bool + Sync) -> f64 {
+    let start = Instant::now();
+    let total: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0u64;
+                    while start.elapsed() < d {
+                        for _ in 0..16 {
+                            assert!(std::hint::black_box(verify()));
+                        }
+                        n += 16;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `VmRSS` or `VmHWM` of `pid`, in MB.
+fn memory(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Measured {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Runs `zhengzhao bench` against `server`.
+fn load(server: &str, token: &str, call: &str, concurrency: u32, seconds: u64, extra: &[&str]) -> Measured {
+    let out = std::process::Command::new(binary("zhengzhao"))
+        .args(["--server", server, "--token", token, "bench", call, "--json"])
+        .args(["--concurrency", &concurrency.to_string(), "--duration", &format!("{seconds}s")])
+        .args(extra)
+        .output()
+        .expect("zhengzhao bench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    match serde_json::from_str::<Measured>(text.trim()) {
+        Ok(m) => {
+            if m.errors > 0 {
+                eprintln!("{call}: {} errors, first: {:?}", m.errors, m.first_error);
+            }
+            m
+        }
+        Err(e) => panic!("zhengzhao bench {call}: {e}: {text} {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+fn line(name: &str, m: &Measured, raw: f64, goal: Option<f64>) {
+    let ratio = m.rate / raw;
+    let verdict = match goal {
+        Some(g) if ratio >= g => format!("goal >= {g}: met"),
+        Some(g) => format!("goal >= {g}: NOT met"),
+        None => String::new(),
+    };
+    println!(
+        "{name:<46} {:>8.0}/s  ratio {ratio:.2}  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  {verdict}",
+        m.rate, m.p50_ms, m.p99_ms, m.p999_ms
+    );
+}
+
+async fn all_in_one(seconds: u64, concurrency: u32, raw_es: f64, raw_sm2: f64) -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("data");
+    let server = ServerProcess::start(
+        "zhengzhao",
+        &["serve".into(), "--listen".into(), "127.0.0.1:0".into(), "--data-dir".into(), data.display().to_string()],
+        &[("RUST_LOG", "warn")],
+    )
+    .await?;
+    let url = server.url();
+    let remote = Remote::new(&data)?;
+    let code = remote.publish_example_type(&url).await?;
+    let es = remote.issue(&url, &code).await?;
+    remote
+        .signing(&url, Role::Admin, ADMIN)?
+        .rotate_key(signing::RotateKeyRequest {
+            issuer_code: ISSUER.into(),
+            algorithm: signing::SignatureAlgorithm::Sm2Sm3 as i32,
+            reason: "benchmark".into(),
+        })
+        .await?;
+    let sm2 = remote.issue(&url, &code).await?;
+    remote
+        .exchange(&url, Role::Admin, ADMIN)?
+        .create_usage_entry(exchange::CreateUsageEntryRequest {
+            agency_code: CONSUMER.into(),
+            level: 0,
+            type_code: code.clone(),
+            service_item_code: ITEM.into(),
+            terms: zhengzhao_e2e::consumers::terms(&[]),
+        })
+        .await?;
+    let jws_file = work.path().join("licence.jws");
+    std::fs::write(&jws_file, &es.jws)?;
+    let jws_path = jws_file.display().to_string();
+    let consumer = remote.token(Role::Consumer, CONSUMER)?;
+    let pid = server.pid().unwrap_or_default();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = memory(pid, "VmRSS");
+
+    let s = seconds;
+    let c = concurrency;
+    let echo = load(&url, &consumer, "echo", c, s, &[]);
+    let verify = load(&url, &consumer, "verify", c, s, &["--identifier", &es.identifier]);
+    let one = load(&url, &consumer, "verify", 1, s, &["--identifier", &es.identifier]);
+    let document = load(&url, &consumer, "verify-document", c, s, &["--jws-file", &jws_path]);
+    let verify_sm2 = load(&url, &consumer, "verify", c, s, &["--identifier", &sm2.identifier]);
+    let fetch = load(&url, &consumer, "fetch", c, s, &["--identifier", &es.identifier, "--service-item", ITEM]);
+    let peak = memory(pid, "VmHWM");
+    let after = memory(pid, "VmRSS");
+
+    println!("all-in-one on SQLite, {c} calls in flight over one HTTP/2 connection, {s} s each");
+    println!("{:<46} {:>8.0}/s", "raw ES256 verify, every core (the floor)", raw_es);
+    println!("{:<46} {:>8.0}/s", "raw SM2 verify, every core", raw_sm2);
+    line("echo: gRPC health check (transport ceiling)", &echo, raw_es, None);
+    line("VerifyLicence, ES256", &verify, raw_es, Some(0.4));
+    line("VerifyLicence, SM2", &verify_sm2, raw_sm2, Some(0.4));
+    line("VerifyDocument, ES256", &document, raw_es, Some(0.5));
+    line("FetchLicence (use-list check + usage log)", &fetch, raw_es, Some(0.3));
+    line("VerifyLicence, one call at a time", &one, raw_es, None);
+    println!(
+        "VerifyLicence p99 at {c} in flight: {:.2} ms (goal < 10: {}); one at a time p50 {:.3} ms (goal < 0.3: {})",
+        verify.p99_ms,
+        if verify.p99_ms < 10.0 { "met" } else { "NOT met" },
+        one.p50_ms,
+        if one.p50_ms < 0.3 { "met" } else { "NOT met" }
+    );
+    println!(
+        "resident memory: idle {idle:.1} MB (goal < 50: {}), peak under load {peak:.1} MB (goal < 150: {}), after {after:.1} MB",
+        if idle < 50.0 { "met" } else { "NOT met" },
+        if peak < 150.0 { "met" } else { "NOT met" }
+    );
+    server.stop().await;
+    Ok(())
+}
+
+async fn split(db: &TestDb, seconds: u64, concurrency: u32, raw_es: f64) -> anyhow::Result<()> {
+    let url = db.url().unwrap_or_default().to_owned();
+    let work = tempfile::tempdir()?;
+    let root = work.path().join("keys");
+    zhengzhao_server::keys::init_split(&root)?;
+    let args = |name: &str, extra: &[String]| -> Vec<String> {
+        let mut v: Vec<String> =
+            ["--listen", "127.0.0.1:0", "--database-url", &url].iter().map(|s| (*s).to_owned()).collect();
+        v.push("--data-dir".into());
+        v.push(root.join(name).display().to_string());
+        v.extend_from_slice(extra);
+        v
+    };
+    let quiet = [("RUST_LOG", "warn")];
+    let catalog = ServerProcess::start("zhengzhao-catalog", &args("catalog", &[]), &quiet).await?;
+    let signing =
+        ServerProcess::start("zhengzhao-signing", &args("signing", &["--catalog-url".into(), catalog.url()]), &quiet)
+            .await?;
+    let peers = ["--catalog-url".into(), catalog.url(), "--signing-url".into(), signing.url()];
+    let issuance = ServerProcess::start("zhengzhao-issuance", &args("issuance", &peers), &quiet).await?;
+    let mut with_issuance = peers.to_vec();
+    with_issuance.extend(["--issuance-url".into(), issuance.url()]);
+    let verification =
+        ServerProcess::start("zhengzhao-verification", &args("verification", &with_issuance), &quiet).await?;
+    let remote = Remote::new(&root.join("operator"))?;
+    let code = remote.publish_example_type(&catalog.url()).await?;
+    let licence = remote.issue(&issuance.url(), &code).await?;
+    let consumer = remote.token(Role::Consumer, CONSUMER)?;
+    let verify =
+        load(&verification.url(), &consumer, "verify", concurrency, seconds, &["--identifier", &licence.identifier]);
+    println!("services as separate processes on PostgreSQL (verification -> issuance, keys cached from signing):");
+    line("VerifyLicence, ES256", &verify, raw_es, None);
+    for p in [verification, issuance, signing, catalog] {
+        p.stop().await;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds = env("BENCH_SECONDS", 10);
+    let concurrency = u32::try_from(env("BENCH_CONCURRENCY", 64)).unwrap_or(64);
+    let exe: PathBuf = binary("zhengzhao");
+    if !Path::new(&exe).exists() {
+        anyhow::bail!("{} is not built: run `cargo build --release --bins` first", exe.display());
+    }
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    // Raw signature checks of a licence-sized JWS on every core.
+    let payload = vec![b'x'; 1200];
+    let mut raws = Vec::new();
+    for alg in [zhengzhao_crypto::Algorithm::Es256, zhengzhao_crypto::Algorithm::Sm2Sm3] {
+        let key = zhengzhao_crypto::IssuerKeyPair::generate(alg);
+        let header = zhengzhao_crypto::JwsHeader {
+            alg: alg.jws_alg().into(),
+            kid: Some("k".into()),
+            typ: None,
+            iat: Some(1_800_000_000),
+        };
+        let input = zhengzhao_crypto::jws::signing_input(&header, &payload);
+        let sig = key.sign(input.as_bytes());
+        let public = key.public_key();
+        raws.push(raw_rate(cores, Duration::from_secs(3), || public.verify(input.as_bytes(), &sig)));
+    }
+    all_in_one(seconds, concurrency, raws[0], raws[1]).await?;
+    match TestDb::postgres().await {
+        Ok(db) => split(&db, seconds, concurrency, raws[0]).await?,
+        Err(e) => println!("split services on PostgreSQL: skipped ({e})"),
+    }
+    Ok(())
+}
