@@ -513,7 +513,9 @@ async fn a_city_and_two_districts_survive_kills_partitions_and_a_rewritten_histo
     // d2 down: the gateway reads its licences from the city, marked stale.
     d2.kill().await;
     let mut via_gateway = issuance_at(&gw_url, &admin)?;
-    let got = via_gateway.get_licence(issuance::GetLicenceRequest { identifier: ids2[2].clone() }).await?;
+    let got = via_gateway
+        .get_licence(issuance::GetLicenceRequest { identifier: ids2[2].clone(), ..Default::default() })
+        .await?;
     let stale = got.metadata().get("zhengzhao-stale").context("marked stale")?.to_str()?.to_owned();
     assert!(stale.starts_with("d2; lag_events="), "{stale}");
     assert_eq!(got.metadata().get("zhengzhao-served-by").map(|v| v.to_str().unwrap_or("")), Some("city"));
@@ -528,7 +530,9 @@ async fn a_city_and_two_districts_survive_kills_partitions_and_a_rewritten_histo
         .expect_err("d2 is down");
     assert_eq!(w.code(), tonic::Code::Unavailable, "{w:?}");
     // d1 is served by d1 itself.
-    let fresh = via_gateway.get_licence(issuance::GetLicenceRequest { identifier: ids1[0].clone() }).await?;
+    let fresh = via_gateway
+        .get_licence(issuance::GetLicenceRequest { identifier: ids1[0].clone(), ..Default::default() })
+        .await?;
     assert_eq!(fresh.metadata().get("zhengzhao-served-by").map(|v| v.to_str().unwrap_or("")), Some("d1"));
     assert!(fresh.metadata().get("zhengzhao-stale").is_none());
     p2.retarget(d2.start().await?);
@@ -545,7 +549,9 @@ async fn a_city_and_two_districts_survive_kills_partitions_and_a_rewritten_histo
             })
             .await?;
     }
-    let got = via_gateway.get_licence(issuance::GetLicenceRequest { identifier: ids2[3].clone() }).await?;
+    let got = via_gateway
+        .get_licence(issuance::GetLicenceRequest { identifier: ids2[3].clone(), ..Default::default() })
+        .await?;
     assert!(got.metadata().get("zhengzhao-stale").is_some(), "a partitioned district's read is marked stale");
     let members = cli(&["gateway", "members"], &admin, &gw_url)?;
     let text = String::from_utf8_lossy(&members.stdout).to_string();
@@ -626,7 +632,8 @@ async fn a_city_and_two_districts_survive_kills_partitions_and_a_rewritten_histo
     ])
     .await?;
     let mut at_city = issuance_at(&city.url(), &admin)?;
-    let got = at_city.get_licence(issuance::GetLicenceRequest { identifier: ids2[4].clone() }).await?;
+    let got =
+        at_city.get_licence(issuance::GetLicenceRequest { identifier: ids2[4].clone(), ..Default::default() }).await?;
     assert_eq!(got.metadata().get("zhengzhao-served-by").map(|v| v.to_str().unwrap_or("")), Some("d2"));
     let members: Vec<gateway::Library> =
         GatewayServiceClient::with_interceptor(channel(&city.url())?, BearerToken::new(&admin)?)

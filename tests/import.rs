@@ -127,7 +127,7 @@ async fn good_rows_land_bad_rows_are_reported_and_reruns_change_nothing() -> Res
         )?;
         let l = lib
             .issuance(Role::Issuer, ISSUER)
-            .get_licence(issuance::GetLicenceRequest { identifier: id.to_string() })
+            .get_licence(issuance::GetLicenceRequest { identifier: id.to_string(), ..Default::default() })
             .await?;
         assert_eq!(l.into_inner().licence.unwrap_or_default().status, common::LicenceStatus::Expired as i32);
         // Only issuers import, for themselves.
@@ -186,7 +186,7 @@ async fn legacy_identifiers_need_the_flag_are_kept_verbatim_and_verify() -> Resu
         for identifier in [&one_high, &arbitrary] {
             let l = lib
                 .issuance(Role::Issuer, ISSUER)
-                .get_licence(issuance::GetLicenceRequest { identifier: identifier.clone() })
+                .get_licence(issuance::GetLicenceRequest { identifier: identifier.clone(), ..Default::default() })
                 .await?
                 .into_inner()
                 .licence
@@ -219,7 +219,7 @@ async fn legacy_identifiers_need_the_flag_are_kept_verbatim_and_verify() -> Resu
         let standard_form = format!("{}{standard}", &arbitrary[..arbitrary.len() - 1]);
         let e = lib
             .issuance(Role::Issuer, ISSUER)
-            .get_licence(issuance::GetLicenceRequest { identifier: standard_form })
+            .get_licence(issuance::GetLicenceRequest { identifier: standard_form, ..Default::default() })
             .await
             .expect_err("not held");
         assert_eq!(e.code(), Code::NotFound, "{engine}");

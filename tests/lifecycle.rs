@@ -114,7 +114,7 @@ async fn a_licence_goes_through_every_lifecycle_path() -> Result {
         assert_eq!(doc["holder"]["name"], "示例食品股份有限公司");
         let old = lib
             .issuance(Role::Issuer, ISSUER)
-            .get_licence(issuance::GetLicenceRequest { identifier: id.clone() })
+            .get_licence(issuance::GetLicenceRequest { identifier: id.clone(), ..Default::default() })
             .await?
             .into_inner();
         let old = old.licence.unwrap_or_default();
@@ -271,7 +271,7 @@ async fn expiry_is_right_at_read_time_and_recorded_by_the_job() -> Result {
         let old = imported(&lib, d).await?;
         let old = lib
             .issuance(Role::Issuer, ISSUER)
-            .get_licence(issuance::GetLicenceRequest { identifier: old })
+            .get_licence(issuance::GetLicenceRequest { identifier: old, ..Default::default() })
             .await?
             .into_inner()
             .licence
@@ -371,7 +371,7 @@ async fn exactly_one_version_is_valid_across_a_renewal_and_a_change() -> Result 
         assert_eq!(outcome(&lib, &v2).await?.0, O::NotYetValid);
         let old = lib
             .issuance(Role::Issuer, ISSUER)
-            .get_licence(issuance::GetLicenceRequest { identifier: v1.clone() })
+            .get_licence(issuance::GetLicenceRequest { identifier: v1.clone(), ..Default::default() })
             .await?
             .into_inner()
             .licence

@@ -41,6 +41,20 @@ async fn verify(v: &mut VerificationServiceClient<Authed>, id: &str) -> anyhow::
     Ok((O::try_from(r.outcome)?, r.detail))
 }
 
+/// How many ListPublicKeys calls the signing service has answered (its /metrics).
+async fn key_reads(metrics: std::net::SocketAddr) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(metrics).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n").await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("zhengzhao_grpc_requests_total{") && l.contains("/ListPublicKeys\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
 async fn refused_watch(mut client: SigningServiceClient<Authed>) -> Code {
     let (_acks, rx) = tokio::sync::mpsc::channel::<signing::WatchKeyEventsRequest>(1);
     match client.watch_key_events(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
@@ -65,9 +79,13 @@ async fn split_services_see_a_key_change_in_the_next_verification() -> anyhow::R
         v
     };
     let catalog_p = ServerProcess::start("zhengzhao-catalog", &args("catalog", &[]), &[]).await?;
-    let signing_p =
-        ServerProcess::start("zhengzhao-signing", &args("signing", &["--catalog-url".into(), catalog_p.url()]), &[])
-            .await?;
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let signing_p = ServerProcess::start(
+        "zhengzhao-signing",
+        &args("signing", &["--catalog-url".into(), catalog_p.url(), "--metrics-listen".into(), metrics.to_string()]),
+        &[],
+    )
+    .await?;
     let peers = ["--catalog-url".into(), catalog_p.url(), "--signing-url".into(), signing_p.url()];
     let issuance_p = ServerProcess::start("zhengzhao-issuance", &args("issuance", &peers), &[]).await?;
     let mut with_issuance = peers.to_vec();
@@ -84,9 +102,25 @@ async fn split_services_see_a_key_change_in_the_next_verification() -> anyhow::R
     // issuer's keys), then changes a key and verifies again at once.
     for round in 0..3 {
         let licence = remote.issue(&issuance_url, &code).await?;
+        assert_eq!(verify(&mut ver, &licence.identifier).await?.0, O::Valid, "round {round}");
+        // Once the verification service follows the key events (it starts
+        // watching on its first read), it takes the keys from its cache.
+        let mut following = false;
+        for _ in 0..100 {
+            let reads = key_reads(metrics).await?;
+            assert_eq!(verify(&mut ver, &licence.identifier).await?.0, O::Valid, "round {round}");
+            if key_reads(metrics).await? == reads {
+                following = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(following, "round {round}: the verification service never used its key cache");
+        let reads = key_reads(metrics).await?;
         for _ in 0..3 {
             assert_eq!(verify(&mut ver, &licence.identifier).await?.0, O::Valid, "round {round}");
         }
+        assert_eq!(key_reads(metrics).await?, reads, "round {round}: keys read once, then cached");
         let compromised = keys_admin
             .compromise_key(signing::CompromiseKeyRequest {
                 key_id: licence.key_id.clone(),
@@ -158,7 +192,8 @@ async fn verification_reads_from_a_streaming_replica_and_the_status_shows_its_la
             "--read-database-url".into(),
             standby.url(),
         ],
-        &[],
+        // Long enough that the paused replica keeps serving while the test looks.
+        &[("ZHENGZHAO_READ_MAX_LAG_SECONDS", "3600")],
     )
     .await?;
     let url = server.url();
@@ -173,6 +208,14 @@ async fn verification_reads_from_a_streaming_replica_and_the_status_shows_its_la
     // primary), and verification answers from the replica as it stands.
     let mut standby_conn = sqlx::PgConnection::connect(&standby.url()).await?;
     sqlx::query("SELECT pg_wal_replay_pause()").execute(&mut standby_conn).await?;
+    remote
+        .issuance(&url, Role::Issuer, ISSUER)?
+        .cancel_licence(issuance::CancelLicenceRequest {
+            identifier: first.identifier.clone(),
+            reason: "企业申请注销".into(),
+            ..Default::default()
+        })
+        .await?;
     let second = remote.issue(&url, &code).await?;
     let mut issuance = remote.issuance(&url, Role::Admin, ADMIN)?;
     let mut lagging = None;
@@ -185,9 +228,31 @@ async fn verification_reads_from_a_streaming_replica_and_the_status_shows_its_la
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let lagging = lagging.expect("the status shows the replica behind");
-    assert!(lagging.replica && lagging.lag_seconds >= 0.0, "{lagging:?}");
-    let (outcome, detail) = verify(&mut ver, &second.identifier).await?;
-    assert_eq!(outcome, O::NotFound, "read from the paused replica: {detail}");
+    assert!(lagging.replica && lagging.in_use, "{lagging:?}");
+    let (outcome, detail) = verify(&mut ver, &first.identifier).await?;
+    assert_eq!(outcome, O::Valid, "the paused replica has not seen the cancellation: {detail}");
+    // A licence the replica does not hold yet is read from the primary.
+    assert_eq!(verify(&mut ver, &second.identifier).await?.0, O::Valid, "not yet replicated: from the primary");
+    // With the proof, the licence is read where the log is: the primary.
+    let proved = ver
+        .verify_licence(verification::VerifyLicenceRequest {
+            identifier: first.identifier.clone(),
+            include_inclusion_proof: true,
+        })
+        .await?
+        .into_inner()
+        .verification
+        .unwrap_or_default();
+    assert_eq!(O::try_from(proved.outcome)?, O::Cancelled, "{}", proved.detail);
+    // GetLicence answers from the primary unless the caller accepts lag.
+    let current = remote
+        .issuance(&url, Role::Issuer, ISSUER)?
+        .get_licence(issuance::GetLicenceRequest { identifier: first.identifier.clone(), may_lag: false })
+        .await?
+        .into_inner()
+        .licence
+        .unwrap_or_default();
+    assert_eq!(current.status, zhengzhao_proto::common::v1::LicenceStatus::Cancelled as i32);
     let out = std::process::Command::new(zhengzhao_testkit::binary("zhengzhao"))
         .args(["--server", &url, "--token", &remote.token(Role::Auditor, ADMIN)?, "read-status"])
         .output()?;
@@ -196,7 +261,7 @@ async fn verification_reads_from_a_streaming_replica_and_the_status_shows_its_la
 
     sqlx::query("SELECT pg_wal_replay_resume()").execute(&mut standby_conn).await?;
     caught_up(&remote, &url).await?;
-    assert_eq!(verify(&mut ver, &second.identifier).await?.0, O::Valid, "once replayed");
+    assert_eq!(verify(&mut ver, &first.identifier).await?.0, O::Cancelled, "once replayed");
 
     // Only administrators and auditors see where reads come from.
     let refused = remote

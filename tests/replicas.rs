@@ -197,7 +197,7 @@ async fn the_sync_job_replicates_a_district_and_the_city_checks_every_batch() ->
         // with the district's keys; writes there are refused.
         let held = city
             .issuance(Role::Admin, ADMIN)
-            .get_licence(issuance::GetLicenceRequest { identifier: b.identifier.clone() })
+            .get_licence(issuance::GetLicenceRequest { identifier: b.identifier.clone(), ..Default::default() })
             .await?
             .into_inner();
         let held = held.licence.expect("licence");

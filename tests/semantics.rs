@@ -275,7 +275,7 @@ async fn a_replay_answers_with_the_original_result() -> Result {
         assert_eq!(replayed.status, common::LicenceStatus::Seized as i32, "{engine}: the original result, not today's");
         let now = lib
             .issuance(Role::Issuer, ISSUER)
-            .get_licence(issuance::GetLicenceRequest { identifier: id.clone() })
+            .get_licence(issuance::GetLicenceRequest { identifier: id.clone(), ..Default::default() })
             .await?
             .into_inner()
             .licence

@@ -256,7 +256,7 @@ async fn cancel_follows_the_transition_table_and_history_is_ordered() -> Result 
         // Consumers read licences only through the exchange.
         let e = lib
             .issuance(Role::Consumer, CONSUMER)
-            .get_licence(issuance::GetLicenceRequest { identifier: l.identifier.clone() })
+            .get_licence(issuance::GetLicenceRequest { identifier: l.identifier.clone(), ..Default::default() })
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);

@@ -241,7 +241,10 @@ async fn an_issuer_cannot_backdate_through_a_self_declared_outage() -> Result {
             .await
             .unwrap_err();
         assert!(e.message().contains("last recorded event"), "{engine}: {}", e.message());
-        let l = issuer.get_licence(issuance::GetLicenceRequest { identifier: id.clone() }).await?.into_inner();
+        let l = issuer
+            .get_licence(issuance::GetLicenceRequest { identifier: id.clone(), ..Default::default() })
+            .await?
+            .into_inner();
         assert_eq!(
             l.licence.unwrap_or_default().status,
             zhengzhao_proto::common::v1::LicenceStatus::Seized as i32,

@@ -113,7 +113,7 @@ pub fn authorize(principal: &Principal, action: &Action<'_>) -> Result<(), Denie
         // Only the services that cache public keys: a watcher holds back
         // every key change until it acknowledges, so nobody else may be one.
         A::WatchKeyEvents => matches!(role, R::Service(ServiceName::Verification | ServiceName::Exchange)),
-        A::ReadServiceStatus => matches!(role, R::Admin | R::Auditor | R::Service(ServiceName::Gateway)),
+        A::ReadServiceStatus => matches!(role, R::Admin | R::Auditor),
         A::IssueLicence { issuer } | A::ChangeLicence { issuer } => role == R::Issuer && own(issuer),
         A::ForceCancel { .. } => role == R::Admin,
         A::ReadLicence { issuer } => match role {

@@ -18,6 +18,9 @@ pub trait IssuanceApi: Send + Sync {
     /// Reads a licence (status as of today).
     async fn get(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError>;
 
+    /// As `get`, possibly from a read replica that lags (see `GetLicenceRequest.may_lag`).
+    async fn get_lagging(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError>;
+
     /// One page of a holder's licences, and the next page's token.
     async fn holder_licences(
         &self,
@@ -68,14 +71,25 @@ impl IssuanceClient {
         IssuanceClient::Remote(IssuanceServiceClient::with_interceptor(channel, credentials))
     }
 
-    /// Reads a licence on the calling service's own account.
+    /// Reads a licence on the calling service's own account, from the primary.
     pub async fn get(&self, identifier: &str) -> Result<LicenceRecord, ServiceError> {
+        self.read(identifier, false).await
+    }
+
+    /// As [`IssuanceClient::get`], possibly from a read replica that lags
+    /// behind by seconds: for verification's answers, never for writes.
+    pub async fn get_lagging(&self, identifier: &str) -> Result<LicenceRecord, ServiceError> {
+        self.read(identifier, true).await
+    }
+
+    async fn read(&self, identifier: &str, may_lag: bool) -> Result<LicenceRecord, ServiceError> {
         match self {
+            IssuanceClient::Local(i, who) if may_lag => i.get_lagging(who, identifier).await,
             IssuanceClient::Local(i, who) => i.get(who, identifier).await,
             IssuanceClient::Remote(c) => {
                 let r = c
                     .clone()
-                    .get_licence(pb::GetLicenceRequest { identifier: identifier.to_owned() })
+                    .get_licence(pb::GetLicenceRequest { identifier: identifier.to_owned(), may_lag })
                     .await
                     .map_err(|s| ServiceError::from_status(&s))?
                     .into_inner();

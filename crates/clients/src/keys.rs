@@ -13,7 +13,9 @@
 //!   disconnected, signing too old to offer the stream) nothing is cached.
 //!
 //! So a compromise recorded shows in the next verification, in either
-//! deployment.
+//! deployment; a change another replica of the signing service made shows
+//! within its poll of the stored counter (a quarter second), and anything
+//! cached is read again after [`MAX_AGE`] regardless.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -36,6 +38,9 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const LEASE: Duration = Duration::from_millis(1500);
 /// Most issuers (and the all-issuer list) kept.
 const CAPACITY: usize = 4096;
+/// However quiet the key events, keys are read again after this long: a
+/// backstop for changes nobody announced (a database edited by hand).
+pub const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// Where a signing process is in its key changes: a random epoch per run and
 /// a counter of the changes it has recorded.
@@ -108,7 +113,7 @@ enum Source {
 /// Issuer keys, cached per issuer under the generation they were read at.
 pub struct KeyCache {
     source: Source,
-    entries: Mutex<HashMap<String, (KeyGeneration, Arc<KeySet>)>>,
+    entries: Mutex<HashMap<String, (KeyGeneration, Instant, Arc<KeySet>)>>,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -141,22 +146,27 @@ impl KeyCache {
         }
     }
 
-    /// The cached keys of `issuer` ("" for all), if read under `generation`.
+    /// The cached keys of `issuer` ("" for all), if read under `generation`
+    /// less than [`MAX_AGE`] ago.
     pub fn get(&self, issuer: &str, generation: KeyGeneration) -> Option<Arc<KeySet>> {
         let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.get(issuer).filter(|(g, _)| *g == generation).map(|(_, k)| k.clone())
+        entries.get(issuer).filter(|(g, at, _)| *g == generation && at.elapsed() < MAX_AGE).map(|(_, _, k)| k.clone())
     }
 
-    /// Keeps `keys`, read under `generation` (read before the keys were).
+    /// Keeps `keys`, read under `generation` (read before the keys were),
+    /// unless the generation has moved on since.
     pub fn put(&self, issuer: &str, generation: KeyGeneration, keys: Arc<KeySet>) {
+        if self.generation() != Some(generation) {
+            return;
+        }
         let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if entries.len() >= CAPACITY && !entries.contains_key(issuer) {
-            entries.retain(|_, (g, _)| *g == generation);
+            entries.retain(|_, (g, at, _)| *g == generation && at.elapsed() < MAX_AGE);
             if entries.len() >= CAPACITY {
                 entries.clear();
             }
         }
-        entries.insert(issuer.to_owned(), (generation, keys));
+        entries.insert(issuer.to_owned(), (generation, Instant::now(), keys));
     }
 }
 
@@ -174,7 +184,11 @@ async fn watch_keys(
             Ok(response) => {
                 let mut events = response.into_inner();
                 loop {
-                    match tokio::time::timeout(LEASE, events.message()).await {
+                    let next = tokio::select! {
+                        m = tokio::time::timeout(LEASE, events.message()) => m,
+                        () = heard.closed() => return,
+                    };
+                    match next {
                         Ok(Ok(Some(m))) => {
                             let Some(g) = m.generation.map(KeyGeneration::from) else { break };
                             heard.send_replace(Some((g, Instant::now())));

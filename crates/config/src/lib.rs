@@ -34,6 +34,9 @@ pub struct Config {
     /// `GetLicence` reads them for callers, verification and the exchange.
     /// Writes, and every read a write depends on, stay on the primary.
     pub read_database_url: Option<String>,
+    /// Beyond this replay lag (seconds) the replica is not read: the
+    /// primary answers until it catches up. Default 5, at most 3600.
+    pub read_max_lag_seconds: u64,
     /// This library's name: `city`, or a district's name or area code.
     /// The city names districts by it when it replicates them, and the
     /// gateway's member status shows it.
@@ -219,6 +222,7 @@ impl Default for Config {
             data_dir: PathBuf::from("zhengzhao-data"),
             database_url: None,
             read_database_url: None,
+            read_max_lag_seconds: 5,
             library: "city".into(),
             agency: None,
             calendar_file: None,
@@ -290,6 +294,9 @@ impl Config {
                     "read_database_url is a replica of database_url: set database_url too".into(),
                 ));
             }
+        }
+        if !(1..=3600).contains(&self.read_max_lag_seconds) {
+            return Err(ConfigError::Invalid("read_max_lag_seconds must be 1 to 3600".into()));
         }
         for (name, url) in [
             ("catalog", &self.peers.catalog),

@@ -154,7 +154,13 @@ impl Sm2PublicKey {
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         // `r` and `s` in [1, n−1], exactly 64 bytes: checked by `sm2`
         // before `efficient-sm2` (which accepts r + n) sees them.
-        if signature.len() != 64 || Signature::from_slice(signature).is_err() {
+        if signature.len() != 64 {
+            return false;
+        }
+        let Ok(checked) = Signature::from_slice(signature) else { return false };
+        // t = (r + s) mod n must not be 0 (GB/T 32918.2, B5).
+        let t = *checked.r() + *checked.s();
+        if bool::from(sm2::elliptic_curve::ff::Field::is_zero(&t)) {
             return false;
         }
         let Ok(sig) = efficient_sm2::Signature::from_slice(signature) else { return false };

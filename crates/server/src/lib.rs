@@ -172,6 +172,7 @@ impl Context {
         let store = StoreConfig::from_urls_or_dir(
             config.database_url.as_deref(),
             config.read_database_url.as_deref(),
+            std::time::Duration::from_secs(config.read_max_lag_seconds),
             config.data_dir.clone(),
         );
         Context { config, keys, store, local_addr: None, clock: Default::default() }

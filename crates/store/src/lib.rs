@@ -19,7 +19,7 @@ pub enum StoreConfig {
     /// A PostgreSQL database; each service gets its own schema in it.
     /// `read_url`, when given, is a streaming replica of it that the reads
     /// allowed to lag ([`Db::replica_reader`]) go to.
-    Postgres { url: String, read_url: Option<String> },
+    Postgres { url: String, read_url: Option<String>, read_max_lag: std::time::Duration },
     /// A directory; each service gets its own SQLite file in it.
     SqliteDir(PathBuf),
 }
@@ -27,16 +27,22 @@ pub enum StoreConfig {
 impl StoreConfig {
     /// `postgres://...` URLs are PostgreSQL; anything else is a directory for SQLite files.
     pub fn from_url_or_dir(url: Option<&str>, dir: PathBuf) -> Self {
-        Self::from_urls_or_dir(url, None, dir)
+        Self::from_urls_or_dir(url, None, MAX_REPLICA_LAG, dir)
     }
 
     /// As [`StoreConfig::from_url_or_dir`], with a streaming replica's URL
     /// for the reads that may lag (PostgreSQL only).
-    pub fn from_urls_or_dir(url: Option<&str>, read_url: Option<&str>, dir: PathBuf) -> Self {
+    pub fn from_urls_or_dir(
+        url: Option<&str>,
+        read_url: Option<&str>,
+        read_max_lag: std::time::Duration,
+        dir: PathBuf,
+    ) -> Self {
         match url {
             Some(u) if !u.is_empty() => StoreConfig::Postgres {
                 url: u.to_owned(),
                 read_url: read_url.filter(|r| !r.is_empty()).map(str::to_owned),
+                read_max_lag,
             },
             _ => StoreConfig::SqliteDir(dir),
         }
@@ -62,13 +68,21 @@ pub struct Db {
     /// On PostgreSQL with a streaming replica configured: read-only
     /// connections to it.
     replica: Option<AnyPool>,
+    /// Whether the replica is within `max_lag` (checked every second).
+    replica_usable: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max_lag: std::time::Duration,
 }
+
+/// The default lag beyond which the reads that may lag go to the primary.
+pub const MAX_REPLICA_LAG: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where reads that may lag are served from, and how far behind.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadStatus {
-    /// Whether a streaming replica serves them (else the primary, or SQLite).
+    /// Whether a streaming replica is configured for them.
     pub replica: bool,
+    /// Whether it serves them now (within its maximum lag; else the primary does).
+    pub in_use: bool,
     /// The replica's WAL not yet replayed, in bytes.
     pub lag_bytes: i64,
     /// Seconds since the last transaction the replica replayed was
@@ -87,14 +101,57 @@ impl Db {
     /// replica when one is configured, else [`Db::reader`]. Never for what
     /// a write depends on.
     pub fn replica_reader(&self) -> &AnyPool {
-        self.replica.as_ref().unwrap_or_else(|| self.reader())
+        match &self.replica {
+            Some(r) if self.replica_usable.load(std::sync::atomic::Ordering::Relaxed) => r,
+            _ => self.reader(),
+        }
+    }
+
+    /// Whether a read replica is configured.
+    pub fn has_replica(&self) -> bool {
+        self.replica.is_some()
+    }
+
+    /// Follows the replica's lag every second, sending the reads that may
+    /// lag to the primary while it is beyond its maximum lag or cannot be
+    /// asked.
+    fn watch_replica(&self) {
+        let db = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let usable = match db.lag().await {
+                    Ok((_, seconds)) => seconds <= db.max_lag.as_secs_f64(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "read replica cannot be asked: reading from the primary");
+                        false
+                    }
+                };
+                let was = db.replica_usable.swap(usable, std::sync::atomic::Ordering::Relaxed);
+                if was && !usable {
+                    tracing::warn!("read replica beyond its maximum lag: reading from the primary");
+                }
+                if db.pool.is_closed() {
+                    return;
+                }
+            }
+        });
     }
 
     /// How far the replica behind [`Db::replica_reader`] lags.
     pub async fn read_status(&self) -> Result<ReadStatus, sqlx::Error> {
-        let Some(replica) = &self.replica else {
-            return Ok(ReadStatus { replica: false, lag_bytes: 0, lag_seconds: 0.0 });
-        };
+        if self.replica.is_none() {
+            return Ok(ReadStatus { replica: false, in_use: false, lag_bytes: 0, lag_seconds: 0.0 });
+        }
+        let (lag_bytes, lag_seconds) = self.lag().await?;
+        let in_use = self.replica_usable.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(ReadStatus { replica: true, in_use, lag_bytes, lag_seconds })
+    }
+
+    /// The replica's lag: WAL bytes not yet replayed, and seconds.
+    async fn lag(&self) -> Result<(i64, f64), sqlx::Error> {
+        let Some(replica) = &self.replica else { return Ok((0, 0.0)) };
         let (replayed, replay_age): (Option<String>, Option<f64>) = sqlx::query_as(
             "SELECT pg_last_wal_replay_lsn()::text,
                     EXTRACT(EPOCH FROM (clock_timestamp() - pg_last_xact_replay_timestamp()))::float8",
@@ -110,7 +167,7 @@ impl Db {
             .fetch_one(&self.pool)
             .await?;
         let lag_seconds = if lag_bytes <= 0 { 0.0 } else { replay_age.unwrap_or(0.0).max(0.0) };
-        Ok(ReadStatus { replica: true, lag_bytes: lag_bytes.max(0), lag_seconds })
+        Ok((lag_bytes.max(0), lag_seconds))
     }
 }
 
@@ -128,6 +185,8 @@ pub enum StoreError {
     Connect(sqlx::Error),
     #[error("cannot connect to the read replica (read_database_url): {0}")]
     ConnectReplica(sqlx::Error),
+    #[error("read_database_url is not a streaming replica (the server is not in recovery): writes there would be lost")]
+    NotAReplica,
     #[error("cannot migrate the {service} schema: {source}")]
     Migrate { service: String, source: sqlx::migrate::MigrateError },
 }
@@ -180,7 +239,7 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
     install_default_drivers();
     assert!(service.bytes().all(|b| b.is_ascii_lowercase()), "service names are lower-case ASCII");
     let db = match config {
-        StoreConfig::Postgres { url, read_url } => {
+        StoreConfig::Postgres { url, read_url, read_max_lag } => {
             let bootstrap = AnyPoolOptions::new().max_connections(1).connect(url).await.map_err(StoreError::Connect)?;
             bootstrap
                 .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {service}")))
@@ -202,11 +261,25 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
                         .connect(&scoped)
                         .await
                         .map_err(StoreError::ConnectReplica)?;
+                    let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                        .fetch_one(&replica)
+                        .await
+                        .map_err(StoreError::ConnectReplica)?;
+                    if !standby {
+                        return Err(StoreError::NotAReplica);
+                    }
                     Some(replica)
                 }
                 None => None,
             };
-            Db { pool, engine: Engine::Postgres, reader: None, replica }
+            Db {
+                pool,
+                engine: Engine::Postgres,
+                reader: None,
+                replica,
+                replica_usable: Default::default(),
+                max_lag: *read_max_lag,
+            }
         }
         StoreConfig::SqliteDir(dir) => {
             private_dir(dir).map_err(|e| StoreError::Dir(dir.clone(), e))?;
@@ -217,7 +290,14 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
             // connection never meets a lock upgrade it cannot wait for.
             let pool = AnyPoolOptions::new().max_connections(1).connect(&url).await.map_err(StoreError::Connect)?;
             pool.execute("PRAGMA journal_mode = WAL").await.map_err(StoreError::Connect)?;
-            Db { pool, engine: Engine::Sqlite, reader: None, replica: None }
+            Db {
+                pool,
+                engine: Engine::Sqlite,
+                reader: None,
+                replica: None,
+                replica_usable: Default::default(),
+                max_lag: MAX_REPLICA_LAG,
+            }
         }
     };
     let migrator = match db.engine {
@@ -226,6 +306,11 @@ pub async fn open(config: &StoreConfig, service: &str, migrations: &Migrations) 
     };
     migrator.run(&db.pool).await.map_err(|source| StoreError::Migrate { service: service.to_owned(), source })?;
     let mut db = db;
+    if db.replica.is_some() {
+        let usable = matches!(db.lag().await, Ok((_, s)) if s <= db.max_lag.as_secs_f64());
+        db.replica_usable.store(usable, std::sync::atomic::Ordering::Relaxed);
+        db.watch_replica();
+    }
     if let StoreConfig::SqliteDir(dir) = config {
         let path = dir.join(format!("{service}.db"));
         let url = format!("sqlite://{}?mode=ro", path.display());

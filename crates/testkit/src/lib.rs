@@ -59,7 +59,11 @@ impl TestDb {
     pub fn store(&self) -> StoreConfig {
         match self {
             TestDb::Sqlite(dir) => StoreConfig::SqliteDir(dir.path().to_path_buf()),
-            TestDb::Postgres { url } => StoreConfig::Postgres { url: url.clone(), read_url: None },
+            TestDb::Postgres { url } => StoreConfig::Postgres {
+                url: url.clone(),
+                read_url: None,
+                read_max_lag: zhengzhao_store::MAX_REPLICA_LAG,
+            },
         }
     }
 

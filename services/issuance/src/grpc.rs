@@ -116,7 +116,12 @@ impl IssuanceService for IssuanceGrpc {
         req: Request<pb::GetLicenceRequest>,
     ) -> Result<Response<pb::GetLicenceResponse>, Status> {
         let who = principal(&req)?;
-        let l = self.0.get(&who, &req.into_inner().identifier).await?;
+        let r = req.into_inner();
+        let l = if r.may_lag {
+            self.0.get_lagging(&who, &r.identifier).await?
+        } else {
+            self.0.get(&who, &r.identifier).await?
+        };
         Ok(Response::new(pb::GetLicenceResponse { licence: licence_reply(&l) }))
     }
 
@@ -459,6 +464,7 @@ impl IssuanceService for IssuanceGrpc {
         let s = self.0.read_status(&who).await?;
         Ok(Response::new(pb::GetReadStatusResponse {
             replica: s.replica,
+            in_use: s.in_use,
             lag_bytes: s.lag_bytes,
             lag_seconds: s.lag_seconds,
         }))

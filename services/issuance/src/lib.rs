@@ -357,7 +357,20 @@ impl Issuance {
     pub async fn get(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError> {
         let id = parse_identifier("identifier", identifier)?;
         authorize(who, &Action::ReadLicence { issuer: id.issuer().as_str() })?;
-        self.fetch_lagging(identifier).await
+        self.fetch(identifier).await
+    }
+
+    /// As [`Issuance::get`], from the read replica when one is configured
+    /// and within its maximum lag: may miss the last seconds' changes (a
+    /// licence the replica does not hold yet is read from the primary).
+    /// For answers to callers only, never for what a write depends on.
+    pub async fn get_lagging(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError> {
+        let id = parse_identifier("identifier", identifier)?;
+        authorize(who, &Action::ReadLicence { issuer: id.issuer().as_str() })?;
+        match self.fetch_from(self.db.replica_reader(), identifier).await {
+            Err(ServiceError::NotFound(_)) if self.db.has_replica() => self.fetch(identifier).await,
+            other => other,
+        }
     }
 
     /// A licence's events, oldest first.
@@ -423,13 +436,6 @@ impl Issuance {
 
     async fn fetch(&self, identifier: &str) -> Result<LicenceRecord, ServiceError> {
         self.fetch_from(self.db.reader(), identifier).await
-    }
-
-    /// As [`Issuance::fetch`], from the read replica when one is configured
-    /// (may lag by its replay lag): for reads that answer a caller and
-    /// nothing else — never for what a write depends on.
-    async fn fetch_lagging(&self, identifier: &str) -> Result<LicenceRecord, ServiceError> {
-        self.fetch_from(self.db.replica_reader(), identifier).await
     }
 
     async fn fetch_from(&self, pool: &sqlx::AnyPool, identifier: &str) -> Result<LicenceRecord, ServiceError> {
@@ -510,6 +516,10 @@ async fn update_state(
 impl zhengzhao_clients::IssuanceApi for Issuance {
     async fn get(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError> {
         Issuance::get(self, who, identifier).await
+    }
+
+    async fn get_lagging(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError> {
+        Issuance::get_lagging(self, who, identifier).await
     }
 
     async fn checkpoint(&self, who: &Principal) -> Result<translog::Checkpoint, ServiceError> {

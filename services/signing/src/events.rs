@@ -6,11 +6,18 @@
 //! change returns to its caller only once every watcher has acknowledged
 //! it, or after [`ACK_WAIT`] with the silent ones cut off (their lease
 //! has run out by then, so they are not using their caches either).
+//!
+//! Several signing processes may share one database: each change also
+//! bumps a stored counter (`key_generation`) in its own transaction, and
+//! every process polls it every [`STORED_POLL`], so a change made by one
+//! reaches the watchers of the others within that time (without the
+//! acknowledgement wait). Caches also drop what they hold after
+//! `zhengzhao_clients::keys::MAX_AGE` whatever they hear.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,6 +27,16 @@ use zhengzhao_proto::signing::v1 as pb;
 
 /// How long a key change waits for watchers to acknowledge it.
 pub const ACK_WAIT: Duration = Duration::from_secs(2);
+/// How often the stored counter is read (changes by other replicas).
+pub const STORED_POLL: Duration = Duration::from_millis(250);
+/// Most remote watchers at once (each verification or exchange process is one).
+pub const MAX_WATCHERS: usize = 256;
+
+/// Counts a key change in the stored counter, in the change's transaction.
+pub async fn bump_stored(conn: &mut sqlx::AnyConnection) -> Result<(), zhengzhao_proto::ServiceError> {
+    sqlx::query("UPDATE key_generation SET counter = counter + 1 WHERE id = 1").execute(&mut *conn).await?;
+    Ok(())
+}
 const _: () = assert!(LEASE.as_millis() < ACK_WAIT.as_millis());
 
 /// What a remote watcher receives.
@@ -33,6 +50,7 @@ pub struct KeyEvents {
     watchers: Mutex<HashMap<u64, u64>>,
     next_watcher: AtomicU64,
     acknowledged: Notify,
+    started: Instant,
 }
 
 impl Default for KeyEvents {
@@ -43,6 +61,7 @@ impl Default for KeyEvents {
             watchers: Mutex::default(),
             next_watcher: AtomicU64::new(1),
             acknowledged: Notify::new(),
+            started: Instant::now(),
         }
     }
 }
@@ -61,6 +80,11 @@ impl KeyEvents {
     /// moves the generation on, then waits until every remote watcher has
     /// acknowledged it, cutting off those still silent after [`ACK_WAIT`].
     pub async fn changed(&self) {
+        // Watchers of an earlier run of this process may still hold a
+        // lease on their caches: one lease after start they have let go.
+        if let Some(rest) = LEASE.checked_sub(self.started.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
         let mut counter = 0;
         self.current.send_modify(|g| {
             g.counter += 1;
@@ -87,12 +111,43 @@ impl KeyEvents {
         }
     }
 
+    /// A change another process made (seen in the stored counter): moves
+    /// the generation on without waiting.
+    pub fn changed_elsewhere(&self) {
+        self.current.send_modify(|g| g.counter += 1);
+    }
+
+    /// Polls the stored counter for as long as the pool is open.
+    pub fn follow_stored(self: std::sync::Arc<Self>, pool: sqlx::AnyPool) {
+        tokio::spawn(async move {
+            let mut seen: Option<i64> = None;
+            let mut tick = tokio::time::interval(STORED_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !pool.is_closed() {
+                tick.tick().await;
+                match sqlx::query_scalar::<_, i64>("SELECT counter FROM key_generation WHERE id = 1")
+                    .fetch_one(&pool)
+                    .await
+                {
+                    Ok(now) => {
+                        if seen.is_some_and(|s| s != now) {
+                            self.changed_elsewhere();
+                        }
+                        seen = Some(now);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the stored key generation"),
+                }
+            }
+        });
+    }
+
     fn acknowledge(&self, watcher: u64, applied: KeyGeneration) {
-        if applied.epoch != self.current.borrow().epoch {
+        let current = *self.current.borrow();
+        if applied.epoch != current.epoch {
             return;
         }
         if let Some(acked) = self.watchers().get_mut(&watcher) {
-            *acked = (*acked).max(applied.counter);
+            *acked = (*acked).max(applied.counter.min(current.counter));
         }
         self.acknowledged.notify_waiters();
     }
@@ -101,10 +156,19 @@ impl KeyEvents {
     /// sends back. A watcher holds nothing cached from this run until it has
     /// heard the first generation, so it starts as having acknowledged the
     /// current one.
-    pub fn watch(self: &std::sync::Arc<Self>, mut acks: tonic::Streaming<pb::WatchKeyEventsRequest>) -> KeyEventStream {
+    pub fn watch(
+        self: &std::sync::Arc<Self>,
+        mut acks: tonic::Streaming<pb::WatchKeyEventsRequest>,
+    ) -> Result<KeyEventStream, tonic::Status> {
         let id = self.next_watcher.fetch_add(1, Ordering::Relaxed);
         let mut generation = self.current.subscribe();
-        self.watchers().insert(id, generation.borrow().counter);
+        {
+            let mut watchers = self.watchers();
+            if watchers.len() >= MAX_WATCHERS {
+                return Err(tonic::Status::resource_exhausted(format!("at most {MAX_WATCHERS} key-event watchers")));
+            }
+            watchers.insert(id, generation.borrow().counter);
+        }
         let (tx, rx) = mpsc::channel(4);
         let events = self.clone();
         tokio::spawn(async move {
@@ -121,7 +185,8 @@ impl KeyEvents {
                     }
                     let g = *generation.borrow_and_update();
                     let message = pb::WatchKeyEventsResponse { generation: Some(g.into()) };
-                    if tx.send(Ok(message)).await.is_err() {
+                    // A watcher that stops reading is let go.
+                    if !matches!(tokio::time::timeout(LEASE, tx.send(Ok(message))).await, Ok(Ok(()))) {
                         break;
                     }
                 }
@@ -145,7 +210,7 @@ impl KeyEvents {
             events.watchers().remove(&id);
             events.acknowledged.notify_waiters();
         });
-        ReceiverStream::new(rx)
+        Ok(ReceiverStream::new(rx))
     }
 }
 
@@ -153,9 +218,17 @@ impl KeyEvents {
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn a_change_in_the_first_lease_after_start_waits_it_out() {
+        let events = KeyEvents::default();
+        let started = tokio::time::Instant::now();
+        events.changed().await;
+        assert!(started.elapsed() >= LEASE - Duration::from_millis(10), "{:?}", started.elapsed());
+    }
+
     #[tokio::test]
     async fn a_change_without_watchers_returns_at_once_and_moves_the_generation() {
-        let events = KeyEvents::default();
+        let events = KeyEvents { started: Instant::now() - LEASE, ..KeyEvents::default() };
         let rx = events.subscribe();
         let before = *rx.borrow();
         let started = std::time::Instant::now();
@@ -168,7 +241,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_watcher_is_cut_off_and_an_acknowledging_one_releases_the_change() {
-        let events = std::sync::Arc::new(KeyEvents::default());
+        let events = std::sync::Arc::new(KeyEvents { started: Instant::now() - LEASE, ..KeyEvents::default() });
         events.watchers().insert(7, 0);
         events.watchers().insert(8, 0);
         let waiting = {
@@ -182,6 +255,9 @@ mod tests {
         waiting.await.unwrap();
         assert_eq!(events.watchers().get(&7), Some(&1));
         assert!(!events.watchers().contains_key(&8));
+        // An acknowledgement beyond the current generation counts as the current one.
+        events.acknowledge(7, KeyGeneration { epoch: g.epoch, counter: 99 });
+        assert_eq!(events.watchers().get(&7), Some(&1));
         // An acknowledgement of another run's generation counts for nothing.
         events.acknowledge(7, KeyGeneration { epoch: g.epoch ^ 1, counter: 99 });
         assert_eq!(events.watchers().get(&7), Some(&1));

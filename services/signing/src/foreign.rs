@@ -180,6 +180,9 @@ impl Signing {
                 }
             }
         }
+        if changed > 0 {
+            crate::events::bump_stored(&mut tx).await?;
+        }
         tx.commit().await?;
         if changed > 0 {
             self.events.changed().await;

@@ -137,13 +137,9 @@ impl Signing {
         {
             return Err(OpenError::WrongMasterKey(key_id));
         }
-        Ok(Arc::new(Signing {
-            db,
-            master,
-            default_algorithm,
-            active: Mutex::new(HashMap::new()),
-            events: Arc::default(),
-        }))
+        let events: Arc<events::KeyEvents> = Arc::default();
+        events.clone().follow_stored(db.pool.clone());
+        Ok(Arc::new(Signing { db, master, default_algorithm, active: Mutex::new(HashMap::new()), events }))
     }
 
     /// Signs `payload` (a canonical licence document) with `issuer`'s active key.
@@ -206,7 +202,7 @@ impl Signing {
         acks: tonic::Streaming<zhengzhao_proto::signing::v1::WatchKeyEventsRequest>,
     ) -> Result<events::KeyEventStream, ServiceError> {
         authorize(who, &Action::WatchKeyEvents)?;
-        Ok(self.events.watch(acks))
+        self.events.watch(acks).map_err(|s| ServiceError::from_status(&s))
     }
 
     /// The published key history (public to everyone, as on the HTTP JWKS).
@@ -541,6 +537,7 @@ async fn log_key_event(
         .bind(format_time(at))
         .execute(&mut *conn)
         .await?;
+    events::bump_stored(conn).await?;
     Ok(())
 }
 

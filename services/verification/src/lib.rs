@@ -140,7 +140,14 @@ impl Verification {
     ) -> Result<Verdict, ServiceError> {
         authorize(who, &Action::Verify)?;
         LicenceId::parse_held("identifier", identifier)?;
-        let licence = match self.issuance.get(identifier).await {
+        // A proof is checked against the primary's log, so the licence is
+        // read there too; a plain verdict may come from a read replica.
+        let read = if include_proof {
+            self.issuance.get(identifier).await
+        } else {
+            self.issuance.get_lagging(identifier).await
+        };
+        let licence = match read {
             Ok(l) => l,
             Err(ServiceError::NotFound(_)) => {
                 return Ok(Verdict::new(
@@ -271,7 +278,7 @@ impl Verification {
         }
         let held = match held {
             Some(h) => h,
-            None => match self.issuance.get(&identifier).await {
+            None => match self.issuance.get_lagging(&identifier).await {
                 Ok(l) => l,
                 Err(ServiceError::NotFound(_)) | Err(ServiceError::Invalid(_)) => {
                     return Ok(Verdict::new(

@@ -159,7 +159,7 @@ async fn check_licence<I: Interceptor>(
     identifier: &str,
 ) -> Result<(), String> {
     let licence = client
-        .get_licence(pb::GetLicenceRequest { identifier: identifier.to_owned() })
+        .get_licence(pb::GetLicenceRequest { identifier: identifier.to_owned(), ..Default::default() })
         .await
         .map_err(|s| format!("cannot read the licence: {}", s.message()))?
         .into_inner()

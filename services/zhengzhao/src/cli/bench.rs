@@ -3,7 +3,9 @@
 //! flight over `--connections` HTTP/2 connections for `--duration`, then
 //! prints the rate and latency percentiles. `echo` calls the gRPC health
 //! check (no token, no database): the transport's own ceiling, to compare
-//! the others with.
+//! the others with. A verification whose outcome is not "valid" counts as
+//! an error (a load of "not found" measures nothing). `fetch` is a real use:
+//! every call is written to the usage log, in the holder's view too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,18 +104,22 @@ enum Caller {
 }
 
 impl Caller {
-    /// One call; an error is the call's failure (transport or status).
+    /// One call; an error is the call's failure (transport or status, or
+    /// a verification that is not "valid").
     async fn call(&mut self) -> Result<(), tonic::Status> {
         match self {
             Caller::Verify(c, id) => {
-                c.verify_licence(verification::VerifyLicenceRequest {
-                    identifier: id.clone(),
-                    include_inclusion_proof: false,
-                })
-                .await?;
+                let r = c
+                    .verify_licence(verification::VerifyLicenceRequest {
+                        identifier: id.clone(),
+                        include_inclusion_proof: false,
+                    })
+                    .await?;
+                valid(r.into_inner().verification)?;
             }
             Caller::Document(c, jws) => {
-                c.verify_document(verification::VerifyDocumentRequest { jws: jws.clone() }).await?;
+                let r = c.verify_document(verification::VerifyDocumentRequest { jws: jws.clone() }).await?;
+                valid(r.into_inner().verification)?;
             }
             Caller::Fetch(c, r) => {
                 c.fetch_licence(r.clone()).await?;
@@ -124,6 +130,15 @@ impl Caller {
         }
         Ok(())
     }
+}
+
+fn valid(v: Option<verification::Verification>) -> Result<(), tonic::Status> {
+    let v = v.unwrap_or_default();
+    if v.outcome == verification::VerificationOutcome::Valid as i32 {
+        return Ok(());
+    }
+    let name = verification::VerificationOutcome::try_from(v.outcome).map_or("unknown", |o| o.as_str_name());
+    Err(tonic::Status::failed_precondition(format!("verified as {name}: {}", v.detail)))
 }
 
 /// What one run measured.
@@ -144,12 +159,13 @@ pub struct Measured {
     pub first_error: Option<String>,
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    f64::from(sorted[i]) / 1000.0
+/// Latencies in microseconds, 1 µs to 10 minutes, 3 significant digits.
+fn histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant bounds are valid")
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
 }
 
 async fn caller(args: &ClientArgs, a: &BenchArgs, channel: Channel) -> anyhow::Result<Caller> {
@@ -212,15 +228,15 @@ pub async fn measure(args: &ClientArgs, a: &BenchArgs) -> anyhow::Result<Measure
         let mut c = callers[w as usize % callers.len()].clone();
         let (recording, stop) = (recording.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
-            let mut latencies: Vec<u32> = Vec::with_capacity(1 << 14);
+            let mut latencies = histogram();
             let (mut errors, mut first_error) = (0u64, None);
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let r = c.call().await;
                 if recording.load(Ordering::Relaxed) {
-                    let us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+                    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                     match r {
-                        Ok(()) => latencies.push(us),
+                        Ok(()) => latencies.saturating_record(us),
                         Err(s) => {
                             errors += 1;
                             first_error.get_or_insert_with(|| format!("{:?}: {}", s.code(), s.message()));
@@ -238,18 +254,17 @@ pub async fn measure(args: &ClientArgs, a: &BenchArgs) -> anyhow::Result<Measure
     recording.store(false, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
+    let mut all = histogram();
     let (mut errors, mut first_error) = (0, None);
     for w in workers {
         let (l, e, f) = w.await?;
-        all.extend(l);
+        all.add(&l).map_err(|e| anyhow::anyhow!("latencies: {e}"))?;
         errors += e;
         if first_error.is_none() {
             first_error = f;
         }
     }
-    all.sort_unstable();
-    let calls = all.len() as u64;
+    let calls = all.len();
     Ok(Measured {
         call: format!("{:?}", a.call).to_lowercase(),
         concurrency: a.concurrency,
@@ -258,10 +273,10 @@ pub async fn measure(args: &ClientArgs, a: &BenchArgs) -> anyhow::Result<Measure
         calls,
         errors,
         rate: calls as f64 / seconds,
-        p50_ms: percentile(&all, 0.50),
-        p99_ms: percentile(&all, 0.99),
-        p999_ms: percentile(&all, 0.999),
-        max_ms: all.last().map_or(0.0, |m| f64::from(*m) / 1000.0),
+        p50_ms: ms(all.value_at_quantile(0.50)),
+        p99_ms: ms(all.value_at_quantile(0.99)),
+        p999_ms: ms(all.value_at_quantile(0.999)),
+        max_ms: ms(all.max()),
         first_error,
     })
 }
@@ -290,6 +305,9 @@ pub async fn read_status(args: &ClientArgs) -> anyhow::Result<()> {
 pub async fn run(args: &ClientArgs, a: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     if a.duration.is_zero() {
         bail!("--duration must be more than 0");
+    }
+    if a.call == Call::Fetch {
+        eprintln!("note: every fetch is a real use, written to the usage log and shown to the holder");
     }
     let m = measure(args, &a).await?;
     if a.json {

@@ -281,7 +281,11 @@ pub async fn run(cli: &ClientArgs, cmd: LicenceCommand) -> anyhow::Result<ExitCo
             say!("{}", r.licence.context("no licence returned")?.identifier);
         }
         LicenceCommand::Get { id, jws } => {
-            let l = c.issuance().get_licence(issuance::GetLicenceRequest { identifier: id }).await?.into_inner();
+            let l = c
+                .issuance()
+                .get_licence(issuance::GetLicenceRequest { identifier: id, ..Default::default() })
+                .await?
+                .into_inner();
             let l = l.licence.context("no licence returned")?;
             if jws {
                 say!("{}", l.jws);
