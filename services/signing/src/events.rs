@@ -51,6 +51,10 @@ pub struct KeyEvents {
     next_watcher: AtomicU64,
     acknowledged: Notify,
     started: Instant,
+    /// The stored counter as last taken into account (-1: not yet read),
+    /// and the pool to read it from.
+    stored_seen: std::sync::atomic::AtomicI64,
+    stored: std::sync::OnceLock<sqlx::AnyPool>,
 }
 
 impl Default for KeyEvents {
@@ -62,6 +66,8 @@ impl Default for KeyEvents {
             next_watcher: AtomicU64::new(1),
             acknowledged: Notify::new(),
             started: Instant::now(),
+            stored_seen: std::sync::atomic::AtomicI64::new(-1),
+            stored: std::sync::OnceLock::new(),
         }
     }
 }
@@ -84,6 +90,12 @@ impl KeyEvents {
         // lease on their caches: one lease after start they have let go.
         if let Some(rest) = LEASE.checked_sub(self.started.elapsed()) {
             tokio::time::sleep(rest).await;
+        }
+        // Our own change is in the stored counter: take it (and anything
+        // before it) into account here, so the poll does not count it again;
+        // what it absorbs is covered by the move below, made after reading.
+        if let Some(now) = self.read_stored().await {
+            self.stored_seen.fetch_max(now, Ordering::SeqCst);
         }
         let mut counter = 0;
         self.current.send_modify(|g| {
@@ -117,25 +129,32 @@ impl KeyEvents {
         self.current.send_modify(|g| g.counter += 1);
     }
 
-    /// Polls the stored counter for as long as the pool is open.
+    async fn read_stored(&self) -> Option<i64> {
+        let pool = self.stored.get()?;
+        match sqlx::query_scalar::<_, i64>("SELECT counter FROM key_generation WHERE id = 1").fetch_one(pool).await {
+            Ok(now) => Some(now),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored key generation");
+                None
+            }
+        }
+    }
+
+    /// Polls the stored counter for as long as the pool is open: a value
+    /// beyond what this process has taken into account is another
+    /// replica's change.
     pub fn follow_stored(self: std::sync::Arc<Self>, pool: sqlx::AnyPool) {
+        let _ = self.stored.set(pool.clone());
         tokio::spawn(async move {
-            let mut seen: Option<i64> = None;
             let mut tick = tokio::time::interval(STORED_POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !pool.is_closed() {
                 tick.tick().await;
-                match sqlx::query_scalar::<_, i64>("SELECT counter FROM key_generation WHERE id = 1")
-                    .fetch_one(&pool)
-                    .await
-                {
-                    Ok(now) => {
-                        if seen.is_some_and(|s| s != now) {
-                            self.changed_elsewhere();
-                        }
-                        seen = Some(now);
+                if let Some(now) = self.read_stored().await {
+                    let before = self.stored_seen.fetch_max(now, Ordering::SeqCst);
+                    if before >= 0 && now > before {
+                        self.changed_elsewhere();
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot read the stored key generation"),
                 }
             }
         });
