@@ -252,10 +252,11 @@ pub struct ServiceCredentials {
     authority: std::sync::Arc<TokenAuthority>,
     name: ServiceName,
     agency: String,
-    current: std::sync::Arc<
-        std::sync::Mutex<Option<(std::time::Instant, tonic::metadata::MetadataValue<tonic::metadata::Ascii>)>>,
-    >,
+    current: std::sync::Arc<std::sync::Mutex<Option<MintedHeader>>>,
 }
+
+/// A minted service token as a header value, and when it was minted.
+type MintedHeader = (std::time::Instant, tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 /// How long a service token this process mints lives.
 const SERVICE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(300);

@@ -105,7 +105,7 @@ enum Source {
     /// A watcher task over gRPC, started on the first read; `None` while it
     /// does not know.
     Remote {
-        client: SigningServiceClient<InterceptedService<Channel, ServiceCredentials>>,
+        client: Box<SigningServiceClient<InterceptedService<Channel, ServiceCredentials>>>,
         heard: OnceLock<watch::Receiver<Option<(KeyGeneration, Instant)>>>,
     },
 }
@@ -113,8 +113,11 @@ enum Source {
 /// Issuer keys, cached per issuer under the generation they were read at.
 pub struct KeyCache {
     source: Source,
-    entries: Mutex<HashMap<String, (KeyGeneration, Instant, Arc<KeySet>)>>,
+    entries: Mutex<HashMap<String, Cached>>,
 }
+
+/// Keys as read, under which generation and when.
+type Cached = (KeyGeneration, Instant, Arc<KeySet>);
 
 impl std::fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,7 +131,10 @@ impl KeyCache {
     }
 
     pub fn remote(client: SigningServiceClient<InterceptedService<Channel, ServiceCredentials>>) -> Self {
-        KeyCache { source: Source::Remote { client, heard: OnceLock::new() }, entries: Mutex::default() }
+        KeyCache {
+            source: Source::Remote { client: Box::new(client), heard: OnceLock::new() },
+            entries: Mutex::default(),
+        }
     }
 
     /// The generation now, if this process knows it.
@@ -138,7 +144,7 @@ impl KeyCache {
             Source::Remote { client, heard } => {
                 let rx = heard.get_or_init(|| {
                     let (tx, rx) = watch::channel(None);
-                    tokio::spawn(watch_keys(client.clone(), tx));
+                    tokio::spawn(watch_keys(client.as_ref().clone(), tx));
                     rx
                 });
                 rx.borrow().filter(|(_, at)| at.elapsed() < LEASE).map(|(g, _)| g)
