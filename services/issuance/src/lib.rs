@@ -439,14 +439,24 @@ impl Issuance {
     }
 
     async fn fetch_from(&self, pool: &sqlx::AnyPool, identifier: &str) -> Result<LicenceRecord, ServiceError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM licences WHERE identifier = $1",
-            record::LICENCE_COLUMNS
-        )))
-        .bind(identifier)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| IssuanceError::NoLicence(identifier.to_owned()))?;
+        // On SQLite, one short read by key on this thread.
+        let today = self.clock.today();
+        let direct = self.db.sqlite_read(|c| {
+            use zhengzhao_store::rusqlite::OptionalExtension;
+            c.prepare_cached(&LICENCE_BY_ID)?
+                .query_row([identifier], |row| Ok(record::licence_from_row(row, today)))
+                .optional()
+        });
+        if let Some(read) = direct {
+            return read
+                .map_err(ServiceError::internal)?
+                .unwrap_or_else(|| Err(IssuanceError::NoLicence(identifier.to_owned()).into()));
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(LICENCE_BY_ID.as_str()))
+            .bind(identifier)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| IssuanceError::NoLicence(identifier.to_owned()))?;
         record::licence_from_row(&row, self.clock.today())
     }
 
@@ -510,6 +520,10 @@ async fn update_state(
     }
     Ok(())
 }
+
+/// A licence by identifier.
+static LICENCE_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {} FROM licences WHERE identifier = $1", record::LICENCE_COLUMNS));
 
 /// Issuance as other services call it in-process.
 #[tonic::async_trait]
