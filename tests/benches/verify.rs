@@ -12,6 +12,11 @@
 //!   at a time, each as a ratio to the raw rate, against the goals;
 //! - the server's resident memory idle and its peak under the load.
 //!
+//! When `h2load` (nghttp2, the Debian package `nghttp2-client`) is on the
+//! PATH, the same calls are measured with it too — a client in C that
+//! leaves more of the shared cores to the server (rate and mean latency;
+//! h2load reports no percentiles).
+//!
 //! Then, when PostgreSQL answers (`DATABASE_URL`, or 127.0.0.1:5432), the
 //! same `VerifyLicence` load against the services as separate processes.
 //!
@@ -96,6 +101,46 @@ fn load(server: &str, token: &str, call: &str, concurrency: u32, seconds: u64, e
         }
         Err(e) => panic!("zhengzhao bench {call}: {e}: {text} {}", String::from_utf8_lossy(&out.stderr)),
     }
+}
+
+/// A gRPC request body: the 5-byte frame header and the message.
+fn grpc_body(dir: &Path, name: &str, message: &impl prost::Message) -> anyhow::Result<String> {
+    let bytes = message.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(bytes.len())?.to_be_bytes());
+    framed.extend_from_slice(&bytes);
+    let path = dir.join(name);
+    std::fs::write(&path, framed)?;
+    Ok(path.display().to_string())
+}
+
+/// (rate, mean ms) of `h2load` posting `body` to `method` with `streams` in flight.
+fn h2load(server: &str, token: &str, method: &str, body: &str, streams: u32, seconds: u64) -> Option<(f64, f64)> {
+    let out = std::process::Command::new("h2load")
+        .args(["-D", &seconds.to_string(), "-c", "1", "-t", "1", "-m", &streams.to_string()])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["-H", &format!("authorization: Bearer {token}"), "-d", body])
+        .arg(format!("{server}{method}"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate =
+        text.lines().find(|l| l.starts_with("finished in"))?.split(", ").nth(1)?.split(' ').next()?.parse().ok()?;
+    let failed = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))?
+        .split(", ")
+        .any(|p| (p.ends_with(" failed") || p.ends_with(" errored")) && !p.starts_with("0 "));
+    if failed {
+        eprintln!("h2load {method}: failures: {text}");
+        return None;
+    }
+    let mean = text.lines().find(|l| l.trim_start().starts_with("time for request:"))?.split_whitespace().nth(5)?;
+    let mean_ms = match mean.strip_suffix("ms") {
+        Some(ms) => ms.parse().ok()?,
+        None => mean.strip_suffix("us")?.parse::<f64>().ok()? / 1000.0,
+    };
+    Some((rate, mean_ms))
 }
 
 fn line(name: &str, m: &Measured, raw: f64, goal: Option<f64>) {
@@ -183,6 +228,67 @@ async fn all_in_one(seconds: u64, concurrency: u32, raw_es: f64, raw_sm2: f64) -
         if idle < 50.0 { "met" } else { "NOT met" },
         if peak < 150.0 { "met" } else { "NOT met" }
     );
+    if std::process::Command::new("h2load").arg("--version").output().is_ok() {
+        let dir = work.path();
+        use zhengzhao_proto::verification::v1 as v;
+        let verify_es = grpc_body(
+            dir,
+            "v1",
+            &v::VerifyLicenceRequest { identifier: es.identifier.clone(), include_inclusion_proof: false },
+        )?;
+        let verify_sm2 = grpc_body(
+            dir,
+            "v2",
+            &v::VerifyLicenceRequest { identifier: sm2.identifier.clone(), include_inclusion_proof: false },
+        )?;
+        let document = grpc_body(dir, "d", &v::VerifyDocumentRequest { jws: es.jws.clone() })?;
+        let fetch = grpc_body(
+            dir,
+            "f",
+            &exchange::FetchLicenceRequest {
+                identifier: es.identifier.clone(),
+                r#use: Some(exchange::UseContext {
+                    use_cause: "负载测试".into(),
+                    service_item_code: ITEM.into(),
+                    case_number: "BENCH-0001".into(),
+                }),
+            },
+        )?;
+        let echo = grpc_body(dir, "e", &tonic_health::pb::HealthCheckRequest::default())?;
+        let verify = "/zhengzhao.verification.v1.VerificationService/VerifyLicence";
+        println!("the same with h2load (1 connection, 1 thread), rate and mean latency:");
+        let rows = [
+            ("echo: gRPC health check", "/grpc.health.v1.Health/Check", &echo, c, raw_es, None),
+            ("VerifyLicence, ES256", verify, &verify_es, c, raw_es, Some(0.4)),
+            ("VerifyLicence, SM2", verify, &verify_sm2, c, raw_sm2, Some(0.4)),
+            (
+                "VerifyDocument, ES256",
+                "/zhengzhao.verification.v1.VerificationService/VerifyDocument",
+                &document,
+                c,
+                raw_es,
+                Some(0.5),
+            ),
+            ("FetchLicence", "/zhengzhao.exchange.v1.ExchangeService/FetchLicence", &fetch, c, raw_es, Some(0.3)),
+            ("VerifyLicence, one call at a time", verify, &verify_es, 1, raw_es, None),
+        ];
+        for (name, method, body, streams, raw, goal) in rows {
+            match h2load(&url, &consumer, method, body, streams, s) {
+                Some((rate, mean)) => {
+                    let ratio = rate / raw;
+                    let verdict = match goal {
+                        Some(g) if ratio >= g => format!("goal >= {g}: met"),
+                        Some(g) => format!("goal >= {g}: NOT met"),
+                        None => String::new(),
+                    };
+                    println!("{name:<46} {rate:>8.0}/s  ratio {ratio:.2}  mean {mean:.2} ms  {verdict}");
+                }
+                None => println!("{name:<46} h2load gave no figure"),
+            }
+        }
+    } else {
+        println!("h2load not found (apt-get install nghttp2-client): its figures skipped");
+    }
     server.stop().await;
     Ok(())
 }
