@@ -77,6 +77,11 @@ impl KeyEvents {
         self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The counter of the generation now.
+    pub fn counter(&self) -> u64 {
+        self.current.borrow().counter
+    }
+
     /// The generation, for in-process caches.
     pub fn subscribe(&self) -> watch::Receiver<KeyGeneration> {
         self.current.subscribe()
@@ -142,9 +147,12 @@ impl KeyEvents {
 
     /// Polls the stored counter for as long as the pool is open: a value
     /// beyond what this process has taken into account is another
-    /// replica's change.
-    pub fn follow_stored(self: std::sync::Arc<Self>, pool: sqlx::AnyPool) {
+    /// replica's change. The first value is read before it returns.
+    pub async fn follow_stored(self: std::sync::Arc<Self>, pool: sqlx::AnyPool) {
         let _ = self.stored.set(pool.clone());
+        if let Some(now) = self.read_stored().await {
+            self.stored_seen.fetch_max(now, Ordering::SeqCst);
+        }
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(STORED_POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

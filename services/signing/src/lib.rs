@@ -66,7 +66,10 @@ pub struct Signing {
     db: Db,
     master: MasterKey,
     default_algorithm: Algorithm,
-    active: Mutex<HashMap<String, (Instant, Arc<ActiveKey>)>>,
+    /// Each issuer's active key as last read, when, and under which key
+    /// generation: used only while no key has changed since (here, or in
+    /// another replica: see [`events`]) and for at most [`ACTIVE_KEY_TTL`].
+    active: Mutex<HashMap<String, (Instant, u64, Arc<ActiveKey>)>>,
     events: Arc<events::KeyEvents>,
 }
 
@@ -138,7 +141,7 @@ impl Signing {
             return Err(OpenError::WrongMasterKey(key_id));
         }
         let events: Arc<events::KeyEvents> = Arc::default();
-        events.clone().follow_stored(db.pool.clone());
+        events.clone().follow_stored(db.pool.clone()).await;
         Ok(Arc::new(Signing { db, master, default_algorithm, active: Mutex::new(HashMap::new()), events }))
     }
 
@@ -438,6 +441,9 @@ impl Signing {
     }
 
     async fn load_active(&self, issuer: &str) -> Result<Option<Arc<ActiveKey>>, ServiceError> {
+        // Read before the key: a change committed after the read below
+        // moves the generation on, so this entry is never used after it.
+        let generation = self.events.counter();
         let row = sqlx::query(
             "SELECT key_id, algorithm, private_envelope FROM issuer_keys WHERE issuer_code = $1 AND status = 'active'",
         )
@@ -453,18 +459,25 @@ impl Signing {
             self.master.open(&key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
         let pair = IssuerKeyPair::from_secret_bytes(alg, &secret).map_err(ServiceError::internal)?;
         let k = Arc::new(ActiveKey { key_id, pair });
-        self.remember(issuer, k.clone());
+        self.remember_at(issuer, generation, k.clone());
         Ok(Some(k))
     }
 
     fn cached(&self, issuer: &str) -> Option<Arc<ActiveKey>> {
+        let generation = self.events.counter();
         let m = self.active.lock().ok()?;
-        m.get(issuer).filter(|(at, _)| at.elapsed() < ACTIVE_KEY_TTL).map(|(_, k)| k.clone())
+        m.get(issuer).filter(|(at, g, _)| *g == generation && at.elapsed() < ACTIVE_KEY_TTL).map(|(_, _, k)| k.clone())
     }
 
+    /// Keeps the key this process just made active (before the generation
+    /// moves for it: the next signature reads it back once).
     fn remember(&self, issuer: &str, key: Arc<ActiveKey>) {
+        self.remember_at(issuer, self.events.counter(), key);
+    }
+
+    fn remember_at(&self, issuer: &str, generation: u64, key: Arc<ActiveKey>) {
         if let Ok(mut m) = self.active.lock() {
-            m.insert(issuer.to_owned(), (Instant::now(), key));
+            m.insert(issuer.to_owned(), (Instant::now(), generation, key));
         }
     }
 
