@@ -56,6 +56,9 @@ pub struct Compromised {
     pub replacement: Option<PublicKeyRecord>,
 }
 
+/// An active key as read, when, and under which key generation.
+type CachedActive = (Instant, u64, Arc<ActiveKey>);
+
 struct ActiveKey {
     key_id: String,
     pair: IssuerKeyPair,
@@ -69,7 +72,7 @@ pub struct Signing {
     /// Each issuer's active key as last read, when, and under which key
     /// generation: used only while no key has changed since (here, or in
     /// another replica: see [`events`]) and for at most [`ACTIVE_KEY_TTL`].
-    active: Mutex<HashMap<String, (Instant, u64, Arc<ActiveKey>)>>,
+    active: Mutex<HashMap<String, CachedActive>>,
     events: Arc<events::KeyEvents>,
 }
 
