@@ -14,7 +14,7 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{BearerToken, Role, ServiceName};
-use zhengzhao_e2e::remote::Remote;
+use zhengzhao_e2e::remote::{Remote, Split};
 use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER};
 use zhengzhao_proto::convert::timestamp;
 use zhengzhao_proto::issuance::v1 as issuance;
@@ -66,38 +66,14 @@ async fn refused_watch(mut client: SigningServiceClient<Authed>) -> Code {
 #[tokio::test]
 async fn split_services_see_a_key_change_in_the_next_verification() -> anyhow::Result<()> {
     let db = TestDb::postgres().await?;
-    let url = db.url().unwrap_or_default().to_owned();
-    let work = tempfile::tempdir()?;
-    let root = work.path().join("keys");
-    keys::init_split(&root)?;
-    let args = |name: &str, extra: &[String]| -> Vec<String> {
-        let mut v: Vec<String> =
-            ["--listen", "127.0.0.1:0", "--database-url", &url].iter().map(|s| (*s).to_owned()).collect();
-        v.push("--data-dir".into());
-        v.push(root.join(name).display().to_string());
-        v.extend_from_slice(extra);
-        v
-    };
-    let catalog_p = ServerProcess::start("zhengzhao-catalog", &args("catalog", &[]), &[]).await?;
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let signing_p = ServerProcess::start(
-        "zhengzhao-signing",
-        &args("signing", &["--catalog-url".into(), catalog_p.url(), "--metrics-listen".into(), metrics.to_string()]),
-        &[],
-    )
-    .await?;
-    let peers = ["--catalog-url".into(), catalog_p.url(), "--signing-url".into(), signing_p.url()];
-    let issuance_p = ServerProcess::start("zhengzhao-issuance", &args("issuance", &peers), &[]).await?;
-    let mut with_issuance = peers.to_vec();
-    with_issuance.extend(["--issuance-url".into(), issuance_p.url()]);
-    let verification_p =
-        ServerProcess::start("zhengzhao-verification", &args("verification", &with_issuance), &[]).await?;
-
-    let remote = Remote::new(&root.join("operator"))?;
-    let code = remote.publish_example_type(&catalog_p.url()).await?;
-    let mut keys_admin = remote.signing(&signing_p.url(), Role::Admin, ADMIN)?;
-    let mut ver = remote.verification(&verification_p.url(), Role::Consumer, CONSUMER)?;
-    let issuance_url = issuance_p.url();
+    let split =
+        Split::start(db.url().unwrap_or_default(), &["--metrics-listen".into(), metrics.to_string()], &[]).await?;
+    let remote = &split.remote;
+    let code = remote.publish_example_type(&split.catalog.url()).await?;
+    let mut keys_admin = remote.signing(&split.signing.url(), Role::Admin, ADMIN)?;
+    let mut ver = remote.verification(&split.verification.url(), Role::Consumer, CONSUMER)?;
+    let issuance_url = split.issuance.url();
     // Three rounds: each verifies (so the verification process caches the
     // issuer's keys), then changes a key and verifies again at once.
     for round in 0..3 {
@@ -139,23 +115,21 @@ async fn split_services_see_a_key_change_in_the_next_verification() -> anyhow::R
 
     // Nobody but the caching services may hold key changes back.
     for (role, agency) in [(Role::Admin, ADMIN), (Role::Consumer, CONSUMER), (Role::Issuer, ISSUER)] {
-        let code = refused_watch(remote.signing(&signing_p.url(), role, agency)?).await;
+        let code = refused_watch(remote.signing(&split.signing.url(), role, agency)?).await;
         assert_eq!(code, Code::PermissionDenied, "{role}");
     }
     let issuance_key =
-        std::fs::read_to_string(root.join("issuance").join(keys::service_key_file(ServiceName::Issuance)))?;
+        std::fs::read_to_string(split.dir("issuance").join(keys::service_key_file(ServiceName::Issuance)))?;
     let issuance_token = zhengzhao_auth::TokenAuthority::service(
         zhengzhao_crypto::Es256KeyPair::from_pkcs8_pem(&issuance_key)?,
         ServiceName::Issuance,
     )
     .mint(ADMIN, Role::Service(ServiceName::Issuance), Duration::from_secs(60))?;
-    let channel = tonic::transport::Endpoint::from_shared(signing_p.url())?.connect_lazy();
+    let channel = tonic::transport::Endpoint::from_shared(split.signing.url())?.connect_lazy();
     let as_issuance = SigningServiceClient::with_interceptor(channel, BearerToken::new(&issuance_token)?);
     assert_eq!(refused_watch(as_issuance).await, Code::PermissionDenied, "the issuance service");
 
-    for p in [verification_p, issuance_p, signing_p, catalog_p] {
-        p.stop().await;
-    }
+    split.stop().await;
     Ok(())
 }
 

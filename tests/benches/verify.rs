@@ -29,11 +29,23 @@ use std::time::{Duration, Instant};
 
 use zhengzhao_auth::Role;
 use zhengzhao_e2e::consumers::ITEM;
-use zhengzhao_e2e::remote::Remote;
+use zhengzhao_e2e::remote::{Remote, Split};
 use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER};
 use zhengzhao_proto::exchange::v1 as exchange;
 use zhengzhao_proto::signing::v1 as signing;
 use zhengzhao_testkit::{ServerProcess, TestDb, binary};
+
+/// The servers log warnings only (the configuration's log filter).
+const QUIET: [(&str, &str); 1] = [("ZHENGZHAO_TELEMETRY__LOG_FILTER", "warn")];
+
+/// "goal >= G: met" or "NOT met", when there is a goal.
+fn verdict(ratio: f64, goal: Option<f64>) -> String {
+    match goal {
+        Some(g) if ratio >= g => format!("goal >= {g}: met"),
+        Some(g) => format!("goal >= {g}: NOT met"),
+        None => String::new(),
+    }
+}
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -145,11 +157,7 @@ fn h2load(server: &str, token: &str, method: &str, body: &str, streams: u32, sec
 
 fn line(name: &str, m: &Measured, raw: f64, goal: Option<f64>) {
     let ratio = m.rate / raw;
-    let verdict = match goal {
-        Some(g) if ratio >= g => format!("goal >= {g}: met"),
-        Some(g) => format!("goal >= {g}: NOT met"),
-        None => String::new(),
-    };
+    let verdict = verdict(ratio, goal);
     println!(
         "{name:<46} {:>8.0}/s  ratio {ratio:.2}  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  {verdict}",
         m.rate, m.p50_ms, m.p99_ms, m.p999_ms
@@ -162,7 +170,7 @@ async fn all_in_one(seconds: u64, concurrency: u32, raw_es: f64, raw_sm2: f64) -
     let server = ServerProcess::start(
         "zhengzhao",
         &["serve".into(), "--listen".into(), "127.0.0.1:0".into(), "--data-dir".into(), data.display().to_string()],
-        &[("RUST_LOG", "warn")],
+        &QUIET,
     )
     .await?;
     let url = server.url();
@@ -276,11 +284,7 @@ async fn all_in_one(seconds: u64, concurrency: u32, raw_es: f64, raw_sm2: f64) -
             match h2load(&url, &consumer, method, body, streams, s) {
                 Some((rate, mean)) => {
                     let ratio = rate / raw;
-                    let verdict = match goal {
-                        Some(g) if ratio >= g => format!("goal >= {g}: met"),
-                        Some(g) => format!("goal >= {g}: NOT met"),
-                        None => String::new(),
-                    };
+                    let verdict = verdict(ratio, goal);
                     println!("{name:<46} {rate:>8.0}/s  ratio {ratio:.2}  mean {mean:.2} ms  {verdict}");
                 }
                 None => println!("{name:<46} h2load gave no figure"),
@@ -294,40 +298,15 @@ async fn all_in_one(seconds: u64, concurrency: u32, raw_es: f64, raw_sm2: f64) -
 }
 
 async fn split(db: &TestDb, seconds: u64, concurrency: u32, raw_es: f64) -> anyhow::Result<()> {
-    let url = db.url().unwrap_or_default().to_owned();
-    let work = tempfile::tempdir()?;
-    let root = work.path().join("keys");
-    zhengzhao_server::keys::init_split(&root)?;
-    let args = |name: &str, extra: &[String]| -> Vec<String> {
-        let mut v: Vec<String> =
-            ["--listen", "127.0.0.1:0", "--database-url", &url].iter().map(|s| (*s).to_owned()).collect();
-        v.push("--data-dir".into());
-        v.push(root.join(name).display().to_string());
-        v.extend_from_slice(extra);
-        v
-    };
-    let quiet = [("RUST_LOG", "warn")];
-    let catalog = ServerProcess::start("zhengzhao-catalog", &args("catalog", &[]), &quiet).await?;
-    let signing =
-        ServerProcess::start("zhengzhao-signing", &args("signing", &["--catalog-url".into(), catalog.url()]), &quiet)
-            .await?;
-    let peers = ["--catalog-url".into(), catalog.url(), "--signing-url".into(), signing.url()];
-    let issuance = ServerProcess::start("zhengzhao-issuance", &args("issuance", &peers), &quiet).await?;
-    let mut with_issuance = peers.to_vec();
-    with_issuance.extend(["--issuance-url".into(), issuance.url()]);
-    let verification =
-        ServerProcess::start("zhengzhao-verification", &args("verification", &with_issuance), &quiet).await?;
-    let remote = Remote::new(&root.join("operator"))?;
-    let code = remote.publish_example_type(&catalog.url()).await?;
-    let licence = remote.issue(&issuance.url(), &code).await?;
-    let consumer = remote.token(Role::Consumer, CONSUMER)?;
-    let verify =
-        load(&verification.url(), &consumer, "verify", concurrency, seconds, &["--identifier", &licence.identifier]);
+    let split = Split::start(db.url().unwrap_or_default(), &[], &QUIET).await?;
+    let code = split.remote.publish_example_type(&split.catalog.url()).await?;
+    let licence = split.remote.issue(&split.issuance.url(), &code).await?;
+    let consumer = split.remote.token(Role::Consumer, CONSUMER)?;
+    let url = split.verification.url();
+    let verify = load(&url, &consumer, "verify", concurrency, seconds, &["--identifier", &licence.identifier]);
     println!("services as separate processes on PostgreSQL (verification -> issuance, keys cached from signing):");
     line("VerifyLicence, ES256", &verify, raw_es, None);
-    for p in [verification, issuance, signing, catalog] {
-        p.stop().await;
-    }
+    split.stop().await;
     Ok(())
 }
 

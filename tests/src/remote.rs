@@ -94,3 +94,58 @@ impl Remote {
         r.into_inner().licence.ok_or_else(|| anyhow::anyhow!("no licence in the answer"))
     }
 }
+
+/// Catalogue, signing, issuance and verification as separate processes on
+/// one PostgreSQL database, each with only its own directory of
+/// `zhengzhao init --split`; the operator's tokens through [`Remote`].
+pub struct Split {
+    pub catalog: zhengzhao_testkit::ServerProcess,
+    pub signing: zhengzhao_testkit::ServerProcess,
+    pub issuance: zhengzhao_testkit::ServerProcess,
+    pub verification: zhengzhao_testkit::ServerProcess,
+    pub remote: Remote,
+    /// The key directories (`root/<service>`), removed when dropped.
+    pub work: tempfile::TempDir,
+}
+
+impl Split {
+    /// Starts the four on `database_url`; `signing_flags` go to the signing
+    /// service too, `envs` to every process.
+    pub async fn start(database_url: &str, signing_flags: &[String], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        use zhengzhao_testkit::ServerProcess;
+        let work = tempfile::tempdir()?;
+        let root = work.path().join("keys");
+        zhengzhao_server::keys::init_split(&root)?;
+        let args = |name: &str, extra: &[String]| -> Vec<String> {
+            let mut v: Vec<String> =
+                ["--listen", "127.0.0.1:0", "--database-url", database_url].iter().map(|s| (*s).to_owned()).collect();
+            v.push("--data-dir".into());
+            v.push(root.join(name).display().to_string());
+            v.extend_from_slice(extra);
+            v
+        };
+        let catalog = ServerProcess::start("zhengzhao-catalog", &args("catalog", &[]), envs).await?;
+        let mut flags = vec!["--catalog-url".to_owned(), catalog.url()];
+        flags.extend_from_slice(signing_flags);
+        let signing = ServerProcess::start("zhengzhao-signing", &args("signing", &flags), envs).await?;
+        let peers = ["--catalog-url".into(), catalog.url(), "--signing-url".into(), signing.url()];
+        let issuance = ServerProcess::start("zhengzhao-issuance", &args("issuance", &peers), envs).await?;
+        let mut with_issuance = peers.to_vec();
+        with_issuance.extend(["--issuance-url".into(), issuance.url()]);
+        let verification =
+            ServerProcess::start("zhengzhao-verification", &args("verification", &with_issuance), envs).await?;
+        let remote = Remote::new(&root.join("operator"))?;
+        Ok(Split { catalog, signing, issuance, verification, remote, work })
+    }
+
+    /// The directory `init --split` laid out for `service`.
+    pub fn dir(&self, service: &str) -> std::path::PathBuf {
+        self.work.path().join("keys").join(service)
+    }
+
+    pub async fn stop(self) {
+        for p in [self.verification, self.issuance, self.signing, self.catalog] {
+            p.stop().await;
+        }
+    }
+}

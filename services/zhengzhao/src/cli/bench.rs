@@ -281,27 +281,6 @@ pub async fn measure(args: &ClientArgs, a: &BenchArgs) -> anyhow::Result<Measure
     })
 }
 
-/// `zhengzhao read-status`.
-pub async fn read_status(args: &ClientArgs) -> anyhow::Result<()> {
-    let c = super::client::Client::connect(args).await?;
-    let s = c
-        .issuance()
-        .get_read_status(zhengzhao_proto::issuance::v1::GetReadStatusRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-        .into_inner();
-    if s.replica {
-        say!(
-            "reads that may lag: a streaming replica, {} bytes of WAL behind, {:.1} s behind",
-            s.lag_bytes,
-            s.lag_seconds
-        );
-    } else {
-        say!("reads that may lag: the primary database (no read replica configured)");
-    }
-    Ok(())
-}
-
 pub async fn run(args: &ClientArgs, a: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     if a.duration.is_zero() {
         bail!("--duration must be more than 0");

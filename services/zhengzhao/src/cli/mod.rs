@@ -26,6 +26,7 @@ mod licence;
 mod log;
 mod outage;
 pub mod output;
+mod status;
 mod token;
 
 use std::process::ExitCode;
@@ -122,7 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(args) => return federation::run(client, args).await,
         Command::Gateway(cmd) => return federation::gateway(client, cmd).await,
         Command::Bench(a) => return bench::run(client, a).await,
-        Command::ReadStatus => bench::read_status(client).await?,
+        Command::ReadStatus => status::read_status(client).await?,
         Command::Token(t) => token::run(client, t).await?,
         Command::Catalog(cmd) => catalog::run(client, cmd).await?,
         Command::Licence(cmd) => return licence::run(client, cmd).await,
