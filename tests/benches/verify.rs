@@ -35,8 +35,11 @@ use zhengzhao_proto::exchange::v1 as exchange;
 use zhengzhao_proto::signing::v1 as signing;
 use zhengzhao_testkit::{ServerProcess, TestDb, binary};
 
-/// The servers log warnings only (the configuration's log filter).
-const QUIET: [(&str, &str); 1] = [("ZHENGZHAO_TELEMETRY__LOG_FILTER", "warn")];
+/// The servers log warnings only (the configuration's log filter), and the
+/// one load-generating principal is not held to the per-principal rate
+/// limit (its default, 1,000 calls per second, is below what is measured).
+const QUIET: [(&str, &str); 2] =
+    [("ZHENGZHAO_TELEMETRY__LOG_FILTER", "warn"), ("ZHENGZHAO_LIMITS__PRINCIPAL_RATE_PER_SECOND", "0")];
 
 /// "goal >= G: met" or "NOT met", when there is a goal.
 fn verdict(ratio: f64, goal: Option<f64>) -> String {

@@ -90,16 +90,34 @@ impl Library {
         Self::start_configured(db, data, &dir, "city").await
     }
 
+    /// Starts a library over `db` held to `limits`.
+    pub async fn start_with_limits(db: TestDb, limits: zhengzhao_config::LimitsConfig) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let dir = data.path().to_path_buf();
+        Self::start_limited(db, data, &dir, "city", limits).await
+    }
+
     async fn start_configured(
         db: TestDb,
         data: tempfile::TempDir,
         dir: &std::path::Path,
         name: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_limited(db, data, dir, name, Default::default()).await
+    }
+
+    async fn start_limited(
+        db: TestDb,
+        data: tempfile::TempDir,
+        dir: &std::path::Path,
+        name: &str,
+        limits: zhengzhao_config::LimitsConfig,
+    ) -> anyhow::Result<Self> {
         let mut config = zhengzhao_config::Config {
             listen: "127.0.0.1:0".parse()?,
             data_dir: dir.to_path_buf(),
             library: name.to_owned(),
+            limits,
             ..Default::default()
         };
         config.database_url = db.url().map(str::to_owned);
@@ -109,6 +127,7 @@ impl Library {
         config.exchange.reminder_max_attempts = 2;
         let keys = Arc::new(ProcessKeys::load_or_create(dir, None)?);
         let tokens = Arc::new(zhengzhao_server::keys::operator_authority(dir)?);
+        let limits = config.limits.clone();
         let mut ctx = Context::with_keys(config, keys);
         ctx.store = db.store();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -121,9 +140,15 @@ impl Library {
         let routes = zhengzhao_server::with_health_and_reflection(assembly.routes, &assembly.names).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = zhengzhao_server::serve(routes, listener, None, async {
-                let _ = rx.await;
-            })
+            let _ = zhengzhao_server::serve(
+                routes,
+                listener,
+                None,
+                async {
+                    let _ = rx.await;
+                },
+                &limits,
+            )
             .await;
         });
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?

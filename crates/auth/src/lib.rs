@@ -174,6 +174,14 @@ impl Principal {
         format!("{}@{}", self.role, self.agency)
     }
 
+    /// Names the caller's role and agency on the current span (the call's
+    /// server span): never the holder, whose ID number stays out of traces.
+    pub fn record_on_span(&self) {
+        let span = tracing::Span::current();
+        span.record("zhengzhao.role", tracing::field::display(&self.role));
+        span.record("zhengzhao.agency", self.agency.as_str());
+    }
+
     /// A service acting on its own account inside one process.
     pub fn service(name: ServiceName, library_agency: &str) -> Self {
         Principal {
@@ -200,11 +208,76 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status>
 #[derive(Clone)]
 pub struct Authenticate {
     verifier: std::sync::Arc<TokenVerifier>,
+    limit: Option<std::sync::Arc<RateLimit>>,
 }
 
 impl Authenticate {
     pub fn new(verifier: std::sync::Arc<TokenVerifier>) -> Self {
-        Authenticate { verifier }
+        Authenticate { verifier, limit: None }
+    }
+
+    /// Holds each authenticated principal to `limit` (one limit per process,
+    /// shared by every service in it).
+    pub fn limited(mut self, limit: Option<std::sync::Arc<RateLimit>>) -> Self {
+        self.limit = limit;
+        self
+    }
+}
+
+/// Per-principal rate limits: a token bucket per principal (role, agency,
+/// and for a holder the holder), refilled at a steady rate up to a burst.
+/// The services' own calls to each other are not limited.
+pub struct RateLimit {
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+    per_second: u32,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+/// How many checks pass between sweeps of idle principals' buckets.
+const RATE_SWEEP_EVERY: u64 = 16_384;
+
+impl RateLimit {
+    /// `per_second` calls per second on average and `burst` at once; `None`
+    /// (no limit) when either is 0.
+    pub fn new(per_second: u32, burst: u32) -> Option<Self> {
+        let rate = std::num::NonZeroU32::new(per_second)?;
+        let burst = std::num::NonZeroU32::new(burst)?;
+        let quota = governor::Quota::per_second(rate).allow_burst(burst);
+        Some(RateLimit {
+            limiter: governor::RateLimiter::keyed(quota),
+            per_second,
+            checks: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Counts one call of `who`: RESOURCE_EXHAUSTED, with `retry-after`
+    /// (whole seconds, at least 1) in the metadata, when over its limit.
+    pub fn check(&self, who: &Principal) -> Result<(), tonic::Status> {
+        if matches!(who.role, Role::Service(_)) {
+            return Ok(());
+        }
+        if self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % RATE_SWEEP_EVERY == RATE_SWEEP_EVERY - 1 {
+            self.limiter.retain_recent();
+        }
+        let key = match &who.holder {
+            Some(h) => format!("{}|{}|{}:{}", who.role, who.agency, h.id_type, h.id_number),
+            None => format!("{}|{}", who.role, who.agency),
+        };
+        let Err(not_until) = self.limiter.check_key(&key) else {
+            return Ok(());
+        };
+        use governor::clock::Clock as _;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let seconds = seconds.max(1);
+        let mut status = tonic::Status::resource_exhausted(format!(
+            "rate limit: {} may make {} calls per second; retry after {seconds} s",
+            who.role, self.per_second
+        ));
+        if let Ok(v) = seconds.to_string().parse() {
+            status.metadata_mut().insert("retry-after", v);
+        }
+        Err(status)
     }
 }
 
@@ -221,6 +294,10 @@ impl tonic::service::Interceptor for Authenticate {
         let principal =
             self.verifier.verify(token.trim()).map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
         tracing::debug!(actor = %principal.actor(), token_id = %principal.token_id, "authenticated");
+        principal.record_on_span();
+        if let Some(limit) = &self.limit {
+            limit.check(&principal)?;
+        }
         req.extensions_mut().insert(principal);
         Ok(req)
     }

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{Principal, ServiceCredentials};
 use zhengzhao_core::LicenceTypeRecord;
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::catalog::v1 as pb;
 use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use zhengzhao_telemetry::trace::Traced;
 
 /// What other services ask of the catalogue in-process; the catalogue
 /// service implements it.
@@ -24,12 +24,12 @@ pub enum CatalogClient {
     /// Same process: direct calls on the service's own account.
     Local(Arc<dyn CatalogApi>, Principal),
     /// Split deployment: gRPC with service credentials.
-    Remote(CatalogServiceClient<InterceptedService<Channel, ServiceCredentials>>),
+    Remote(CatalogServiceClient<crate::Transport>),
 }
 
 impl CatalogClient {
     pub fn remote(channel: Channel, credentials: ServiceCredentials) -> Self {
-        CatalogClient::Remote(CatalogServiceClient::with_interceptor(channel, credentials))
+        CatalogClient::Remote(CatalogServiceClient::with_interceptor(Traced::new(channel), credentials))
     }
 
     /// A type with template `version` (0 = current).

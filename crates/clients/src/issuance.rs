@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{Principal, ServiceCredentials};
 use zhengzhao_core::{HolderQuery, LicenceRecord};
@@ -10,6 +9,7 @@ use zhengzhao_crypto::translog::{Checkpoint, LoggedEvent};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::issuance::v1 as pb;
 use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
+use zhengzhao_telemetry::trace::Traced;
 
 /// What other services ask of issuance in-process; the issuance service
 /// implements it.
@@ -63,12 +63,12 @@ pub trait IssuanceApi: Send + Sync {
 #[derive(Clone)]
 pub enum IssuanceClient {
     Local(Arc<dyn IssuanceApi>, Principal),
-    Remote(IssuanceServiceClient<InterceptedService<Channel, ServiceCredentials>>),
+    Remote(IssuanceServiceClient<crate::Transport>),
 }
 
 impl IssuanceClient {
     pub fn remote(channel: Channel, credentials: ServiceCredentials) -> Self {
-        IssuanceClient::Remote(IssuanceServiceClient::with_interceptor(channel, credentials))
+        IssuanceClient::Remote(IssuanceServiceClient::with_interceptor(Traced::new(channel), credentials))
     }
 
     /// Reads a licence on the calling service's own account, from the primary.

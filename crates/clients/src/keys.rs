@@ -22,9 +22,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use zhengzhao_auth::ServiceCredentials;
 use zhengzhao_crypto::IssuerPublicKey;
 use zhengzhao_crypto::published::PublicKeyRecord;
 use zhengzhao_proto::signing::v1 as pb;
@@ -105,7 +102,7 @@ enum Source {
     /// A watcher task over gRPC, started on the first read; `None` while it
     /// does not know.
     Remote {
-        client: Box<SigningServiceClient<InterceptedService<Channel, ServiceCredentials>>>,
+        client: Box<SigningServiceClient<crate::Transport>>,
         heard: OnceLock<watch::Receiver<Option<(KeyGeneration, Instant)>>>,
     },
 }
@@ -130,7 +127,7 @@ impl KeyCache {
         KeyCache { source: Source::Local(generation), entries: Mutex::default() }
     }
 
-    pub fn remote(client: SigningServiceClient<InterceptedService<Channel, ServiceCredentials>>) -> Self {
+    pub fn remote(client: SigningServiceClient<crate::Transport>) -> Self {
         KeyCache {
             source: Source::Remote { client: Box::new(client), heard: OnceLock::new() },
             entries: Mutex::default(),
@@ -180,7 +177,7 @@ impl KeyCache {
 /// runs, reconnecting with a backoff; publishes what it hears (with when)
 /// and acknowledges each generation after publishing it.
 async fn watch_keys(
-    client: SigningServiceClient<InterceptedService<Channel, ServiceCredentials>>,
+    client: SigningServiceClient<crate::Transport>,
     heard: watch::Sender<Option<(KeyGeneration, Instant)>>,
 ) {
     let mut backoff = Duration::from_millis(100);

@@ -14,3 +14,11 @@ pub use catalog::{CatalogApi, CatalogClient};
 pub use issuance::{IssuanceApi, IssuanceClient};
 pub use keys::{KeyGeneration, KeySet, VerifyingKey};
 pub use signing::{MAX_BATCH, SigningApi, SigningClient};
+
+/// How a remote client reaches its service: a channel whose calls are
+/// traced ([`zhengzhao_telemetry::trace::Traced`]), with this service's own
+/// credentials.
+pub type Transport = tonic::service::interceptor::InterceptedService<
+    zhengzhao_telemetry::trace::Traced<tonic::transport::Channel>,
+    zhengzhao_auth::ServiceCredentials,
+>;

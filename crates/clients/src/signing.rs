@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zhengzhao_auth::{Principal, ServiceCredentials};
 use zhengzhao_crypto::published::{PublicKeyRecord, Signed};
@@ -11,6 +10,7 @@ use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::convert::algorithm_from_wire;
 use zhengzhao_proto::signing::v1 as pb;
 use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
+use zhengzhao_telemetry::trace::Traced;
 
 use crate::keys::{KeyCache, KeyGeneration, KeySet};
 
@@ -54,7 +54,7 @@ pub trait SigningApi: Send + Sync {
 #[derive(Clone)]
 enum Via {
     Local(Arc<dyn SigningApi>, Principal),
-    Remote(SigningServiceClient<InterceptedService<Channel, ServiceCredentials>>),
+    Remote(SigningServiceClient<crate::Transport>),
 }
 
 /// The signing service as another service sees it, with a cache of the
@@ -73,7 +73,7 @@ impl SigningClient {
     }
 
     pub fn remote(channel: Channel, credentials: ServiceCredentials) -> Self {
-        let client = SigningServiceClient::with_interceptor(channel, credentials);
+        let client = SigningServiceClient::with_interceptor(Traced::new(channel), credentials);
         SigningClient { keys: Arc::new(KeyCache::remote(client.clone())), via: Via::Remote(client) }
     }
 

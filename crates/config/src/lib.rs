@@ -60,6 +60,45 @@ pub struct Config {
     pub tls: TlsConfig,
     pub telemetry: TelemetryConfig,
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+}
+
+/// What one process takes on (see the README's "Limits"). A call beyond a
+/// limit is refused at once, before it costs memory: RESOURCE_EXHAUSTED
+/// with a `retry-after` (seconds) in its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Longest a call may take to answer (to its response headers; a
+    /// stream then runs on) before it ends with CANCELLED; a shorter
+    /// `grpc-timeout` from the caller wins.
+    pub request_timeout_seconds: u64,
+    /// Calls this process works on at once; beyond it new calls are shed.
+    pub max_concurrent_requests: usize,
+    /// Calls one principal (role, agency and, for a holder, the holder) may
+    /// make per second, on average; 0 means no rate limit.
+    pub principal_rate_per_second: u32,
+    /// Calls one principal may make at once above its rate before it is
+    /// held to it.
+    pub principal_burst: u32,
+    /// Longest this process waits for another service's answer.
+    pub peer_timeout_seconds: u64,
+    /// HTTP/2 keepalive ping interval (seconds) on every connection; a peer
+    /// that does not answer a ping in 20 s is dropped.
+    pub keepalive_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            request_timeout_seconds: 60,
+            max_concurrent_requests: 1024,
+            principal_rate_per_second: 1000,
+            principal_burst: 2000,
+            peer_timeout_seconds: 30,
+            keepalive_seconds: 30,
+        }
+    }
 }
 
 /// Bearer-token checks.
@@ -235,6 +274,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             telemetry: TelemetryConfig::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -355,6 +395,22 @@ impl Config {
         }
         if self.shutdown_grace_seconds > 600 {
             return Err(ConfigError::Invalid("shutdown_grace_seconds must be 0 to 600".into()));
+        }
+        let l = &self.limits;
+        if !(1..=3600).contains(&l.request_timeout_seconds) {
+            return Err(ConfigError::Invalid("limits.request_timeout_seconds must be 1 to 3600".into()));
+        }
+        if !(1..=3600).contains(&l.peer_timeout_seconds) {
+            return Err(ConfigError::Invalid("limits.peer_timeout_seconds must be 1 to 3600".into()));
+        }
+        if !(1..=1_000_000).contains(&l.max_concurrent_requests) {
+            return Err(ConfigError::Invalid("limits.max_concurrent_requests must be 1 to 1000000".into()));
+        }
+        if l.principal_rate_per_second > 0 && l.principal_burst == 0 {
+            return Err(ConfigError::Invalid("limits.principal_burst must be at least 1 with a rate".into()));
+        }
+        if !(1..=3600).contains(&l.keepalive_seconds) {
+            return Err(ConfigError::Invalid("limits.keepalive_seconds must be 1 to 3600".into()));
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file go together".into()));

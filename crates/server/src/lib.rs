@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod keys;
+pub mod limits;
 pub mod tls;
 
 use std::future::Future;
@@ -160,6 +161,9 @@ pub struct Context {
     pub local_addr: Option<SocketAddr>,
     /// The library's clock ("today" for validity), shared by its services.
     pub clock: zhengzhao_core::clock::Clock,
+    /// Per-principal rate limits (`limits.principal_*`), shared by every
+    /// service in the process; `None` when off.
+    pub rate_limit: Option<Arc<zhengzhao_auth::RateLimit>>,
 }
 
 impl Context {
@@ -175,7 +179,10 @@ impl Context {
             std::time::Duration::from_secs(config.read_max_lag_seconds),
             config.data_dir.clone(),
         );
-        Context { config, keys, store, local_addr: None, clock: Default::default() }
+        let rate_limit =
+            zhengzhao_auth::RateLimit::new(config.limits.principal_rate_per_second, config.limits.principal_burst)
+                .map(Arc::new);
+        Context { config, keys, store, local_addr: None, clock: Default::default(), rate_limit }
     }
 
     /// The working-day calendar: the configured file, or the shipped one.
@@ -204,8 +211,9 @@ impl Context {
     }
 
     /// The interceptor that authenticates inbound calls (refusing revoked tokens).
+    /// Each principal is held to the process's rate limit.
     pub fn authenticate(&self) -> Authenticate {
-        Authenticate::new(self.keys.verifier.clone())
+        Authenticate::new(self.keys.verifier.clone()).limited(self.rate_limit.clone())
     }
 
     /// Credentials for this service's own outbound calls: tokens signed with
@@ -264,7 +272,12 @@ impl Context {
         let url =
             url.with_context(|| format!("the {name} service is not in this process: set peers.{name} (--{name}-url)"))?;
         let ca = self.trusted_ca()?;
-        Ok(tls::endpoint(url, ca.as_deref()).with_context(|| format!("peers.{name}"))?.connect_lazy())
+        Ok(tls::endpoint(url, ca.as_deref())
+            .with_context(|| format!("peers.{name}"))?
+            .timeout(Duration::from_secs(self.config.limits.peer_timeout_seconds))
+            .http2_keep_alive_interval(Duration::from_secs(self.config.limits.keepalive_seconds))
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .connect_lazy())
     }
 
     /// The CA certificates trusted for `https://` peers (`tls.ca_file`).
@@ -368,6 +381,10 @@ pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> an
     Ok(routes.add_service(health).add_service(reflection))
 }
 
+/// How long an HTTP/2 keepalive ping may go unanswered before the
+/// connection is dropped.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Serves `routes` on `listener` (over TLS when `tls` is given) until
 /// `shutdown` completes, with the default grace period (see [`serve_with_grace`]).
 pub async fn serve(
@@ -375,22 +392,26 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
+    limits: &zhengzhao_config::LimitsConfig,
 ) -> anyhow::Result<()> {
     let grace = Duration::from_secs(zhengzhao_config::DEFAULT_SHUTDOWN_GRACE_SECONDS);
-    serve_with_grace(routes, listener, tls, shutdown, grace).await
+    serve_with_grace(routes, listener, tls, shutdown, grace, limits).await
 }
 
 /// Serves `routes` on `listener` (over TLS when `tls` is given) until
 /// `shutdown` completes. Then new connections are refused, every open gRPC
 /// response stream (a change-feed follower, say) ends at once with
 /// UNAVAILABLE, and calls in flight get `grace` to finish; after that the
-/// server stops regardless.
+/// server stops regardless. Every call is traced and counted, then held
+/// to `limits` (calls in flight, answer deadline; see [`limits`]); every
+/// connection is kept alive with HTTP/2 pings.
 pub async fn serve_with_grace(
     routes: Routes,
     listener: TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
+    limits: &zhengzhao_config::LimitsConfig,
 ) -> anyhow::Result<()> {
     // No Nagle: a reply written in pieces (headers, data, trailers) must
     // not wait for the client's delayed ACK (40 ms on Linux).
@@ -411,9 +432,17 @@ pub async fn serve_with_grace(
         let _ = stopping_tx.send(true);
     };
     // HTTP/1.1 too, for the plain-HTTP routes (the JWKS) web clients read.
+    let known = known_methods()?;
     let serving = builder
         .accept_http1(true)
-        .layer(zhengzhao_telemetry::MetricsLayer::new(known_methods()?))
+        .http2_keepalive_interval(Some(Duration::from_secs(limits.keepalive_seconds)))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(zhengzhao_telemetry::MetricsLayer::new(known.clone()))
+        .layer(crate::limits::LimitLayer::new(
+            limits.max_concurrent_requests,
+            Duration::from_secs(limits.request_timeout_seconds),
+            known,
+        ))
         .layer(tower::util::MapResponseLayer::new(end_streams_on(stopping.clone())))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal);
@@ -580,5 +609,5 @@ where
     tracing::info!(%addr, service = name, tls = tls.is_some(), "listening");
     println!("listening on {addr}");
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    serve_with_grace(routes, listener, tls, shutdown_signal(), grace).await
+    serve_with_grace(routes, listener, tls, shutdown_signal(), grace, &config.limits).await
 }

@@ -128,7 +128,68 @@ pub struct ReadStatus {
     pub lag_seconds: f64,
 }
 
+/// A database transaction that runs in its own span (`db.transaction`, a
+/// child of the call's span, ended when it commits, rolls back or is
+/// dropped). Use it as the connection it wraps: `&mut *tx`.
+#[derive(Debug)]
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    span: tracing::Span,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let Tx { tx, span } = self;
+        let result = tracing::Instrument::instrument(tx.commit(), span.clone()).await;
+        span.record("db.outcome", if result.is_ok() { "commit" } else { "commit failed" });
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        let Tx { tx, span } = self;
+        span.record("db.outcome", "rollback");
+        tracing::Instrument::instrument(tx.rollback(), span).await
+    }
+
+    /// The sqlx transaction itself, for code that takes one.
+    pub fn into_inner(self) -> sqlx::Transaction<'static, sqlx::Any> {
+        self.tx
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
 impl Db {
+    /// Begins a transaction on the primary, in its own span.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        let span = tracing::info_span!(
+            "db.transaction",
+            otel.kind = "client",
+            db.system = match self.engine {
+                Engine::Postgres => "postgresql",
+                Engine::Sqlite => "sqlite",
+            },
+            db.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let tx = tracing::Instrument::instrument(self.pool.begin(), span.clone()).await?;
+        Ok(Tx { tx, span })
+    }
+
     /// Where reads that need no transaction go: on SQLite they then do not
     /// queue behind the writer's commits.
     pub fn reader(&self) -> &AnyPool {

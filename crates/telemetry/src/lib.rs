@@ -1,14 +1,16 @@
-//! Telemetry: structured logs (text or JSON), optional OpenTelemetry trace
-//! export over OTLP/gRPC, and Prometheus metrics for every gRPC call,
-//! labelled by method only for the methods the process serves (any other
-//! path is `unknown`, so callers cannot grow the label set). `init` returns a
-//! guard that flushes traces when dropped.
+//! Telemetry: structured logs (text or JSON), spans for every gRPC call
+//! and database transaction joined across processes by W3C trace context
+//! ([`trace`]) with optional export over OTLP/gRPC, and Prometheus metrics
+//! for every gRPC call, labelled by method only for the methods the process
+//! serves (any other path is `unknown`, so callers cannot grow the label
+//! set). `init` returns a guard that flushes traces when dropped.
 
 #![forbid(unsafe_code)]
 
 pub mod escape;
+pub mod trace;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -53,6 +55,8 @@ impl Drop for TelemetryGuard {
 /// when an OTLP endpoint is set.
 pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_new(&settings.log_filter)?;
+    // Trace context crosses every gRPC hop as W3C `traceparent`.
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
     let provider = match &settings.otlp_endpoint {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
@@ -78,6 +82,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub grpc_requests: IntCounterVec,
     pub grpc_seconds: HistogramVec,
+    /// Calls refused by a server-side limit, by `reason` (`shed`, `timeout`).
+    pub limited: IntCounterVec,
 }
 
 /// Metrics of this process.
@@ -93,9 +99,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["method"],
     )
     .expect("static metric definition");
+    let limited = IntCounterVec::new(
+        prometheus::Opts::new(
+            "zhengzhao_limited_total",
+            "Calls refused by a server-side limit: shed (too many in flight) or timeout",
+        ),
+        &["reason"],
+    )
+    .expect("static metric definition");
     registry.register(Box::new(grpc_requests.clone())).expect("metric registered once");
     registry.register(Box::new(grpc_seconds.clone())).expect("metric registered once");
-    Metrics { registry, grpc_requests, grpc_seconds }
+    registry.register(Box::new(limited.clone())).expect("metric registered once");
+    Metrics { registry, grpc_requests, grpc_seconds, limited }
 });
 
 /// The metrics in Prometheus text format.
@@ -120,14 +135,15 @@ pub async fn serve_metrics(
 /// The method label of every path that is not a known method.
 pub const UNKNOWN_METHOD: &str = "unknown";
 
-/// The gRPC methods (`/package.Service/Method`) metrics are labelled by.
+/// The gRPC methods (`/package.Service/Method`) metrics are labelled by,
+/// each with whether its request is a stream.
 #[derive(Debug, Clone, Default)]
-pub struct KnownMethods(Arc<HashSet<String>>);
+pub struct KnownMethods(Arc<HashMap<String, bool>>);
 
 impl KnownMethods {
     /// Every method of every service in the encoded `FileDescriptorSet`s.
     pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
-        let mut methods = HashSet::new();
+        let mut methods = HashMap::new();
         for set in sets {
             let set = <prost_types::FileDescriptorSet as prost::Message>::decode(*set)?;
             for file in &set.file {
@@ -139,7 +155,7 @@ impl KnownMethods {
                         format!("{package}.{}", service.name())
                     };
                     for method in &service.method {
-                        methods.insert(format!("/{full}/{}", method.name()));
+                        methods.insert(format!("/{full}/{}", method.name()), method.client_streaming());
                     }
                 }
             }
@@ -149,7 +165,12 @@ impl KnownMethods {
 
     /// The label for a request path: the path if it is a known method, else [`UNKNOWN_METHOD`].
     pub fn label(&self, path: &str) -> &str {
-        self.0.get(path).map_or(UNKNOWN_METHOD, String::as_str)
+        self.0.get_key_value(path).map_or(UNKNOWN_METHOD, |(k, _)| k.as_str())
+    }
+
+    /// Whether `path` is a known method whose request is a stream.
+    pub fn streams_request(&self, path: &str) -> bool {
+        self.0.get(path).copied().unwrap_or(false)
     }
 
     pub fn len(&self) -> usize {
@@ -161,7 +182,9 @@ impl KnownMethods {
     }
 }
 
-/// A tower layer that counts and times every gRPC call, by known method.
+/// A tower layer that counts, times and traces every gRPC call, by known
+/// method: each call runs in a server span ([`trace::server_span`]) joined
+/// to the caller's trace.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsLayer {
     known: KnownMethods,
@@ -205,19 +228,27 @@ where
         // Labelled before authentication: a raw path would let anyone add series.
         let method = self.known.label(req.uri().path()).to_owned();
         let start = Instant::now();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let result = fut.await;
-            // Errors come back trailers-only, with grpc-status in the headers;
-            // success puts it in the trailers, so a missing header means OK.
-            let code = match &result {
-                Ok(resp) => resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned(),
-                Err(_) => "transport".to_owned(),
-            };
-            METRICS.grpc_requests.with_label_values(&[method.as_str(), code.as_str()]).inc();
-            METRICS.grpc_seconds.with_label_values(&[method.as_str()]).observe(start.elapsed().as_secs_f64());
-            result
-        })
+        let span = trace::server_span(&method, req.headers());
+        let fut = span.in_scope(|| self.inner.call(req));
+        let recorded = span.clone();
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let result = fut.await;
+                // Errors come back trailers-only, with grpc-status in the headers;
+                // success puts it in the trailers, so a missing header means OK.
+                let code = match &result {
+                    Ok(resp) => {
+                        resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned()
+                    }
+                    Err(_) => "transport".to_owned(),
+                };
+                METRICS.grpc_requests.with_label_values(&[method.as_str(), code.as_str()]).inc();
+                METRICS.grpc_seconds.with_label_values(&[method.as_str()]).observe(start.elapsed().as_secs_f64());
+                trace::record_status(&recorded, &code);
+                result
+            },
+            span,
+        ))
     }
 }
 

@@ -129,7 +129,7 @@ impl Catalog {
         doc.validate()?;
         let mut summary = ImportSummary::default();
         let mut conflicts = Vec::new();
-        let mut tx = self.db().pool.begin().await?;
+        let mut tx = self.db().begin().await?;
         for e in &doc.licence_types {
             let code = e.definition.code.clone().unwrap_or_default();
             let status = TypeStatus::parse(&e.status).unwrap_or(TypeStatus::Draft);

@@ -114,7 +114,7 @@ impl Catalog {
         def.name = def.name.trim().to_owned();
         def.validate()?;
         def.template.version = 1;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         if let Some(existing) = rows::same_definition(&mut tx, &def.defining_authority.code, &def.name, "").await? {
             return Err(already_defined(&existing, &def));
         }
@@ -148,7 +148,7 @@ impl Catalog {
     pub async fn publish(&self, who: &Principal, code: &str) -> Result<LicenceTypeRecord, ServiceError> {
         authorize(who, &Action::ManageCatalog)?;
         parse_code(code)?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
         match current.status {
             TypeStatus::Published => return Ok(current),
@@ -184,7 +184,7 @@ impl Catalog {
         parse_code(code)?;
         template.normalise();
         template.validate()?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
         if current.status == TypeStatus::Retired {
             return Err(CatalogError::Retired(code.to_owned()).into());
@@ -232,7 +232,7 @@ impl Catalog {
         let reason = Reason::parse_field("reason", reason)?;
         def.name = def.name.trim().to_owned();
         def.validate_fields()?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
         if current.status == TypeStatus::Retired {
             return Err(CatalogError::Retired(code.to_owned()).into());
@@ -267,7 +267,7 @@ impl Catalog {
         authorize(who, &Action::ManageCatalog)?;
         parse_code(code)?;
         let reason = Reason::parse_field("reason", reason)?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let current = load(&mut tx, code, 0).await?.ok_or_else(|| not_found(code))?;
         if current.status == TypeStatus::Retired {
             return Ok(current);

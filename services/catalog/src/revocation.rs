@@ -121,7 +121,7 @@ impl Revocations {
             }
             Some(t) => t,
         };
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         // Revoking again never shortens how long the entry is kept.
         sqlx::query(
             "INSERT INTO revoked_tokens (token_id, expires_at, revoked_at, actor, reason) VALUES ($1, $2, $3, $4, $5) \

@@ -332,7 +332,7 @@ impl Exchange {
         {
             return Err(gone());
         }
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let copy_id = rows::take_link(&mut tx, &link_digest(token), now()).await?.ok_or_else(gone)?;
         let copy = rows::load_copy(&mut tx, &copy_id).await?.ok_or(ExchangeError::NoSuchCopy(copy_id))?;
         tx.commit().await?;

@@ -166,7 +166,7 @@ impl Exchange {
     ) -> Result<FrontEnd, ServiceError> {
         authorize(who, &Action::ManageFrontEnds)?;
         let webhook = update.webhook_url.as_deref().map(check_webhook).transpose()?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let mut fe = rows::load_front_end(&mut tx, id).await?.ok_or_else(|| no_front_end(id))?;
         if let Some(ids) = &update.scenario_ids {
             self.check_scenarios(&mut tx, ids).await?;
@@ -257,7 +257,7 @@ impl Exchange {
         let digest = holder_digest(id_type, &number);
         {
             // Reminders now go to this front end too, the due ones at once.
-            let mut tx = self.db.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             rows::remember_login(&mut tx, &digest, fe.id, now()).await?;
             crate::reminders::queue_for_new_front_end(&mut tx, &digest, fe.id, now()).await?;
             tx.commit().await?;

@@ -226,7 +226,7 @@ impl Exchange {
         let items = [req.service_item_code.clone()];
         self.check_pairs("type_code", "service_item_code", &types, &items, &terms).await?;
         let at = now();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let new = NewEntry {
             agency_code: &req.agency_code,
             level: req.level.unwrap_or(Level::City),
@@ -272,7 +272,7 @@ impl Exchange {
         self.check_pairs("type_codes", "service_item_codes", &req.type_codes, &req.service_item_codes, &terms).await?;
         let at = now();
         let level = req.level.unwrap_or(Level::City);
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let new = rows::NewApplication {
             agency_code: &who.agency,
             level,
@@ -324,7 +324,7 @@ impl Exchange {
             )));
         }
         let at = now();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let mut entries = Vec::with_capacity(pairs.len());
         for (type_code, item) in &pairs {
             let new = NewEntry {
@@ -380,7 +380,7 @@ impl Exchange {
         let reason = check_reason("reason", reason, true)?;
         self.pending(id).await?;
         let at = now();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         if !rows::decide_application(&mut tx, id, ApplicationState::Refused, who, at, &reason, &[]).await? {
             tx.rollback().await?;
             return Err(self.decided(id).await);
@@ -431,7 +431,7 @@ impl Exchange {
         let reason = check_reason("reason", reason, true)?;
         let (from, to) = change.moves();
         let at = now();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let entry = rows::load_entry(&mut tx, id).await?.ok_or(ExchangeError::NoSuchEntry(id))?;
         let verb = match change {
             EntryChange::Suspend => "suspended",

@@ -291,7 +291,7 @@ impl Exchange {
             }
         }
         let at = now();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         for l in &licences {
             self.schedule(&mut tx, l, at).await?;
         }
@@ -375,7 +375,7 @@ impl Exchange {
     /// transaction as its deliveries are written.
     async fn queue_due(&self) -> Result<(), ServiceError> {
         let at = now();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let due: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, holder_digest FROM reminders WHERE state = 'scheduled' AND due_at <= $1 ORDER BY due_at LIMIT 500",
         )

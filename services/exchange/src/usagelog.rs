@@ -224,7 +224,7 @@ impl Writer {
                 // Wait for the database first, then take everything that
                 // queued up meanwhile (on SQLite the one connection is also
                 // what the requests' reads wait for).
-                let tx = db.pool.begin().await;
+                let tx = db.begin().await;
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match queue.try_recv() {
@@ -247,7 +247,7 @@ impl Writer {
                     Err(e) if batch.len() > 1 => {
                         tracing::warn!(error = %e, jobs = batch.len(), "usage-log batch failed; writing its jobs one by one");
                         for p in batch {
-                            let r = match db.pool.begin().await {
+                            let r = match db.begin().await {
                                 Ok(tx) => {
                                     commit(tx, db.engine, &[&p.job]).await.map(|mut r| r.pop().unwrap_or_default())
                                 }
@@ -278,7 +278,7 @@ impl Writer {
 
 /// Commits `jobs` in one transaction: every record a leaf, in order.
 async fn commit(
-    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    mut tx: zhengzhao_store::Tx,
     engine: zhengzhao_store::Engine,
     jobs: &[&Job],
 ) -> Result<Vec<Vec<UsageRecord>>, ServiceError> {
@@ -331,7 +331,7 @@ impl Exchange {
     pub(crate) async fn catch_up_log(&self) -> Result<u64, ServiceError> {
         let mut total = 0;
         loop {
-            let mut tx = self.db.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             let start = zhengzhao_translog::lock_for_append(&mut tx, self.db.engine).await?;
             let records = rows::unlogged_usage(&mut tx, 1000).await?;
             if records.is_empty() {

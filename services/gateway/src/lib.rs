@@ -399,7 +399,7 @@ impl Front {
             return Ok(resp);
         }
         let member = &self.gateway.upstreams[target];
-        let mut channel = member.channel_for(self.path);
+        let mut channel = zhengzhao_telemetry::trace::Traced::new(member.channel_for(self.path));
         let (mut parts, body) = req.into_parts();
         parts.headers.insert(HOP_HEADER, http::HeaderValue::from_static("1"));
         let upstream = http::Request::from_parts(parts, tonic::body::Body::new(body));
@@ -426,6 +426,7 @@ impl Front {
             Ok(p) => p,
             Err(e) => return status_response(Status::unauthenticated(e.to_string())),
         };
+        who.record_on_span();
         if req.headers().contains_key(HOP_HEADER) {
             return status_response(Status::failed_precondition(
                 "this call was already forwarded by a gateway: a member library is configured as a gateway (a loop)",

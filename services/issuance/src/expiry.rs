@@ -36,7 +36,7 @@ impl Issuance {
             let at = now();
             let actor = who.actor();
             let mut expired = Vec::with_capacity(ids.len());
-            let mut tx = self.db.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             feed::lock(&mut tx, self.db.engine).await?;
             for (identifier, jws, valid_until) in &ids {
                 // The business time of expiry: the end of the last valid day (CST).

@@ -362,7 +362,7 @@ async fn store_prepared(db: &Db, batch: PreparedBatch) -> Result<(ImportOutcome,
         return Ok((out, false));
     }
     let at = now();
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     feed::lock(&mut tx, db.engine).await?;
     let valid = zhengzhao_core::LicenceState::new(LicenceStatus::Valid);
     let licences: Vec<NewLicence<'_>> = ready

@@ -206,7 +206,7 @@ impl Issuance {
         let (canonical, signed) = self.sign(&who.agency, &doc).await?;
         let state = transition(None, LifecycleAction::Issue).map_err(refused)?;
         let at = now();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
         insert_licence(&mut tx, &doc, &canonical, &signed, state, at).await?;
         write::append_events(
@@ -314,7 +314,7 @@ impl Issuance {
             false
         };
         let backfill = self.classify_business_time(&current.issuer_code, occurred_at, at).await?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
         update_state(&mut tx, &current, next, None, at).await?;
         if let Some(result) = &details.result {

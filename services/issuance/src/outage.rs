@@ -219,7 +219,7 @@ impl Issuance {
         if let Some((first, _)) = self.first_result(who, idempotency_key, "record_outage", &request_digest).await? {
             return self.outage(first.parse().map_err(ServiceError::internal)?).await;
         }
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO outages (issuer_code, started_at, ended_at, cause, recorded_by, recorded_at)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",

@@ -267,7 +267,7 @@ impl Issuance {
     ) -> Result<Replica, ServiceError> {
         authorize(who, &Action::ResumeReplica)?;
         check_library_name("library", library)?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         if !rows::set_state(&mut tx, library, ReplicaState::Ok, "", now()).await? {
             return Err(ServiceError::NotFound(format!("no replica of library {library}")));
         }
@@ -361,7 +361,7 @@ impl Issuance {
             let (current, batch, held) = (current.clone(), batch.clone(), held.clone());
             move || verify_batch(&current, &batch, &checkpoint_jws, &held)
         });
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
         let written = self.write_batch(&mut tx, &current, &batch, &held, at).await;
         let verified = checks.await.map_err(ServiceError::internal)?;

@@ -236,7 +236,7 @@ impl Issuance {
         // licence, not on one version of it).
         let mut fresh = transition(None, LifecycleAction::Issue).map_err(refused)?;
         fresh.mortgaged = current.mortgaged;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
         let successor_from = parse_date(&doc.valid_from).map_err(ServiceError::internal)?;
         update_state(&mut tx, &current, next, Some((&doc.identifier, successor_from)), at).await?;

@@ -74,7 +74,7 @@ impl Signing {
         }
         let at = format_time(now());
         let mut changed = 0;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         for k in keys {
             let own: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM issuer_keys WHERE issuer_code = $1 OR key_id = $2")
                 .bind(&k.issuer_code)

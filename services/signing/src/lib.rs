@@ -239,7 +239,7 @@ impl Signing {
         authorize(who, &Action::ManageKeys)?;
         check_issuer(issuer)?;
         let reason = Reason::parse_field("reason", reason)?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         if let Some(k) = active_record(&mut tx, issuer).await? {
             return Err(SigningError::HasActiveKey { issuer: issuer.to_owned(), key_id: k.key_id }.into());
         }
@@ -262,7 +262,7 @@ impl Signing {
         authorize(who, &Action::ManageKeys)?;
         check_issuer(issuer)?;
         let reason = Reason::parse_field("reason", reason)?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let old = retire_active(&mut tx, issuer, "rotate", "retire (rotation)", &who.actor(), &reason).await?;
         let (new, pair) = self
             .insert_key(&mut tx, issuer, alg.unwrap_or(old.algorithm), &who.actor(), &reason, "create (rotation)")
@@ -284,7 +284,7 @@ impl Signing {
         authorize(who, &Action::ManageKeys)?;
         check_issuer(issuer)?;
         let reason = Reason::parse_field("reason", reason)?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let old = retire_active(&mut tx, issuer, "retire", "retire", &who.actor(), &reason).await?;
         tx.commit().await?;
         self.forget(issuer);
@@ -309,7 +309,7 @@ impl Signing {
         if since > at {
             return Err(ServiceError::invalid("since", "must not be in the future"));
         }
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM issuer_keys WHERE key_id = $1")))
             .bind(key_id)
             .fetch_optional(&mut *tx)
@@ -413,7 +413,7 @@ impl Signing {
             if had_keys > 0 {
                 return Err(SigningError::NoActiveKey(issuer.to_owned()).into());
             }
-            let mut tx = self.db.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             let created = self
                 .insert_key(
                     &mut tx,

@@ -29,7 +29,7 @@ use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClien
 use zhengzhao_proto::signing::v1 as signing_pb;
 use zhengzhao_proto::signing::v1::signing_service_client::SigningServiceClient;
 
-type Authed = InterceptedService<Channel, BearerToken>;
+type Authed = InterceptedService<zhengzhao_telemetry::trace::Traced<Channel>, BearerToken>;
 
 /// One district the job follows.
 #[derive(Debug, Clone)]
@@ -145,18 +145,27 @@ static METRICS: LazyLock<SyncMetrics> = LazyLock::new(|| {
 
 impl SyncJob {
     fn issuance(&self, channel: &Channel) -> IssuanceServiceClient<Authed> {
-        IssuanceServiceClient::with_interceptor(channel.clone(), self.token.clone())
-            .max_decoding_message_size(256 * 1024 * 1024)
-            .max_encoding_message_size(256 * 1024 * 1024)
+        IssuanceServiceClient::with_interceptor(
+            zhengzhao_telemetry::trace::Traced::new(channel.clone()),
+            self.token.clone(),
+        )
+        .max_decoding_message_size(256 * 1024 * 1024)
+        .max_encoding_message_size(256 * 1024 * 1024)
     }
 
     fn signing(&self, channel: &Channel) -> SigningServiceClient<Authed> {
-        SigningServiceClient::with_interceptor(channel.clone(), self.token.clone())
+        SigningServiceClient::with_interceptor(
+            zhengzhao_telemetry::trace::Traced::new(channel.clone()),
+            self.token.clone(),
+        )
     }
 
     fn catalog(&self, channel: &Channel) -> CatalogServiceClient<Authed> {
-        CatalogServiceClient::with_interceptor(channel.clone(), self.token.clone())
-            .max_decoding_message_size(64 * 1024 * 1024)
+        CatalogServiceClient::with_interceptor(
+            zhengzhao_telemetry::trace::Traced::new(channel.clone()),
+            self.token.clone(),
+        )
+        .max_decoding_message_size(64 * 1024 * 1024)
     }
 
     /// Runs until `shutdown` completes.
