@@ -285,3 +285,224 @@ async fn a_flooding_principal_is_limited_and_the_others_are_served() -> anyhow::
     }
     Ok(())
 }
+
+/// The domain metrics an operator acts on (see `zhengzhao_telemetry::domain`
+/// and the sync job's): each must reach Prometheus.
+const DOMAIN_METRICS: &[&str] = &[
+    "zhengzhao_grpc_requests_total",
+    "zhengzhao_grpc_request_seconds_bucket",
+    "zhengzhao_licence_events_total",
+    "zhengzhao_verifications_total",
+    "zhengzhao_uses_total",
+    "zhengzhao_reminders_total",
+    "zhengzhao_import_rows_total",
+    "zhengzhao_key_events_total",
+    "zhengzhao_feed_head",
+    "zhengzhao_log_size",
+    "zhengzhao_checkpoint_age_seconds",
+    "zhengzhao_outages_open",
+    "zhengzhao_outages_overdue",
+    "zhengzhao_keys",
+    "zhengzhao_oldest_active_key_age_seconds",
+    "zhengzhao_sync_lag_events",
+    "zhengzhao_sync_lag_seconds",
+    "zhengzhao_sync_stopped",
+    "zhengzhao_sync_events_applied_total",
+    "zhengzhao_sync_cursor",
+];
+
+/// Every `zhengzhao_*` metric named in the shipped dashboards and alert rules.
+fn metrics_named_in_deploy() -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut files = vec![root.join("prometheus/rules.yml")];
+    for entry in std::fs::read_dir(root.join("grafana/dashboards"))? {
+        files.push(entry?.path());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("zhengzhao_") {
+            let tail = &rest[at..];
+            let end =
+                tail.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
+            names.insert(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    Ok(names)
+}
+
+/// `zhengzhao serve` with its metrics on a port of its own; (process, metrics address).
+async fn member(dir: &std::path::Path, library: &str) -> anyhow::Result<(ServerProcess, std::net::SocketAddr)> {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let p = ServerProcess::start(
+        "zhengzhao",
+        &[
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--library".into(),
+            library.into(),
+            "--metrics-listen".into(),
+            metrics.to_string(),
+        ],
+        &[("ZHENGZHAO_TELEMETRY__LOG_FILTER", "warn")],
+    )
+    .await?;
+    Ok((p, metrics))
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_every_domain_metric_and_every_metric_the_dashboards_and_rules_name() -> anyhow::Result<()> {
+    use zhengzhao_proto::exchange::v1 as exchange;
+    let prometheus = which("prometheus").ok_or_else(|| {
+        anyhow::anyhow!("prometheus is not installed (Debian package prometheus; scripts/test installs it)")
+    })?;
+    let work = tempfile::tempdir()?;
+    let dir = |n: &str| work.path().join(n);
+    for n in ["city", "d1"] {
+        let out = std::process::Command::new(zhengzhao_testkit::binary("zhengzhao"))
+            .args(["init", "--data-dir", &dir(n).display().to_string()])
+            .output()?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::copy(dir("city").join("token-keys.json"), dir("d1").join("token-keys.json"))?;
+    let (city, city_metrics) = member(&dir("city"), "city").await?;
+    let (d1, d1_metrics) = member(&dir("d1"), "d1").await?;
+    let remote = zhengzhao_e2e::remote::Remote::new(&dir("city"))?;
+
+    // Something of everything: a type, a licence issued in the district,
+    // a verification, a refused use, and the sync job bringing it across.
+    let code = remote.publish_example_type(&city.url()).await?;
+    let sync_metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let _sync = tokio::process::Command::new(zhengzhao_testkit::binary("zhengzhao"))
+        .args([
+            "sync",
+            "--city",
+            &city.url(),
+            "--district",
+            &format!("d1={}", d1.url()),
+            "--refresh-seconds",
+            "1",
+            "--metrics-listen",
+            &sync_metrics.to_string(),
+        ])
+        .env("ZHENGZHAO_TOKEN", remote.token(Role::Sync, ADMIN)?)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut licence = None;
+    for _ in 0..100 {
+        // The district has the type once the job brought the catalogue.
+        match remote.issue(&d1.url(), &code).await {
+            Ok(l) => {
+                licence = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let licence = licence.ok_or_else(|| anyhow::anyhow!("the district never took the city's type"))?;
+    let mut ver = remote.verification(&d1.url(), Role::Consumer, CONSUMER)?;
+    ver.verify_licence(verification::VerifyLicenceRequest {
+        identifier: licence.identifier.clone(),
+        include_inclusion_proof: false,
+    })
+    .await?;
+    let refused = remote
+        .exchange(&d1.url(), Role::Consumer, CONSUMER)?
+        .fetch_licence(exchange::FetchLicenceRequest {
+            identifier: licence.identifier.clone(),
+            r#use: zhengzhao_e2e::consumers::use_ctx("核验经营资质"),
+        })
+        .await;
+    assert!(refused.is_err(), "no usage list grants it");
+
+    // The shipped Prometheus config and rules, pointed at these processes.
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    let config = std::fs::read_to_string(shipped.join("prometheus.yml"))?;
+    assert!(config.contains("rules.yml"), "the shipped config loads the alert rules");
+    let prom_dir = dir("prometheus");
+    std::fs::create_dir_all(&prom_dir)?;
+    std::fs::copy(shipped.join("rules.yml"), prom_dir.join("rules.yml"))?;
+    let targets = format!("[\"{city_metrics}\", \"{d1_metrics}\", \"{sync_metrics}\"]");
+    let mut replaced = 0;
+    let config: String = config
+        .lines()
+        .map(|l| match l.find("targets:") {
+            Some(at) => {
+                replaced += 1;
+                format!("{}targets: {targets}", &l[..at])
+            }
+            None => l.replace("scrape_interval: 15s", "scrape_interval: 1s"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(replaced >= 1, "the shipped config has static targets");
+    std::fs::write(prom_dir.join("prometheus.yml"), config)?;
+    let web = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut prom = tokio::process::Command::new(prometheus)
+        .current_dir(&prom_dir)
+        .args([
+            &format!("--config.file={}", prom_dir.join("prometheus.yml").display()),
+            &format!("--storage.tsdb.path={}", prom_dir.join("data").display()),
+            &format!("--web.listen-address={web}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+
+    let named = metrics_named_in_deploy()?;
+    assert!(named.len() >= 10, "the dashboards and rules name metrics: {named:?}");
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut scraped = std::collections::BTreeSet::new();
+    let mut rules_loaded = false;
+    loop {
+        if let Ok(r) = http.get(format!("http://{web}/api/v1/label/__name__/values")).send().await
+            && let Ok(text) = r.text().await
+            && let Ok(body) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            scraped =
+                body["data"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        }
+        if let Ok(r) = http.get(format!("http://{web}/api/v1/rules")).send().await
+            && let Ok(text) = r.text().await
+            && let Ok(body) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            rules_loaded = body["data"]["groups"].as_array().is_some_and(|g| !g.is_empty());
+        }
+        let missing =
+            DOMAIN_METRICS.iter().any(|m| !scraped.contains(*m)) || named.iter().any(|m| !scraped.contains(m));
+        if (!missing && rules_loaded) || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        if let Ok(Some(status)) = prom.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = prom.stderr.take() {
+                tokio::io::AsyncReadExt::read_to_string(&mut e, &mut err).await?;
+            }
+            anyhow::bail!("prometheus exited {status}: {err}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = prom.kill().await;
+    assert!(rules_loaded, "prometheus loaded the shipped alert rules");
+    let missing: Vec<_> = DOMAIN_METRICS.iter().filter(|m| !scraped.contains(**m)).collect();
+    assert!(missing.is_empty(), "domain metrics not scraped: {missing:?}");
+    let unknown: Vec<_> = named.iter().filter(|m| !scraped.contains(*m)).collect();
+    assert!(unknown.is_empty(), "named in a dashboard or rule but not on any /metrics: {unknown:?}");
+    city.stop().await;
+    d1.stop().await;
+    Ok(())
+}
+
+/// The path of `program` on PATH.
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(program)).find(|p| p.is_file()))
+}

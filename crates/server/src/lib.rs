@@ -580,6 +580,7 @@ where
         log_filter: config.telemetry.log_filter.clone(),
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
     })?;
+    zhengzhao_telemetry::domain::touch();
     // Each process loads only the secrets it uses; only the all-in-one
     // creates keys (in an empty data directory).
     let keys = match ServiceName::from_name(name) {

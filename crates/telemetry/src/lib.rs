@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod domain;
 pub mod escape;
 pub mod trace;
 

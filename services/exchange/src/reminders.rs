@@ -392,6 +392,7 @@ impl Exchange {
             }
         }
         tx.commit().await?;
+        zhengzhao_telemetry::domain::DOMAIN.reminders.with_label_values(&["queued"]).inc_by(due.len() as u64);
         if !due.is_empty() {
             tracing::info!(reminders = due.len(), "expiry reminders due");
         }
@@ -439,6 +440,7 @@ impl Exchange {
                     .bind(fe_id)
                     .execute(&mut *conn)
                     .await?;
+                    zhengzhao_telemetry::domain::DOMAIN.reminders.with_label_values(&["sent"]).inc();
                     tracing::info!(reminder = %reminder, front_end = fe_id, "expiry reminder delivered");
                 }
                 Err(why) => {
@@ -456,6 +458,8 @@ impl Exchange {
                     .bind(fe_id)
                     .execute(&mut *conn)
                     .await?;
+                    let state = if final_ { "dead" } else { "retried" };
+                    zhengzhao_telemetry::domain::DOMAIN.reminders.with_label_values(&[state]).inc();
                     if final_ {
                         tracing::warn!(reminder = %reminder, front_end = fe_id, error = %why, "expiry reminder dead-lettered");
                     } else {

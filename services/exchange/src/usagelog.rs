@@ -322,6 +322,11 @@ async fn commit(
     }
     zhengzhao_translog::append(&mut tx, start, &leaves).await?;
     tx.commit().await?;
+    let uses = &zhengzhao_telemetry::domain::DOMAIN.uses;
+    for r in out.iter().flatten() {
+        let (decision, rule) = if r.granted { ("granted", "none") } else { ("refused", r.refusal_rule.as_str()) };
+        uses.with_label_values(&[r.consumer_code.as_str(), decision, rule]).inc();
+    }
     Ok(out)
 }
 

@@ -66,9 +66,10 @@ impl Issuance {
                     });
                 }
             }
-            write::append_events(&mut tx, &expired).await?;
+            let appended = write::append_events(&mut tx, &expired).await?;
             total += expired.len();
             tx.commit().await?;
+            appended.committed();
             self.appended.notify_waiters();
         }
     }

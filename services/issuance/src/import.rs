@@ -341,6 +341,10 @@ impl Issuance {
         if committed {
             self.appended.notify_waiters();
         }
+        let rows = &zhengzhao_telemetry::domain::DOMAIN.import_rows;
+        rows.with_label_values(&["imported"]).inc_by(out.imported);
+        rows.with_label_values(&["already_present"]).inc_by(out.already_present);
+        rows.with_label_values(&["refused"]).inc_by(out.errors.len() as u64);
         Ok(out)
     }
 }
@@ -410,8 +414,9 @@ async fn store_prepared(db: &Db, batch: PreparedBatch) -> Result<(ImportOutcome,
             ));
         }
     }
-    write::append_events(&mut tx, &events).await?;
+    let appended = write::append_events(&mut tx, &events).await?;
     tx.commit().await?;
+    appended.committed();
     Ok((out, true))
 }
 

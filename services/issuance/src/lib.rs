@@ -13,6 +13,8 @@ mod feed;
 pub mod grpc;
 mod holders;
 mod idempotency;
+mod metrics;
+pub use metrics::METRICS_INTERVAL;
 pub mod import;
 pub mod outage;
 mod record;
@@ -209,7 +211,7 @@ impl Issuance {
         let mut tx = self.db.begin().await?;
         feed::lock(&mut tx, self.db.engine).await?;
         insert_licence(&mut tx, &doc, &canonical, &signed, state, at).await?;
-        write::append_events(
+        let appended = write::append_events(
             &mut tx,
             &[NewEvent {
                 identifier: &doc.identifier,
@@ -227,6 +229,7 @@ impl Issuance {
         .await?;
         remember(&mut tx, who, idempotency_key, "issue", &request_digest, &doc.identifier, at).await?;
         tx.commit().await?;
+        appended.committed();
         self.appended.notify_waiters();
         tracing::info!(identifier = %doc.identifier, actor = %who.actor(), holder = %zhengzhao_core::mask_id_number(&doc.holder.id_number), "licence issued");
         self.fetch(&doc.identifier).await
@@ -329,7 +332,7 @@ impl Issuance {
             .execute(&mut *tx)
             .await?;
         }
-        write::append_events(
+        let appended = write::append_events(
             &mut tx,
             &[NewEvent {
                 identifier,
@@ -348,6 +351,7 @@ impl Issuance {
         remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, identifier, at).await?;
         remember_state(&mut tx, who, &req.idempotency_key, next).await?;
         tx.commit().await?;
+        appended.committed();
         self.appended.notify_waiters();
         tracing::info!(identifier = %identifier, actor = %who.actor(), action = action.name(), "lifecycle event recorded");
         self.fetch(identifier).await

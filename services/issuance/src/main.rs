@@ -35,6 +35,7 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
     .await?;
     let job = zhengzhao_auth::Principal::service(ServiceName::Issuance, &ctx.keys.agency);
     issuance.clone().spawn_expiry_job(job, std::time::Duration::from_secs(300));
+    issuance.clone().spawn_metrics(zhengzhao_issuance::METRICS_INTERVAL);
     let svc = InterceptedService::new(IssuanceGrpc(issuance).into_server(), ctx.authenticate());
     Ok((Routes::new(svc), vec![IssuanceServiceServer::<IssuanceGrpc>::NAME]))
 }

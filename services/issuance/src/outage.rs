@@ -302,6 +302,12 @@ impl Issuance {
             Uscc::parse(issuer).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))?;
             authorize(who, &Action::ReadOutages { issuer })?;
         }
+        self.outages_of(issuer).await
+    }
+
+    /// Outages of `issuer` (all when empty), newest first, as of now: for
+    /// callers already authorized, and the metrics.
+    pub(crate) async fn outages_of(&self, issuer: &str) -> Result<Vec<OutageRecord>, ServiceError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM outages WHERE ($1 = '' OR issuer_code = $1) ORDER BY started_at DESC, id DESC LIMIT 1000"
         )))

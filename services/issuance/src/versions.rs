@@ -260,10 +260,11 @@ impl Issuance {
             jws,
         })
         .collect();
-        write::append_events(&mut tx, &events).await?;
+        let appended = write::append_events(&mut tx, &events).await?;
         remember(&mut tx, who, &req.idempotency_key, action.name(), &request_digest, &doc.identifier, at).await?;
         remember_state(&mut tx, who, &req.idempotency_key, fresh).await?;
         tx.commit().await?;
+        appended.committed();
         self.appended.notify_waiters();
         tracing::info!(old = %current.identifier, new = %doc.identifier, actor = %actor, action = action.name(), "new licence version");
         self.fetch(&doc.identifier).await

@@ -90,9 +90,36 @@ const EVENT_COLUMNS: &str =
     "identifier, kind, status_after, actor, reason, details_json, backfill, occurred_at, recorded_at, log_index";
 const EVENT_COLUMN_COUNT: usize = 10;
 
+/// Events appended in a transaction, counted in the metrics
+/// (`zhengzhao_licence_events_total`) once it commits.
+#[must_use = "count the events once the transaction commits"]
+pub(crate) struct Appended(Vec<(&'static str, String, String)>);
+
+impl Appended {
+    /// Counts the events: call after the commit.
+    pub(crate) fn committed(self) {
+        for (event, licence_type, issuer) in self.0 {
+            zhengzhao_telemetry::domain::DOMAIN
+                .licence_events
+                .with_label_values(&[event, licence_type.as_str(), issuer.as_str()])
+                .inc();
+        }
+    }
+}
+
 /// Appends `events` to the feed, in order, each with its transparency-log
 /// leaf (the caller holds the feed lock).
-pub(crate) async fn append_events(conn: &mut AnyConnection, events: &[NewEvent<'_>]) -> Result<(), ServiceError> {
+pub(crate) async fn append_events(conn: &mut AnyConnection, events: &[NewEvent<'_>]) -> Result<Appended, ServiceError> {
+    let tally = events
+        .iter()
+        .map(|e| {
+            let (licence_type, issuer) = LicenceId::parse_allowing_legacy(e.identifier).map_or_else(
+                |_| ("unknown".to_owned(), "unknown".to_owned()),
+                |id| (id.type_code().as_str().to_owned(), id.issuer().as_str().to_owned()),
+            );
+            (e.action.name(), licence_type, issuer)
+        })
+        .collect();
     let start = translog::size(conn).await?;
     let mut leaves = Vec::with_capacity(events.len());
     for (i, part) in events.chunks(MAX_ROWS_PER_STATEMENT).enumerate() {
@@ -118,7 +145,8 @@ pub(crate) async fn append_events(conn: &mut AnyConnection, events: &[NewEvent<'
         }
         q.execute(&mut *conn).await?;
     }
-    translog::append(conn, start, &leaves).await
+    translog::append(conn, start, &leaves).await?;
+    Ok(Appended(tally))
 }
 
 /// `($1, ..., $c), ($c+1, ...)`: placeholders for `rows` rows of `columns` values.

@@ -14,6 +14,8 @@ pub mod disclosure;
 pub mod error;
 pub mod events;
 mod foreign;
+mod metrics;
+pub use metrics::METRICS_INTERVAL;
 pub mod grpc;
 pub mod http;
 
@@ -554,6 +556,7 @@ async fn log_key_event(
         .execute(&mut *conn)
         .await?;
     events::bump_stored(conn).await?;
+    metrics::count_key_event(action);
     Ok(())
 }
 

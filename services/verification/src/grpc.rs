@@ -73,6 +73,7 @@ impl VerificationService for VerificationGrpc {
         let who = principal(&req)?;
         let r = req.into_inner();
         let v = self.0.verify_identifier(&who, &r.identifier, r.include_inclusion_proof).await?;
+        v.outcome.count();
         Ok(Response::new(pb::VerifyLicenceResponse { verification: Some(verdict_to_wire(&v)) }))
     }
 
@@ -82,6 +83,7 @@ impl VerificationService for VerificationGrpc {
     ) -> Result<Response<pb::VerifyDocumentResponse>, Status> {
         let who = principal(&req)?;
         let v = self.0.verify_document(&who, &req.into_inner().jws).await?;
+        v.outcome.count();
         Ok(Response::new(pb::VerifyDocumentResponse { verification: Some(verdict_to_wire(&v)) }))
     }
 }

@@ -45,6 +45,33 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 17] = [
+        Outcome::Valid,
+        Outcome::NotYetValid,
+        Outcome::Expired,
+        Outcome::Seized,
+        Outcome::Cancelled,
+        Outcome::Withdrawn,
+        Outcome::Revoked,
+        Outcome::NotInForce,
+        Outcome::SignatureInvalid,
+        Outcome::KeyUnknown,
+        Outcome::NotFound,
+        Outcome::Malformed,
+        Outcome::Mismatch,
+        Outcome::Superseded,
+        Outcome::ReportedLost,
+        Outcome::KeyCompromised,
+        Outcome::LogMismatch,
+    ];
+
+    /// Counts one verification with this outcome
+    /// (`zhengzhao_verifications_total{outcome}`, the name with `_` for spaces).
+    pub fn count(self) {
+        COUNTED[self as usize].inc();
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Valid => "valid",
@@ -67,6 +94,17 @@ impl Outcome {
         }
     }
 }
+
+/// One counter per outcome, in [`Outcome::ALL`]'s order (which is the
+/// declaration order, so `outcome as usize` indexes it).
+static COUNTED: std::sync::LazyLock<Vec<prometheus::IntCounter>> = std::sync::LazyLock::new(|| {
+    Outcome::ALL
+        .iter()
+        .map(|o| {
+            zhengzhao_telemetry::domain::DOMAIN.verifications.with_label_values(&[o.name().replace(' ', "_").as_str()])
+        })
+        .collect()
+});
 
 /// The result of one verification.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +164,8 @@ impl std::fmt::Debug for Verification {
 
 impl Verification {
     pub fn new(issuance: IssuanceClient, signing: SigningClient, clock: Clock) -> Arc<Self> {
+        // Every outcome's series is on /metrics from the start.
+        std::sync::LazyLock::force(&COUNTED);
         Arc::new(Verification { issuance, signing, clock })
     }
 

@@ -55,6 +55,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     let revocations = Revocations::open(&catalog, ctx.denylist()).await?;
     revocations.clone().spawn_reload(std::time::Duration::from_secs(ctx.config.auth.revocation_refresh_seconds));
     let signing = Signing::open(&ctx.store, ctx.master_key()?, ctx.signing_algorithm()?).await?;
+    signing.clone().spawn_metrics(zhengzhao_signing::METRICS_INTERVAL);
     let log_key = ctx.log_key()?;
     let issuance = Issuance::open(
         &ctx.store,
@@ -71,6 +72,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     )
     .await?;
     issuance.clone().spawn_expiry_job(as_service(ServiceName::Issuance), EXPIRY_INTERVAL);
+    issuance.clone().spawn_metrics(zhengzhao_issuance::METRICS_INTERVAL);
     let verification = Verification::new(
         IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Verification)),
         SigningClient::local(signing.clone(), as_service(ServiceName::Verification)),
