@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tonic::Code;
 use zhengzhao_auth::Role;
 use zhengzhao_e2e::remote::Split;
-use zhengzhao_e2e::{ADMIN, Authed, CONSUMER, Library};
+use zhengzhao_e2e::{ADMIN, Authed, CONSUMER, ISSUER, Library, OTHER_ISSUER};
 use zhengzhao_proto::catalog::v1 as catalog;
 use zhengzhao_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use zhengzhao_proto::verification::v1 as verification;
@@ -333,30 +333,32 @@ fn metrics_named_in_deploy() -> anyhow::Result<std::collections::BTreeSet<String
     Ok(names)
 }
 
-/// `zhengzhao serve` with its metrics on a port of its own; (process, metrics address).
-async fn member(dir: &std::path::Path, library: &str) -> anyhow::Result<(ServerProcess, std::net::SocketAddr)> {
+/// `zhengzhao serve` with its metrics on a port of its own and `extra`
+/// flags; (process, metrics address).
+async fn member(
+    dir: &std::path::Path,
+    library: &str,
+    extra: &[String],
+) -> anyhow::Result<(ServerProcess, std::net::SocketAddr)> {
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let p = ServerProcess::start(
-        "zhengzhao",
-        &[
-            "serve".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            dir.display().to_string(),
-            "--library".into(),
-            library.into(),
-            "--metrics-listen".into(),
-            metrics.to_string(),
-        ],
-        &[("ZHENGZHAO_TELEMETRY__LOG_FILTER", "warn")],
-    )
-    .await?;
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--library".into(),
+        library.into(),
+        "--metrics-listen".into(),
+        metrics.to_string(),
+    ];
+    args.extend_from_slice(extra);
+    let p = ServerProcess::start("zhengzhao", &args, &[("ZHENGZHAO_TELEMETRY__LOG_FILTER", "warn")]).await?;
     Ok((p, metrics))
 }
 
 #[tokio::test]
-async fn prometheus_scrapes_every_domain_metric_and_every_metric_the_dashboards_and_rules_name() -> anyhow::Result<()> {
+async fn prometheus_and_the_status_page_see_a_city_and_its_district() -> anyhow::Result<()> {
     use zhengzhao_proto::exchange::v1 as exchange;
     let prometheus = which("prometheus").ok_or_else(|| {
         anyhow::anyhow!("prometheus is not installed (Debian package prometheus; scripts/test installs it)")
@@ -370,8 +372,10 @@ async fn prometheus_scrapes_every_domain_metric_and_every_metric_the_dashboards_
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     std::fs::copy(dir("city").join("token-keys.json"), dir("d1").join("token-keys.json"))?;
-    let (city, city_metrics) = member(&dir("city"), "city").await?;
-    let (d1, d1_metrics) = member(&dir("d1"), "d1").await?;
+    let (d1, d1_metrics) = member(&dir("d1"), "d1", &[]).await?;
+    // The city's front door routes the district's issuer to it.
+    let members = ["--member".into(), format!("d1={}", d1.url()), "--member-issuers".into(), format!("d1={ISSUER}")];
+    let (city, city_metrics) = member(&dir("city"), "city", &members).await?;
     let remote = zhengzhao_e2e::remote::Remote::new(&dir("city"))?;
 
     // Something of everything: a type, a licence issued in the district,
@@ -496,9 +500,89 @@ async fn prometheus_scrapes_every_domain_metric_and_every_metric_the_dashboards_
     assert!(missing.is_empty(), "domain metrics not scraped: {missing:?}");
     let unknown: Vec<_> = named.iter().filter(|m| !scraped.contains(*m)).collect();
     assert!(unknown.is_empty(), "named in a dashboard or rule but not on any /metrics: {unknown:?}");
+
+    // The status page: an outage long past its deadline, and a refused call.
+    let day = 86_400;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let at = |s: i64| Some(prost_types::Timestamp { seconds: s, nanos: 0 });
+    remote
+        .issuance(&city.url(), Role::Admin, ADMIN)?
+        .record_outage(zhengzhao_proto::issuance::v1::RecordOutageRequest {
+            issuer_code: OTHER_ISSUER.into(),
+            started_at: at(now - 30 * day),
+            ended_at: at(now - 20 * day),
+            cause: "机房断电".into(),
+            idempotency_key: String::new(),
+        })
+        .await?;
+    let denied = remote
+        .issuance(&city.url(), Role::Consumer, CONSUMER)?
+        .list_outages(zhengzhao_proto::issuance::v1::ListOutagesRequest::default())
+        .await
+        .expect_err("consumers read no outages");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let data = |token: Option<String>| {
+        let mut req = http.get(format!("{}/status/data", city.url()));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(data(None).await?.status(), 401);
+    assert_eq!(data(Some("not-a-token".into())).await?.status(), 401);
+    assert_eq!(data(Some(remote.token(Role::Consumer, CONSUMER)?)).await?.status(), 403);
+    assert_eq!(data(Some(remote.token(Role::Auditor, ADMIN)?)).await?.status(), 200);
+    let page = chromium(&format!("{}/status#token={}", city.url(), remote.token(Role::Admin, ADMIN)?)).await?;
+    let text = visible_text(&page);
+    for expected in [
+        "查看人：admin@",
+        "d1",
+        "正常 serving",
+        "ok",
+        "条目 entries:",
+        OTHER_ISSUER,
+        "无权限 PERMISSION_DENIED",
+        "/zhengzhao.issuance.v1.IssuanceService/ListOutages",
+    ] {
+        assert!(text.contains(expected), "the status page shows {expected:?}: {text}");
+    }
+    assert!(!text.contains("市级库未答复"), "the city answered: {text}");
     city.stop().await;
     d1.stop().await;
     Ok(())
+}
+
+/// `url` as headless Chromium renders it once its script has run.
+async fn chromium(url: &str) -> anyhow::Result<String> {
+    let profile = tempfile::tempdir()?;
+    let out = tokio::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .await
+        .map_err(|e| anyhow::anyhow!("chromium (Debian package chromium; scripts/test installs it): {e}"))?;
+    anyhow::ensure!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The text of an HTML document with its tags and script left out.
+fn visible_text(html: &str) -> String {
+    let body = html.split("<script").next().unwrap_or(html);
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The path of `program` on PATH.

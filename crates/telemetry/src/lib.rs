@@ -133,6 +133,47 @@ pub async fn serve_metrics(
     Ok(())
 }
 
+/// A call refused for who made it or how much (UNAUTHENTICATED,
+/// PERMISSION_DENIED, RESOURCE_EXHAUSTED), as the status page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Unix seconds.
+    pub at: i64,
+    /// A known method, or `unknown`.
+    pub method: String,
+    /// The gRPC status code (16, 7 or 8).
+    pub code: u8,
+}
+
+/// How many refusals [`recent_refusals`] keeps.
+pub const RECENT_REFUSALS: usize = 50;
+
+static REFUSALS: LazyLock<std::sync::Mutex<std::collections::VecDeque<Refusal>>> =
+    LazyLock::new(|| std::sync::Mutex::new(std::collections::VecDeque::with_capacity(RECENT_REFUSALS)));
+
+/// The last [`RECENT_REFUSALS`] refused calls this process answered or
+/// passed on, newest first.
+pub fn recent_refusals() -> Vec<Refusal> {
+    REFUSALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().rev().cloned().collect()
+}
+
+fn note_refusal(method: &str, code: &str) {
+    let code = match code {
+        "16" => 16,
+        "7" => 7,
+        "8" => 8,
+        _ => return,
+    };
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let mut recent = REFUSALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if recent.len() == RECENT_REFUSALS {
+        recent.pop_front();
+    }
+    recent.push_back(Refusal { at, method: method.to_owned(), code });
+}
+
 /// The method label of every path that is not a known method.
 pub const UNKNOWN_METHOD: &str = "unknown";
 
@@ -246,6 +287,7 @@ where
                 METRICS.grpc_requests.with_label_values(&[method.as_str(), code.as_str()]).inc();
                 METRICS.grpc_seconds.with_label_values(&[method.as_str()]).observe(start.elapsed().as_secs_f64());
                 trace::record_status(&recorded, &code);
+                note_refusal(&method, &code);
                 result
             },
             span,

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 pub mod counter;
+pub mod status;
 use tonic::{Request, Response, Status};
 use zhengzhao_auth::{Action, TokenVerifier, authorize, principal};
 use zhengzhao_proto::gateway::v1 as pb;
@@ -268,6 +269,11 @@ impl Gateway {
             return local;
         }
         axum::Router::new().fallback_service(FrontDoor { gateway: self.clone(), local })
+    }
+
+    /// Adds the status page (`/status`, see [`status`]).
+    pub fn add_status(&self, router: axum::Router) -> axum::Router {
+        status::routes(router, self.clone())
     }
 
     /// Adds the counter-staff page (`/counter`), which verifies
@@ -527,21 +533,12 @@ impl tower::Service<http::Request<axum::body::Body>> for Front {
     }
 }
 
-/// The gateway's own gRPC service.
-#[derive(Debug, Clone)]
-pub struct GatewayGrpc(Gateway);
-
-#[tonic::async_trait]
-impl GatewayService for GatewayGrpc {
-    async fn list_libraries(
-        &self,
-        req: Request<pb::ListLibrariesRequest>,
-    ) -> Result<Response<pb::ListLibrariesResponse>, Status> {
-        let who = principal(&req)?;
-        authorize(&who, &Action::ReadRoutes)?;
-        let auth = req.metadata().get("authorization").and_then(|v| http::HeaderValue::from_bytes(v.as_bytes()).ok());
+impl Gateway {
+    /// Every member with its health (a 2 s health check) and, for a
+    /// district, its sync state as the city reports it to `auth`'s caller.
+    pub async fn libraries(&self, auth: Option<&http::HeaderValue>) -> Vec<pb::Library> {
         let mut libraries = Vec::new();
-        for u in self.0.upstreams.iter() {
+        for u in self.upstreams.iter() {
             let mut health = tonic_health::pb::health_client::HealthClient::new(u.channel.clone());
             let serving = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -568,7 +565,7 @@ impl GatewayService for GatewayGrpc {
                 ..Default::default()
             };
             if u.role == Role::District {
-                match self.0.replica(&u.name, auth.as_ref()).await {
+                match self.replica(&u.name, auth).await {
                     Some(r) => {
                         library.sync_state = if r.state == zhengzhao_proto::issuance::v1::ReplicaState::Stopped as i32 {
                             format!("stopped: {}", r.reason)
@@ -586,6 +583,24 @@ impl GatewayService for GatewayGrpc {
             }
             libraries.push(library);
         }
+        libraries
+    }
+}
+
+/// The gateway's own gRPC service.
+#[derive(Debug, Clone)]
+pub struct GatewayGrpc(Gateway);
+
+#[tonic::async_trait]
+impl GatewayService for GatewayGrpc {
+    async fn list_libraries(
+        &self,
+        req: Request<pb::ListLibrariesRequest>,
+    ) -> Result<Response<pb::ListLibrariesResponse>, Status> {
+        let who = principal(&req)?;
+        authorize(&who, &Action::ReadRoutes)?;
+        let auth = req.metadata().get("authorization").and_then(|v| http::HeaderValue::from_bytes(v.as_bytes()).ok());
+        let libraries = self.0.libraries(auth.as_ref()).await;
         Ok(Response::new(pb::ListLibrariesResponse { libraries }))
     }
 }

@@ -28,7 +28,7 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
         .collect();
     let gateway = Gateway::new(&libraries, ctx.keys.verifier.clone(), ctx.trusted_ca()?.as_deref())?;
     let own = Routes::new(InterceptedService::new(gateway.service(), ctx.authenticate()));
-    let router = gateway.add_counter(gateway.add_forwarding(own.into_axum_router()));
+    let router = gateway.add_status(gateway.add_counter(gateway.add_forwarding(own.into_axum_router())));
     Ok((Routes::from(router), vec![GatewayServiceServer::<GatewayGrpc>::NAME]))
 }
 

@@ -136,7 +136,7 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         TokenServiceServer::<TokenGrpc>::NAME,
     ];
     let router = zhengzhao_signing::http::routes(routes.into_axum_router(), signing);
-    let router = gateway_counter.add_counter(router);
+    let router = gateway_counter.add_status(gateway_counter.add_counter(router));
     let router = zhengzhao_exchange::http::routes(router, exchange);
     let routes = Routes::from(gateway_counter.front_door(router));
     Ok(Assembly { routes, names, issuance })
