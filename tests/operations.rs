@@ -333,6 +333,72 @@ fn metrics_named_in_deploy() -> anyhow::Result<std::collections::BTreeSet<String
     Ok(names)
 }
 
+/// The label values (of the labels our metrics use for fixed lists) that
+/// the shipped dashboards and rules select on, by label.
+fn label_values_named_in_deploy()
+-> anyhow::Result<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut files = vec![root.join("prometheus/rules.yml")];
+    for entry in std::fs::read_dir(root.join("grafana/dashboards"))? {
+        files.push(entry?.path());
+    }
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for f in files {
+        // JSON escapes the quotes of the PromQL inside it.
+        let text = std::fs::read_to_string(&f)?.replace("\\\"", "\"");
+        for label in ["event", "outcome", "state", "decision", "reason", "status", "rule"] {
+            let mut rest = text.as_str();
+            let needle = format!("{label}=");
+            while let Some(at) = rest.find(&needle) {
+                let before = rest[..at].chars().last();
+                rest = &rest[at + needle.len()..];
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let value = rest.trim_start_matches('~');
+                let Some(value) = value.strip_prefix('"') else { continue };
+                let Some(end) = value.find('"') else { continue };
+                for v in value[..end].split('|') {
+                    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        out.entry(label.to_owned()).or_default().insert(v.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The values Prometheus has seen for `label`.
+async fn prom_label_values(http: &reqwest::Client, web: std::net::SocketAddr, label: &str) -> Vec<String> {
+    let Ok(r) = http.get(format!("http://{web}/api/v1/label/{label}/values")).send().await else { return vec![] };
+    let Ok(text) = r.text().await else { return vec![] };
+    let Ok(body) = serde_json::from_str::<serde_json::Value>(&text) else { return vec![] };
+    body["data"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+}
+
+/// Whether the PromQL comparison `query` holds now (returns a sample).
+async fn prom_true(http: &reqwest::Client, web: std::net::SocketAddr, query: &str) -> bool {
+    let encoded: String = query
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let Ok(r) = http.get(format!("http://{web}/api/v1/query?query={encoded}")).send().await else {
+        return false;
+    };
+    let Ok(text) = r.text().await else { return false };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|b| b["data"]["result"].as_array().map(|a| !a.is_empty()))
+        .unwrap_or(false)
+}
+
 /// `zhengzhao serve` with its metrics on a port of its own and `extra`
 /// flags; (process, metrics address).
 async fn member(
@@ -424,6 +490,26 @@ async fn prometheus_and_the_status_page_see_a_city_and_its_district() -> anyhow:
         })
         .await;
     assert!(refused.is_err(), "no usage list grants it");
+    // An outage long past its deadline, and a refused call.
+    let day = 86_400;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let at = |s: i64| Some(prost_types::Timestamp { seconds: s, nanos: 0 });
+    remote
+        .issuance(&city.url(), Role::Admin, ADMIN)?
+        .record_outage(zhengzhao_proto::issuance::v1::RecordOutageRequest {
+            issuer_code: OTHER_ISSUER.into(),
+            started_at: at(now - 30 * day),
+            ended_at: at(now - 20 * day),
+            cause: "机房断电".into(),
+            idempotency_key: String::new(),
+        })
+        .await?;
+    let denied = remote
+        .issuance(&city.url(), Role::Consumer, CONSUMER)?
+        .list_outages(zhengzhao_proto::issuance::v1::ListOutagesRequest::default())
+        .await
+        .expect_err("consumers read no outages");
+    assert_eq!(denied.code(), Code::PermissionDenied);
 
     // The shipped Prometheus config and rules, pointed at these processes.
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
@@ -461,6 +547,19 @@ async fn prometheus_and_the_status_page_see_a_city_and_its_district() -> anyhow:
         .spawn()?;
 
     let named = metrics_named_in_deploy()?;
+    let labels = label_values_named_in_deploy()?;
+    // What this scenario did, as Prometheus must see it.
+    let happened = [
+        r#"sum(zhengzhao_licence_events_total{event="issue"}) >= 1"#,
+        r#"sum(zhengzhao_verifications_total{outcome="valid"}) >= 1"#,
+        r#"sum(zhengzhao_uses_total{decision="refused"}) >= 1"#,
+        "max(zhengzhao_feed_head) >= 1",
+        "max(zhengzhao_log_size) >= 1",
+        r#"max(zhengzhao_keys{status="active"}) >= 1"#,
+        "max(zhengzhao_outages_overdue) >= 1",
+        "sum(zhengzhao_sync_events_applied_total) >= 1",
+        r#"sum(zhengzhao_grpc_requests_total{code="7"}) >= 1"#,
+    ];
     assert!(named.len() >= 10, "the dashboards and rules name metrics: {named:?}");
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -482,7 +581,24 @@ async fn prometheus_and_the_status_page_see_a_city_and_its_district() -> anyhow:
         }
         let missing =
             DOMAIN_METRICS.iter().any(|m| !scraped.contains(*m)) || named.iter().any(|m| !scraped.contains(m));
-        if (!missing && rules_loaded) || tokio::time::Instant::now() > deadline {
+        let mut seen_values = std::collections::BTreeMap::new();
+        for label in labels.keys() {
+            seen_values.insert(label.clone(), prom_label_values(&http, web, label).await);
+        }
+        let unseen_values = labels.iter().any(|(l, vs)| vs.iter().any(|v| !seen_values[l].contains(v)));
+        let mut not_yet = Vec::new();
+        for q in happened {
+            if !prom_true(&http, web, q).await {
+                not_yet.push(q);
+            }
+        }
+        if (!missing && !unseen_values && not_yet.is_empty() && rules_loaded) || tokio::time::Instant::now() > deadline
+        {
+            for (l, vs) in &labels {
+                let unseen: Vec<_> = vs.iter().filter(|v| !seen_values[l].contains(*v)).collect();
+                assert!(unseen.is_empty(), "{l} values named in deploy/ that no series carries: {unseen:?}");
+            }
+            assert!(not_yet.is_empty(), "not seen by Prometheus: {not_yet:?}");
             break;
         }
         if let Ok(Some(status)) = prom.try_wait() {
@@ -501,26 +617,6 @@ async fn prometheus_and_the_status_page_see_a_city_and_its_district() -> anyhow:
     let unknown: Vec<_> = named.iter().filter(|m| !scraped.contains(*m)).collect();
     assert!(unknown.is_empty(), "named in a dashboard or rule but not on any /metrics: {unknown:?}");
 
-    // The status page: an outage long past its deadline, and a refused call.
-    let day = 86_400;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let at = |s: i64| Some(prost_types::Timestamp { seconds: s, nanos: 0 });
-    remote
-        .issuance(&city.url(), Role::Admin, ADMIN)?
-        .record_outage(zhengzhao_proto::issuance::v1::RecordOutageRequest {
-            issuer_code: OTHER_ISSUER.into(),
-            started_at: at(now - 30 * day),
-            ended_at: at(now - 20 * day),
-            cause: "机房断电".into(),
-            idempotency_key: String::new(),
-        })
-        .await?;
-    let denied = remote
-        .issuance(&city.url(), Role::Consumer, CONSUMER)?
-        .list_outages(zhengzhao_proto::issuance::v1::ListOutagesRequest::default())
-        .await
-        .expect_err("consumers read no outages");
-    assert_eq!(denied.code(), Code::PermissionDenied);
     let data = |token: Option<String>| {
         let mut req = http.get(format!("{}/status/data", city.url()));
         if let Some(t) = token {

@@ -224,8 +224,9 @@ impl Authenticate {
     }
 }
 
-/// Per-principal rate limits: a token bucket per principal (role, agency,
-/// and for a holder the holder), refilled at a steady rate up to a burst.
+/// Per-principal rate limits: a token bucket per principal (role and
+/// agency; a holder has one of its own besides its front end's agency's),
+/// refilled at a steady rate up to a burst.
 /// The services' own calls to each other are not limited.
 pub struct RateLimit {
     limiter: governor::DefaultKeyedRateLimiter<String>,
@@ -259,11 +260,14 @@ impl RateLimit {
         if self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % RATE_SWEEP_EVERY == RATE_SWEEP_EVERY - 1 {
             self.limiter.retain_recent();
         }
-        let key = match &who.holder {
-            Some(h) => format!("{}|{}|{}:{}", who.role, who.agency, h.id_type, h.id_number),
-            None => format!("{}|{}", who.role, who.agency),
-        };
-        let Err(not_until) = self.limiter.check_key(&key) else {
+        // A holder is held to its own bucket and, with every other holder
+        // its front end vouches for, to the front end's agency's.
+        let agency = format!("{}|{}", who.role, who.agency);
+        let mut checked = self.limiter.check_key(&agency);
+        if let (Ok(()), Some(h)) = (&checked, &who.holder) {
+            checked = self.limiter.check_key(&format!("{agency}|{}:{}", h.id_type, h.id_number));
+        }
+        let Err(not_until) = checked else {
             return Ok(());
         };
         use governor::clock::Clock as _;

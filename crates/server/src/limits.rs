@@ -1,6 +1,8 @@
 //! What one server process takes on: calls in flight (beyond the limit a
-//! call is shed at once, before it reads its body or costs memory) and how
-//! long a call may take to answer. Per-principal rates are checked when the
+//! call is shed at once, before it reads its body or costs memory; health
+//! checks are never shed) and how long a call may take to answer. Every
+//! call runs in a task of its own, so neither a deadline nor a caller that
+//! hangs up stops a handler half-way. Per-principal rates are checked when the
 //! caller is authenticated (`zhengzhao_auth::RateLimit`).
 
 use std::future::Future;
@@ -51,6 +53,7 @@ impl<S, B, RB> tower::Service<http::Request<B>> for Limited<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
+    S::Response: Send + 'static,
     S::Error: Send + 'static,
     RB: Default + Send + 'static,
 {
@@ -63,32 +66,49 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let Ok(permit) = self.limits.permits.clone().try_acquire_owned() else {
-            zhengzhao_telemetry::METRICS.limited.with_label_values(&["shed"]).inc();
-            let mut status = tonic::Status::resource_exhausted(
-                "this server is at its limit of calls in flight (limits.max_concurrent_requests): retry shortly",
-            );
-            status.metadata_mut().insert("retry-after", tonic::metadata::MetadataValue::from_static(SHED_RETRY_AFTER));
-            return Box::pin(std::future::ready(Ok(status.into_http())));
-        };
-        let deadline = if self.limits.known.streams_request(req.uri().path()) {
+        // Health checks are never shed: a probe refused under load would
+        // have the orchestrator restart a busy process.
+        let permit = if req.uri().path().starts_with(HEALTH_PREFIX) {
             None
         } else {
-            let asked = req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
-            Some(asked.map_or(self.limits.timeout, |a| a.min(self.limits.timeout)))
+            match self.limits.permits.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => return Box::pin(std::future::ready(Ok(shed()))),
+            }
         };
-        let fut = self.inner.call(req);
+        let (deadline, reason) = if self.limits.known.streams_request(req.uri().path()) {
+            (None, "timeout")
+        } else {
+            let asked = req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(grpc_timeout);
+            match asked {
+                Some(a) if a < self.limits.timeout => (Some(a), "caller_deadline"),
+                _ => (Some(self.limits.timeout), "timeout"),
+            }
+        };
+        // The call runs to its end in a task of its own, holding its
+        // permit: a deadline, or a caller that goes away, ends the wait for
+        // its answer, never the work half-way (a write commits or rolls back
+        // whole; its idempotency key makes a retry safe).
+        let call = self.inner.call(req);
+        let work = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = call.await;
+                drop(permit);
+                result
+            },
+            tracing::Span::current(),
+        ));
         Box::pin(async move {
-            let _permit = permit;
             let Some(deadline) = deadline else {
-                return fut.await;
+                return joined(work.await);
             };
-            match tokio::time::timeout(deadline, fut).await {
-                Ok(r) => r,
+            match tokio::time::timeout(deadline, work).await {
+                Ok(r) => joined(r),
                 Err(_) => {
-                    zhengzhao_telemetry::METRICS.limited.with_label_values(&["timeout"]).inc();
+                    zhengzhao_telemetry::METRICS.limited.with_label_values(&[reason]).inc();
                     Ok(tonic::Status::deadline_exceeded(format!(
-                        "no answer within {} ms (limits.request_timeout_seconds or the caller's grpc-timeout)",
+                        "no answer within {} ms (limits.request_timeout_seconds or the caller's grpc-timeout); \
+                         the call may still complete",
                         deadline.as_millis()
                     ))
                     .into_http())
@@ -96,6 +116,31 @@ where
             }
         })
     }
+}
+
+/// A call's task's result: its answer, a panic passed on, or UNAVAILABLE
+/// when the runtime stopped it (shutting down).
+fn joined<R: Default, E>(
+    r: Result<Result<http::Response<R>, E>, tokio::task::JoinError>,
+) -> Result<http::Response<R>, E> {
+    match r {
+        Ok(answer) => answer,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Ok(tonic::Status::unavailable("the server is shutting down").into_http()),
+    }
+}
+
+/// Health checks' path prefix.
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// The answer to a call shed for want of a permit.
+fn shed<RB: Default>() -> http::Response<RB> {
+    zhengzhao_telemetry::METRICS.limited.with_label_values(&["shed"]).inc();
+    let mut status = tonic::Status::resource_exhausted(
+        "this server is at its limit of calls in flight (limits.max_concurrent_requests): retry shortly",
+    );
+    status.metadata_mut().insert("retry-after", tonic::metadata::MetadataValue::from_static(SHED_RETRY_AFTER));
+    status.into_http()
 }
 
 /// A `grpc-timeout` header value (`1S`, `250m`, at most 8 digits and a unit).
@@ -142,10 +187,13 @@ mod tests {
     async fn calls_beyond_the_limit_are_shed_and_slow_ones_time_out() {
         let gate = Arc::new(tokio::sync::Notify::new());
         let held = gate.clone();
-        let inner = tower::service_fn(move |_req: http::Request<()>| {
+        let inner = tower::service_fn(move |req: http::Request<()>| {
             let held = held.clone();
             async move {
-                held.notified().await;
+                // Health answers at once; the rest wait for the gate.
+                if !req.uri().path().starts_with(HEALTH_PREFIX) {
+                    held.notified().await;
+                }
                 Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::default()))
             }
         });
@@ -163,9 +211,25 @@ mod tests {
         let served = first.await.unwrap().unwrap();
         assert_eq!(status_of(&served), None);
         // The caller's shorter deadline wins.
-        let timed = svc.oneshot(http::Request::builder().uri("/a.S/M").header("grpc-timeout", "20m").body(()).unwrap());
+        let timed =
+            svc.clone().oneshot(http::Request::builder().uri("/a.S/M").header("grpc-timeout", "20m").body(()).unwrap());
         let timed = timed.await.unwrap();
         assert_eq!(status_of(&timed), Some("4"));
-        assert_eq!(layer.permits.available_permits(), 1, "permits come back");
+        // The timed-out call still runs, holding its permit, until it ends.
+        assert_eq!(layer.permits.available_permits(), 0, "the call runs on");
+        gate.notify_one();
+        while layer.permits.available_permits() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Health checks pass even with no permit left.
+        let first = tokio::spawn(svc.clone().oneshot(http::Request::builder().uri("/a.S/M").body(()).unwrap()));
+        while layer.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let health =
+            svc.clone().oneshot(http::Request::builder().uri("/grpc.health.v1.Health/Check").body(()).unwrap());
+        assert_eq!(status_of(&health.await.unwrap()), None, "health is served, not shed");
+        gate.notify_one();
+        first.await.unwrap().unwrap();
     }
 }

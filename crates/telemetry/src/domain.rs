@@ -22,7 +22,8 @@ pub struct Domain {
     /// Uses decided, by consuming agency, decision (granted, refused) and
     /// the rule that refused (`none` when granted).
     pub uses: IntCounterVec,
-    /// Expiry reminders, by state (queued, sent, retried, dead).
+    /// Expiry reminders, by state (queued, sent, retried, dead, cancelled:
+    /// a delivery given up because its licence changed).
     pub reminders: IntCounterVec,
     /// Historical rows imported, by outcome (imported, already_present, refused).
     pub import_rows: IntCounterVec,
@@ -32,8 +33,8 @@ pub struct Domain {
     pub feed_head: IntGauge,
     /// Leaves in the transparency log.
     pub log_size: IntGauge,
-    /// Seconds the log has grown past its latest signed checkpoint (0 when
-    /// that checkpoint covers the whole log).
+    /// Seconds the oldest log leaf no signed checkpoint covers has waited
+    /// (0 when the latest checkpoint covers the whole log).
     pub checkpoint_age_seconds: Gauge,
     /// Outages recorded and not yet ended.
     pub outages_open: IntGauge,
@@ -82,7 +83,7 @@ pub static DOMAIN: LazyLock<Domain> = LazyLock::new(|| {
         ),
         reminders: counter(
             "zhengzhao_reminders_total",
-            "Expiry reminders by state: queued, sent, retried, dead (dead-lettered)",
+            "Expiry reminders by state: queued, sent, retried, dead (dead-lettered), cancelled",
             &["state"],
         ),
         import_rows: counter(
@@ -99,7 +100,7 @@ pub static DOMAIN: LazyLock<Domain> = LazyLock::new(|| {
         log_size: int_gauge("zhengzhao_log_size", "Leaves in the transparency log"),
         checkpoint_age_seconds: gauge(
             "zhengzhao_checkpoint_age_seconds",
-            "Seconds since the latest signed checkpoint while the log has grown past it (0 when it covers the log)",
+            "Seconds the oldest log leaf not covered by a signed checkpoint has waited (0 when covered)",
         ),
         outages_open: int_gauge("zhengzhao_outages_open", "Outages recorded and not yet ended"),
         outages_overdue: int_gauge(
@@ -119,7 +120,7 @@ pub static DOMAIN: LazyLock<Domain> = LazyLock::new(|| {
 /// (series labelled by licence type, issuer or agency appear with theirs).
 pub fn touch() {
     let d = &*DOMAIN;
-    for state in ["queued", "sent", "retried", "dead"] {
+    for state in ["queued", "sent", "retried", "dead", "cancelled"] {
         d.reminders.with_label_values(&[state]);
     }
     for outcome in ["imported", "already_present", "refused"] {

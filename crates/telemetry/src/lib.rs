@@ -24,6 +24,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prometheus::{Encoder, HistogramVec, IntCounterVec, Registry, TextEncoder};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -62,17 +63,33 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
             let resource = opentelemetry_sdk::Resource::builder().with_service_name(settings.service.clone()).build();
-            Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+            // Every span is kept whatever the caller's `traceparent` says:
+            // a caller must not be able to switch off the record of its calls.
+            Some(
+                SdkTracerProvider::builder()
+                    .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
         }
         None => None,
     };
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("zhengzhao")));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // Exported spans are the library's own at `info` and above, whatever
+    // the log filter (which applies to the logs alone).
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("zhengzhao"))
+            .with_filter(tracing_subscriber::filter::Targets::new().with_target("zhengzhao", tracing::Level::INFO))
+    });
+    let registry = tracing_subscriber::registry().with(otel);
     let result = if settings.log_format == "json" {
-        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()
+        registry
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter))
+            .try_init()
     } else {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        registry.with(escape::text_layer(ansi, std::io::stderr)).try_init()
+        registry.with(escape::text_layer(ansi, std::io::stderr).with_filter(filter)).try_init()
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
     Ok(TelemetryGuard { provider })
@@ -272,26 +289,48 @@ where
         let start = Instant::now();
         let span = trace::server_span(&method, req.headers());
         let fut = span.in_scope(|| self.inner.call(req));
-        let recorded = span.clone();
+        let mut call = Counted { method, start, span: span.clone(), counted: false };
         Box::pin(tracing::Instrument::instrument(
             async move {
                 let result = fut.await;
                 // Errors come back trailers-only, with grpc-status in the headers;
                 // success puts it in the trailers, so a missing header means OK.
                 let code = match &result {
-                    Ok(resp) => {
-                        resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned()
-                    }
-                    Err(_) => "transport".to_owned(),
+                    Ok(resp) => resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0"),
+                    Err(_) => "transport",
                 };
-                METRICS.grpc_requests.with_label_values(&[method.as_str(), code.as_str()]).inc();
-                METRICS.grpc_seconds.with_label_values(&[method.as_str()]).observe(start.elapsed().as_secs_f64());
-                trace::record_status(&recorded, &code);
-                note_refusal(&method, &code);
+                call.count(code);
                 result
             },
             span,
         ))
+    }
+}
+
+/// One call's count: made when it answers, or as CANCELLED (1) when its
+/// answer is abandoned (the caller's `grpc-timeout`, a reset stream).
+struct Counted {
+    method: String,
+    start: Instant,
+    span: tracing::Span,
+    counted: bool,
+}
+
+impl Counted {
+    fn count(&mut self, code: &str) {
+        self.counted = true;
+        METRICS.grpc_requests.with_label_values(&[self.method.as_str(), code]).inc();
+        METRICS.grpc_seconds.with_label_values(&[self.method.as_str()]).observe(self.start.elapsed().as_secs_f64());
+        trace::record_status(&self.span, code);
+        note_refusal(&self.method, code);
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.count("1");
+        }
     }
 }
 

@@ -458,7 +458,11 @@ impl Exchange {
                     .bind(fe_id)
                     .execute(&mut *conn)
                     .await?;
-                    let state = if final_ { "dead" } else { "retried" };
+                    let state = match (final_, state.as_str()) {
+                        (true, "cancelled") => "cancelled",
+                        (true, _) => "dead",
+                        (false, _) => "retried",
+                    };
                     zhengzhao_telemetry::domain::DOMAIN.reminders.with_label_values(&[state]).inc();
                     if final_ {
                         tracing::warn!(reminder = %reminder, front_end = fe_id, error = %why, "expiry reminder dead-lettered");

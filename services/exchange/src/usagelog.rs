@@ -323,7 +323,9 @@ async fn commit(
     zhengzhao_translog::append(&mut tx, start, &leaves).await?;
     tx.commit().await?;
     let uses = &zhengzhao_telemetry::domain::DOMAIN.uses;
-    for r in out.iter().flatten() {
+    // Uses of licences only: not holders reading their own.
+    for r in out.iter().flatten().filter(|r| matches!(r.method.as_str(), "FetchLicence" | "FindLicences" | "IssueCopy"))
+    {
         let (decision, rule) = if r.granted { ("granted", "none") } else { ("refused", r.refusal_rule.as_str()) };
         uses.with_label_values(&[r.consumer_code.as_str(), decision, rule]).inc();
     }

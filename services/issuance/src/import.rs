@@ -327,7 +327,10 @@ impl Issuance {
                 total.add(stored);
             }
             let issuance = self.clone();
-            storing = Some(tokio::spawn(async move { issuance.store_batch(prepared).await }));
+            storing = Some(tokio::spawn(tracing::Instrument::instrument(
+                async move { issuance.store_batch(prepared).await },
+                tracing::Span::current(),
+            )));
         }
         if let Some(previous) = storing.take() {
             total.add(previous.await.map_err(ServiceError::internal)??);
@@ -344,7 +347,8 @@ impl Issuance {
         let rows = &zhengzhao_telemetry::domain::DOMAIN.import_rows;
         rows.with_label_values(&["imported"]).inc_by(out.imported);
         rows.with_label_values(&["already_present"]).inc_by(out.already_present);
-        rows.with_label_values(&["refused"]).inc_by(out.errors.len() as u64);
+        let refused: BTreeSet<u64> = out.errors.iter().map(|e| e.row_number).collect();
+        rows.with_label_values(&["refused"]).inc_by(refused.len() as u64);
         Ok(out)
     }
 }

@@ -1,6 +1,7 @@
 //! The issuance service's state gauges (`zhengzhao_telemetry::domain`):
-//! the feed head, the log's size and how long it has grown past its
-//! latest checkpoint, open and overdue outages, refreshed on a timer.
+//! the feed head, the log's size and how long its oldest leaf has waited
+//! for a signed checkpoint, open and overdue outages, refreshed on a timer
+//! that also signs a checkpoint whenever the log has grown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,22 +44,27 @@ impl Issuance {
             .await
             .map_err(ServiceError::internal)?;
         DOMAIN.feed_head.set(head);
-        let mut conn = reader.acquire().await.map_err(ServiceError::internal)?;
+        // A checkpoint is signed whenever the log has grown (readers ask
+        // for one too), so the log never waits long for a signed head.
+        let mut conn = self.db.pool.acquire().await.map_err(ServiceError::internal)?;
+        let signed = zhengzhao_translog::checkpoint(&mut conn, &self.log).await;
         let size = zhengzhao_translog::size(&mut conn).await?;
         DOMAIN.log_size.set(i64::try_from(size).unwrap_or(i64::MAX));
-        let latest: Option<(i64, String)> =
-            sqlx::query_as("SELECT tree_size, created_at FROM log_checkpoints ORDER BY tree_size DESC LIMIT 1")
-                .fetch_optional(&mut *conn)
+        let covered: Option<i64> = sqlx::query_scalar("SELECT MAX(tree_size) FROM log_checkpoints")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(ServiceError::internal)?;
+        // How long the oldest leaf no checkpoint covers has waited.
+        let waiting: Option<String> =
+            sqlx::query_scalar("SELECT MIN(recorded_at) FROM licence_events WHERE log_index >= $1")
+                .bind(covered.unwrap_or(0))
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(ServiceError::internal)?;
         drop(conn);
-        let age = match latest {
-            Some((covered, at)) if u64::try_from(covered).unwrap_or(0) < size => {
-                parse_time(&at).map_or(0.0, |at| (now() - at).as_seconds_f64().max(0.0))
-            }
-            _ => 0.0,
-        };
+        let age = waiting.as_deref().and_then(parse_time).map_or(0.0, |t| (now() - t).as_seconds_f64().max(0.0));
         DOMAIN.checkpoint_age_seconds.set(age);
+        signed?;
         let outages = self.outages_of("").await?;
         let open = outages.iter().filter(|o| o.ended_at.is_none()).count();
         let overdue = outages.iter().filter(|o| o.state == BacklogState::Overdue).count();

@@ -556,7 +556,6 @@ async fn log_key_event(
         .execute(&mut *conn)
         .await?;
     events::bump_stored(conn).await?;
-    metrics::count_key_event(action);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The signing service's metrics (`zhengzhao_telemetry::domain`): issuer
-//! keys by status and the age of the oldest key still signing, refreshed on
-//! a timer; key events as they are recorded.
+//! keys by status, the age of the oldest key still signing, and key events,
+//! all read from the database on a timer, so only committed changes count
+//! (and every replica counts those of the others too).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,24 +15,31 @@ use crate::Signing;
 /// How often the gauges are refreshed (a Prometheus scrape is every 15 s).
 pub const METRICS_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The `event` labels, in the order [`event_of`] indexes them.
+const EVENTS: [&str; 4] = ["created", "rotated", "retired", "compromised"];
+
 /// The `event` label of a recorded key action: a rotation counts once (as
 /// its new key), the retirement it implies not again.
-pub(crate) fn count_key_event(action: &str) {
-    let event = if action.starts_with("compromised") {
-        "compromised"
+fn event_of(action: &str) -> Option<usize> {
+    if action.starts_with("compromised") {
+        Some(3)
     } else if action == "create (rotation)" {
-        "rotated"
+        Some(1)
     } else if action.starts_with("retire (rotation)") {
-        return;
+        None
     } else if action.starts_with("retire") {
-        "retired"
+        Some(2)
     } else if action.starts_with("create") {
-        "created"
+        Some(0)
     } else {
-        return;
-    };
-    DOMAIN.key_events.with_label_values(&[event]).inc();
+        None
+    }
 }
+
+/// Key events recorded in the database as of the last refresh (`None`
+/// before the first, which sets the baseline: the counters count from the
+/// process's start, as Prometheus counters do).
+static SEEN: std::sync::Mutex<Option<[u64; 4]>> = std::sync::Mutex::new(None);
 
 impl Signing {
     /// Refreshes the gauges now and every `every` until the process ends.
@@ -67,6 +75,21 @@ impl Signing {
                 .await?;
         let age = oldest.as_deref().and_then(parse_time).map_or(0.0, |t| (now() - t).as_seconds_f64().max(0.0));
         DOMAIN.oldest_active_key_age_seconds.set(age);
+        let actions: Vec<(String, i64)> =
+            sqlx::query_as("SELECT action, COUNT(*) FROM key_events GROUP BY action").fetch_all(&self.db.pool).await?;
+        let mut totals = [0u64; 4];
+        for (action, n) in &actions {
+            if let Some(i) = event_of(action) {
+                totals[i] += u64::try_from(*n).unwrap_or(0);
+            }
+        }
+        let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(before) = seen.as_ref() {
+            for (i, event) in EVENTS.iter().enumerate() {
+                DOMAIN.key_events.with_label_values(&[event]).inc_by(totals[i].saturating_sub(before[i]));
+            }
+        }
+        *seen = Some(totals);
         Ok(())
     }
 }
