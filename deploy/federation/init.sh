@@ -21,3 +21,7 @@ if [ ! -f $D/sync/token ] || [ -n "${FED_RENEW:-}" ]; then
   umask 077
   zhengzhao token --data-dir $D/operator --role sync --agency 11100000000013338W --ttl 720h > $D/sync/token
 fi
+# Each service's volume gets a copy of its own directory only.
+for n in city d1 d2 gateway sync; do
+  if [ -d /out/$n ]; then cp -a $D/$n/. /out/$n/; fi
+done

@@ -172,8 +172,15 @@ fn channel(name: &str, address: &str, ca_pem: Option<&[u8]>) -> Result<Channel, 
     Ok(zhengzhao_server::tls::endpoint(address, ca_pem)
         .map_err(|e| GatewayError::Address(name.to_owned(), format!("{e:#}")))?
         .connect_timeout(Duration::from_secs(2))
+        // No request timeout here: a forwarded import streams for as long as
+        // its caller sends, and each member bounds its own calls.
+        .http2_keep_alive_interval(GATEWAY_KEEPALIVE)
+        .keep_alive_timeout(zhengzhao_server::KEEPALIVE_TIMEOUT)
         .connect_lazy())
 }
+
+/// HTTP/2 keepalive pings on the gateway's connections to its members.
+const GATEWAY_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// A gateway over its libraries: the first is the city, the others districts.
 #[derive(Debug, Clone)]
