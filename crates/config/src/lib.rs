@@ -69,9 +69,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Longest a call may take to answer (to its response headers; a
-    /// stream then runs on) before it ends with CANCELLED; a shorter
-    /// `grpc-timeout` from the caller wins.
+    /// Longest a caller waits for an answer (its response headers; a
+    /// stream then runs on) before it gets DEADLINE_EXCEEDED; a shorter
+    /// `grpc-timeout` from the caller wins. The call itself runs to its end.
     pub request_timeout_seconds: u64,
     /// Calls this process works on at once; beyond it new calls are shed.
     pub max_concurrent_requests: usize,
