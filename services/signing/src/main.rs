@@ -2,6 +2,11 @@
 
 #![forbid(unsafe_code)]
 
+/// mimalloc: the read path allocates per call, and the system allocator
+/// cost a measurable share of the CPU under load (README, Benchmarks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
