@@ -9,7 +9,9 @@
 //! use of [`DOMAIN`]; [`touch`] registers them all at start-up so that
 //! each series family shows on `/metrics` before its first event.
 
+use std::future::Future;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
@@ -135,4 +137,31 @@ pub fn touch() {
     for reason in ["shed", "timeout"] {
         crate::METRICS.limited.with_label_values(&[reason]);
     }
+}
+
+/// Runs `refresh` now and every `every` until the process ends: the state
+/// gauges a service reads from its database. A failure is logged once,
+/// until a refresh succeeds again.
+pub fn spawn_refresh<F, Fut, E>(service: &'static str, every: Duration, mut refresh: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            match refresh().await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(service, error = %e, "cannot refresh the metrics");
+                }
+                Err(_) => {}
+            }
+        }
+    })
 }

@@ -48,7 +48,7 @@ pub fn routes(router: axum::Router, exchange: Channel) -> axum::Router {
         )
 }
 
-fn json(status: StatusCode, value: serde_json::Value) -> Response {
+pub(crate) fn json(status: StatusCode, value: serde_json::Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
@@ -57,18 +57,22 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response {
         .into_response()
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     json(status, serde_json::json!({ "error": message }))
 }
 
-async fn verify(channel: Channel, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(token) = headers
+/// The bearer token of a page's request, if it sent one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-    else {
+}
+
+async fn verify(channel: Channel, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(token) = bearer(&headers) else {
         return error(StatusCode::UNAUTHORIZED, "请先填写核验人员的令牌（Bearer token）");
     };
     if body.len() > MAX_BODY {

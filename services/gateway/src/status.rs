@@ -10,13 +10,14 @@
 //! token in the tab's session storage and reads `#token=...` for kiosks.
 
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use std::time::Duration;
 use zhengzhao_auth::{Action, BearerToken, authorize};
 use zhengzhao_proto::issuance::v1 as issuance;
 use zhengzhao_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
 
 use crate::Gateway;
+use crate::counter::{bearer, error, json};
 
 /// The page: HTML, CSS and a little script; no outside resources.
 pub const PAGE: &str = include_str!("status.html");
@@ -53,31 +54,12 @@ pub fn routes(router: axum::Router, gateway: Gateway) -> axum::Router {
         )
 }
 
-fn json(status: StatusCode, value: serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
-        value.to_string(),
-    )
-        .into_response()
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    json(status, serde_json::json!({ "error": message }))
-}
-
 fn seconds(t: Option<prost_types::Timestamp>) -> Option<i64> {
     t.map(|t| t.seconds)
 }
 
 async fn data(gateway: &Gateway, headers: &HeaderMap) -> Response {
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    else {
+    let Some(token) = bearer(headers) else {
         return error(
             StatusCode::UNAUTHORIZED,
             "send an administrator's or auditor's token: authorization: Bearer <token>",

@@ -19,21 +19,9 @@ pub const METRICS_INTERVAL: Duration = Duration::from_secs(10);
 impl Issuance {
     /// Refreshes the gauges now and every `every` until the process ends.
     pub fn spawn_metrics(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
-            loop {
-                tick.tick().await;
-                match self.refresh_metrics().await {
-                    Ok(()) => failing = false,
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(error = %e, "cannot refresh the issuance metrics");
-                    }
-                    Err(_) => {}
-                }
-            }
+        zhengzhao_telemetry::domain::spawn_refresh("issuance", every, move || {
+            let this = self.clone();
+            async move { this.refresh_metrics().await }
         })
     }
 
