@@ -202,6 +202,29 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status>
         .ok_or_else(|| tonic::Status::unauthenticated("no credentials: send authorization: Bearer <token>"))
 }
 
+/// The principal of `req`, once the policy allows it `action`. For the
+/// edges that read a request before the service decides: a caller the
+/// policy refuses learns nothing from its request but the refusal.
+pub fn authorized<T>(req: &tonic::Request<T>, action: &policy::Action<'_>) -> Result<Principal, tonic::Status> {
+    let who = principal(req)?;
+    policy::authorize(&who, action)?;
+    Ok(who)
+}
+
+/// As [`authorized`], for an action on one agency's things when whose they
+/// are is known only once the request is read: asks whether the caller may
+/// do it on its own agency's. Every role the policy allows on any agency's
+/// things is allowed on its own, so a refusal here is a refusal everywhere;
+/// the service still decides on the real owner.
+pub fn authorized_for_own<T>(
+    req: &tonic::Request<T>,
+    action: impl for<'a> Fn(&'a str) -> policy::Action<'a>,
+) -> Result<Principal, tonic::Status> {
+    let who = principal(req)?;
+    policy::authorize(&who, &action(&who.agency))?;
+    Ok(who)
+}
+
 /// Authenticates inbound calls: a valid bearer token becomes a [`Principal`]
 /// in the request's extensions; anything else (including a token on the
 /// verifier's denylist) is UNAUTHENTICATED.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use zhengzhao_auth::principal;
+use zhengzhao_auth::{Action, authorized, principal};
 use zhengzhao_core::HolderCategory;
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::catalog::v1 as pb;
@@ -36,7 +36,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         req: Request<pb::CreateLicenceTypeRequest>,
     ) -> Result<Response<pb::CreateLicenceTypeResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageCatalog)?;
         let def = req.into_inner().definition.ok_or_else(|| ServiceError::invalid("definition", "required"))?;
         let def = definition_from_wire(def).map_err(ServiceError::from)?;
         let r = self.0.create(&who, def).await?;
@@ -95,7 +95,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         req: Request<pb::ReviseTemplateRequest>,
     ) -> Result<Response<pb::ReviseTemplateResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageCatalog)?;
         let r = req.into_inner();
         let mut violations = Vec::new();
         let template = template_from_wire(
@@ -111,7 +111,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         req: Request<pb::ReviseLicenceTypeRequest>,
     ) -> Result<Response<pb::ReviseLicenceTypeResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageCatalog)?;
         let r = req.into_inner();
         let def = r.definition.ok_or_else(|| ServiceError::invalid("definition", "required"))?;
         let def = definition_fields_from_wire(def).map_err(ServiceError::from)?;
@@ -183,7 +183,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         req: Request<pb::ImportCatalogRequest>,
     ) -> Result<Response<pb::ImportCatalogResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::FollowCatalogue)?;
         let doc: CatalogDocument = serde_json::from_str(&req.into_inner().catalog_json)
             .map_err(|e| ServiceError::invalid("catalog_json", format!("not a catalogue document: {e}")))?;
         let s = self.0.import(&who, doc).await?;

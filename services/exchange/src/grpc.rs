@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use zhengzhao_auth::principal;
+use zhengzhao_auth::{Action, authorized, principal};
 use zhengzhao_core::HolderQuery;
 use zhengzhao_core::date::format_date;
 use zhengzhao_proto::ServiceError;
@@ -314,7 +314,7 @@ impl ExchangeService for ExchangeGrpc {
         &self,
         req: Request<pb::ApproveApplicationRequest>,
     ) -> Result<Response<pb::ApproveApplicationResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageUsageList)?;
         let r = req.into_inner();
         let (a, entries) = self.0.approve(&who, id_of("application_id", r.application_id)?, &r.reason).await?;
         let today = self.0.today();
@@ -328,7 +328,7 @@ impl ExchangeService for ExchangeGrpc {
         &self,
         req: Request<pb::RefuseApplicationRequest>,
     ) -> Result<Response<pb::RefuseApplicationResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageUsageList)?;
         let r = req.into_inner();
         let a = self.0.refuse(&who, id_of("application_id", r.application_id)?, &r.reason).await?;
         Ok(Response::new(pb::RefuseApplicationResponse { application: Some(application_to_wire(&a)) }))
@@ -338,7 +338,7 @@ impl ExchangeService for ExchangeGrpc {
         &self,
         req: Request<pb::SuspendUsageEntryRequest>,
     ) -> Result<Response<pb::SuspendUsageEntryResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageUsageList)?;
         let r = req.into_inner();
         let e = self.0.change_entry(&who, id_of("entry_id", r.entry_id)?, EntryChange::Suspend, &r.reason).await?;
         Ok(Response::new(pb::SuspendUsageEntryResponse { entry: entry_reply(&e, &self.0) }))
@@ -348,7 +348,7 @@ impl ExchangeService for ExchangeGrpc {
         &self,
         req: Request<pb::ResumeUsageEntryRequest>,
     ) -> Result<Response<pb::ResumeUsageEntryResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageUsageList)?;
         let r = req.into_inner();
         let e = self.0.change_entry(&who, id_of("entry_id", r.entry_id)?, EntryChange::Resume, &r.reason).await?;
         Ok(Response::new(pb::ResumeUsageEntryResponse { entry: entry_reply(&e, &self.0) }))
@@ -358,7 +358,7 @@ impl ExchangeService for ExchangeGrpc {
         &self,
         req: Request<pb::EndUsageEntryRequest>,
     ) -> Result<Response<pb::EndUsageEntryResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageUsageList)?;
         let r = req.into_inner();
         let e = self.0.change_entry(&who, id_of("entry_id", r.entry_id)?, EntryChange::End, &r.reason).await?;
         Ok(Response::new(pb::EndUsageEntryResponse { entry: entry_reply(&e, &self.0) }))

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use zhengzhao_auth::principal;
+use zhengzhao_auth::{Action, authorized, principal};
 use zhengzhao_core::date::format_date;
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::common::v1 as common;
@@ -117,7 +117,7 @@ impl HolderService for HolderGrpc {
         &self,
         req: Request<pb::UpdateFrontEndRequest>,
     ) -> Result<Response<pb::UpdateFrontEndResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageFrontEnds)?;
         let r = req.into_inner();
         let active = match pb::FrontEndState::try_from(r.state) {
             Ok(pb::FrontEndState::Unspecified) => None,
@@ -232,6 +232,7 @@ impl HolderService for HolderGrpc {
         &self,
         req: Request<pb::PresentLicenceRequest>,
     ) -> Result<Response<pb::PresentLicenceResponse>, Status> {
+        authorized(&req, &Action::ActAsHolder)?;
         let c = caller(&req, "PresentLicence")?;
         let r = req.into_inner();
         let p = self.0.present(&c, &r.identifier, id_of("scenario_id", r.scenario_id)?).await?;
@@ -264,7 +265,7 @@ impl HolderService for HolderGrpc {
         &self,
         req: Request<pb::ApproveScenarioRequest>,
     ) -> Result<Response<pb::ApproveScenarioResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::DecideScenario)?;
         let r = req.into_inner();
         let s = self.0.decide_scenario(&who, id_of("id", r.id)?, true, &r.reason).await?;
         Ok(Response::new(pb::ApproveScenarioResponse { scenario: Some(scenario_to_wire(&s)) }))
@@ -274,7 +275,7 @@ impl HolderService for HolderGrpc {
         &self,
         req: Request<pb::RefuseScenarioRequest>,
     ) -> Result<Response<pb::RefuseScenarioResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::DecideScenario)?;
         let r = req.into_inner();
         let s = self.0.decide_scenario(&who, id_of("id", r.id)?, false, &r.reason).await?;
         Ok(Response::new(pb::RefuseScenarioResponse { scenario: Some(scenario_to_wire(&s)) }))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
-use zhengzhao_auth::principal;
+use zhengzhao_auth::{Action, authorized_for_own, principal};
 use zhengzhao_core::LicenceDraft;
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::common::v1 as common;
@@ -93,7 +93,7 @@ impl IssuanceService for IssuanceGrpc {
         &self,
         req: Request<pb::IssueLicenceRequest>,
     ) -> Result<Response<pb::IssueLicenceResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized_for_own(&req, |issuer| Action::IssueLicence { issuer })?;
         let r = req.into_inner();
         let draft = r.draft.ok_or_else(|| ServiceError::invalid("draft", "required"))?;
         let l = self.0.issue(&who, LicenceDraft::from(draft), &r.idempotency_key).await?;
@@ -165,6 +165,7 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::RecordEventResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
+        self.0.authorize_event(&who, &r.identifier, r.force)?;
         let action = action_from_wire(r.kind).ok_or_else(|| ServiceError::invalid("kind", "required"))?;
         let e = EventRequest {
             reason: r.reason,
@@ -184,6 +185,7 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::ChangeLicenceResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
+        self.0.authorize_event(&who, &r.identifier, false)?;
         let draft = r.draft.ok_or_else(|| ServiceError::invalid("draft", "required"))?;
         let e = event_request(r.reason, &r.occurred_at, r.idempotency_key)?;
         let l = self.0.change(&who, &r.identifier, LicenceDraft::from(draft), &e).await?;
@@ -247,6 +249,7 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::RecordOutageResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
+        self.0.outage_issuer(&who, &r.issuer_code)?;
         let started = r.started_at.as_ref().ok_or_else(|| ServiceError::invalid("started_at", "required"))?;
         let started = from_timestamp("started_at", started)?;
         let ended = r.ended_at.as_ref().map(|t| from_timestamp("ended_at", t)).transpose()?;
@@ -255,7 +258,7 @@ impl IssuanceService for IssuanceGrpc {
     }
 
     async fn end_outage(&self, req: Request<pb::EndOutageRequest>) -> Result<Response<pb::EndOutageResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized_for_own(&req, |issuer| Action::ManageOutage { issuer })?;
         let r = req.into_inner();
         let id = i64::try_from(r.id).map_err(|_| ServiceError::invalid("id", "too large"))?;
         let ended = r.ended_at.as_ref().map(|t| from_timestamp("ended_at", t)).transpose()?;
@@ -267,7 +270,7 @@ impl IssuanceService for IssuanceGrpc {
         &self,
         req: Request<pb::CompleteOutageBacklogRequest>,
     ) -> Result<Response<pb::CompleteOutageBacklogResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized_for_own(&req, |issuer| Action::ManageOutage { issuer })?;
         let id = i64::try_from(req.into_inner().id).map_err(|_| ServiceError::invalid("id", "too large"))?;
         let o = self.0.complete_backlog(&who, id).await?;
         Ok(Response::new(pb::CompleteOutageBacklogResponse { outage: Some(outage_to_wire(&o)) }))

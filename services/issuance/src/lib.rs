@@ -246,6 +246,18 @@ impl Issuance {
     }
 
     /// Records an event that keeps the licence's version.
+    /// Whether `who` may record an event on the licence `identifier` names
+    /// (its issuer; with `force`, an administrator forcing a cancellation):
+    /// asked before anything else of the request is read, so a caller the
+    /// policy refuses learns nothing but the refusal.
+    pub fn authorize_event(&self, who: &Principal, identifier: &str, force: bool) -> Result<LicenceId, ServiceError> {
+        let action = |issuer| if force { Action::ForceCancel { issuer } } else { Action::ChangeLicence { issuer } };
+        authorize(who, &action(&who.agency))?;
+        let id = parse_identifier("identifier", identifier)?;
+        authorize(who, &action(id.issuer().as_str()))?;
+        Ok(id)
+    }
+
     pub async fn record_event(
         &self,
         who: &Principal,
@@ -253,14 +265,9 @@ impl Issuance {
         action: LifecycleAction,
         req: &EventRequest,
     ) -> Result<LicenceRecord, ServiceError> {
-        let id = parse_identifier("identifier", identifier)?;
-        if req.force {
-            if action != LifecycleAction::Cancel {
-                return Err(ServiceError::invalid("force", "only a cancellation can be forced"));
-            }
-            authorize(who, &Action::ForceCancel { issuer: id.issuer().as_str() })?;
-        } else {
-            authorize(who, &Action::ChangeLicence { issuer: id.issuer().as_str() })?;
+        self.authorize_event(who, identifier, req.force)?;
+        if req.force && action != LifecycleAction::Cancel {
+            return Err(ServiceError::invalid("force", "only a cancellation can be forced"));
         }
         if action == LifecycleAction::Replace {
             return self.replace(who, identifier, req).await;

@@ -172,6 +172,12 @@ impl Issuance {
         .map_err(ServiceError::from)
     }
 
+    /// Whose outage `who` records (an issuer's own when `issuer` is empty),
+    /// once the policy allows it: asked before anything else of the request.
+    pub fn outage_issuer<'a>(&self, who: &'a Principal, issuer: &'a str) -> Result<&'a str, ServiceError> {
+        outage_issuer(who, issuer)
+    }
+
     /// Records an outage of `issuer` (empty: the caller's own).
     pub async fn record_outage(
         &self,
@@ -182,9 +188,7 @@ impl Issuance {
         cause: &str,
         idempotency_key: &str,
     ) -> Result<OutageRecord, ServiceError> {
-        let issuer = if issuer.is_empty() && who.role == Role::Issuer { who.agency.as_str() } else { issuer };
-        Uscc::parse(issuer).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))?;
-        authorize(who, &Action::ManageOutage { issuer })?;
+        let issuer = outage_issuer(who, issuer)?;
         let cause = Cause::parse_field("cause", cause)?;
         let cause = cause.as_str();
         let at = now();
@@ -390,4 +394,12 @@ impl Issuance {
         }
         Ok(false)
     }
+}
+
+fn outage_issuer<'a>(who: &'a Principal, issuer: &'a str) -> Result<&'a str, ServiceError> {
+    authorize(who, &Action::ManageOutage { issuer: &who.agency })?;
+    let issuer = if issuer.is_empty() && who.role == Role::Issuer { who.agency.as_str() } else { issuer };
+    Uscc::parse(issuer).map_err(|e| ServiceError::invalid("issuer_code", e.to_string()))?;
+    authorize(who, &Action::ManageOutage { issuer })?;
+    Ok(issuer)
 }

@@ -3,7 +3,7 @@
 //! version in force; events on a replaced version reach the current one.
 
 use time::Date;
-use zhengzhao_auth::{Action, Principal, authorize};
+use zhengzhao_auth::Principal;
 use zhengzhao_core::date::{format_date, parse_date};
 use zhengzhao_core::status::transition;
 use zhengzhao_core::{LicenceDocument, LicenceDraft, LicenceStatus, LifecycleAction, Reason};
@@ -93,8 +93,7 @@ impl Issuance {
         mut draft: LicenceDraft,
         req: &EventRequest,
     ) -> Result<LicenceRecord, ServiceError> {
-        let id = parse_identifier("identifier", identifier)?;
-        authorize(who, &Action::ChangeLicence { issuer: id.issuer().as_str() })?;
+        self.authorize_event(who, identifier, false)?;
         let current = self.fetch(identifier).await?;
         let old = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
         if draft.type_code != old.type_code {
@@ -143,8 +142,7 @@ impl Issuance {
         valid_until: &str,
         req: &EventRequest,
     ) -> Result<LicenceRecord, ServiceError> {
-        let id = parse_identifier("identifier", identifier)?;
-        authorize(who, &Action::ChangeLicence { issuer: id.issuer().as_str() })?;
+        self.authorize_event(who, identifier, false)?;
         let current = self.fetch(identifier).await?;
         let old = LicenceDocument::from_json(current.document_json.as_bytes()).map_err(ServiceError::internal)?;
         let mut draft = document::draft_of(&old);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use zhengzhao_auth::principal;
+use zhengzhao_auth::{Action, authorized, principal};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::convert::{algorithm_from_wire, from_timestamp};
 use zhengzhao_proto::signing::v1 as pb;
@@ -109,7 +109,7 @@ impl SigningService for SigningGrpc {
     }
 
     async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageKeys)?;
         let r = req.into_inner();
         let alg = algorithm_from_wire("algorithm", r.algorithm)?
             .ok_or_else(|| ServiceError::invalid("algorithm", "required: ES256 or SM2_SM3"))?;
@@ -139,7 +139,7 @@ impl SigningService for SigningGrpc {
         &self,
         req: Request<pb::CompromiseKeyRequest>,
     ) -> Result<Response<pb::CompromiseKeyResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageKeys)?;
         let r = req.into_inner();
         let since = r
             .since
