@@ -208,7 +208,7 @@ impl TokenService for TokenGrpc {
         &self,
         req: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        let who = principal(&req)?;
+        let who = zhengzhao_auth::authorized(&req, &Action::RevokeToken)?;
         let r = req.into_inner();
         let expires_at = r.expires_at.as_ref().map(|t| from_timestamp("expires_at", t)).transpose()?;
         let revoked = self.0.revoke(&who, &r.token_id, expires_at, &r.reason).await?;

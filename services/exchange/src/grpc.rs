@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use zhengzhao_auth::{Action, authorized, principal};
+use zhengzhao_auth::{Action, authorized, authorized_for_own, principal};
 use zhengzhao_core::HolderQuery;
 use zhengzhao_core::date::format_date;
 use zhengzhao_proto::ServiceError;
@@ -242,6 +242,7 @@ impl ExchangeService for ExchangeGrpc {
         &self,
         req: Request<pb::FindLicencesRequest>,
     ) -> Result<Response<pb::FindLicencesResponse>, Status> {
+        authorized(&req, &Action::UseLicence)?;
         let caller = caller(&req, "FindLicences")?;
         let r = req.into_inner();
         let query = HolderQuery {
@@ -261,6 +262,7 @@ impl ExchangeService for ExchangeGrpc {
     }
 
     async fn issue_copy(&self, req: Request<pb::IssueCopyRequest>) -> Result<Response<pb::IssueCopyResponse>, Status> {
+        authorized(&req, &Action::UseLicence)?;
         let caller = caller(&req, "IssueCopy")?;
         let r = req.into_inner();
         let options = CopyOptions { valid_days: r.valid_days, pdf: r.pdf, link: r.link };
@@ -281,7 +283,7 @@ impl ExchangeService for ExchangeGrpc {
         &self,
         req: Request<pb::CreateUsageEntryRequest>,
     ) -> Result<Response<pb::CreateUsageEntryResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageUsageList)?;
         let r = req.into_inner();
         let request = EntryRequest {
             agency_code: r.agency_code,
@@ -298,7 +300,7 @@ impl ExchangeService for ExchangeGrpc {
         &self,
         req: Request<pb::ApplyForUsageRequest>,
     ) -> Result<Response<pb::ApplyForUsageResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ApplyForUsage)?;
         let r = req.into_inner();
         let request = ApplicationRequest {
             level: level_from_wire(r.level)?,
@@ -382,7 +384,7 @@ impl ExchangeService for ExchangeGrpc {
         &self,
         req: Request<pb::ListApplicationsRequest>,
     ) -> Result<Response<pb::ListApplicationsResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized_for_own(&req, |agency| Action::ReadUsageList { agency })?;
         let r = req.into_inner();
         let state = match pb::ApplicationState::try_from(r.state) {
             Ok(pb::ApplicationState::Unspecified) => None,
@@ -417,7 +419,7 @@ impl ExchangeService for ExchangeGrpc {
         &self,
         req: Request<pb::ListUsageLogRequest>,
     ) -> Result<Response<pb::ListUsageLogResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ReadUsageLog)?;
         let r = req.into_inner();
         let holder = match (r.holder_id_type.as_str(), r.holder_id_number.as_str()) {
             ("", "") => String::new(),

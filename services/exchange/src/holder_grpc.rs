@@ -95,7 +95,7 @@ impl HolderService for HolderGrpc {
         &self,
         req: Request<pb::RegisterFrontEndRequest>,
     ) -> Result<Response<pb::RegisterFrontEndResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageFrontEnds)?;
         let r = req.into_inner();
         let fe = self
             .0
@@ -149,6 +149,7 @@ impl HolderService for HolderGrpc {
         &self,
         req: Request<pb::HolderLoginRequest>,
     ) -> Result<Response<pb::HolderLoginResponse>, Status> {
+        authorized(&req, &Action::HolderLogin)?;
         let c = caller(&req, "HolderLogin")?;
         let r = req.into_inner();
         let front_end = if r.front_end_id == 0 { None } else { Some(id_of("front_end_id", r.front_end_id)?) };
@@ -169,6 +170,7 @@ impl HolderService for HolderGrpc {
         &self,
         req: Request<pb::ListMyLicencesRequest>,
     ) -> Result<Response<pb::ListMyLicencesResponse>, Status> {
+        authorized(&req, &Action::ActAsHolder)?;
         let c = caller(&req, "ListMyLicences")?;
         let r = req.into_inner();
         let status = status_filter("status", r.status)?;
@@ -285,7 +287,7 @@ impl HolderService for HolderGrpc {
         &self,
         req: Request<pb::ListScenariosRequest>,
     ) -> Result<Response<pb::ListScenariosResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ReadScenarios)?;
         let state = match pb::ScenarioState::try_from(req.into_inner().state) {
             Ok(pb::ScenarioState::Unspecified) => None,
             Ok(pb::ScenarioState::Proposed) => Some(ScenarioState::Proposed),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
-use zhengzhao_auth::{Action, authorized_for_own, principal};
+use zhengzhao_auth::{Action, authorized, authorized_for_own, principal};
 use zhengzhao_core::LicenceDraft;
 use zhengzhao_proto::ServiceError;
 use zhengzhao_proto::common::v1 as common;
@@ -106,6 +106,7 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::CancelLicenceResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
+        self.0.authorize_event(&who, &r.identifier, false)?;
         let e = event_request(r.reason, &r.occurred_at, r.idempotency_key)?;
         let l = self.0.cancel(&who, &r.identifier, &e).await?;
         Ok(Response::new(pb::CancelLicenceResponse { licence: licence_reply(&l) }))
@@ -129,7 +130,7 @@ impl IssuanceService for IssuanceGrpc {
         &self,
         req: Request<pb::ListHolderLicencesRequest>,
     ) -> Result<Response<pb::ListHolderLicencesResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::FindHolderLicences)?;
         let r = req.into_inner();
         let query = zhengzhao_core::HolderQuery {
             holder_id_type: r.holder_id_type,
@@ -198,6 +199,7 @@ impl IssuanceService for IssuanceGrpc {
     ) -> Result<Response<pb::RenewLicenceResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
+        self.0.authorize_event(&who, &r.identifier, false)?;
         let e = event_request(r.reason, &r.occurred_at, r.idempotency_key)?;
         let l = self.0.renew(&who, &r.identifier, &r.valid_from, &r.valid_until, &e).await?;
         Ok(Response::new(pb::RenewLicenceResponse { licence: licence_reply(&l) }))
@@ -207,7 +209,7 @@ impl IssuanceService for IssuanceGrpc {
         &self,
         req: Request<tonic::Streaming<pb::ImportLicencesRequest>>,
     ) -> Result<Response<pb::ImportLicencesResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized_for_own(&req, |issuer| Action::IssueLicence { issuer })?;
         let batches = req.into_inner().map(|msg| {
             let msg = msg.map_err(|s| ServiceError::from_status(&s))?;
             let rows = msg
@@ -324,7 +326,7 @@ impl IssuanceService for IssuanceGrpc {
         &self,
         req: Request<pb::WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::WatchChanges)?;
         let r = req.into_inner();
         let mut cursor =
             i64::try_from(r.after_sequence).map_err(|_| ServiceError::invalid("after_sequence", "too large"))?;
@@ -373,7 +375,7 @@ impl IssuanceService for IssuanceGrpc {
         &self,
         req: Request<pb::ReadReplicaFeedRequest>,
     ) -> Result<Response<pb::ReadReplicaFeedResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ReadReplicaFeed)?;
         let r = req.into_inner();
         let library = (!r.library.is_empty()).then_some(r.library.as_str());
         let max_bytes = match r.max_bytes {
@@ -397,7 +399,7 @@ impl IssuanceService for IssuanceGrpc {
         &self,
         req: Request<pb::ApplyReplicaRequest>,
     ) -> Result<Response<pb::ApplyReplicaResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ApplyReplica)?;
         let r = req.into_inner();
         let hashes = |field: &str, v: Vec<Vec<u8>>| -> Result<Vec<zhengzhao_crypto::merkle::Hash>, ServiceError> {
             v.into_iter()

@@ -94,6 +94,15 @@ pub fn parse_identifier(field: &str, s: &str) -> Result<LicenceId, ServiceError>
     Ok(LicenceId::parse_held(field, s)?)
 }
 
+/// Whether `who` may read the licence `identifier` names (outside the
+/// exchange): the role first, before the identifier is even read, then its issuer.
+fn authorize_read(who: &Principal, identifier: &str) -> Result<(), ServiceError> {
+    authorize(who, &Action::ReadLicence { issuer: &who.agency })?;
+    let id = parse_identifier("identifier", identifier)?;
+    authorize(who, &Action::ReadLicence { issuer: id.issuer().as_str() })?;
+    Ok(())
+}
+
 fn check_occurred(occurred_at: Option<OffsetDateTime>, at: OffsetDateTime) -> Result<OffsetDateTime, ServiceError> {
     let t = occurred_at.unwrap_or(at);
     if t > at + time::Duration::minutes(5) {
@@ -366,8 +375,7 @@ impl Issuance {
 
     /// Reads a licence (status as of today).
     pub async fn get(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError> {
-        let id = parse_identifier("identifier", identifier)?;
-        authorize(who, &Action::ReadLicence { issuer: id.issuer().as_str() })?;
+        authorize_read(who, identifier)?;
         self.fetch(identifier).await
     }
 
@@ -376,8 +384,7 @@ impl Issuance {
     /// licence the replica does not hold yet is read from the primary).
     /// For answers to callers only, never for what a write depends on.
     pub async fn get_lagging(&self, who: &Principal, identifier: &str) -> Result<LicenceRecord, ServiceError> {
-        let id = parse_identifier("identifier", identifier)?;
-        authorize(who, &Action::ReadLicence { issuer: id.issuer().as_str() })?;
+        authorize_read(who, identifier)?;
         match self.fetch_from(self.db.replica_reader(), identifier).await {
             Err(ServiceError::NotFound(_)) if self.db.has_replica() => self.fetch(identifier).await,
             other => other,
@@ -386,8 +393,7 @@ impl Issuance {
 
     /// A licence's events, oldest first.
     pub async fn history(&self, who: &Principal, identifier: &str) -> Result<Vec<EventRecord>, ServiceError> {
-        let id = parse_identifier("identifier", identifier)?;
-        authorize(who, &Action::ReadLicence { issuer: id.issuer().as_str() })?;
+        authorize_read(who, identifier)?;
         self.fetch(identifier).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM licence_events e WHERE e.identifier = $1 ORDER BY e.sequence",

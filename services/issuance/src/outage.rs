@@ -297,6 +297,7 @@ impl Issuance {
 
     /// Outages (of one issuer, or all), newest first, as of now.
     pub async fn outages(&self, who: &Principal, issuer: &str) -> Result<Vec<OutageRecord>, ServiceError> {
+        authorize(who, &Action::ReadOutages { issuer: &who.agency })?;
         let issuer = if issuer.is_empty() && who.role == Role::Issuer { who.agency.as_str() } else { issuer };
         if issuer.is_empty() {
             if !matches!(who.role, Role::Admin | Role::Auditor) {

@@ -93,7 +93,7 @@ impl SigningService for SigningGrpc {
         &self,
         req: Request<pb::ImportPublicKeysRequest>,
     ) -> Result<Response<pb::ImportPublicKeysResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ImportPublicKeys)?;
         let r = req.into_inner();
         let keys = r
             .keys
@@ -118,7 +118,7 @@ impl SigningService for SigningGrpc {
     }
 
     async fn rotate_key(&self, req: Request<pb::RotateKeyRequest>) -> Result<Response<pb::RotateKeyResponse>, Status> {
-        let who = principal(&req)?;
+        let who = authorized(&req, &Action::ManageKeys)?;
         let r = req.into_inner();
         let alg = algorithm_from_wire("algorithm", r.algorithm)?;
         let (old, new) = self.0.rotate_key(&who, &r.issuer_code, alg, &r.reason).await?;

@@ -87,43 +87,57 @@ struct JsonRow {
 pub struct Rows {
     inner: RowsInner,
     row_number: u64,
+    /// A read failed in a way that will not change (not bad text on one
+    /// line): nothing more is read.
+    failed: bool,
 }
 
+/// What rows are read from: a file, or any reader (a test's bytes).
+type Source = Box<dyn std::io::Read + Send>;
+
 enum RowsInner {
-    Csv { records: csv::StringRecordsIntoIter<std::fs::File>, header: Vec<String> },
-    Json(std::io::Lines<std::io::BufReader<std::fs::File>>),
+    Csv { records: csv::StringRecordsIntoIter<Source>, header: Vec<String> },
+    Json(std::io::Lines<std::io::BufReader<Source>>),
 }
 
 impl Rows {
     pub fn open(path: &Path, format: Format) -> anyhow::Result<Self> {
         let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::from_reader(Box::new(file), format).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Rows of `format` read from `source`; a CSV header is checked here.
+    pub fn from_reader(source: Source, format: Format) -> anyhow::Result<Self> {
         let inner = match format {
             Format::Csv => {
-                let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(file);
+                let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(source);
                 let header: Vec<String> = reader.headers()?.iter().map(|h| h.trim().to_owned()).collect();
                 for h in &header {
                     if !COLUMNS.contains(&h.as_str()) && !h.starts_with("face.") {
-                        bail!("{}: unknown column {h:?} (see `zhengzhao licence import --help`)", path.display());
+                        bail!("unknown column {h:?} (see `zhengzhao licence import --help`)");
                     }
                 }
                 for r in REQUIRED {
                     if !header.iter().any(|h| h == r) {
-                        bail!("{}: missing column {r:?}", path.display());
+                        bail!("missing column {r:?}");
                     }
                 }
                 RowsInner::Csv { records: reader.into_records(), header }
             }
             Format::JsonLines => {
                 use std::io::BufRead;
-                RowsInner::Json(std::io::BufReader::new(file).lines())
+                RowsInner::Json(std::io::BufReader::new(source).lines())
             }
         };
-        Ok(Rows { inner, row_number: 0 })
+        Ok(Rows { inner, row_number: 0, failed: false })
     }
 
     /// The next row, or why it cannot be read; `None` at the end.
     pub fn next_row(&mut self) -> Option<Result<pb::ImportRow, LocalError>> {
         loop {
+            if self.failed {
+                return None;
+            }
             let parsed = match &mut self.inner {
                 RowsInner::Csv { records, header } => {
                     let record = records.next()?;
@@ -135,6 +149,7 @@ impl Rows {
                         Ok(l) => l,
                         Err(e) => {
                             self.row_number += 1;
+                            self.failed = e.kind() != std::io::ErrorKind::InvalidData;
                             return Some(Err(LocalError { row_number: self.row_number, reason: e.to_string() }));
                         }
                     };
