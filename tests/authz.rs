@@ -124,6 +124,8 @@ const TABLE: &[(&str, &str)] = &[
     ("signing.v1.SigningService/RotateKey", "admin"),
     ("signing.v1.SigningService/RetireKey", "admin"),
     ("signing.v1.SigningService/CompromiseKey", "admin"),
+    ("signing.v1.SigningService/CreateCsr", "admin"),
+    ("signing.v1.SigningService/AttachCertificate", "admin"),
     ("signing.v1.SigningService/MakeSelectiveDisclosure", "svc:exchange"),
     ("signing.v1.SigningService/WatchKeyEvents", "svc:verification svc:exchange"),
     ("verification.v1.VerificationService/VerifyLicence", "anyone"),

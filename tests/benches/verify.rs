@@ -332,6 +332,7 @@ async fn main() -> anyhow::Result<()> {
             kid: Some("k".into()),
             typ: None,
             iat: Some(1_800_000_000),
+            x5c: None,
         };
         let input = zhengzhao_crypto::jws::signing_input(&header, &payload);
         let sig = key.sign(input.as_bytes());

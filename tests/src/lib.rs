@@ -73,6 +73,21 @@ impl Library {
         Self::start_in(db, data).await
     }
 
+    /// Like [`Library::restart`], with the configuration `configure` adjusts.
+    pub async fn restart_with_config(
+        mut self,
+        configure: impl FnOnce(&mut zhengzhao_config::Config),
+    ) -> anyhow::Result<Self> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let db = std::mem::replace(&mut self.db, TestDb::sqlite()?);
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir()?);
+        drop(self);
+        let dir = data.path().to_path_buf();
+        Self::start_limited(db, data, &dir, "city", configure).await
+    }
+
     /// Starts a district library named `name` over `db` whose operator is
     /// `operator`'s (it trusts the same token key, so one token works on both).
     pub async fn start_district(db: TestDb, name: &str, operator: &Library) -> anyhow::Result<Self> {
@@ -94,7 +109,17 @@ impl Library {
     pub async fn start_with_limits(db: TestDb, limits: zhengzhao_config::LimitsConfig) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
         let dir = data.path().to_path_buf();
-        Self::start_limited(db, data, &dir, "city", limits).await
+        Self::start_limited(db, data, &dir, "city", |c| c.limits = limits).await
+    }
+
+    /// Starts a library over `db` whose configuration `configure` adjusts.
+    pub async fn start_with_config(
+        db: TestDb,
+        configure: impl FnOnce(&mut zhengzhao_config::Config),
+    ) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let dir = data.path().to_path_buf();
+        Self::start_limited(db, data, &dir, "city", configure).await
     }
 
     async fn start_configured(
@@ -103,7 +128,7 @@ impl Library {
         dir: &std::path::Path,
         name: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_limited(db, data, dir, name, Default::default()).await
+        Self::start_limited(db, data, dir, name, |_| ()).await
     }
 
     async fn start_limited(
@@ -111,15 +136,15 @@ impl Library {
         data: tempfile::TempDir,
         dir: &std::path::Path,
         name: &str,
-        limits: zhengzhao_config::LimitsConfig,
+        configure: impl FnOnce(&mut zhengzhao_config::Config),
     ) -> anyhow::Result<Self> {
         let mut config = zhengzhao_config::Config {
             listen: "127.0.0.1:0".parse()?,
             data_dir: dir.to_path_buf(),
             library: name.to_owned(),
-            limits,
             ..Default::default()
         };
+        configure(&mut config);
         config.database_url = db.url().map(str::to_owned);
         // The reminder job ticks every second, so tests see deliveries soon.
         config.exchange.reminder_interval_seconds = 1;

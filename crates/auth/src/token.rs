@@ -453,7 +453,8 @@ impl TokenAuthority {
         };
         let expires_at = OffsetDateTime::from_unix_timestamp(exp).map_err(|_| TokenError::Malformed)?;
         let payload = serde_json::to_vec(&claims).map_err(|_| TokenError::Malformed)?;
-        let header = JwsHeader { alg: "ES256".into(), kid: Some(self.kid.clone()), typ: Some(TYP.into()), iat: None };
+        let header =
+            JwsHeader { alg: "ES256".into(), kid: Some(self.kid.clone()), typ: Some(TYP.into()), iat: None, x5c: None };
         Ok(MintedToken { token: self.sign(&header, &payload), token_id: claims.jti, expires_at })
     }
 

@@ -57,6 +57,7 @@ pub struct Config {
     pub signing: SigningConfig,
     pub issuance: IssuanceConfig,
     pub exchange: ExchangeConfig,
+    pub verification: VerificationConfig,
     pub tls: TlsConfig,
     pub telemetry: TelemetryConfig,
     pub auth: AuthConfig,
@@ -153,6 +154,22 @@ pub struct ExchangeConfig {
     /// Delivery attempts of one reminder to one front end before it is
     /// dead-lettered (0: 12; backoff doubles from 5 s up to an hour).
     pub reminder_max_attempts: u32,
+}
+
+/// The verification service: which CAs vouch for issuer keys (art. 12 of
+/// the measures: licences sealed through a lawful certification service).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationConfig {
+    /// PEM files of the CA certificates (roots or intermediates) trusted to
+    /// certify issuer keys. Set: every verified signature's key must carry a
+    /// chain to one of them, valid at the signing time, else the outcome is
+    /// "certificate invalid". Unset: certificates are not checked.
+    pub trust_anchors: Vec<PathBuf>,
+    /// Certificate revocation lists of those CAs (PEM or DER), read at
+    /// start: a certificate on one does not vouch for signatures made from
+    /// its revocation (a key compromise: for any). Restart to read new ones.
+    pub crls: Vec<PathBuf>,
 }
 
 /// TLS for this process's server and its calls to peers (rustls on
@@ -271,6 +288,7 @@ impl Default for Config {
             signing: SigningConfig::default(),
             issuance: IssuanceConfig::default(),
             exchange: ExchangeConfig::default(),
+            verification: VerificationConfig::default(),
             tls: TlsConfig::default(),
             telemetry: TelemetryConfig::default(),
             auth: AuthConfig::default(),

@@ -44,7 +44,8 @@ fn main() {
     let budget = Duration::from_millis(env("BENCH_MS", 400));
     // A licence-sized payload, signed as the signing service signs it.
     let payload = vec![b'x'; 1200];
-    let header = JwsHeader { alg: "ES256".into(), kid: Some("k".into()), typ: None, iat: Some(1_800_000_000) };
+    let header =
+        JwsHeader { alg: "ES256".into(), kid: Some("k".into()), typ: None, iat: Some(1_800_000_000), x5c: None };
     let input = jws::signing_input(&header, &payload);
     let msg = input.as_bytes();
 

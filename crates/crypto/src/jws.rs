@@ -16,6 +16,10 @@ pub struct JwsHeader {
     /// signing service, read when a key is marked compromised as of a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// The signing key's certificate chain from its CA, leaf first
+    /// (RFC 7515 §4.1.6), when the key has been certified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
 }
 
 /// Why a string is not a JWS we can read.
@@ -82,7 +86,7 @@ mod tests {
     #[test]
     fn round_trip_with_es256() {
         let key = Es256KeyPair::generate();
-        let header = JwsHeader { alg: "ES256".into(), kid: Some("k".into()), typ: None, iat: None };
+        let header = JwsHeader { alg: "ES256".into(), kid: Some("k".into()), typ: None, iat: None, x5c: None };
         let input = signing_input(&header, b"{\"a\":1}");
         let jws = assemble(&input, &key.sign(input.as_bytes()));
         let parsed = parse(&jws).unwrap();
@@ -100,7 +104,7 @@ mod tests {
 
         #[test]
         fn payload_round_trips(payload in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let header = JwsHeader { alg: "ES256".into(), kid: None, typ: None, iat: None };
+            let header = JwsHeader { alg: "ES256".into(), kid: None, typ: None, iat: None, x5c: None };
             let input = signing_input(&header, &payload);
             let parsed = parse(&assemble(&input, b"sig")).unwrap();
             prop_assert_eq!(parsed.payload, payload);

@@ -150,6 +150,14 @@ impl IssuerPublicKey {
         }
     }
 
+    /// The uncompressed SEC1 point (65 bytes).
+    pub fn sec1(&self) -> Vec<u8> {
+        match self {
+            IssuerPublicKey::Es256(k) => k.to_sec1(),
+            IssuerPublicKey::Sm2(k) => k.to_sec1(),
+        }
+    }
+
     /// Whether `signature` is valid for `message` under this key.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         match self {

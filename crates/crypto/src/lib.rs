@@ -1,6 +1,7 @@
 //! Signers, verifiers and envelopes for Zhengzhao: ES256 keys and their JWKs,
 //! JWS compact serialisation, AES-256-GCM key envelopes under a master key,
-//! the Merkle log and its checks, and public keys as published.
+//! the Merkle log and its checks, public keys as published, and issuer
+//! certificates (X.509) from a CA.
 //! Pure: no I/O beyond the operating system's random source.
 
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ pub mod published;
 pub mod sdjwt;
 pub mod sm2;
 pub mod translog;
+pub mod x509;
 
 pub use envelope::{EnvelopeError, MasterKey};
 pub use es256::{Es256KeyPair, Es256PublicKey, KeyError};

@@ -185,7 +185,7 @@ impl Presentation {
     /// Adds a key-binding JWT signed by `key` (ES256) for `aud` and `nonce` at `iat`.
     pub fn bind(mut self, key: &Es256KeyPair, aud: &str, nonce: &str, iat: i64) -> Self {
         let claims = KbClaims { iat, aud: aud.to_owned(), nonce: nonce.to_owned(), sd_hash: self.sd_hash() };
-        let header = JwsHeader { alg: "ES256".into(), kid: None, typ: Some(KB_JWT_TYP.into()), iat: None };
+        let header = JwsHeader { alg: "ES256".into(), kid: None, typ: Some(KB_JWT_TYP.into()), iat: None, x5c: None };
         let payload = serde_json::to_vec(&claims).unwrap_or_default();
         let input = jws::signing_input(&header, &payload);
         self.kb_jwt = Some(jws::assemble(&input, &key.sign(input.as_bytes())));
@@ -313,6 +313,7 @@ mod tests {
             kid: Some("k1".into()),
             typ: Some(SD_JWT_TYP.into()),
             iat: None,
+            x5c: None,
         };
         let input = jws::signing_input(&header, payload.to_string().as_bytes());
         let issuer_jwt = jws::assemble(&input, &key.sign(input.as_bytes()));

@@ -75,7 +75,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write(&root, "canonical_json", &[&doc_json, &def_json, &draft_json, br#"{"b":1e3,"a":[0.5,-0,"\u00e9"]}"#]);
 
     let signed = |key: &IssuerKeyPair, alg: &str, typ: Option<&str>, payload: &[u8]| {
-        let header = JwsHeader { alg: alg.into(), kid: Some("k1".into()), typ: typ.map(str::to_owned), iat: Some(1) };
+        let header =
+            JwsHeader { alg: alg.into(), kid: Some("k1".into()), typ: typ.map(str::to_owned), iat: Some(1), x5c: None };
         let input = jws::signing_input(&header, payload);
         jws::assemble(&input, &key.sign(input.as_bytes()))
     };
@@ -124,7 +125,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         claims["iat"] = json!(zhengzhao_fuzzing::NOW - 60);
         claims["exp"] = json!(zhengzhao_fuzzing::NOW + 3000);
         let claims = serde_json::to_vec(&claims)?;
-        let header = JwsHeader { alg: "ES256".into(), kid: Some(kid.clone()), typ: Some("JWT".into()), iat: None };
+        let header =
+            JwsHeader { alg: "ES256".into(), kid: Some(kid.clone()), typ: Some("JWT".into()), iat: None, x5c: None };
         let input = jws::signing_input(&header, &claims);
         let token = jws::assemble(&input, &k.token.sign(input.as_bytes()));
         tokens.push(mode(0, token.as_bytes()));

@@ -167,7 +167,7 @@ pub fn jws_document(data: &[u8]) {
         } else {
             (&k.sm2, &k.sm2_public, zhengzhao_crypto::sm2::JWS_ALG.to_owned())
         };
-        let header = JwsHeader { alg, kid: Some("k1".into()), typ: None, iat: None };
+        let header = JwsHeader { alg, kid: Some("k1".into()), typ: None, iat: None, x5c: None };
         let input = jws::signing_input(&header, rest);
         let compact = jws::assemble(&input, &key.sign(input.as_bytes()));
         let parsed = jws::parse(&compact).expect("a JWS the library made parses");
@@ -273,7 +273,8 @@ pub fn bearer_token(data: &[u8]) {
         let Some(s) = text(rest) else { return };
         s.to_owned()
     } else {
-        let header = JwsHeader { alg: "ES256".into(), kid: Some(kid.clone()), typ: Some("JWT".into()), iat: None };
+        let header =
+            JwsHeader { alg: "ES256".into(), kid: Some(kid.clone()), typ: Some("JWT".into()), iat: None, x5c: None };
         let input = jws::signing_input(&header, rest);
         jws::assemble(&input, &k.token.sign(input.as_bytes()))
     };

@@ -199,6 +199,7 @@ impl LogSigner {
             kid: Some(self.kid.clone()),
             typ: Some(typ.into()),
             iat: None,
+            x5c: None,
         };
         let input = jws::signing_input(&header, payload);
         jws::assemble(&input, &self.key.sign(input.as_bytes()))

@@ -109,6 +109,7 @@ impl Signing {
             kid: Some(active.key_id.clone()),
             typ: Some(SD_JWT_TYP.into()),
             iat: Some(now),
+            x5c: None,
         };
         let input = jws::signing_input(&header, &bytes);
         let mut sd_jwt = jws::assemble(&input, &active.pair.sign(input.as_bytes()));

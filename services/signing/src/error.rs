@@ -18,6 +18,8 @@ pub enum SigningError {
     NoActiveKey(String),
     #[error("issuer {issuer} has no active key to {verb}")]
     NothingToReplace { issuer: String, verb: String },
+    #[error("key {key_id} is {status}: only an active key can be certified")]
+    NotActive { key_id: String, status: String },
     #[error("signing was cancelled: the service is shutting down")]
     ShuttingDown,
 }
@@ -29,7 +31,7 @@ impl From<SigningError> for ServiceError {
         match e {
             E::NoKey(_) => ServiceError::NotFound(message),
             E::HasActiveKey { .. } | E::ActiveKeyRace(_) => ServiceError::AlreadyExists(message),
-            E::CompromisedEarlier { .. } | E::NoActiveKey(_) | E::NothingToReplace { .. } => {
+            E::CompromisedEarlier { .. } | E::NoActiveKey(_) | E::NothingToReplace { .. } | E::NotActive { .. } => {
                 ServiceError::FailedPrecondition(message)
             }
             E::ShuttingDown => ServiceError::Unavailable(message),

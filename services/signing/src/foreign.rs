@@ -136,7 +136,16 @@ impl Signing {
                     let held_status: String = row.try_get("status")?;
                     let held_jwk: serde_json::Value =
                         serde_json::from_str(&held_jwk).map_err(ServiceError::internal)?;
-                    if held_library != library || held_issuer != k.issuer_code || held_jwk != k.jwk {
+                    // The key itself never changes; its certificate chain
+                    // ("x5c") may be attached or renewed at the district.
+                    let bare = |j: &serde_json::Value| {
+                        let mut j = j.clone();
+                        if let Some(o) = j.as_object_mut() {
+                            o.remove("x5c");
+                        }
+                        j
+                    };
+                    if held_library != library || held_issuer != k.issuer_code || bare(&held_jwk) != bare(&k.jwk) {
                         return Err(ServiceError::FailedPrecondition(format!(
                             "key {} is recorded for district {held_library} with another issuer or public key: a key never changes",
                             k.key_id
@@ -162,15 +171,17 @@ impl Signing {
                         compromised = Some(format_time(held));
                     }
                     let done = sqlx::query(
-                        "UPDATE foreign_keys SET status = $1, retired_at = $2, compromised_since = $3, imported_at = $4
+                        "UPDATE foreign_keys SET status = $1, retired_at = $2, compromised_since = $3, imported_at = $4,
+                            public_jwk = $6
                          WHERE key_id = $5 AND (status <> $1 OR retired_at IS DISTINCT FROM $2
-                            OR compromised_since IS DISTINCT FROM $3)",
+                            OR compromised_since IS DISTINCT FROM $3 OR public_jwk <> $6)",
                     )
                     .bind(k.status.name())
                     .bind(&retired)
                     .bind(&compromised)
                     .bind(&at)
                     .bind(&k.key_id)
+                    .bind(&jwk)
                     .execute(&mut *tx)
                     .await?;
                     if done.rows_affected() > 0 {

@@ -153,4 +153,21 @@ impl SigningService for SigningGrpc {
             replacement: c.replacement.as_ref().map(pb::PublicKey::from),
         }))
     }
+
+    async fn create_csr(&self, req: Request<pb::CreateCsrRequest>) -> Result<Response<pb::CreateCsrResponse>, Status> {
+        let who = authorized(&req, &Action::ManageKeys)?;
+        let r = req.into_inner();
+        let csr_pem = self.0.certificate_request(&who, &r.key_id, &r.subject).await?;
+        Ok(Response::new(pb::CreateCsrResponse { csr_pem }))
+    }
+
+    async fn attach_certificate(
+        &self,
+        req: Request<pb::AttachCertificateRequest>,
+    ) -> Result<Response<pb::AttachCertificateResponse>, Status> {
+        let who = authorized(&req, &Action::ManageKeys)?;
+        let r = req.into_inner();
+        let (key, certificate) = self.0.attach_certificate(&who, &r.key_id, &r.chain_pem, &r.reason).await?;
+        Ok(Response::new(pb::AttachCertificateResponse { key: Some(pb::PublicKey::from(&key)), certificate }))
+    }
 }

@@ -40,6 +40,9 @@ static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// This service's migrations.
 pub static MIGRATIONS: Migrations = Migrations { postgres: &PG, sqlite: &SQLITE };
 
+/// Largest certificate chain accepted (PEM bytes).
+pub const MAX_CHAIN_PEM: usize = 64 * 1024;
+
 /// Largest payload accepted for signing.
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
@@ -64,6 +67,8 @@ type CachedActive = (Instant, u64, Arc<ActiveKey>);
 struct ActiveKey {
     key_id: String,
     pair: IssuerKeyPair,
+    /// Its certificate chain from a CA (JWS `x5c`), once attached.
+    x5c: Option<Vec<String>>,
 }
 
 /// The signing service over its own tables.
@@ -350,6 +355,100 @@ impl Signing {
         })
     }
 
+    /// A PKCS#10 certificate request (PEM) for the active key `key_id`,
+    /// signed by it, under `subject` (RFC 4514; empty: `CN=<issuer code>`).
+    pub async fn certificate_request(
+        &self,
+        who: &Principal,
+        key_id: &str,
+        subject: &str,
+    ) -> Result<String, ServiceError> {
+        authorize(who, &Action::ManageKeys)?;
+        let row =
+            sqlx::query("SELECT issuer_code, algorithm, status, private_envelope FROM issuer_keys WHERE key_id = $1")
+                .bind(key_id)
+                .fetch_optional(&self.db.pool)
+                .await?
+                .ok_or_else(|| SigningError::NoKey(key_id.to_owned()))?;
+        let issuer: String = row.try_get("issuer_code")?;
+        let status: String = row.try_get("status")?;
+        if status != KeyStatus::Active.name() {
+            return Err(SigningError::NotActive { key_id: key_id.to_owned(), status }.into());
+        }
+        let subject = if subject.trim().is_empty() { format!("CN={issuer}") } else { subject.to_owned() };
+        zhengzhao_crypto::x509::parse_subject(&subject).map_err(|e| ServiceError::invalid("subject", e))?;
+        let alg = Algorithm::from_jws_alg(&row.try_get::<String, _>("algorithm")?)
+            .ok_or_else(|| ServiceError::internal("bad algorithm"))?;
+        let envelope: Vec<u8> = row.try_get("private_envelope")?;
+        let secret =
+            self.master.open(key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
+        let pair = IssuerKeyPair::from_secret_bytes(alg, &secret).map_err(ServiceError::internal)?;
+        let pem = zhengzhao_crypto::x509::certificate_request(&pair, &subject)
+            .map_err(|e| ServiceError::invalid("subject", e))?;
+        tracing::info!(key_id = %key_id, actor = %who.actor(), "certificate request made for an issuer key");
+        Ok(pem)
+    }
+
+    /// Attaches a CA's certificate chain (PEM, leaf first) to `key_id`: the
+    /// leaf must certify this key, for signatures, and be valid now; each
+    /// certificate must be signed by the next, a CA. Whether the CA is
+    /// trusted is each verifier's call. Recorded in the key's history; the
+    /// key's signatures carry the chain from then on.
+    pub async fn attach_certificate(
+        &self,
+        who: &Principal,
+        key_id: &str,
+        chain_pem: &str,
+        reason: &str,
+    ) -> Result<(PublicKeyRecord, String), ServiceError> {
+        use zhengzhao_crypto::x509::Chain;
+        authorize(who, &Action::ManageKeys)?;
+        let reason = Reason::parse_field("reason", reason)?;
+        if chain_pem.len() > MAX_CHAIN_PEM {
+            return Err(ServiceError::invalid("chain_pem", format!("at most {MAX_CHAIN_PEM} bytes")));
+        }
+        let chain = Chain::from_pem(chain_pem).map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?;
+        let mut tx = self.db.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM issuer_keys WHERE key_id = $1")))
+            .bind(key_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let key = row.as_ref().map(key_from_row).transpose()?.ok_or_else(|| SigningError::NoKey(key_id.to_owned()))?;
+        if key.status == KeyStatus::Compromised {
+            return Err(SigningError::NotActive { key_id: key_id.to_owned(), status: key.status.name().into() }.into());
+        }
+        let public = zhengzhao_crypto::IssuerPublicKey::from_jwk(&key.jwk).map_err(ServiceError::internal)?;
+        chain.check_links(&public).map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?;
+        let at = now();
+        let (from, until) = chain.leaf_validity();
+        if at < from || at > until {
+            return Err(ServiceError::invalid(
+                "chain_pem",
+                format!(
+                    "the certificate is valid from {} to {}, not now: attach a current one",
+                    format_time(from),
+                    format_time(until)
+                ),
+            ));
+        }
+        let mut jwk = key.jwk.clone();
+        if let Some(o) = jwk.as_object_mut() {
+            o.insert("x5c".into(), chain.to_x5c().into());
+        }
+        sqlx::query("UPDATE issuer_keys SET public_jwk = $2 WHERE key_id = $1")
+            .bind(key_id)
+            .bind(jwk.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let described = chain.describe();
+        log_key_event(&mut tx, key_id, &format!("certified: {described}"), &who.actor(), &reason, at).await?;
+        tx.commit().await?;
+        tracing::info!(key_id = %key_id, certificate = %described, "issuer key certified");
+        self.forget(&key.issuer_code);
+        self.events.changed().await;
+        Ok((PublicKeyRecord { jwk, ..key }, described))
+    }
+
     async fn insert_key(
         &self,
         conn: &mut sqlx::AnyConnection,
@@ -395,7 +494,7 @@ impl Signing {
             retired_at: None,
             compromised_since: None,
         };
-        Ok((record, ActiveKey { key_id, pair }))
+        Ok((record, ActiveKey { key_id, pair, x5c: None }))
     }
 
     async fn active_key(&self, issuer: &str) -> Result<Arc<ActiveKey>, ServiceError> {
@@ -450,7 +549,8 @@ impl Signing {
         // moves the generation on, so this entry is never used after it.
         let generation = self.events.counter();
         let row = sqlx::query(
-            "SELECT key_id, algorithm, private_envelope FROM issuer_keys WHERE issuer_code = $1 AND status = 'active'",
+            "SELECT key_id, algorithm, private_envelope, public_jwk FROM issuer_keys
+             WHERE issuer_code = $1 AND status = 'active'",
         )
         .bind(issuer)
         .fetch_optional(&self.db.pool)
@@ -463,7 +563,9 @@ impl Signing {
         let secret =
             self.master.open(&key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
         let pair = IssuerKeyPair::from_secret_bytes(alg, &secret).map_err(ServiceError::internal)?;
-        let k = Arc::new(ActiveKey { key_id, pair });
+        let jwk: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String, _>("public_jwk")?).map_err(ServiceError::internal)?;
+        let k = Arc::new(ActiveKey { key_id, pair, x5c: x5c_of(&jwk) });
         self.remember_at(issuer, generation, k.clone());
         Ok(Some(k))
     }
@@ -595,10 +697,21 @@ where
 
 fn sign_with(key: &ActiveKey, payload: &[u8], iat: i64) -> Signed {
     let alg = key.pair.algorithm();
-    let header = JwsHeader { alg: alg.jws_alg().into(), kid: Some(key.key_id.clone()), typ: None, iat: Some(iat) };
+    let header = JwsHeader {
+        alg: alg.jws_alg().into(),
+        kid: Some(key.key_id.clone()),
+        typ: None,
+        iat: Some(iat),
+        x5c: key.x5c.clone(),
+    };
     let input = jws::signing_input(&header, payload);
     let signature = key.pair.sign(input.as_bytes());
     Signed { jws: jws::assemble(&input, &signature), key_id: key.key_id.clone(), algorithm: alg }
+}
+
+/// The certificate chain a JWK carries (`x5c`), if any.
+fn x5c_of(jwk: &serde_json::Value) -> Option<Vec<String>> {
+    serde_json::from_value(jwk.get("x5c")?.clone()).ok()
 }
 
 /// A JWK Set of the given keys, each with its status and dates.

@@ -41,6 +41,21 @@ fn outcome_to_wire(o: Outcome) -> pb::VerificationOutcome {
         Outcome::ReportedLost => W::ReportedLost,
         Outcome::KeyCompromised => W::KeyCompromised,
         Outcome::LogMismatch => W::LogMismatch,
+        Outcome::CertificateInvalid => W::CertificateInvalid,
+    }
+}
+
+fn problem_to_wire(p: &zhengzhao_crypto::x509::CertProblem) -> pb::CertificateProblem {
+    use pb::CertificateProblem as W;
+    use zhengzhao_crypto::x509::CertProblem as P;
+    match p {
+        P::Missing(_) => W::Missing,
+        P::Malformed(_) => W::Malformed,
+        P::KeyMismatch(_) => W::KeyMismatch,
+        P::Untrusted(_) => W::Untrusted,
+        P::Expired(_) => W::Expired,
+        P::NotYetValid(_) => W::NotYetValid,
+        P::Revoked(_) => W::Revoked,
     }
 }
 
@@ -61,6 +76,7 @@ pub fn verdict_to_wire(v: &Verdict) -> pb::Verification {
                 .collect(),
             library_jwk_json: l.library_jwk.to_string(),
         }),
+        certificate_problem: v.certificate.as_ref().map(problem_to_wire).unwrap_or_default() as i32,
     }
 }
 

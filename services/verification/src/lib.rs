@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod certificates;
 pub mod grpc;
 
 use std::sync::Arc;
@@ -42,11 +43,12 @@ pub enum Outcome {
     ReportedLost,
     KeyCompromised,
     LogMismatch,
+    CertificateInvalid,
 }
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 17] = [
+    pub const ALL: [Outcome; 18] = [
         Outcome::Valid,
         Outcome::NotYetValid,
         Outcome::Expired,
@@ -64,6 +66,7 @@ impl Outcome {
         Outcome::ReportedLost,
         Outcome::KeyCompromised,
         Outcome::LogMismatch,
+        Outcome::CertificateInvalid,
     ];
 
     /// Counts one verification with this outcome
@@ -91,6 +94,7 @@ impl Outcome {
             Outcome::ReportedLost => "reported lost",
             Outcome::KeyCompromised => "key compromised",
             Outcome::LogMismatch => "log mismatch",
+            Outcome::CertificateInvalid => "certificate invalid",
         }
     }
 }
@@ -117,6 +121,8 @@ pub struct Verdict {
     pub checked_at: OffsetDateTime,
     /// When asked for: the transparency-log proof the verdict was checked against.
     pub log: Option<LogProof>,
+    /// With [`Outcome::CertificateInvalid`]: the certificate problem.
+    pub certificate: Option<zhengzhao_crypto::x509::CertProblem>,
 }
 
 /// A licence's logged events proven against a checkpoint.
@@ -140,6 +146,7 @@ impl Verdict {
             detail: detail.into(),
             checked_at: OffsetDateTime::now_utc(),
             log: None,
+            certificate: None,
         }
     }
 }
@@ -154,6 +161,8 @@ pub struct Verification {
     signing: SigningClient,
     /// "Today", for validity.
     clock: Clock,
+    /// Which CAs vouch for issuer keys, if any are required to.
+    certificates: certificates::Certificates,
 }
 
 impl std::fmt::Debug for Verification {
@@ -163,10 +172,17 @@ impl std::fmt::Debug for Verification {
 }
 
 impl Verification {
-    pub fn new(issuance: IssuanceClient, signing: SigningClient, clock: Clock) -> Arc<Self> {
+    /// `certificates`: the trust anchors and CRLs issuer keys' certificates
+    /// are checked against (none configured: not checked).
+    pub fn new(
+        issuance: IssuanceClient,
+        signing: SigningClient,
+        clock: Clock,
+        certificates: certificates::Certificates,
+    ) -> Arc<Self> {
         // Every outcome's series is on /metrics from the start.
         std::sync::LazyLock::force(&COUNTED);
-        Arc::new(Verification { issuance, signing, clock })
+        Arc::new(Verification { issuance, signing, clock, certificates })
     }
 
     /// Verifies the licence the library holds under `identifier`; with
@@ -315,6 +331,16 @@ impl Verification {
                 &key_id,
                 format!("signed {when} by a key compromised since {since}: not to be relied on"),
             ));
+        }
+        if let Err(problem) = self.certificates.check(parsed.header.x5c.as_deref(), &key.jwk, public, signed_at) {
+            let mut v = Verdict::new(
+                Outcome::CertificateInvalid,
+                &identifier,
+                &key_id,
+                format!("genuinely signed, but the key's certificate does not vouch for it: {problem}"),
+            );
+            v.certificate = Some(problem);
+            return Ok(v);
         }
         let held = match held {
             Some(h) => h,

@@ -14,6 +14,7 @@ use zhengzhao_auth::ServiceName;
 use zhengzhao_clients::{IssuanceClient, SigningClient};
 use zhengzhao_proto::verification::v1::verification_service_server::VerificationServiceServer;
 use zhengzhao_verification::Verification;
+use zhengzhao_verification::certificates::Certificates;
 use zhengzhao_verification::grpc::VerificationGrpc;
 
 async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
@@ -27,7 +28,13 @@ async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'
         ctx.credentials(ServiceName::Verification)?,
     );
     let svc = InterceptedService::new(
-        VerificationGrpc(Verification::new(issuance, signing, ctx.clock.clone())).into_server(),
+        VerificationGrpc(Verification::new(
+            issuance,
+            signing,
+            ctx.clock.clone(),
+            Certificates::from_config(&ctx.config.verification).map_err(anyhow::Error::msg)?,
+        ))
+        .into_server(),
         ctx.authenticate(),
     );
     Ok((Routes::new(svc), vec![VerificationServiceServer::<VerificationGrpc>::NAME]))

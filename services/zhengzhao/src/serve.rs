@@ -77,6 +77,8 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
         IssuanceClient::Local(issuance.clone(), as_service(ServiceName::Verification)),
         SigningClient::local(signing.clone(), as_service(ServiceName::Verification)),
         ctx.clock.clone(),
+        zhengzhao_verification::certificates::Certificates::from_config(&ctx.config.verification)
+            .map_err(anyhow::Error::msg)?,
     );
     let exchange = Exchange::open(
         &ctx.store,

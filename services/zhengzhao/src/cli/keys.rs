@@ -1,5 +1,6 @@
 //! `zhengzhao keys`: issuers' signing keys — create, rotate, retire, mark
-//! compromised, list, and the public keys as a JWKS.
+//! compromised, list, the public keys as a JWKS, and certificates from a CA
+//! (a request out, the CA's chain in).
 
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
@@ -51,6 +52,30 @@ pub enum KeysCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Make a PKCS#10 certificate request for an active issuer key
+    /// (administrator), signed by the key inside the signing service; give
+    /// it to the CA, then attach its answer with `keys certify`.
+    Csr {
+        /// The key ID (`keys list` shows them).
+        key_id: String,
+        /// Certificate subject, RFC 4514 (`CN=…,O=…,C=CN`) [default: CN=<issuer code>].
+        #[arg(long, default_value = "")]
+        subject: String,
+        /// Write the PEM here instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Attach a CA's certificate chain to an issuer key (administrator): PEM,
+    /// leaf first, then each CA; the key's signatures carry it from then on.
+    Certify {
+        /// The key ID.
+        key_id: String,
+        /// PEM file of the chain (`-` for standard input).
+        #[arg(long)]
+        chain: std::path::PathBuf,
+        #[arg(long, default_value = "certificate from the CA attached")]
+        reason: String,
+    },
     /// List keys with their status and dates (JSON lines).
     List {
         /// Only this issuer's keys.
@@ -93,6 +118,8 @@ struct KeyOut<'a> {
     created_at: String,
     retired_at: Option<String>,
     compromised_since: Option<String>,
+    /// Certificates in its chain from a CA (0: not certified).
+    certificates: usize,
 }
 
 impl<'a> From<&'a signing::PublicKey> for KeyOut<'a> {
@@ -111,6 +138,10 @@ impl<'a> From<&'a signing::PublicKey> for KeyOut<'a> {
             created_at: time_text(&k.created_at),
             retired_at: k.retired_at.as_ref().map(|_| time_text(&k.retired_at)),
             compromised_since: k.compromised_since.as_ref().map(|_| time_text(&k.compromised_since)),
+            certificates: serde_json::from_str::<serde_json::Value>(&k.jwk_json)
+                .ok()
+                .and_then(|j| j.get("x5c").and_then(|x| x.as_array()).map(Vec::len))
+                .unwrap_or(0),
         }
     }
 }
@@ -127,6 +158,13 @@ struct Rotated<'a> {
 struct Compromised<'a> {
     compromised: Option<KeyOut<'a>>,
     replacement: Option<KeyOut<'a>>,
+}
+
+/// A key just certified, and its leaf certificate described.
+#[derive(Serialize)]
+struct Certified<'a> {
+    key: Option<KeyOut<'a>>,
+    certificate: &'a str,
 }
 
 pub async fn run(cli: &ClientArgs, cmd: KeysCommand) -> anyhow::Result<()> {
@@ -168,6 +206,26 @@ pub async fn run(cli: &ClientArgs, cmd: KeysCommand) -> anyhow::Result<()> {
                 compromised: r.key.as_ref().map(KeyOut::from),
                 replacement: r.replacement.as_ref().map(KeyOut::from),
             })?;
+        }
+        KeysCommand::Csr { key_id, subject, out } => {
+            let pem = c.signing().create_csr(signing::CreateCsrRequest { key_id, subject }).await?.into_inner().csr_pem;
+            match out {
+                Some(path) => std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{pem}"),
+            }
+        }
+        KeysCommand::Certify { key_id, chain, reason } => {
+            let chain_pem = if chain.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the chain from standard input")?
+            } else {
+                std::fs::read_to_string(&chain).with_context(|| format!("reading {}", chain.display()))?
+            };
+            let r = c
+                .signing()
+                .attach_certificate(signing::AttachCertificateRequest { key_id, chain_pem, reason })
+                .await?
+                .into_inner();
+            print_json(&Certified { key: r.key.as_ref().map(KeyOut::from), certificate: &r.certificate })?;
         }
         KeysCommand::List { issuer } => {
             for k in &list(&c, issuer).await?.keys {
