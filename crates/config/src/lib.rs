@@ -193,11 +193,43 @@ pub struct SigningConfig {
     /// Algorithm of an issuer's first key when its first signature creates
     /// it: `es256` or `sm2`. Keys an administrator creates name their own.
     pub default_algorithm: String,
+    /// Issuer keys in a hardware security module (PKCS#11). Set: new keys
+    /// are generated and used inside the token (ES256 only: PKCS#11 defines
+    /// no SM2 mechanism); keys made before stay in their envelopes.
+    pub pkcs11: Option<Pkcs11Config>,
 }
 
 impl Default for SigningConfig {
     fn default() -> Self {
-        SigningConfig { default_algorithm: "es256".into() }
+        SigningConfig { default_algorithm: "es256".into(), pkcs11: None }
+    }
+}
+
+/// The PKCS#11 token that holds issuer keys.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// The module (`/usr/lib/softhsm/libsofthsm2.so` for SoftHSM2).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// A file holding the user PIN (one line). Or `pin`.
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+    /// The user PIN itself, for `ZHENGZHAO_SIGNING__PKCS11__PIN`. Or `pin_file`.
+    #[serde(default)]
+    pub pin: Option<String>,
+}
+
+/// Never prints the PIN.
+impl std::fmt::Debug for Pkcs11Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Config")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("pin_file", &self.pin_file)
+            .field("pin", &self.pin.as_ref().map(|_| "(set)"))
+            .finish()
     }
 }
 

@@ -26,7 +26,7 @@ use x509_cert::time::Time;
 
 use crate::es256::Es256PublicKey;
 use crate::sm2::Sm2PublicKey;
-use crate::{Algorithm, IssuerKeyPair, IssuerPublicKey};
+use crate::{Algorithm, IssuerPublicKey};
 
 /// `id-ecPublicKey` (RFC 5480).
 pub const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -426,20 +426,23 @@ impl TrustAnchors {
 
 use der::oid::AssociatedOid;
 
-/// A PKCS#10 certificate request (PEM) for `pair`'s public key under
-/// `subject` (RFC 4514 text, e.g. `CN=市场监督管理局,O=…,C=CN`), signed by
-/// `pair` itself.
-pub fn certificate_request(pair: &IssuerKeyPair, subject: &str) -> Result<String, String> {
+/// A PKCS#10 certificate request (PEM) for `public` under `subject`
+/// (RFC 4514 text, e.g. `CN=市场监督管理局,O=…,C=CN`), signed by `sign`
+/// (its private key, wherever it is: a 64-byte `r || s` signature).
+pub fn certificate_request(
+    public: &IssuerPublicKey,
+    subject: &str,
+    sign: impl FnOnce(&[u8]) -> Result<[u8; 64], String>,
+) -> Result<String, String> {
     let subject = parse_subject(subject)?;
-    let public = pair.public_key();
     let info = CertReqInfo {
         version: x509_cert::request::Version::V1,
         subject,
-        public_key: spki_of(&public)?,
+        public_key: spki_of(public)?,
         attributes: Default::default(),
     };
     let tbs = info.to_der().map_err(|e| e.to_string())?;
-    let signature = der_signature(&pair.sign(&tbs))?;
+    let signature = der_signature(&sign(&tbs)?)?;
     let request = CertReq {
         info,
         algorithm: AlgorithmIdentifierOwned { oid: signature_oid(public.algorithm()), parameters: None },
@@ -582,12 +585,15 @@ fn format_time(t: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::IssuerKeyPair;
 
     #[test]
     fn a_request_carries_the_key_and_verifies_under_it() {
         for alg in [Algorithm::Es256, Algorithm::Sm2Sm3] {
             let pair = IssuerKeyPair::generate(alg);
-            let pem = certificate_request(&pair, "CN=Test Issuer,O=Example Agency,C=CN").unwrap();
+            let pem =
+                certificate_request(&pair.public_key(), "CN=Test Issuer,O=Example Agency,C=CN", |m| Ok(pair.sign(m)))
+                    .unwrap();
             let (label, der) = der::pem::decode_vec(pem.as_bytes()).unwrap();
             assert_eq!(label, "CERTIFICATE REQUEST");
             let req = CertReq::from_der(&der).unwrap();

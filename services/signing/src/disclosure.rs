@@ -105,14 +105,14 @@ impl Signing {
         let bytes = serde_json::to_vec(&payload).map_err(ServiceError::internal)?;
         let active = self.active_key(&doc.issuer.code).await?;
         let header = JwsHeader {
-            alg: active.pair.algorithm().jws_alg().into(),
+            alg: active.signer.algorithm().jws_alg().into(),
             kid: Some(active.key_id.clone()),
             typ: Some(SD_JWT_TYP.into()),
             iat: Some(now),
             x5c: None,
         };
         let input = jws::signing_input(&header, &bytes);
-        let mut sd_jwt = jws::assemble(&input, &active.pair.sign(input.as_bytes()));
+        let mut sd_jwt = jws::assemble(&input, &active.signer.sign(input.as_bytes())?);
         sd_jwt.push('~');
         for d in &disclosures {
             sd_jwt.push_str(&d.encoded);

@@ -20,6 +20,10 @@ pub enum SigningError {
     NothingToReplace { issuer: String, verb: String },
     #[error("key {key_id} is {status}: only an active key can be certified")]
     NotActive { key_id: String, status: String },
+    #[error(
+        "keys in the PKCS#11 token are ES256 only (PKCS#11 defines no SM2 mechanism): create an es256 key, or unset signing.pkcs11"
+    )]
+    NoSm2InToken,
     #[error("signing was cancelled: the service is shutting down")]
     ShuttingDown,
 }
@@ -31,9 +35,11 @@ impl From<SigningError> for ServiceError {
         match e {
             E::NoKey(_) => ServiceError::NotFound(message),
             E::HasActiveKey { .. } | E::ActiveKeyRace(_) => ServiceError::AlreadyExists(message),
-            E::CompromisedEarlier { .. } | E::NoActiveKey(_) | E::NothingToReplace { .. } | E::NotActive { .. } => {
-                ServiceError::FailedPrecondition(message)
-            }
+            E::CompromisedEarlier { .. }
+            | E::NoActiveKey(_)
+            | E::NothingToReplace { .. }
+            | E::NotActive { .. }
+            | E::NoSm2InToken => ServiceError::FailedPrecondition(message),
             E::ShuttingDown => ServiceError::Unavailable(message),
         }
     }

@@ -18,6 +18,7 @@ mod metrics;
 pub use metrics::METRICS_INTERVAL;
 pub mod grpc;
 pub mod http;
+pub mod pkcs11;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,9 +67,45 @@ type CachedActive = (Instant, u64, Arc<ActiveKey>);
 
 struct ActiveKey {
     key_id: String,
-    pair: IssuerKeyPair,
+    signer: Signer,
     /// Its certificate chain from a CA (JWS `x5c`), once attached.
     x5c: Option<Vec<String>>,
+}
+
+/// Where an issuer's private key is and signs.
+enum Signer {
+    /// In this process, opened from its envelope under the master key.
+    Software(IssuerKeyPair),
+    /// In the PKCS#11 token (ES256).
+    Token(pkcs11::TokenKey),
+}
+
+impl Signer {
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Signer::Software(p) => p.algorithm(),
+            Signer::Token(k) => k.public_key().algorithm(),
+        }
+    }
+
+    fn public_key(&self) -> zhengzhao_crypto::IssuerPublicKey {
+        match self {
+            Signer::Software(p) => p.public_key(),
+            Signer::Token(k) => k.public_key(),
+        }
+    }
+
+    /// A 64-byte `r || s` signature over `message`; a token that fails is
+    /// UNAVAILABLE (nothing is signed; try again).
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], ServiceError> {
+        match self {
+            Signer::Software(p) => Ok(p.sign(message)),
+            Signer::Token(k) => k.sign(message).map_err(|e| {
+                tracing::error!(error = %e, "the key token failed to sign");
+                ServiceError::Unavailable(format!("the key token could not sign: {e}"))
+            }),
+        }
+    }
 }
 
 /// The signing service over its own tables.
@@ -76,6 +113,8 @@ pub struct Signing {
     db: Db,
     master: MasterKey,
     default_algorithm: Algorithm,
+    /// The PKCS#11 token new keys are made in, when configured.
+    token: Option<Arc<pkcs11::Token>>,
     /// Each issuer's active key as last read, when, and under which key
     /// generation: used only while no key has changed since (here, or in
     /// another replica: see [`events`]) and for at most [`ACTIVE_KEY_TTL`].
@@ -122,6 +161,8 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error("cannot read the issuer keys: {0}")]
     Database(String),
+    #[error("signing.pkcs11: {0}")]
+    Token(String),
     #[error(
         "the master key does not open the stored issuer key {0}: this is not the master key these keys were sealed with (restore the right master.key or ZHENGZHAO_MASTER_KEY)"
     )]
@@ -130,29 +171,45 @@ pub enum OpenError {
 
 impl Signing {
     /// Opens the service; `default_algorithm` is used for an issuer's first
-    /// key when its first signature creates it.
+    /// key when its first signature creates it. With `token`, new keys are
+    /// made and used in that PKCS#11 token.
     pub async fn open(
         store: &StoreConfig,
         master: MasterKey,
         default_algorithm: Algorithm,
+        token: Option<Arc<pkcs11::Token>>,
     ) -> Result<Arc<Self>, OpenError> {
+        if token.is_some() && default_algorithm != Algorithm::Es256 {
+            return Err(OpenError::Token(format!(
+                "signing.default_algorithm is {default_algorithm}, but keys in a PKCS#11 token are ES256 only"
+            )));
+        }
         let db = zhengzhao_store::open(store, "signing", &MIGRATIONS).await?;
         // A master key that opens none of the stored issuer keys is the wrong
         // one (or a new one beside an old database): refuse to start rather
         // than sign with keys nobody can ever use again.
-        let stored: Option<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT key_id, private_envelope FROM issuer_keys ORDER BY created_at LIMIT 1")
-                .fetch_optional(&db.pool)
+        // (Keys in a token hold only a reference: they are not sealed.)
+        let stored: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT key_id, private_envelope FROM issuer_keys ORDER BY created_at")
+                .fetch_all(&db.pool)
                 .await
                 .map_err(|e| OpenError::Database(e.to_string()))?;
-        if let Some((key_id, envelope)) = stored
-            && master.open(&key_id, &envelope).is_err()
+        let sealed = stored.iter().find(|(_, e)| !e.starts_with(pkcs11::REFERENCE_PREFIX));
+        if let Some((key_id, envelope)) = sealed
+            && master.open(key_id, envelope).is_err()
         {
-            return Err(OpenError::WrongMasterKey(key_id));
+            return Err(OpenError::WrongMasterKey(key_id.clone()));
+        }
+        if token.is_none()
+            && let Some((key_id, _)) = stored.iter().find(|(_, e)| e.starts_with(pkcs11::REFERENCE_PREFIX))
+        {
+            return Err(OpenError::Token(format!(
+                "issuer key {key_id} is in a PKCS#11 token, but signing.pkcs11 is not set"
+            )));
         }
         let events: Arc<events::KeyEvents> = Arc::default();
         events.clone().follow_stored(db.pool.clone()).await;
-        Ok(Arc::new(Signing { db, master, default_algorithm, active: Mutex::new(HashMap::new()), events }))
+        Ok(Arc::new(Signing { db, master, default_algorithm, token, active: Mutex::new(HashMap::new()), events }))
     }
 
     /// Signs `payload` (a canonical licence document) with `issuer`'s active key.
@@ -166,7 +223,7 @@ impl Signing {
             return Err(ServiceError::invalid("payload", "must be a JSON document"));
         }
         let key = self.active_key(issuer).await?;
-        Ok(sign_with(&key, payload, OffsetDateTime::now_utc().unix_timestamp()))
+        sign_with(&key, payload, OffsetDateTime::now_utc().unix_timestamp())
     }
 
     /// Signs many payloads with `issuer`'s active key, spread over the cores.
@@ -364,12 +421,13 @@ impl Signing {
         subject: &str,
     ) -> Result<String, ServiceError> {
         authorize(who, &Action::ManageKeys)?;
-        let row =
-            sqlx::query("SELECT issuer_code, algorithm, status, private_envelope FROM issuer_keys WHERE key_id = $1")
-                .bind(key_id)
-                .fetch_optional(&self.db.pool)
-                .await?
-                .ok_or_else(|| SigningError::NoKey(key_id.to_owned()))?;
+        let row = sqlx::query(
+            "SELECT issuer_code, algorithm, status, private_envelope, public_jwk FROM issuer_keys WHERE key_id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.db.pool)
+        .await?
+        .ok_or_else(|| SigningError::NoKey(key_id.to_owned()))?;
         let issuer: String = row.try_get("issuer_code")?;
         let status: String = row.try_get("status")?;
         if status != KeyStatus::Active.name() {
@@ -377,14 +435,19 @@ impl Signing {
         }
         let subject = if subject.trim().is_empty() { format!("CN={issuer}") } else { subject.to_owned() };
         zhengzhao_crypto::x509::parse_subject(&subject).map_err(|e| ServiceError::invalid("subject", e))?;
-        let alg = Algorithm::from_jws_alg(&row.try_get::<String, _>("algorithm")?)
-            .ok_or_else(|| ServiceError::internal("bad algorithm"))?;
-        let envelope: Vec<u8> = row.try_get("private_envelope")?;
-        let secret =
-            self.master.open(key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
-        let pair = IssuerKeyPair::from_secret_bytes(alg, &secret).map_err(ServiceError::internal)?;
-        let pem = zhengzhao_crypto::x509::certificate_request(&pair, &subject)
-            .map_err(|e| ServiceError::invalid("subject", e))?;
+        let signer = self.signer(key_id, &row)?;
+        let mut failed = None;
+        let pem = zhengzhao_crypto::x509::certificate_request(&signer.public_key(), &subject, |m| {
+            signer.sign(m).map_err(|e| {
+                let text = e.to_string();
+                failed = Some(e);
+                text
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let pem = pem.map_err(|e| ServiceError::invalid("subject", e))?;
         tracing::info!(key_id = %key_id, actor = %who.actor(), "certificate request made for an issuer key");
         Ok(pem)
     }
@@ -458,10 +521,21 @@ impl Signing {
         reason: &str,
         action: &str,
     ) -> Result<(PublicKeyRecord, ActiveKey), ServiceError> {
-        let pair = IssuerKeyPair::generate(alg);
         let key_id = format!("{issuer}.{}.{}", alg.short_name(), hex_id());
-        let envelope = self.master.seal(&key_id, &pair.secret_bytes());
-        let jwk = pair.public_key().to_jwk(&key_id);
+        let (signer, envelope) = match &self.token {
+            None => {
+                let pair = IssuerKeyPair::generate(alg);
+                let envelope = self.master.seal(&key_id, &pair.secret_bytes());
+                (Signer::Software(pair), envelope)
+            }
+            Some(_) if alg != Algorithm::Es256 => return Err(SigningError::NoSm2InToken.into()),
+            Some(token) => {
+                let key = token.generate_es256(&key_id).map_err(ServiceError::Unavailable)?;
+                let reference = [pkcs11::REFERENCE_PREFIX, key_id.as_bytes()].concat();
+                (Signer::Token(key), reference)
+            }
+        };
+        let jwk = signer.public_key().to_jwk(&key_id);
         let at = now();
         sqlx::query(
             "INSERT INTO issuer_keys (key_id, issuer_code, algorithm, status, public_jwk, private_envelope, created_at)
@@ -494,7 +568,7 @@ impl Signing {
             retired_at: None,
             compromised_since: None,
         };
-        Ok((record, ActiveKey { key_id, pair, x5c: None }))
+        Ok((record, ActiveKey { key_id, signer, x5c: None }))
     }
 
     async fn active_key(&self, issuer: &str) -> Result<Arc<ActiveKey>, ServiceError> {
@@ -557,17 +631,33 @@ impl Signing {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let key_id: String = row.try_get("key_id")?;
+        let signer = self.signer(&key_id, &row)?;
+        let jwk: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String, _>("public_jwk")?).map_err(ServiceError::internal)?;
+        let k = Arc::new(ActiveKey { key_id, signer, x5c: x5c_of(&jwk) });
+        self.remember_at(issuer, generation, k.clone());
+        Ok(Some(k))
+    }
+
+    /// The private key of `key_id` from its row (`algorithm`,
+    /// `private_envelope`, `public_jwk`): opened from its envelope, or found
+    /// in the token.
+    fn signer(&self, key_id: &str, row: &sqlx::any::AnyRow) -> Result<Signer, ServiceError> {
         let alg: String = row.try_get("algorithm")?;
         let alg = Algorithm::from_jws_alg(&alg).ok_or_else(|| ServiceError::internal("bad algorithm"))?;
         let envelope: Vec<u8> = row.try_get("private_envelope")?;
+        if envelope.starts_with(pkcs11::REFERENCE_PREFIX) {
+            let token = self.token.as_ref().ok_or_else(|| {
+                ServiceError::internal(format!("key {key_id} is in a PKCS#11 token, but signing.pkcs11 is not set"))
+            })?;
+            let jwk: serde_json::Value =
+                serde_json::from_str(&row.try_get::<String, _>("public_jwk")?).map_err(ServiceError::internal)?;
+            let public = zhengzhao_crypto::IssuerPublicKey::from_jwk(&jwk).map_err(ServiceError::internal)?;
+            return token.find(key_id, public).map(Signer::Token).map_err(ServiceError::Unavailable);
+        }
         let secret =
-            self.master.open(&key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
-        let pair = IssuerKeyPair::from_secret_bytes(alg, &secret).map_err(ServiceError::internal)?;
-        let jwk: serde_json::Value =
-            serde_json::from_str(&row.try_get::<String, _>("public_jwk")?).map_err(ServiceError::internal)?;
-        let k = Arc::new(ActiveKey { key_id, pair, x5c: x5c_of(&jwk) });
-        self.remember_at(issuer, generation, k.clone());
-        Ok(Some(k))
+            self.master.open(key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
+        IssuerKeyPair::from_secret_bytes(alg, &secret).map(Signer::Software).map_err(ServiceError::internal)
     }
 
     fn cached(&self, issuer: &str) -> Option<Arc<ActiveKey>> {
@@ -666,22 +756,24 @@ async fn log_key_event(
 /// the whole batch, so no caller can pair a document with another's signature.
 fn sign_all<F>(payloads: &[Vec<u8>], threads: usize, sign: F) -> Result<Vec<Signed>, ServiceError>
 where
-    F: Fn(&[u8]) -> Signed + Sync,
+    F: Fn(&[u8]) -> Result<Signed, ServiceError> + Sync,
 {
     let threads = threads.clamp(1, payloads.len().max(1));
     let chunk = payloads.len().div_ceil(threads).max(1);
-    let parts: Vec<std::thread::Result<Vec<Signed>>> = std::thread::scope(|scope| {
+    type Part = Result<Vec<Signed>, ServiceError>;
+    let parts: Vec<std::thread::Result<Part>> = std::thread::scope(|scope| {
         let sign = &sign;
         let handles: Vec<_> = payloads
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|p| sign(p)).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.iter().map(|p| sign(p)).collect::<Part>()))
             .collect();
         handles.into_iter().map(|h| h.join()).collect()
     });
     let mut out = Vec::with_capacity(payloads.len());
     for part in parts {
         match part {
-            Ok(signed) => out.extend(signed),
+            Ok(Ok(signed)) => out.extend(signed),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(ServiceError::internal("a signing worker failed: the batch is not signed")),
         }
     }
@@ -695,8 +787,8 @@ where
     Ok(out)
 }
 
-fn sign_with(key: &ActiveKey, payload: &[u8], iat: i64) -> Signed {
-    let alg = key.pair.algorithm();
+fn sign_with(key: &ActiveKey, payload: &[u8], iat: i64) -> Result<Signed, ServiceError> {
+    let alg = key.signer.algorithm();
     let header = JwsHeader {
         alg: alg.jws_alg().into(),
         kid: Some(key.key_id.clone()),
@@ -705,8 +797,8 @@ fn sign_with(key: &ActiveKey, payload: &[u8], iat: i64) -> Signed {
         x5c: key.x5c.clone(),
     };
     let input = jws::signing_input(&header, payload);
-    let signature = key.pair.sign(input.as_bytes());
-    Signed { jws: jws::assemble(&input, &signature), key_id: key.key_id.clone(), algorithm: alg }
+    let signature = key.signer.sign(input.as_bytes())?;
+    Ok(Signed { jws: jws::assemble(&input, &signature), key_id: key.key_id.clone(), algorithm: alg })
 }
 
 /// The certificate chain a JWK carries (`x5c`), if any.
@@ -783,19 +875,19 @@ mod tests {
     async fn a_new_master_key_beside_sealed_issuer_keys_refuses_to_start() -> anyhow::Result<()> {
         for db in zhengzhao_testkit::TestDb::both().await? {
             let master = MasterKey::generate();
-            let signing = Signing::open(&db.store(), master.clone(), Algorithm::Es256).await?;
+            let signing = Signing::open(&db.store(), master.clone(), Algorithm::Es256, None).await?;
             let issuance = Principal::service(zhengzhao_auth::ServiceName::Issuance, "11100000000013338W");
             signing.sign(&issuance, "91350100M000100Y43", b"{}").await?;
             signing.db.pool.close().await;
-            let wrong = Signing::open(&db.store(), MasterKey::generate(), Algorithm::Es256).await;
+            let wrong = Signing::open(&db.store(), MasterKey::generate(), Algorithm::Es256, None).await;
             assert!(matches!(wrong, Err(OpenError::WrongMasterKey(_))), "{}", db.engine());
-            Signing::open(&db.store(), master, Algorithm::Es256).await?;
+            Signing::open(&db.store(), master, Algorithm::Es256, None).await?;
         }
         Ok(())
     }
 
-    fn fake_sign(p: &[u8]) -> Signed {
-        Signed { jws: String::from_utf8_lossy(p).into_owned(), key_id: "k".into(), algorithm: Algorithm::Es256 }
+    fn fake_sign(p: &[u8]) -> Result<Signed, ServiceError> {
+        Ok(Signed { jws: String::from_utf8_lossy(p).into_owned(), key_id: "k".into(), algorithm: Algorithm::Es256 })
     }
 
     fn payloads(n: usize) -> Vec<Vec<u8>> {

@@ -15,7 +15,13 @@ use zhengzhao_signing::Signing;
 use zhengzhao_signing::grpc::SigningGrpc;
 
 async fn build(ctx: zhengzhao_server::Context) -> anyhow::Result<(Routes, Vec<&'static str>)> {
-    let signing = Signing::open(&ctx.store, ctx.master_key()?, ctx.signing_algorithm()?).await?;
+    let signing = Signing::open(
+        &ctx.store,
+        ctx.master_key()?,
+        ctx.signing_algorithm()?,
+        zhengzhao_signing::pkcs11::Token::from_config(&ctx.config.signing).map_err(anyhow::Error::msg)?,
+    )
+    .await?;
     signing.clone().spawn_metrics(zhengzhao_signing::METRICS_INTERVAL);
     let svc = InterceptedService::new(SigningGrpc(signing.clone()).into_server(), ctx.authenticate());
     let routes = Routes::from(zhengzhao_signing::http::routes(Routes::new(svc).into_axum_router(), signing));

@@ -54,7 +54,13 @@ pub async fn assemble(ctx: Context) -> anyhow::Result<Assembly> {
     // Revoked tokens: kept by the catalogue, refused by every service here at once.
     let revocations = Revocations::open(&catalog, ctx.denylist()).await?;
     revocations.clone().spawn_reload(std::time::Duration::from_secs(ctx.config.auth.revocation_refresh_seconds));
-    let signing = Signing::open(&ctx.store, ctx.master_key()?, ctx.signing_algorithm()?).await?;
+    let signing = Signing::open(
+        &ctx.store,
+        ctx.master_key()?,
+        ctx.signing_algorithm()?,
+        zhengzhao_signing::pkcs11::Token::from_config(&ctx.config.signing).map_err(anyhow::Error::msg)?,
+    )
+    .await?;
     signing.clone().spawn_metrics(zhengzhao_signing::METRICS_INTERVAL);
     let log_key = ctx.log_key()?;
     let issuance = Issuance::open(
