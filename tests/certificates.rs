@@ -53,7 +53,11 @@ fn asn1_time(t: OffsetDateTime) -> String {
 impl Ca {
     /// A self-signed root CA named `name`, SM2 or P-256.
     fn root(parent: &Path, name: &str, sm2: bool) -> anyhow::Result<Self> {
-        let dir = parent.join(name);
+        Ca::root_in(parent.join(name), name, sm2)
+    }
+
+    /// A self-signed root CA named `name` in `dir` (two CAs may share a name).
+    fn root_in(dir: PathBuf, name: &str, sm2: bool) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir.join("db"))?;
         std::fs::write(dir.join("db/index.txt"), "")?;
         std::fs::write(dir.join("db/serial"), "1000\n")?;
@@ -66,10 +70,14 @@ impl Ca {
                  crlnumber = ./db/crlnumber\nnew_certs_dir = ./db\ncertificate = ./ca.pem\nprivate_key = ./ca.key\n\
                  default_md = {md}\npolicy = anything\ndefault_crl_days = 30\nunique_subject = no\n\
                  copy_extensions = none\n[anything]\ncommonName = supplied\norganizationName = optional\n\
-                 countryName = optional\n[leaf]\nbasicConstraints = critical,CA:FALSE\n\
+                 organizationalUnitName = optional\ncountryName = optional\n\
+                 [leaf]\nbasicConstraints = critical,CA:FALSE\n\
                  keyUsage = critical,digitalSignature,nonRepudiation\n[sub_ca]\n\
                  basicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
-                 [not_ca]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature,keyCertSign\n"
+                 [sub_ca0]\nbasicConstraints = critical,CA:TRUE,pathlen:0\nkeyUsage = critical,keyCertSign,cRLSign\n\
+                 [not_ca]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature,keyCertSign\n\
+                 [odd]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+                 1.2.3.4.5 = critical,ASN1:UTF8String:unknown to verifiers\n"
             ),
         )?;
         let ca = Ca { dir, sm2 };
@@ -135,6 +143,24 @@ impl Ca {
         Ok(self.dir.join("crl.pem"))
     }
 
+    /// Signs `csr` with the intermediate CA `ca_pem`/`ca_key` (files in this
+    /// CA's directory) for 30 days with extensions `section`; returns the PEM.
+    fn sign_as(&self, ca_pem: &str, ca_key: &Path, csr: &str, section: &str) -> anyhow::Result<String> {
+        let n = std::fs::read_dir(&self.dir)?.count();
+        let (req, out) = (format!("sub-req{n}.csr"), format!("sub-cert{n}.pem"));
+        std::fs::write(self.dir.join(&req), csr)?;
+        std::fs::write(self.dir.join(format!("sub-ca{n}.pem")), ca_pem)?;
+        let (ca, key) = (format!("sub-ca{n}.pem"), ca_key.display().to_string());
+        let serial = format!("{}", 100 + n);
+        let mut args = vec!["x509", "-req", "-in", &req, "-CA", &ca, "-CAkey", &key, "-days", "30"];
+        args.extend(["-set_serial", &serial, "-extfile", "ca.cnf", "-extensions", section, "-out", &out]);
+        if self.sm2 {
+            args.extend(["-sm3", "-sigopt", DISTID, "-vfyopt", DISTID]);
+        }
+        openssl(&self.dir, &args)?;
+        Ok(std::fs::read_to_string(self.dir.join(out))?)
+    }
+
     /// A key made by `openssl` and its request, for a certificate of a key
     /// that is not an issuer key (an intermediate CA's, say).
     fn request_for_new_key(&self, name: &str) -> anyhow::Result<(String, PathBuf)> {
@@ -182,49 +208,72 @@ fn chains_are_checked_against_anchors_dates_and_crls() -> Result {
         let cert = root.certify(&request(&pair), now() - days(1), now() + days(365), "leaf")?;
         let chain = Chain::from_pem(&cert).map_err(anyhow::Error::msg)?;
         let trust = anchors(&[&root], &[])?;
-        let facts = trust.evaluate(&chain, &key).map_err(anyhow::Error::msg)?;
+        let facts = trust.evaluate(&chain, &key, ISSUER).map_err(anyhow::Error::msg)?;
         facts.check_at(now()).map_err(anyhow::Error::msg)?;
         // x5c round-trips.
         let again = Chain::from_x5c(&chain.to_x5c()).map_err(anyhow::Error::msg)?;
-        ensure!(trust.evaluate(&again, &key).is_ok());
+        ensure!(trust.evaluate(&again, &key, ISSUER).is_ok());
 
         // Outside its validity.
         ensure!(matches!(facts.check_at(now() + days(400)), Err(CertProblem::Expired(_))), "{alg}: expired");
         ensure!(matches!(facts.check_at(now() - days(2)), Err(CertProblem::NotYetValid(_))), "{alg}: early");
         let expired = root.certify(&request(&pair), now() - days(400), now() - days(35), "leaf")?;
-        let facts = trust.evaluate(&Chain::from_pem(&expired).map_err(anyhow::Error::msg)?, &key);
+        let facts = trust.evaluate(&Chain::from_pem(&expired).map_err(anyhow::Error::msg)?, &key, ISSUER);
         ensure!(matches!(facts.map(|f| f.check_at(now())), Ok(Err(CertProblem::Expired(_)))), "{alg}: expired cert");
 
         // Another CA, and another key.
         let wrong = other.certify(&request(&pair), now() - days(1), now() + days(30), "leaf")?;
-        let r = trust.evaluate(&Chain::from_pem(&wrong).map_err(anyhow::Error::msg)?, &key);
+        let r = trust.evaluate(&Chain::from_pem(&wrong).map_err(anyhow::Error::msg)?, &key, ISSUER);
         ensure!(matches!(r, Err(CertProblem::Untrusted(_))), "{alg}: wrong CA: {r:?}");
         let stranger = IssuerKeyPair::generate(alg).public_key();
-        let r = trust.evaluate(&chain, &stranger);
+        let r = trust.evaluate(&chain, &stranger, ISSUER);
         ensure!(matches!(r, Err(CertProblem::KeyMismatch(_))), "{alg}: another key: {r:?}");
 
         // Through an intermediate CA; a non-CA cannot stand in for one.
         for (section, ok) in [("sub_ca", true), ("not_ca", false)] {
             let (sub_req, sub_key) = root.request_for_new_key(&format!("sub-{section}"))?;
             let sub_cert = root.certify(&sub_req, now() - days(1), now() + days(365), section)?;
-            let leaf_dir = tmp.path().join(format!("leaf-{sm2}-{section}"));
-            std::fs::create_dir_all(&leaf_dir)?;
-            std::fs::write(leaf_dir.join("csr.pem"), request(&pair))?;
-            std::fs::write(leaf_dir.join("sub.pem"), &sub_cert)?;
-            std::fs::copy(&sub_key, leaf_dir.join("sub.key"))?;
-            let mut args = vec!["x509", "-req", "-in", "csr.pem", "-CA", "sub.pem", "-CAkey", "sub.key"];
-            args.extend(["-days", "30", "-set_serial", "7", "-out", "leaf.pem"]);
-            if sm2 {
-                args.extend(["-sm3", "-sigopt", DISTID, "-vfyopt", DISTID]);
-            }
-            openssl(&leaf_dir, &args)?;
-            let pem = std::fs::read_to_string(leaf_dir.join("leaf.pem"))? + &sub_cert;
-            let r = trust.evaluate(&Chain::from_pem(&pem).map_err(anyhow::Error::msg)?, &key);
+            let pem = root.sign_as(&sub_cert, &sub_key, &request(&pair), "leaf")? + &sub_cert;
+            let r = trust.evaluate(&Chain::from_pem(&pem).map_err(anyhow::Error::msg)?, &key, ISSUER);
             ensure!(r.is_ok() == ok, "{alg}: through {section}: {r:?}");
             if !ok {
                 ensure!(matches!(r, Err(CertProblem::Untrusted(_))), "{alg}: {r:?}");
             }
         }
+        // A path length of 0 allows no CA below it.
+        let (req0, key0) = root.request_for_new_key("sub0")?;
+        let sub0 = root.certify(&req0, now() - days(1), now() + days(365), "sub_ca0")?;
+        let (req1, key1) = root.request_for_new_key("sub1")?;
+        let sub1 = root.sign_as(&sub0, &key0, &req1, "sub_ca")?;
+        let pem = root.sign_as(&sub1, &key1, &request(&pair), "leaf")? + &sub1 + &sub0;
+        let r = trust.evaluate(&Chain::from_pem(&pem).map_err(anyhow::Error::msg)?, &key, ISSUER);
+        ensure!(matches!(&r, Err(CertProblem::Untrusted(m)) if m.contains("at most 0")), "{alg}: path length: {r:?}");
+
+        // A root with the trusted one's very name but another key.
+        let forged = Ca::root_in(tmp.path().join(format!("forged-{sm2}")), &format!("root-{sm2}"), sm2)?;
+        ensure!(forged.pem()? != root.pem()?);
+        let fake = forged.certify(&request(&pair), now() - days(1), now() + days(30), "leaf")?;
+        let r = trust.evaluate(&Chain::from_pem(&fake).map_err(anyhow::Error::msg)?, &key, ISSUER);
+        ensure!(matches!(r, Err(CertProblem::Untrusted(_))), "{alg}: a same-name forged CA: {r:?}");
+        let r = trust.evaluate(
+            &Chain::from_pem(&(fake.clone() + &forged.pem()?)).map_err(anyhow::Error::msg)?,
+            &key,
+            ISSUER,
+        );
+        ensure!(matches!(r, Err(CertProblem::Untrusted(_))), "{alg}: with its forged root: {r:?}");
+        // Its CRL, under the trusted CA's name, is not taken for the trusted CA's.
+        let with_forged_crl = anchors(&[&root], &[forged.crl()?])?;
+        let r = with_forged_crl.evaluate(&chain, &key, ISSUER);
+        ensure!(matches!(&r, Err(CertProblem::Untrusted(m)) if m.contains("CRL")), "{alg}: a forged CRL: {r:?}");
+
+        // A critical extension the verifier does not process.
+        let odd = root.certify(&request(&pair), now() - days(1), now() + days(30), "odd")?;
+        let r = trust.evaluate(&Chain::from_pem(&odd).map_err(anyhow::Error::msg)?, &key, ISSUER);
+        ensure!(matches!(&r, Err(CertProblem::Untrusted(m)) if m.contains("critical")), "{alg}: {r:?}");
+
+        // Issued to another agency: the subject does not name the licence's issuer.
+        let r = trust.evaluate(&chain, &key, "91110000802100433B");
+        ensure!(matches!(&r, Err(CertProblem::Untrusted(m)) if m.contains("not issued to")), "{alg}: {r:?}");
 
         // Revocation: a compromise taints every signature; a supersession
         // only those from its date.
@@ -238,16 +287,16 @@ fn chains_are_checked_against_anchors_dates_and_crls() -> Result {
         root.revoke(&superseded, "superseded")?;
         let crl = root.crl()?;
         let trust = anchors(&[&root], &[crl])?;
-        let r = trust.evaluate(&Chain::from_pem(&compromised).map_err(anyhow::Error::msg)?, &key);
+        let r = trust.evaluate(&Chain::from_pem(&compromised).map_err(anyhow::Error::msg)?, &key, ISSUER);
         let r = r.map_err(anyhow::Error::msg)?.check_at(before);
         ensure!(matches!(r, Err(CertProblem::Revoked(_))), "{alg}: compromise: {r:?}");
         let facts = trust
-            .evaluate(&Chain::from_pem(&superseded).map_err(anyhow::Error::msg)?, &key)
+            .evaluate(&Chain::from_pem(&superseded).map_err(anyhow::Error::msg)?, &key, ISSUER)
             .map_err(anyhow::Error::msg)?;
         ensure!(facts.check_at(before).is_ok(), "{alg}: before its supersession");
         ensure!(matches!(facts.check_at(now() + days(1)), Err(CertProblem::Revoked(_))), "{alg}: after it");
         // The still-valid certificate is not on the list.
-        ensure!(trust.evaluate(&chain, &key).map_err(anyhow::Error::msg)?.check_at(now()).is_ok());
+        ensure!(trust.evaluate(&chain, &key, ISSUER).map_err(anyhow::Error::msg)?.check_at(now()).is_ok());
     }
     Ok(())
 }
@@ -269,7 +318,10 @@ async fn verify(lib: &Library, id: &str) -> anyhow::Result<(O, P, String)> {
 async fn csr(lib: &Library, key_id: &str) -> anyhow::Result<String> {
     Ok(lib
         .signing(Role::Admin, ADMIN)
-        .create_csr(signing::CreateCsrRequest { key_id: key_id.into(), subject: "CN=Test Issuer,C=CN".into() })
+        .create_csr(signing::CreateCsrRequest {
+            key_id: key_id.into(),
+            subject: format!("CN=Test Issuer,OU={ISSUER},C=CN"),
+        })
         .await?
         .into_inner()
         .csr_pem)

@@ -113,6 +113,11 @@ impl Chain {
                 return Err(malformed(format!("certificate {i} is larger than {MAX_CERTIFICATE} bytes")));
             }
             let cert = Certificate::from_der(d).map_err(|e| malformed(format!("certificate {i}: {e}")))?;
+            // Signatures are checked over the re-encoded TBS: only DER that
+            // re-encodes to itself is accepted.
+            if cert.to_der().ok().as_deref() != Some(d.as_slice()) {
+                return Err(malformed(format!("certificate {i} is not in DER")));
+            }
             certs.push(cert);
         }
         Ok(Chain { certs, der })
@@ -163,14 +168,14 @@ impl Chain {
     /// The leaf's subject, issuer, serial number and validity, for people.
     pub fn describe(&self) -> String {
         let tbs = self.leaf().tbs_certificate();
-        format!(
+        clean(&format!(
             "subject {}, issued by {}, serial {}, valid {} to {}",
             tbs.subject(),
             tbs.issuer(),
             hex::encode(tbs.serial_number().as_bytes()),
             format_time(to_time(tbs.validity().not_before)),
             format_time(to_time(tbs.validity().not_after)),
-        )
+        ))
     }
 
     /// The leaf's validity period.
@@ -182,7 +187,7 @@ impl Chain {
     /// Checks that the leaf certifies `key` and for signatures, and that each
     /// certificate is signed by the next, which is a CA. Trust is not
     /// checked here: see [`TrustAnchors::evaluate`].
-    pub fn check_links(&self, key: &IssuerPublicKey) -> Result<(), CertProblem> {
+    pub fn check_links(&self, key: &IssuerPublicKey, issuer_code: &str) -> Result<(), CertProblem> {
         let leaf_key = self.leaf_key()?;
         if leaf_key.algorithm() != key.algorithm() || leaf_key.sec1() != key.sec1() {
             return Err(CertProblem::KeyMismatch(format!(
@@ -191,14 +196,21 @@ impl Chain {
             )));
         }
         let tbs = self.leaf().tbs_certificate();
-        if let Ok(Some((_, KeyUsage(usage)))) = tbs.get_extension::<KeyUsage>()
-            && !usage.contains(KeyUsages::DigitalSignature)
-            && !usage.contains(KeyUsages::NonRepudiation)
-        {
+        let usage = key_usage(self.leaf())?;
+        if usage.is_some_and(|u| !u.contains(KeyUsages::DigitalSignature) && !u.contains(KeyUsages::NonRepudiation)) {
             return Err(CertProblem::Untrusted(format!(
                 "the certificate ({}) is not for signatures (its key usage has neither digitalSignature nor nonRepudiation)",
                 self.describe()
             )));
+        }
+        if !names(tbs.subject(), issuer_code) {
+            return Err(CertProblem::Untrusted(format!(
+                "the certificate ({}) is not issued to {issuer_code}: no attribute of its subject is that credit code",
+                self.describe()
+            )));
+        }
+        for c in &self.certs {
+            check_critical(c)?;
         }
         for (i, pair) in self.certs.windows(2).enumerate() {
             let (child, parent) = (&pair[0], &pair[1]);
@@ -209,12 +221,29 @@ impl Chain {
                     parent.tbs_certificate().subject()
                 )));
             }
-            check_ca(parent)?;
+            // `i` CAs stand between this issuer and the leaf.
+            check_ca(parent, i)?;
             check_signed_by(child, parent).map_err(|e| {
                 CertProblem::Untrusted(format!("certificate {i} is not signed by the next in the chain: {e}"))
             })?;
         }
         Ok(())
+    }
+
+    /// Each certificate's validity period, for people, if any is not valid at `at`.
+    pub fn invalid_at(&self, at: OffsetDateTime) -> Option<String> {
+        self.certs.iter().find_map(|c| {
+            let v = c.tbs_certificate().validity();
+            let (from, until) = (to_time(v.not_before), to_time(v.not_after));
+            (at < from || at > until).then(|| {
+                format!(
+                    "{} is valid from {} to {}, not now",
+                    clean(&c.tbs_certificate().subject().to_string()),
+                    format_time(from),
+                    format_time(until)
+                )
+            })
+        })
     }
 }
 
@@ -303,6 +332,19 @@ impl TrustAnchors {
                 CertificateList::from_der(bytes)
             }
             .map_err(|e| format!("CRL file {i}: {e}"))?;
+            let mut extensions = crl.tbs_cert_list.crl_extensions.iter().flatten().chain(
+                crl.tbs_cert_list
+                    .revoked_certificates
+                    .iter()
+                    .flatten()
+                    .flat_map(|r| r.crl_entry_extensions.iter().flatten()),
+            );
+            if let Some(ext) = extensions.find(|e| e.critical) {
+                return Err(format!(
+                    "CRL file {i}: critical extension {} (delta, partitioned or indirect CRLs are not read): give a complete CRL",
+                    ext.extn_id
+                ));
+            }
             lists.push(crl);
         }
         Ok(TrustAnchors { anchors, crls: lists })
@@ -329,8 +371,8 @@ impl TrustAnchors {
     /// Checks `chain` as a chain for `key`: its links, that it leads to an
     /// anchor, and which revocations apply. Independent of any signature's
     /// time: cache the result, then [`ChainFacts::check_at`] per signature.
-    pub fn evaluate(&self, chain: &Chain, key: &IssuerPublicKey) -> Result<ChainFacts, CertProblem> {
-        chain.check_links(key)?;
+    pub fn evaluate(&self, chain: &Chain, key: &IssuerPublicKey, issuer_code: &str) -> Result<ChainFacts, CertProblem> {
+        chain.check_links(key, issuer_code)?;
         let top = chain.certs.last().ok_or_else(|| malformed("an empty chain"))?;
         let top_der = chain.der.last().map(Vec::as_slice).unwrap_or_default();
         // The path from the leaf to the anchor, anchor last.
@@ -338,11 +380,12 @@ impl TrustAnchors {
         let is_anchor = self.anchors.iter().any(|a| a.to_der().is_ok_and(|d| d == top_der));
         if !is_anchor {
             let issuer = top.tbs_certificate().issuer();
+            let below = chain.certs.len() - 1;
             let anchor = self
                 .anchors
                 .iter()
                 .filter(|a| a.tbs_certificate().subject() == issuer)
-                .find(|a| check_signed_by(top, a).is_ok())
+                .find(|a| check_signed_by(top, a).is_ok() && check_ca(a, below).is_ok())
                 .ok_or_else(|| {
                     CertProblem::Untrusted(format!(
                         "the certificate chain ({}) ends at {}, issued by {issuer}: not a trusted CA here",
@@ -362,7 +405,7 @@ impl TrustAnchors {
         let mut revoked: Option<Revocation> = None;
         for pair in path.windows(2) {
             let (cert, issuer) = (pair[0], pair[1]);
-            if let Some(r) = self.revocation(cert, issuer) {
+            for r in self.revocations(cert, issuer)? {
                 let earlier = match (&revoked, r.from) {
                     (None, _) => true,
                     (Some(old), from) => match (old.from, from) {
@@ -379,13 +422,25 @@ impl TrustAnchors {
         Ok(ChainFacts { not_before, not_after, revoked, leaf: chain.describe() })
     }
 
-    /// `cert`'s entry on a CRL `issuer` signed, if any.
-    fn revocation(&self, cert: &Certificate, issuer: &Certificate) -> Option<Revocation> {
+    /// `cert`'s entries on the CRLs of `issuer`. A CRL that names `issuer`
+    /// but does not verify under its key fails the chain: revocation data
+    /// that cannot be trusted is not silently ignored.
+    fn revocations(&self, cert: &Certificate, issuer: &Certificate) -> Result<Vec<Revocation>, CertProblem> {
         let tbs = cert.tbs_certificate();
         let serial = tbs.serial_number();
+        let mut found = Vec::new();
         for crl in self.crls.iter().filter(|c| &c.tbs_cert_list.issuer == tbs.issuer()) {
-            if check_crl_signed_by(crl, issuer).is_err() {
-                continue;
+            if let Err(e) = check_crl_signed_by(crl, issuer) {
+                return Err(CertProblem::Untrusted(format!(
+                    "the configured CRL of {} does not verify under its certificate: {e}",
+                    clean(&tbs.issuer().to_string())
+                )));
+            }
+            if key_usage(issuer)?.is_some_and(|u| !u.contains(KeyUsages::CRLSign)) {
+                return Err(CertProblem::Untrusted(format!(
+                    "{} signs a CRL but its key usage has no cRLSign",
+                    clean(&tbs.issuer().to_string())
+                )));
             }
             let Some(entry) =
                 crl.tbs_cert_list.revoked_certificates.iter().flatten().find(|e| e.serial_number == *serial)
@@ -409,18 +464,18 @@ impl TrustAnchors {
             // from its invalidity date if the CA gave one, else everything.
             let from = if compromise { invalid_from } else { Some(invalid_from.unwrap_or(at)) };
             let reason_text = reason.map_or_else(|| "no reason given".to_owned(), |r| format!("{r:?}"));
-            return Some(Revocation {
+            found.push(Revocation {
                 from,
-                detail: format!(
+                detail: clean(&format!(
                     "certificate {} (serial {}) revoked by {} on {} ({reason_text})",
                     tbs.subject(),
                     hex::encode(serial.as_bytes()),
                     tbs.issuer(),
                     format_time(at)
-                ),
+                )),
             });
         }
-        None
+        Ok(found)
     }
 }
 
@@ -561,15 +616,80 @@ fn check_crl_signed_by(crl: &CertificateList, issuer: &Certificate) -> Result<()
     check_signature(&tbs, &crl.signature_algorithm, &crl.signature, issuer)
 }
 
-/// A certificate that issues others must be a CA (basic constraints).
-fn check_ca(cert: &Certificate) -> Result<(), CertProblem> {
-    match cert.tbs_certificate().get_extension::<BasicConstraints>() {
-        Ok(Some((_, c))) if c.ca => Ok(()),
-        _ => Err(CertProblem::Untrusted(format!(
-            "{} issues certificates but is not a CA (no basicConstraints cA)",
-            cert.tbs_certificate().subject()
+/// A certificate that issues others must be a CA (basic constraints), may
+/// sign certificates (key usage, when it has one), and allow the `below` CA
+/// certificates between it and the leaf (path length constraint).
+fn check_ca(cert: &Certificate, below: usize) -> Result<(), CertProblem> {
+    let subject = || clean(&cert.tbs_certificate().subject().to_string());
+    let constraints = match cert.tbs_certificate().get_extension::<BasicConstraints>() {
+        Ok(Some((_, c))) if c.ca => c,
+        _ => {
+            return Err(CertProblem::Untrusted(format!(
+                "{} issues certificates but is not a CA (no basicConstraints cA)",
+                subject()
+            )));
+        }
+    };
+    if constraints.path_len_constraint.is_some_and(|n| usize::from(n) < below) {
+        return Err(CertProblem::Untrusted(format!(
+            "{} allows at most {} CA certificates below it, and the chain has {below}",
+            subject(),
+            constraints.path_len_constraint.unwrap_or_default()
+        )));
+    }
+    if key_usage(cert)?.is_some_and(|u| !u.contains(KeyUsages::KeyCertSign)) {
+        return Err(CertProblem::Untrusted(format!(
+            "{} issues certificates but its key usage has no keyCertSign",
+            subject()
+        )));
+    }
+    Ok(())
+}
+
+/// The key usage a certificate states, if any; a malformed or repeated one
+/// fails.
+fn key_usage(cert: &Certificate) -> Result<Option<der::flagset::FlagSet<KeyUsages>>, CertProblem> {
+    match cert.tbs_certificate().get_extension::<KeyUsage>() {
+        Ok(u) => Ok(u.map(|(_, KeyUsage(u))| u)),
+        Err(e) => Err(CertProblem::Malformed(format!(
+            "{}: key usage: {e}",
+            clean(&cert.tbs_certificate().subject().to_string())
         ))),
     }
+}
+
+/// Extensions this verifier reads, or may ignore when critical (names the
+/// signature does not depend on).
+const UNDERSTOOD: [ObjectIdentifier; 5] = [
+    ObjectIdentifier::new_unwrap("2.5.29.19"), // basicConstraints
+    ObjectIdentifier::new_unwrap("2.5.29.15"), // keyUsage
+    ObjectIdentifier::new_unwrap("2.5.29.14"), // subjectKeyIdentifier
+    ObjectIdentifier::new_unwrap("2.5.29.35"), // authorityKeyIdentifier
+    ObjectIdentifier::new_unwrap("2.5.29.17"), // subjectAltName
+];
+
+/// RFC 5280 §4.2: a critical extension the verifier does not process fails.
+fn check_critical(cert: &Certificate) -> Result<(), CertProblem> {
+    let tbs = cert.tbs_certificate();
+    match tbs.extensions().into_iter().flatten().find(|e| e.critical && !UNDERSTOOD.contains(&e.extn_id)) {
+        Some(e) => Err(CertProblem::Untrusted(format!(
+            "{} has a critical extension this verifier does not process ({})",
+            clean(&tbs.subject().to_string()),
+            e.extn_id
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether an attribute of `name` (CN, OU, serialNumber, …) is exactly `code`.
+fn names(name: &Name, code: &str) -> bool {
+    !code.is_empty()
+        && name.to_string().split([',', '+']).any(|part| part.split_once('=').is_some_and(|(_, v)| v.trim() == code))
+}
+
+/// Text from a certificate, for logs and details: control characters shown as `?`.
+fn clean(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn to_time(t: Time) -> OffsetDateTime {

@@ -62,6 +62,14 @@ impl Signing {
             if public.algorithm() != k.algorithm {
                 return Err(ServiceError::invalid(&field, "the JWK's curve does not match the algorithm"));
             }
+            // A certificate chain the district attached must be one for this key.
+            if let Some(x5c) = k.jwk.get("x5c") {
+                let x5c: Vec<String> = serde_json::from_value(x5c.clone())
+                    .map_err(|_| ServiceError::invalid(&field, "x5c is not a list of certificates"))?;
+                zhengzhao_crypto::x509::Chain::from_x5c(&x5c)
+                    .and_then(|c| c.check_links(&public, &k.issuer_code))
+                    .map_err(|e| ServiceError::invalid(&field, format!("x5c: {e}")))?;
+            }
             if k.jwk.get("d").is_some() {
                 return Err(ServiceError::invalid(&field, "a private key: send public halves only"));
             }

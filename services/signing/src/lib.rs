@@ -481,28 +481,24 @@ impl Signing {
             return Err(SigningError::NotActive { key_id: key_id.to_owned(), status: key.status.name().into() }.into());
         }
         let public = zhengzhao_crypto::IssuerPublicKey::from_jwk(&key.jwk).map_err(ServiceError::internal)?;
-        chain.check_links(&public).map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?;
+        chain.check_links(&public, &key.issuer_code).map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?;
         let at = now();
-        let (from, until) = chain.leaf_validity();
-        if at < from || at > until {
-            return Err(ServiceError::invalid(
-                "chain_pem",
-                format!(
-                    "the certificate is valid from {} to {}, not now: attach a current one",
-                    format_time(from),
-                    format_time(until)
-                ),
-            ));
+        if let Some(why) = chain.invalid_at(at) {
+            return Err(ServiceError::invalid("chain_pem", format!("{why}: attach a current certificate")));
         }
         let mut jwk = key.jwk.clone();
         if let Some(o) = jwk.as_object_mut() {
             o.insert("x5c".into(), chain.to_x5c().into());
         }
-        sqlx::query("UPDATE issuer_keys SET public_jwk = $2 WHERE key_id = $1")
+        // Not a key marked compromised meanwhile.
+        let done = sqlx::query("UPDATE issuer_keys SET public_jwk = $2 WHERE key_id = $1 AND status <> 'compromised'")
             .bind(key_id)
             .bind(jwk.to_string())
             .execute(&mut *tx)
             .await?;
+        if done.rows_affected() != 1 {
+            return Err(SigningError::NotActive { key_id: key_id.to_owned(), status: "compromised".into() }.into());
+        }
         let described = chain.describe();
         log_key_event(&mut tx, key_id, &format!("certified: {described}"), &who.actor(), &reason, at).await?;
         tx.commit().await?;

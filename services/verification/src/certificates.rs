@@ -72,45 +72,53 @@ impl Certificates {
     }
 
     /// Whether the chain the signature carries (`x5c` in its header) or,
-    /// failing that, the one its key's JWK carries vouches for `key` at
-    /// `signed_at`.
+    /// failing that, the one its key's JWK carries vouches for `key` of
+    /// `issuer_code` at `signed_at`. A compromise revoking the key's
+    /// published chain also holds against any other chain the signature
+    /// carries for the same key.
     pub fn check(
         &self,
         header_x5c: Option<&[String]>,
         jwk: &serde_json::Value,
         key: &IssuerPublicKey,
+        issuer_code: &str,
         signed_at: Option<OffsetDateTime>,
     ) -> Result<(), CertProblem> {
         if !self.required() {
             return Ok(());
         }
-        let published: Option<Vec<String>>;
-        let x5c = match header_x5c {
-            Some(x) => x,
-            None => {
-                published = jwk.get("x5c").map(|v| serde_json::from_value(v.clone())).transpose().map_err(|_| {
-                    CertProblem::Malformed("the key's published x5c is not a list of certificates".into())
-                })?;
-                published.as_deref().ok_or_else(|| {
-                    CertProblem::Missing(
-                        "the signing key carries no certificate from a CA, and this verifier requires one".into(),
-                    )
-                })?
-            }
-        };
+        let published: Option<Vec<String>> = jwk
+            .get("x5c")
+            .map(|v| serde_json::from_value(v.clone()))
+            .transpose()
+            .map_err(|_| CertProblem::Malformed("the key's published x5c is not a list of certificates".into()))?;
+        let x5c = header_x5c.or(published.as_deref()).ok_or_else(|| {
+            CertProblem::Missing(
+                "the signing key carries no certificate from a CA, and this verifier requires one".into(),
+            )
+        })?;
         let signed_at = signed_at.ok_or_else(|| {
             CertProblem::Malformed("the signature states no time (iat) to check its certificate against".into())
         })?;
-        let facts = self.facts(x5c, key);
-        match facts.as_ref() {
+        if let Some(p) = published.as_deref().filter(|p| *p != x5c)
+            && let Ok(facts) = self.facts(p, key, issuer_code).as_ref()
+            && let Some(r) = facts.revoked.as_ref().filter(|r| r.from.is_none())
+        {
+            return Err(CertProblem::Revoked(format!("the key's published certificate: {}", r.detail)));
+        }
+        match self.facts(x5c, key, issuer_code).as_ref() {
             Ok(f) => f.check_at(signed_at),
             Err(p) => Err(p.clone()),
         }
     }
 
-    fn facts(&self, x5c: &[String], key: &IssuerPublicKey) -> Arc<Result<ChainFacts, CertProblem>> {
+    fn facts(&self, x5c: &[String], key: &IssuerPublicKey, issuer_code: &str) -> Arc<Result<ChainFacts, CertProblem>> {
         let mut h = Sha256::new();
+        h.update(key.algorithm().jws_alg().as_bytes());
+        h.update([0]);
         h.update(key.sec1());
+        h.update(issuer_code.as_bytes());
+        h.update([0]);
         for c in x5c {
             h.update((c.len() as u64).to_be_bytes());
             h.update(c.as_bytes());
@@ -119,7 +127,7 @@ impl Certificates {
         if let Some(f) = self.checked.get(&id) {
             return f;
         }
-        let facts = Arc::new(Chain::from_x5c(x5c).and_then(|chain| self.anchors.evaluate(&chain, key)));
+        let facts = Arc::new(Chain::from_x5c(x5c).and_then(|chain| self.anchors.evaluate(&chain, key, issuer_code)));
         self.checked.insert(id, facts.clone());
         facts
     }

@@ -332,7 +332,9 @@ impl Verification {
                 format!("signed {when} by a key compromised since {since}: not to be relied on"),
             ));
         }
-        if let Err(problem) = self.certificates.check(parsed.header.x5c.as_deref(), &key.jwk, public, signed_at) {
+        if let Err(problem) =
+            self.certificates.check(parsed.header.x5c.as_deref(), &key.jwk, public, &key.issuer_code, signed_at)
+        {
             let mut v = Verdict::new(
                 Outcome::CertificateInvalid,
                 &identifier,
