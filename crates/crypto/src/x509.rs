@@ -178,6 +178,15 @@ impl Chain {
         ))
     }
 
+    /// When the first certificate of the chain expires.
+    pub fn expires(&self) -> OffsetDateTime {
+        self.certs
+            .iter()
+            .map(|c| to_time(c.tbs_certificate().validity().not_after))
+            .min()
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
     /// The leaf's validity period.
     pub fn leaf_validity(&self) -> (OffsetDateTime, OffsetDateTime) {
         let v = self.leaf().tbs_certificate().validity();

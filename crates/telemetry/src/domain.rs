@@ -46,6 +46,11 @@ pub struct Domain {
     pub keys: IntGaugeVec,
     /// Age of the oldest key still signing.
     pub oldest_active_key_age_seconds: Gauge,
+    /// Seconds until the first CA certificate of a key still signing
+    /// expires (negative once one has; +Inf when no active key is certified).
+    pub active_key_certificate_expiry_seconds: Gauge,
+    /// Active issuer keys without a CA certificate.
+    pub active_keys_uncertified: IntGauge,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -113,6 +118,14 @@ pub static DOMAIN: LazyLock<Domain> = LazyLock::new(|| {
         oldest_active_key_age_seconds: gauge(
             "zhengzhao_oldest_active_key_age_seconds",
             "Age in seconds of the oldest issuer key still signing",
+        ),
+        active_key_certificate_expiry_seconds: gauge(
+            "zhengzhao_active_key_certificate_expiry_seconds",
+            "Seconds until the first CA certificate of an issuer key still signing expires (+Inf: none certified)",
+        ),
+        active_keys_uncertified: int_gauge(
+            "zhengzhao_active_keys_uncertified",
+            "Issuer keys still signing that carry no certificate from a CA",
         ),
     }
 });

@@ -1,5 +1,6 @@
 //! The signing service's metrics (`zhengzhao_telemetry::domain`): issuer
-//! keys by status, the age of the oldest key still signing, and key events,
+//! keys by status, the age of the oldest key still signing, when the first
+//! CA certificate of a key still signing expires, and key events,
 //! all read from the database on a timer, so only committed changes count
 //! (and every replica counts those of the others too).
 
@@ -63,6 +64,24 @@ impl Signing {
                 .await?;
         let age = oldest.as_deref().and_then(parse_time).map_or(0.0, |t| (now() - t).as_seconds_f64().max(0.0));
         DOMAIN.oldest_active_key_age_seconds.set(age);
+        // Certificates of the keys still signing: the first to expire, and
+        // how many keys have none (or an unreadable one).
+        let jwks: Vec<String> = sqlx::query_scalar("SELECT public_jwk FROM issuer_keys WHERE status = 'active'")
+            .fetch_all(&self.db.pool)
+            .await?;
+        let (mut first, mut uncertified) = (f64::INFINITY, 0i64);
+        for jwk in &jwks {
+            let chain = serde_json::from_str::<serde_json::Value>(jwk)
+                .ok()
+                .and_then(|j| serde_json::from_value::<Vec<String>>(j.get("x5c")?.clone()).ok())
+                .and_then(|x5c| zhengzhao_crypto::x509::Chain::from_x5c(&x5c).ok());
+            match chain {
+                Some(c) => first = first.min((c.expires() - now()).as_seconds_f64()),
+                None => uncertified += 1,
+            }
+        }
+        DOMAIN.active_key_certificate_expiry_seconds.set(first);
+        DOMAIN.active_keys_uncertified.set(uncertified);
         let actions: Vec<(String, i64)> =
             sqlx::query_as("SELECT action, COUNT(*) FROM key_events GROUP BY action").fetch_all(&self.db.pool).await?;
         let mut totals = [0u64; 4];
