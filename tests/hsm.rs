@@ -154,6 +154,42 @@ fn configure(token: &str, pin_file: &Path) -> impl FnOnce(&mut zhengzhao_config:
     move |c| c.signing.pkcs11 = Some(pkcs11)
 }
 
+/// Logs every session of this process (the application, to PKCS#11) out
+/// of the token, as an HSM restart or a session timeout would.
+fn log_everyone_out(token: &str) -> anyhow::Result<()> {
+    let ctx = Pkcs11::new(MODULE)?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let slot = ctx
+        .get_slots_with_token()?
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).is_ok_and(|i| i.label().trim_end() == token))
+        .context("the test token")?;
+    let session = ctx.open_ro_session(slot)?;
+    match session.login(UserType::User, Some(&AuthPin::new(PIN.into()))) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    session.logout()?;
+    Ok(())
+}
+
+async fn compromise(lib: &Library, key_id: &str) -> anyhow::Result<Option<String>> {
+    let since = OffsetDateTime::now_utc() - time::Duration::seconds(30);
+    let r = lib
+        .signing(Role::Admin, ADMIN)
+        .compromise_key(signing::CompromiseKeyRequest {
+            key_id: key_id.to_owned(),
+            since: Some(timestamp(since)),
+            reason: "test compromise".into(),
+        })
+        .await?
+        .into_inner();
+    Ok(r.replacement.map(|k| k.key_id))
+}
+
 #[tokio::test]
 async fn issuer_keys_are_made_and_used_in_a_pkcs11_token() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -164,19 +200,28 @@ async fn issuer_keys_are_made_and_used_in_a_pkcs11_token() -> anyhow::Result<()>
     let token = TestToken::new()?;
     for (round, db) in TestDb::both().await?.into_iter().enumerate() {
         let engine = db.engine();
-        let lib = Library::start_with_config(db, configure(&token.label, &pin_file)).await?;
+        // Before the token: software keys, the last one SM2.
+        let lib = Library::start_with_config(db, |_| ()).await?;
         let code = published_type(&lib).await?;
+        let soft = issue(&lib, draft(&code)).await?;
+        lib.signing(Role::Admin, ADMIN)
+            .rotate_key(signing::RotateKeyRequest {
+                issuer_code: ISSUER.into(),
+                algorithm: signing::SignatureAlgorithm::Sm2Sm3 as i32,
+                reason: "SM2".into(),
+            })
+            .await?;
+        let sm2_key = active_key(&lib).await?;
+
+        // With the token configured, keys made before keep signing.
+        let lib = lib.restart_with_config(configure(&token.label, &pin_file)).await?;
         let admin = || lib.signing(Role::Admin, ADMIN);
-
-        // The first signature makes the issuer's key, in the token.
-        let first = issue(&lib, draft(&code)).await?;
-        let (o, detail) = verify(&lib, &first.identifier).await?;
-        ensure!(o == O::Valid, "{engine}: {o:?} {detail}");
-        let first_key = active_key(&lib).await?;
-        let listed = token.private_keys()?;
-        ensure!(listed.contains(&first_key), "{engine}: the token holds {first_key}: {listed}");
-
-        // SM2 cannot be made there.
+        let still_soft = issue(&lib, draft(&code)).await?;
+        for id in [&soft.identifier, &still_soft.identifier] {
+            let (o, detail) = verify(&lib, id).await?;
+            ensure!(o == O::Valid, "{engine}: {id}: {o:?} {detail}");
+        }
+        // No SM2 key can be made in the token...
         let e = admin()
             .rotate_key(signing::RotateKeyRequest {
                 issuer_code: ISSUER.into(),
@@ -187,7 +232,16 @@ async fn issuer_keys_are_made_and_used_in_a_pkcs11_token() -> anyhow::Result<()>
             .err()
             .context("an SM2 key in the token")?;
         ensure!(e.code() == tonic::Code::FailedPrecondition, "{engine}: {e:?}");
-        ensure!(active_key(&lib).await? == first_key, "{engine}: nothing changed");
+        ensure!(active_key(&lib).await? == sm2_key, "{engine}: nothing changed");
+        // ...but the compromise of the SM2 key is recorded and an ES256 key
+        // in the token replaces it.
+        let first_key = compromise(&lib, &sm2_key).await?.context("a replacement")?;
+        ensure!(first_key.contains(".es256."), "{engine}: {first_key}");
+        let listed = token.private_keys()?;
+        ensure!(listed.contains(&first_key), "{engine}: the token holds {first_key}: {listed}");
+        let first = issue(&lib, draft(&code)).await?;
+        let (o, detail) = verify(&lib, &first.identifier).await?;
+        ensure!(o == O::Valid, "{engine}: {o:?} {detail}");
 
         // Rotation: a new token key signs; the old one's licence stays valid.
         admin()
@@ -210,17 +264,15 @@ async fn issuer_keys_are_made_and_used_in_a_pkcs11_token() -> anyhow::Result<()>
         let req = tmp.path().join("req.pem").display().to_string();
         run("openssl", &["req", "-in", &req, "-verify", "-noout"]).context("openssl checks the request")?;
 
+        // The token logs the process out (an HSM restart, a timeout): the
+        // next signature logs in again.
+        log_everyone_out(&token.label)?;
+        let after = issue(&lib, draft(&code)).await.context("signing after the token logged us out")?;
+        let (o, detail) = verify(&lib, &after.identifier).await?;
+        ensure!(o == O::Valid, "{engine}: after a new login: {o:?} {detail}");
+
         // Compromise: signatures from then on are distrusted; a fresh token key takes over.
-        let since = OffsetDateTime::now_utc() - time::Duration::seconds(30);
-        let r = admin()
-            .compromise_key(signing::CompromiseKeyRequest {
-                key_id: second_key.clone(),
-                since: Some(timestamp(since)),
-                reason: "test compromise".into(),
-            })
-            .await?
-            .into_inner();
-        let third_key = r.replacement.context("an active key is replaced")?.key_id;
+        let third_key = compromise(&lib, &second_key).await?.context("an active key is replaced")?;
         let (o, detail) = verify(&lib, &second.identifier).await?;
         ensure!(o == O::KeyCompromised, "{engine}: {o:?} {detail}");
 
@@ -231,11 +283,12 @@ async fn issuer_keys_are_made_and_used_in_a_pkcs11_token() -> anyhow::Result<()>
         ensure!(o == O::Valid, "{engine}: after a restart: {o:?} {detail}");
         ensure!(active_key(&lib).await? == third_key, "{engine}");
 
-        // Three keys, all in the token, none extractable, none readable.
+        // Three keys in the token, none extractable, none readable.
         let listed = token.private_keys()?;
         for key in [&first_key, &second_key, &third_key] {
             ensure!(listed.contains(key.as_str()), "{engine}: {key} in the token: {listed}");
         }
+        ensure!(!listed.contains(&sm2_key), "{engine}: the software key is not in the token");
         let made = 3 * (round + 1);
         ensure!(listed.matches("Private Key Object").count() == made, "{engine}: {listed}");
         ensure!(listed.matches("never extractable").count() == made, "{engine}: {listed}");

@@ -217,7 +217,8 @@ pub struct Pkcs11Config {
     #[serde(default)]
     pub pin_file: Option<PathBuf>,
     /// The user PIN itself, for `ZHENGZHAO_SIGNING__PKCS11__PIN`. Or `pin_file`.
-    #[serde(default)]
+    /// Never written out (nor shown by `Debug`).
+    #[serde(default, skip_serializing)]
     pub pin: Option<String>,
 }
 

@@ -112,7 +112,11 @@ impl Signing {
             x5c: None,
         };
         let input = jws::signing_input(&header, &bytes);
-        let mut sd_jwt = jws::assemble(&input, &active.signer.sign(input.as_bytes())?);
+        let signature = {
+            let (input, active) = (input.clone(), active.clone());
+            crate::blocking(move || active.signer.sign(input.as_bytes())).await??
+        };
+        let mut sd_jwt = jws::assemble(&input, &signature);
         sd_jwt.push('~');
         for d in &disclosures {
             sd_jwt.push_str(&d.encoded);

@@ -72,6 +72,37 @@ struct ActiveKey {
     x5c: Option<Vec<String>>,
 }
 
+/// A key made and not yet recorded.
+struct NewKey {
+    key_id: String,
+    alg: Algorithm,
+    signer: Signer,
+    envelope: Vec<u8>,
+}
+
+/// What a token's refusal or failure is to a caller: UNAVAILABLE when it
+/// may work again, FAILED_PRECONDITION when an operator must look.
+fn token_error(e: pkcs11::TokenError) -> ServiceError {
+    tracing::error!(error = %e, "the PKCS#11 token");
+    match e {
+        pkcs11::TokenError::Unavailable(_) => {
+            ServiceError::Unavailable("the key token cannot be reached; nothing was signed or changed".into())
+        }
+        pkcs11::TokenError::Refused(m) => ServiceError::FailedPrecondition(m),
+    }
+}
+
+/// Runs blocking work (a PKCS#11 call) off the async runtime's threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        if e.is_cancelled() {
+            SigningError::ShuttingDown.into()
+        } else {
+            ServiceError::internal(format!("a key operation failed: {e}"))
+        }
+    })
+}
+
 /// Where an issuer's private key is and signs.
 enum Signer {
     /// In this process, opened from its envelope under the master key.
@@ -100,10 +131,7 @@ impl Signer {
     fn sign(&self, message: &[u8]) -> Result<[u8; 64], ServiceError> {
         match self {
             Signer::Software(p) => Ok(p.sign(message)),
-            Signer::Token(k) => k.sign(message).map_err(|e| {
-                tracing::error!(error = %e, "the key token failed to sign");
-                ServiceError::Unavailable(format!("the key token could not sign: {e}"))
-            }),
+            Signer::Token(k) => k.sign(message).map_err(token_error),
         }
     }
 }
@@ -223,7 +251,15 @@ impl Signing {
             return Err(ServiceError::invalid("payload", "must be a JSON document"));
         }
         let key = self.active_key(issuer).await?;
-        sign_with(&key, payload, OffsetDateTime::now_utc().unix_timestamp())
+        let iat = OffsetDateTime::now_utc().unix_timestamp();
+        match key.signer {
+            Signer::Software(_) => sign_with(&key, payload, iat),
+            // A token call blocks: not on the runtime's threads.
+            Signer::Token(_) => {
+                let payload = payload.to_vec();
+                blocking(move || sign_with(&key, &payload, iat)).await?
+            }
+        }
     }
 
     /// Signs many payloads with `issuer`'s active key, spread over the cores.
@@ -303,15 +339,21 @@ impl Signing {
         authorize(who, &Action::ManageKeys)?;
         check_issuer(issuer)?;
         let reason = Reason::parse_field("reason", reason)?;
-        let mut tx = self.db.begin().await?;
-        if let Some(k) = active_record(&mut tx, issuer).await? {
+        if let Some(k) = active_record(&mut *self.db.pool.acquire().await?, issuer).await? {
             return Err(SigningError::HasActiveKey { issuer: issuer.to_owned(), key_id: k.key_id }.into());
         }
-        let (record, pair) = self.insert_key(&mut tx, issuer, alg, &who.actor(), &reason, "create").await?;
-        tx.commit().await?;
-        self.remember(issuer, Arc::new(pair));
-        self.events.changed().await;
-        Ok(record)
+        self.with_new_key(issuer, alg, async |new| {
+            let mut tx = self.db.begin().await?;
+            if let Some(k) = active_record(&mut tx, issuer).await? {
+                return Err(SigningError::HasActiveKey { issuer: issuer.to_owned(), key_id: k.key_id }.into());
+            }
+            let (record, key) = self.insert_key(&mut tx, issuer, new, &who.actor(), &reason, "create").await?;
+            tx.commit().await?;
+            self.remember(issuer, Arc::new(key));
+            self.events.changed().await;
+            Ok(record)
+        })
+        .await
     }
 
     /// Retires `issuer`'s active key and creates a new one (of `alg`, or of
@@ -326,15 +368,20 @@ impl Signing {
         authorize(who, &Action::ManageKeys)?;
         check_issuer(issuer)?;
         let reason = Reason::parse_field("reason", reason)?;
-        let mut tx = self.db.begin().await?;
-        let old = retire_active(&mut tx, issuer, "rotate", "retire (rotation)", &who.actor(), &reason).await?;
-        let (new, pair) = self
-            .insert_key(&mut tx, issuer, alg.unwrap_or(old.algorithm), &who.actor(), &reason, "create (rotation)")
-            .await?;
-        tx.commit().await?;
-        self.remember(issuer, Arc::new(pair));
-        self.events.changed().await;
-        Ok((old, new))
+        let current = active_record(&mut *self.db.pool.acquire().await?, issuer)
+            .await?
+            .ok_or_else(|| SigningError::NothingToReplace { issuer: issuer.to_owned(), verb: "rotate".to_owned() })?;
+        self.with_new_key(issuer, alg.unwrap_or(current.algorithm), async |new| {
+            let mut tx = self.db.begin().await?;
+            let old = retire_active(&mut tx, issuer, "rotate", "retire (rotation)", &who.actor(), &reason).await?;
+            let (record, key) =
+                self.insert_key(&mut tx, issuer, new, &who.actor(), &reason, "create (rotation)").await?;
+            tx.commit().await?;
+            self.remember(issuer, Arc::new(key));
+            self.events.changed().await;
+            Ok((old, record))
+        })
+        .await
     }
 
     /// Retires `issuer`'s active key without a successor: the issuer cannot
@@ -358,8 +405,11 @@ impl Signing {
 
     /// Marks `key_id` compromised as of `since`: its signatures made at or
     /// after then verify as "key compromised", earlier ones stay valid. An
-    /// active key is replaced at once by a fresh key of the same algorithm.
-    /// `since` may move earlier on a second call, never later.
+    /// active key is replaced at once by a fresh key of the same algorithm
+    /// (ES256 in a PKCS#11 token). The compromise is recorded even when no
+    /// replacement can be made (the token is down): then none is returned,
+    /// and the issuer signs again once a key is created. `since` may move
+    /// earlier on a second call, never later.
     pub async fn compromise_key(
         &self,
         who: &Principal,
@@ -373,33 +423,70 @@ impl Signing {
         if since > at {
             return Err(ServiceError::invalid("since", "must not be in the future"));
         }
-        let mut tx = self.db.begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM issuer_keys WHERE key_id = $1")))
-            .bind(key_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let key = row.as_ref().map(key_from_row).transpose()?.ok_or_else(|| SigningError::NoKey(key_id.to_owned()))?;
-        if let Some(earlier) = key.compromised_since.filter(|t| *t < since) {
-            return Err(
-                SigningError::CompromisedEarlier { key_id: key_id.to_owned(), since: format_time(earlier) }.into()
-            );
+        let select = format!("SELECT {KEY_COLUMNS} FROM issuer_keys WHERE key_id = $1");
+        let before =
+            sqlx::query(sqlx::AssertSqlSafe(select.clone())).bind(key_id).fetch_optional(&self.db.pool).await?;
+        let before =
+            before.as_ref().map(key_from_row).transpose()?.ok_or_else(|| SigningError::NoKey(key_id.to_owned()))?;
+        // The replacement is made before the transaction, and may fail
+        // without holding up the compromise.
+        let mut fresh = None;
+        if before.status == KeyStatus::Active {
+            let alg = if self.token.is_some() { Algorithm::Es256 } else { before.algorithm };
+            match self.new_key(&before.issuer_code, alg).await {
+                Ok(k) => fresh = Some(k),
+                Err(e) => tracing::error!(key_id = %key_id, error = %e, "no replacement for the compromised key"),
+            }
         }
-        let retired_at = key.retired_at.unwrap_or(at);
-        set_status(&mut tx, key_id, KeyStatus::Compromised, retired_at, Some(since)).await?;
-        log_key_event(&mut tx, key_id, &format!("compromised since {}", format_time(since)), &who.actor(), &reason, at)
-            .await?;
-        let replacement = if key.status == KeyStatus::Active {
-            let action = "create (replaces compromised)";
-            Some(self.insert_key(&mut tx, &key.issuer_code, key.algorithm, &who.actor(), &reason, action).await?)
-        } else {
-            None
-        };
-        tx.commit().await?;
+        let fresh_id = fresh.as_ref().map(|k| k.key_id.clone());
+        let mut used = false;
+        let outcome = async {
+            let mut tx = self.db.begin().await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(select)).bind(key_id).fetch_optional(&mut *tx).await?;
+            let key =
+                row.as_ref().map(key_from_row).transpose()?.ok_or_else(|| SigningError::NoKey(key_id.to_owned()))?;
+            if let Some(earlier) = key.compromised_since.filter(|t| *t < since) {
+                return Err(SigningError::CompromisedEarlier {
+                    key_id: key_id.to_owned(),
+                    since: format_time(earlier),
+                }
+                .into());
+            }
+            let retired_at = key.retired_at.unwrap_or(at);
+            set_status(&mut tx, key_id, KeyStatus::Compromised, retired_at, Some(since)).await?;
+            let event = format!("compromised since {}", format_time(since));
+            log_key_event(&mut tx, key_id, &event, &who.actor(), &reason, at).await?;
+            let replacement = match fresh.take() {
+                Some(new) if key.status == KeyStatus::Active => {
+                    used = true;
+                    let action = "create (replaces compromised)";
+                    Some(self.insert_key(&mut tx, &key.issuer_code, new, &who.actor(), &reason, action).await?)
+                }
+                _ => None,
+            };
+            tx.commit().await?;
+            Ok::<_, ServiceError>((key, retired_at, replacement))
+        }
+        .await;
+        if !(used && outcome.is_ok())
+            && let Some(id) = fresh_id
+        {
+            self.discard(&id).await;
+        }
+        let (key, retired_at, replacement) = outcome?;
         tracing::warn!(key_id = %key_id, since = %format_time(since), "issuer key marked compromised");
-        let replacement = replacement.map(|(record, pair)| {
-            self.remember(&key.issuer_code, Arc::new(pair));
-            record
-        });
+        let replacement = match replacement {
+            Some((record, pair)) => {
+                self.remember(&key.issuer_code, Arc::new(pair));
+                Some(record)
+            }
+            None => {
+                if key.status == KeyStatus::Active {
+                    self.forget(&key.issuer_code);
+                }
+                None
+            }
+        };
         self.events.changed().await;
         Ok(Compromised {
             key: PublicKeyRecord {
@@ -435,15 +522,19 @@ impl Signing {
         }
         let subject = if subject.trim().is_empty() { format!("CN={issuer}") } else { subject.to_owned() };
         zhengzhao_crypto::x509::parse_subject(&subject).map_err(|e| ServiceError::invalid("subject", e))?;
-        let signer = self.signer(key_id, &row)?;
-        let mut failed = None;
-        let pem = zhengzhao_crypto::x509::certificate_request(&signer.public_key(), &subject, |m| {
-            signer.sign(m).map_err(|e| {
-                let text = e.to_string();
-                failed = Some(e);
-                text
-            })
-        });
+        let signer = self.signer(key_id, &row).await?;
+        let (pem, failed) = blocking(move || {
+            let mut failed = None;
+            let pem = zhengzhao_crypto::x509::certificate_request(&signer.public_key(), &subject, |m| {
+                signer.sign(m).map_err(|e| {
+                    let text = e.to_string();
+                    failed = Some(e);
+                    text
+                })
+            });
+            (pem, failed)
+        })
+        .await?;
         if let Some(e) = failed {
             return Err(e);
         }
@@ -508,15 +599,9 @@ impl Signing {
         Ok((PublicKeyRecord { jwk, ..key }, described))
     }
 
-    async fn insert_key(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        issuer: &str,
-        alg: Algorithm,
-        actor: &str,
-        reason: &str,
-        action: &str,
-    ) -> Result<(PublicKeyRecord, ActiveKey), ServiceError> {
+    /// A fresh key of `alg` for `issuer`, not yet recorded: in this process
+    /// (sealed under the master key) or, with a token, made in the token.
+    async fn new_key(&self, issuer: &str, alg: Algorithm) -> Result<NewKey, ServiceError> {
         let key_id = format!("{issuer}.{}.{}", alg.short_name(), hex_id());
         let (signer, envelope) = match &self.token {
             None => {
@@ -526,11 +611,54 @@ impl Signing {
             }
             Some(_) if alg != Algorithm::Es256 => return Err(SigningError::NoSm2InToken.into()),
             Some(token) => {
-                let key = token.generate_es256(&key_id).map_err(ServiceError::Unavailable)?;
+                let (token, id) = (token.clone(), key_id.clone());
+                let key = blocking(move || token.generate_es256(&id)).await?.map_err(token_error)?;
                 let reference = [pkcs11::REFERENCE_PREFIX, key_id.as_bytes()].concat();
                 (Signer::Token(key), reference)
             }
         };
+        Ok(NewKey { key_id, alg, signer, envelope })
+    }
+
+    /// Makes a fresh key and runs `f` with it; when `f` fails, a key made in
+    /// the token is removed from it again (nothing recorded it).
+    async fn with_new_key<T>(
+        &self,
+        issuer: &str,
+        alg: Algorithm,
+        f: impl AsyncFnOnce(NewKey) -> Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let new = self.new_key(issuer, alg).await?;
+        let key_id = new.key_id.clone();
+        let outcome = f(new).await;
+        if outcome.is_err() {
+            self.discard(&key_id).await;
+        }
+        outcome
+    }
+
+    /// Removes from the token a key made for a change that did not happen.
+    async fn discard(&self, key_id: &str) {
+        let Some(token) = self.token.clone() else { return };
+        let id = key_id.to_owned();
+        match blocking(move || token.destroy(&id)).await {
+            Ok(Ok(())) => tracing::info!(key_id = %key_id, "unrecorded key removed from the token"),
+            Ok(Err(e)) => tracing::error!(key_id = %key_id, error = %e, "an unrecorded key stays in the token"),
+            Err(e) => tracing::error!(key_id = %key_id, error = %e, "an unrecorded key stays in the token"),
+        }
+    }
+
+    /// Records `new` as `issuer`'s active key in `conn`'s transaction.
+    async fn insert_key(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        issuer: &str,
+        new: NewKey,
+        actor: &str,
+        reason: &str,
+        action: &str,
+    ) -> Result<(PublicKeyRecord, ActiveKey), ServiceError> {
+        let NewKey { key_id, alg, signer, envelope } = new;
         let jwk = signer.public_key().to_jwk(&key_id);
         let at = now();
         sqlx::query(
@@ -584,29 +712,30 @@ impl Signing {
             if had_keys > 0 {
                 return Err(SigningError::NoActiveKey(issuer.to_owned()).into());
             }
-            let mut tx = self.db.begin().await?;
             let created = self
-                .insert_key(
-                    &mut tx,
-                    issuer,
-                    self.default_algorithm,
-                    "service:signing",
-                    "first signature of the issuer",
-                    "create",
-                )
+                .with_new_key(issuer, self.default_algorithm, async |new| {
+                    let mut tx = self.db.begin().await?;
+                    let (_, key) = self
+                        .insert_key(&mut tx, issuer, new, "service:signing", "first signature of the issuer", "create")
+                        .await?;
+                    tx.commit().await.map_err(|e| {
+                        if zhengzhao_store::is_unique_violation(&e) {
+                            SigningError::ActiveKeyRace(issuer.to_owned()).into()
+                        } else {
+                            ServiceError::from(e)
+                        }
+                    })?;
+                    Ok(key)
+                })
                 .await;
             match created {
-                Ok((_, pair)) => match tx.commit().await {
-                    Ok(()) => {
-                        let k = Arc::new(pair);
-                        self.remember(issuer, k.clone());
-                        self.events.changed().await;
-                        return Ok(k);
-                    }
-                    // Another replica created the issuer's key first: use theirs.
-                    Err(e) if zhengzhao_store::is_unique_violation(&e) => continue,
-                    Err(e) => return Err(ServiceError::from(e)),
-                },
+                Ok(key) => {
+                    let k = Arc::new(key);
+                    self.remember(issuer, k.clone());
+                    self.events.changed().await;
+                    return Ok(k);
+                }
+                // Another replica created the issuer's key first: use theirs.
                 Err(ServiceError::AlreadyExists(_)) => continue,
                 Err(e) => return Err(e),
             }
@@ -627,7 +756,7 @@ impl Signing {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let key_id: String = row.try_get("key_id")?;
-        let signer = self.signer(&key_id, &row)?;
+        let signer = self.signer(&key_id, &row).await?;
         let jwk: serde_json::Value =
             serde_json::from_str(&row.try_get::<String, _>("public_jwk")?).map_err(ServiceError::internal)?;
         let k = Arc::new(ActiveKey { key_id, signer, x5c: x5c_of(&jwk) });
@@ -638,7 +767,7 @@ impl Signing {
     /// The private key of `key_id` from its row (`algorithm`,
     /// `private_envelope`, `public_jwk`): opened from its envelope, or found
     /// in the token.
-    fn signer(&self, key_id: &str, row: &sqlx::any::AnyRow) -> Result<Signer, ServiceError> {
+    async fn signer(&self, key_id: &str, row: &sqlx::any::AnyRow) -> Result<Signer, ServiceError> {
         let alg: String = row.try_get("algorithm")?;
         let alg = Algorithm::from_jws_alg(&alg).ok_or_else(|| ServiceError::internal("bad algorithm"))?;
         let envelope: Vec<u8> = row.try_get("private_envelope")?;
@@ -649,7 +778,8 @@ impl Signing {
             let jwk: serde_json::Value =
                 serde_json::from_str(&row.try_get::<String, _>("public_jwk")?).map_err(ServiceError::internal)?;
             let public = zhengzhao_crypto::IssuerPublicKey::from_jwk(&jwk).map_err(ServiceError::internal)?;
-            return token.find(key_id, public).map(Signer::Token).map_err(ServiceError::Unavailable);
+            let (token, id) = (token.clone(), key_id.to_owned());
+            return blocking(move || token.find(&id, public)).await?.map(Signer::Token).map_err(token_error);
         }
         let secret =
             self.master.open(key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
