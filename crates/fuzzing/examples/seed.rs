@@ -186,6 +186,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "licence_types": [{ "status": "published", "definition": def, "template_versions": [def.template] }],
     }))?;
     write(&root, "catalogue", &[&catalogue, &def_json, &template]);
+
+    // Certificates: the fixture chain as PEM (with its CA), as x5c (each
+    // DER after its length), and the fixture CRL.
+    let chain_and_ca = format!("{}{}", zhengzhao_fuzzing::CHAIN_PEM, zhengzhao_fuzzing::CA_PEM);
+    let der: Vec<Vec<u8>> = zhengzhao_crypto::x509::Chain::from_pem(&chain_and_ca)?
+        .to_x5c()
+        .iter()
+        .map(|c| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, c))
+        .collect::<Result<_, _>>()?;
+    let x5c_lines: Vec<u8> = der
+        .iter()
+        .flat_map(|d| u16::try_from(d.len()).unwrap_or(u16::MAX).to_be_bytes().into_iter().chain(d.iter().copied()))
+        .collect();
+    let first = x5c_lines[..2 + der[0].len()].to_vec();
+    write(
+        &root,
+        "certificates",
+        &[
+            &mode(0, chain_and_ca.as_bytes()),
+            &mode(0, zhengzhao_fuzzing::CHAIN_PEM.as_bytes()),
+            &mode(1, &x5c_lines),
+            &mode(1, &first),
+            &mode(2, zhengzhao_fuzzing::CRL_PEM.as_bytes()),
+        ],
+    );
     println!("seed corpus under {}", root.display());
     Ok(())
 }

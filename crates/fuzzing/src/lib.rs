@@ -30,6 +30,7 @@ pub const TARGETS: &[Target] = &[
     ("import_csv", import_csv),
     ("import_jsonl", import_jsonl),
     ("catalogue", catalogue),
+    ("certificates", certificates),
 ];
 
 /// The longest input the targets are given (libFuzzer's `-max_len`); the
@@ -335,5 +336,90 @@ pub fn catalogue(data: &[u8]) {
             let values = t.in_order().iter().map(|f| (f.key.clone(), f.key.clone())).collect();
             let _ = t.check_values(&values);
         }
+    }
+}
+
+/// A P-256 CA made with `openssl` for these targets, a certificate it
+/// issued to the ES256 fuzzing key (subject `CN=91350100M000100Y43`), and
+/// its CRL (one other certificate revoked for a key compromise).
+pub const CA_PEM: &str = include_str!("../fixtures/ca.pem");
+pub const CHAIN_PEM: &str = include_str!("../fixtures/chain.pem");
+pub const CRL_PEM: &str = include_str!("../fixtures/crl.pem");
+/// The issuer the fixture certificate names.
+pub const CERTIFIED_ISSUER: &str = "91350100M000100Y43";
+
+fn fixture_anchors() -> &'static zhengzhao_crypto::x509::TrustAnchors {
+    static ANCHORS: OnceLock<zhengzhao_crypto::x509::TrustAnchors> = OnceLock::new();
+    ANCHORS.get_or_init(|| {
+        zhengzhao_crypto::x509::TrustAnchors::new(&[CA_PEM.to_owned()], &[CRL_PEM.as_bytes().to_vec()])
+            .expect("the fixture CA and CRL read")
+    })
+}
+
+/// Certificate chains and CRLs as they come from outside: PEM as
+/// `AttachCertificate` takes it, a JWS header's `x5c` (the input a run of
+/// certificates' DER, each after its 2-byte length), and a CRL file as the
+/// verifier reads it. The
+/// first byte chooses. Every chain read is checked against the fixture CA
+/// for the ES256 fuzzing key, and reads back from its own `x5c`.
+pub fn certificates(data: &[u8]) {
+    use zhengzhao_crypto::x509::{Chain, TrustAnchors};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let key = &keys().es256_public;
+    let at = time::OffsetDateTime::from_unix_timestamp(NOW).expect("a valid time");
+    let check = |chain: Chain| {
+        let x5c = chain.to_x5c();
+        let again = Chain::from_x5c(&x5c).expect("a chain's own x5c reads back");
+        assert_eq!(again.to_x5c(), x5c, "x5c round-trips");
+        let _ = (chain.describe(), chain.expires(), chain.to_pem());
+        if let Ok(facts) = fixture_anchors().evaluate(&chain, key, CERTIFIED_ISSUER) {
+            let _ = facts.check_at(at);
+        }
+    };
+    match mode % 3 {
+        0 => {
+            if let Some(t) = text(rest)
+                && let Ok(chain) = Chain::from_pem(t)
+            {
+                check(chain);
+            }
+        }
+        1 => {
+            use base64::Engine;
+            let mut x5c = Vec::new();
+            let mut left = rest;
+            while let [hi, lo, tail @ ..] = left {
+                let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+                x5c.push(base64::engine::general_purpose::STANDARD.encode(&tail[..n]));
+                left = &tail[n..];
+            }
+            if let Ok(chain) = Chain::from_x5c(&x5c) {
+                check(chain);
+            }
+        }
+        _ => {
+            if let Ok(anchors) = TrustAnchors::new(&[CA_PEM.to_owned()], &[rest.to_vec()])
+                && let Ok(chain) = Chain::from_pem(CHAIN_PEM)
+            {
+                let _ = anchors.stale_crls(at);
+                if let Ok(facts) = anchors.evaluate(&chain, key, CERTIFIED_ISSUER) {
+                    let _ = facts.check_at(at);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+
+    #[test]
+    fn the_fixture_chain_is_trusted_and_not_revoked() {
+        let chain = zhengzhao_crypto::x509::Chain::from_pem(CHAIN_PEM).expect("the fixture chain");
+        let facts = fixture_anchors().evaluate(&chain, &keys().es256_public, CERTIFIED_ISSUER).expect("trusted");
+        assert!(facts.revoked.is_none());
+        let later = time::OffsetDateTime::from_unix_timestamp(NOW + 86_400 * 30).expect("a time");
+        assert!(facts.check_at(later).is_ok());
     }
 }
