@@ -236,6 +236,13 @@ fn chains_are_checked_against_anchors_dates_and_crls() -> Result {
             let pem = root.sign_as(&sub_cert, &sub_key, &request(&pair), "leaf")? + &sub_cert;
             let r = trust.evaluate(&Chain::from_pem(&pem).map_err(anyhow::Error::msg)?, &key, ISSUER);
             ensure!(r.is_ok() == ok, "{alg}: through {section}: {r:?}");
+            if ok {
+                // The intermediate alone as the anchor, the chain going on to the root.
+                let sub_only = TrustAnchors::new(&[sub_cert.clone()], &[]).map_err(anyhow::Error::msg)?;
+                let long = pem.clone() + &root.pem()?;
+                let r = sub_only.evaluate(&Chain::from_pem(&long).map_err(anyhow::Error::msg)?, &key, ISSUER);
+                ensure!(r.is_ok(), "{alg}: an intermediate anchor: {r:?}");
+            }
             if !ok {
                 ensure!(matches!(r, Err(CertProblem::Untrusted(_))), "{alg}: {r:?}");
             }

@@ -217,9 +217,28 @@ pub struct Pkcs11Config {
     #[serde(default)]
     pub pin_file: Option<PathBuf>,
     /// The user PIN itself, for `ZHENGZHAO_SIGNING__PKCS11__PIN`. Or `pin_file`.
-    /// Never written out (nor shown by `Debug`).
-    #[serde(default, skip_serializing)]
+    /// Never written out (nor shown by `Debug`); digits-only PINs are read
+    /// as text too.
+    #[serde(default, skip_serializing, deserialize_with = "pin_text")]
     pub pin: Option<String>,
+}
+
+/// A PIN as text, whether the source gave a string or a number (an
+/// environment variable of digits), without the value in any error.
+fn pin_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Pin {
+        Text(String),
+        Number(u64),
+    }
+    match Option::<Pin>::deserialize(d) {
+        Ok(p) => Ok(p.map(|p| match p {
+            Pin::Text(s) => s,
+            Pin::Number(n) => n.to_string(),
+        })),
+        Err(_) => Err(serde::de::Error::custom("signing.pkcs11.pin: text or digits")),
+    }
 }
 
 /// Never prints the PIN.
@@ -493,6 +512,20 @@ mod tests {
         assert!(
             Config::load_without_env(None, &serde_json::json!({"auth": {"revocation_refresh_seconds": 0}})).is_err()
         );
+    }
+
+    #[test]
+    fn a_pin_of_digits_reads_as_text_and_is_never_shown() {
+        let pkcs11 = |pin: serde_json::Value| serde_json::json!({"signing": {"pkcs11": {"module": "/m.so", "token_label": "t", "pin": pin}}});
+        for pin in [serde_json::json!(87654321), serde_json::json!("87654321")] {
+            let c = Config::load_without_env(None, &pkcs11(pin)).unwrap();
+            let p = c.signing.pkcs11.expect("pkcs11 set");
+            assert_eq!(p.pin.as_deref(), Some("87654321"));
+            assert!(!format!("{p:?}").contains("87654321"));
+            assert!(!serde_json::to_string(&p).unwrap().contains("87654321"));
+        }
+        let e = Config::load_without_env(None, &pkcs11(serde_json::json!([87654321]))).unwrap_err();
+        assert!(!e.to_string().contains("87654321"), "{e}");
     }
 
     #[test]

@@ -382,28 +382,35 @@ impl TrustAnchors {
     /// time: cache the result, then [`ChainFacts::check_at`] per signature.
     pub fn evaluate(&self, chain: &Chain, key: &IssuerPublicKey, issuer_code: &str) -> Result<ChainFacts, CertProblem> {
         chain.check_links(key, issuer_code)?;
-        let top = chain.certs.last().ok_or_else(|| malformed("an empty chain"))?;
-        let top_der = chain.der.last().map(Vec::as_slice).unwrap_or_default();
-        // The path from the leaf to the anchor, anchor last.
-        let mut path: Vec<&Certificate> = chain.certs.iter().collect();
-        let is_anchor = self.anchors.iter().any(|a| a.to_der().is_ok_and(|d| d == top_der));
-        if !is_anchor {
-            let issuer = top.tbs_certificate().issuer();
-            let below = chain.certs.len() - 1;
-            let anchor = self
+        // The path from the leaf to the first anchor met: a certificate of
+        // the chain that is one, or one an anchor issued (an intermediate
+        // may be the anchor while the chain goes on to its root).
+        let mut path: Option<Vec<&Certificate>> = None;
+        for (i, (cert, der)) in chain.certs.iter().zip(&chain.der).enumerate() {
+            if self.anchors.iter().any(|a| a.to_der().is_ok_and(|d| &d == der)) {
+                path = Some(chain.certs[..=i].iter().collect());
+                break;
+            }
+            let issuer = cert.tbs_certificate().issuer();
+            if let Some(anchor) = self
                 .anchors
                 .iter()
                 .filter(|a| a.tbs_certificate().subject() == issuer)
-                .find(|a| check_signed_by(top, a).is_ok() && check_ca(a, below).is_ok())
-                .ok_or_else(|| {
-                    CertProblem::Untrusted(format!(
-                        "the certificate chain ({}) ends at {}, issued by {issuer}: not a trusted CA here",
-                        chain.describe(),
-                        top.tbs_certificate().subject()
-                    ))
-                })?;
-            path.push(anchor);
+                .find(|a| check_signed_by(cert, a).is_ok() && check_ca(a, i).is_ok())
+            {
+                let mut p: Vec<&Certificate> = chain.certs[..=i].iter().collect();
+                p.push(anchor);
+                path = Some(p);
+                break;
+            }
         }
+        let path = path.ok_or_else(|| {
+            let top = chain.certs.last().map(|c| clean(&c.tbs_certificate().subject().to_string())).unwrap_or_default();
+            CertProblem::Untrusted(format!(
+                "the certificate chain ({}) leads to no CA trusted here (it ends at {top})",
+                chain.describe()
+            ))
+        })?;
         let mut not_before = OffsetDateTime::UNIX_EPOCH;
         let mut not_after = OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT);
         for c in &path {
@@ -690,10 +697,15 @@ fn check_critical(cert: &Certificate) -> Result<(), CertProblem> {
     }
 }
 
-/// Whether an attribute of `name` (CN, OU, serialNumber, …) is exactly `code`.
+/// Whether an attribute of `name` (CN, OU, serialNumber, …) is exactly
+/// `code`, as a UTF8String, PrintableString or IA5String value.
 fn names(name: &Name, code: &str) -> bool {
+    use der::{Tag, Tagged};
     !code.is_empty()
-        && name.to_string().split([',', '+']).any(|part| part.split_once('=').is_some_and(|(_, v)| v.trim() == code))
+        && name.iter().any(|atv| {
+            matches!(atv.value.tag(), Tag::Utf8String | Tag::PrintableString | Tag::Ia5String)
+                && atv.value.value() == code.as_bytes()
+        })
 }
 
 /// Text from a certificate, for logs and details: control characters shown as `?`.

@@ -119,10 +119,16 @@ pub static DOMAIN: LazyLock<Domain> = LazyLock::new(|| {
             "zhengzhao_oldest_active_key_age_seconds",
             "Age in seconds of the oldest issuer key still signing",
         ),
-        active_key_certificate_expiry_seconds: gauge(
-            "zhengzhao_active_key_certificate_expiry_seconds",
-            "Seconds until the first CA certificate of an issuer key still signing expires (+Inf: none certified)",
-        ),
+        active_key_certificate_expiry_seconds: {
+            let g = gauge(
+                "zhengzhao_active_key_certificate_expiry_seconds",
+                "Seconds until the first CA certificate of an issuer key still signing expires (+Inf: none certified, or not a signing process)",
+            );
+            // Processes without the signing service export +Inf, so the
+            // alert's minimum over all of them is the signing service's.
+            g.set(f64::INFINITY);
+            g
+        },
         active_keys_uncertified: int_gauge(
             "zhengzhao_active_keys_uncertified",
             "Issuer keys still signing that carry no certificate from a CA",

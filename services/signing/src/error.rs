@@ -18,10 +18,12 @@ pub enum SigningError {
     NoActiveKey(String),
     #[error("issuer {issuer} has no active key to {verb}")]
     NothingToReplace { issuer: String, verb: String },
-    #[error("key {key_id} is {status}: only an active key can be certified")]
+    #[error(
+        "key {key_id} is {status}: a certificate request needs an active key, and a compromised key cannot be certified"
+    )]
     NotActive { key_id: String, status: String },
     #[error(
-        "keys in the PKCS#11 token are ES256 only (PKCS#11 defines no SM2 mechanism): create an es256 key, or unset signing.pkcs11"
+        "keys in the PKCS#11 token are ES256 only (PKCS#11 defines no SM2 mechanism): create or rotate with --alg es256, or unset signing.pkcs11"
     )]
     NoSm2InToken,
     #[error("signing was cancelled: the service is shutting down")]

@@ -86,7 +86,9 @@ fn token_error(e: pkcs11::TokenError) -> ServiceError {
     tracing::error!(error = %e, "the PKCS#11 token");
     match e {
         pkcs11::TokenError::Unavailable(_) => {
-            ServiceError::Unavailable("the key token cannot be reached; nothing was signed or changed".into())
+            ServiceError::Unavailable(
+                "the PKCS#11 token (HSM) failed or cannot be reached; nothing was signed or changed (the signing service's log says why)".into(),
+            )
         }
         pkcs11::TokenError::Refused(m) => ServiceError::FailedPrecondition(m),
     }

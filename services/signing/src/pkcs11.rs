@@ -78,10 +78,13 @@ impl TokenConfig {
     }
 }
 
-/// A logged-in session, and how many times it was opened.
+/// A logged-in session, how many times it was opened, and whether the
+/// token refused a new login (then no call logs in again: a PIN attempt is
+/// never spent twice; restart after fixing it).
 struct State {
     session: Session,
     epoch: u64,
+    refused: Option<TokenError>,
 }
 
 /// The token that holds the issuer keys, with one logged-in session.
@@ -183,7 +186,7 @@ impl Token {
     pub fn open(config: TokenConfig) -> Result<Arc<Self>, TokenError> {
         let ctx = module(&config.module)?;
         let session = login(&ctx, &config)?;
-        Ok(Arc::new(Token { config, ctx, state: Mutex::new(State { session, epoch: 0 }) }))
+        Ok(Arc::new(Token { config, ctx, state: Mutex::new(State { session, epoch: 0, refused: None }) }))
     }
 
     /// Runs `f` on the session; when the session is lost, opens a new one,
@@ -191,12 +194,22 @@ impl Token {
     fn with_session<T>(&self, mut f: impl FnMut(&Session, u64) -> Result<T, Attempt>) -> Result<T, TokenError> {
         let mut state =
             self.state.lock().map_err(|_| TokenError::Unavailable("the session lock is poisoned".into()))?;
+        if let Some(refused) = &state.refused {
+            return Err(refused.clone());
+        }
         match f(&state.session, state.epoch) {
             Ok(v) => Ok(v),
             Err(Attempt::Failed(e)) => Err(e),
             Err(Attempt::Lost(why)) => {
                 tracing::warn!(token = %self.config.token_label, why = %why, "PKCS#11 session lost: logging in again");
-                state.session = login(&self.ctx, &self.config)?;
+                state.session = match login(&self.ctx, &self.config) {
+                    Ok(s) => s,
+                    Err(e @ TokenError::Refused(_)) => {
+                        state.refused = Some(e.clone());
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                };
                 state.epoch += 1;
                 match f(&state.session, state.epoch) {
                     Ok(v) => Ok(v),
