@@ -238,7 +238,7 @@ fn chains_are_checked_against_anchors_dates_and_crls() -> Result {
             ensure!(r.is_ok() == ok, "{alg}: through {section}: {r:?}");
             if ok {
                 // The intermediate alone as the anchor, the chain going on to the root.
-                let sub_only = TrustAnchors::new(&[sub_cert.clone()], &[]).map_err(anyhow::Error::msg)?;
+                let sub_only = TrustAnchors::new(std::slice::from_ref(&sub_cert), &[]).map_err(anyhow::Error::msg)?;
                 let long = pem.clone() + &root.pem()?;
                 let r = sub_only.evaluate(&Chain::from_pem(&long).map_err(anyhow::Error::msg)?, &key, ISSUER);
                 ensure!(r.is_ok(), "{alg}: an intermediate anchor: {r:?}");
