@@ -20,9 +20,8 @@ use zhengzhao_auth::Role;
 use zhengzhao_crypto::x509::{CertProblem, Chain, TrustAnchors};
 use zhengzhao_crypto::{Algorithm, IssuerKeyPair};
 use zhengzhao_e2e::fixtures::{draft, issue, published_type};
-use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER, Library};
+use zhengzhao_e2e::{ADMIN, ISSUER, Library};
 use zhengzhao_proto::signing::v1 as signing;
-use zhengzhao_proto::verification::v1 as verification;
 use zhengzhao_proto::verification::v1::{CertificateProblem as P, VerificationOutcome as O};
 use zhengzhao_testkit::TestDb;
 
@@ -309,16 +308,7 @@ fn chains_are_checked_against_anchors_dates_and_crls() -> Result {
 }
 
 async fn verify(lib: &Library, id: &str) -> anyhow::Result<(O, P, String)> {
-    let v = lib
-        .verification(Role::Consumer, CONSUMER)
-        .verify_licence(verification::VerifyLicenceRequest {
-            identifier: id.to_owned(),
-            include_inclusion_proof: false,
-        })
-        .await?
-        .into_inner()
-        .verification
-        .unwrap_or_default();
+    let v = zhengzhao_e2e::fixtures::verification_of(lib, id).await?;
     Ok((O::try_from(v.outcome)?, P::try_from(v.certificate_problem)?, v.detail))
 }
 

@@ -19,11 +19,10 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use time::OffsetDateTime;
 use zhengzhao_auth::Role;
-use zhengzhao_e2e::fixtures::{draft, issue, published_type};
+use zhengzhao_e2e::fixtures::{draft, issue, published_type, verify_outcome};
 use zhengzhao_e2e::{ADMIN, CONSUMER, ISSUER, Library};
 use zhengzhao_proto::convert::timestamp;
 use zhengzhao_proto::signing::v1 as signing;
-use zhengzhao_proto::verification::v1 as verification;
 use zhengzhao_proto::verification::v1::VerificationOutcome as O;
 use zhengzhao_testkit::TestDb;
 
@@ -91,9 +90,9 @@ impl Drop for TestToken {
     }
 }
 
-/// The private key `label`'s sensitivity, extractability and value, as
-/// the token answers another application asking for them.
-fn private_key_attributes(token: &str, label: &str) -> anyhow::Result<Vec<Attribute>> {
+/// A session of this process (to PKCS#11, the same application as the
+/// library under test) on the test token, logged in as its user.
+fn user_session(token: &str) -> anyhow::Result<cryptoki::session::Session> {
     let ctx = Pkcs11::new(MODULE)?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         // The library in this process has initialised the module already.
@@ -107,28 +106,20 @@ fn private_key_attributes(token: &str, label: &str) -> anyhow::Result<Vec<Attrib
         .context("the test token")?;
     let session = ctx.open_ro_session(slot)?;
     match session.login(UserType::User, Some(&AuthPin::new(PIN.into()))) {
-        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => return Err(e.into()),
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// The private key `label`'s sensitivity, extractability and value, as
+/// the token answers another application asking for them.
+fn private_key_attributes(token: &str, label: &str) -> anyhow::Result<Vec<Attribute>> {
+    let session = user_session(token)?;
     let found = session
         .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(label.as_bytes().to_vec())])?;
     let [key] = found[..] else { bail!("{} private keys labelled {label}", found.len()) };
     let asked = [AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Value];
     Ok(session.get_attributes(key, &asked).unwrap_or_default())
-}
-
-async fn verify(lib: &Library, id: &str) -> anyhow::Result<(O, String)> {
-    let v = lib
-        .verification(Role::Consumer, CONSUMER)
-        .verify_licence(verification::VerifyLicenceRequest {
-            identifier: id.to_owned(),
-            include_inclusion_proof: false,
-        })
-        .await?
-        .into_inner()
-        .verification
-        .unwrap_or_default();
-    Ok((O::try_from(v.outcome)?, v.detail))
 }
 
 async fn active_key(lib: &Library) -> anyhow::Result<String> {
@@ -157,21 +148,7 @@ fn configure(token: &str, pin_file: &Path) -> impl FnOnce(&mut zhengzhao_config:
 /// Logs every session of this process (the application, to PKCS#11) out
 /// of the token, as an HSM restart or a session timeout would.
 fn log_everyone_out(token: &str) -> anyhow::Result<()> {
-    let ctx = Pkcs11::new(MODULE)?;
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let slot = ctx
-        .get_slots_with_token()?
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).is_ok_and(|i| i.label().trim_end() == token))
-        .context("the test token")?;
-    let session = ctx.open_ro_session(slot)?;
-    match session.login(UserType::User, Some(&AuthPin::new(PIN.into()))) {
-        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    let session = user_session(token)?;
     session.logout()?;
     Ok(())
 }
@@ -218,7 +195,7 @@ async fn issuer_keys_are_made_and_used_in_a_pkcs11_token() -> anyhow::Result<()>
         let admin = || lib.signing(Role::Admin, ADMIN);
         let still_soft = issue(&lib, draft(&code)).await?;
         for id in [&soft.identifier, &still_soft.identifier] {
-            let (o, detail) = verify(&lib, id).await?;
+            let (o, detail) = verify_outcome(&lib, id).await?;
             ensure!(o == O::Valid, "{engine}: {id}: {o:?} {detail}");
         }
         // No SM2 key can be made in the token...
@@ -240,7 +217,7 @@ async fn issuer_keys_are_made_and_used_in_a_pkcs11_token() -> anyhow::Result<()>
         let listed = token.private_keys()?;
         ensure!(listed.contains(&first_key), "{engine}: the token holds {first_key}: {listed}");
         let first = issue(&lib, draft(&code)).await?;
-        let (o, detail) = verify(&lib, &first.identifier).await?;
+        let (o, detail) = verify_outcome(&lib, &first.identifier).await?;
         ensure!(o == O::Valid, "{engine}: {o:?} {detail}");
 
         // Rotation: a new token key signs; the old one's licence stays valid.
@@ -250,7 +227,7 @@ async fn issuer_keys_are_made_and_used_in_a_pkcs11_token() -> anyhow::Result<()>
         let second_key = active_key(&lib).await?;
         let second = issue(&lib, draft(&code)).await?;
         for id in [&first.identifier, &second.identifier] {
-            let (o, detail) = verify(&lib, id).await?;
+            let (o, detail) = verify_outcome(&lib, id).await?;
             ensure!(o == O::Valid, "{engine}: {id}: {o:?} {detail}");
         }
 
@@ -268,18 +245,18 @@ async fn issuer_keys_are_made_and_used_in_a_pkcs11_token() -> anyhow::Result<()>
         // next signature logs in again.
         log_everyone_out(&token.label)?;
         let after = issue(&lib, draft(&code)).await.context("signing after the token logged us out")?;
-        let (o, detail) = verify(&lib, &after.identifier).await?;
+        let (o, detail) = verify_outcome(&lib, &after.identifier).await?;
         ensure!(o == O::Valid, "{engine}: after a new login: {o:?} {detail}");
 
         // Compromise: signatures from then on are distrusted; a fresh token key takes over.
         let third_key = compromise(&lib, &second_key).await?.context("an active key is replaced")?;
-        let (o, detail) = verify(&lib, &second.identifier).await?;
+        let (o, detail) = verify_outcome(&lib, &second.identifier).await?;
         ensure!(o == O::KeyCompromised, "{engine}: {o:?} {detail}");
 
         // After a restart the keys are found in the token again.
         let lib = lib.restart_with_config(configure(&token.label, &pin_file)).await?;
         let third = issue(&lib, draft(&code)).await?;
-        let (o, detail) = verify(&lib, &third.identifier).await?;
+        let (o, detail) = verify_outcome(&lib, &third.identifier).await?;
         ensure!(o == O::Valid, "{engine}: after a restart: {o:?} {detail}");
         ensure!(active_key(&lib).await? == third_key, "{engine}");
 

@@ -123,20 +123,28 @@ pub async fn record(lib: &Library, r: issuance::RecordEventRequest) -> Result<co
     lib.issuance(Role::Issuer, ISSUER).record_event(r).await.map(|r| r.into_inner().licence.unwrap_or_default())
 }
 
-/// Verifies `id` as a consumer: the outcome and its detail.
-pub async fn verify_outcome(
+/// Verifies `id` as a consumer: the whole verification.
+pub async fn verification_of(
     lib: &Library,
     id: &str,
-) -> anyhow::Result<(zhengzhao_proto::verification::v1::VerificationOutcome, String)> {
+) -> anyhow::Result<zhengzhao_proto::verification::v1::Verification> {
     use zhengzhao_proto::verification::v1 as verification;
-    let v = lib
+    Ok(lib
         .verification(Role::Consumer, crate::CONSUMER)
         .verify_licence(verification::VerifyLicenceRequest { identifier: id.into(), include_inclusion_proof: false })
         .await?
         .into_inner()
         .verification
-        .unwrap_or_default();
-    Ok((verification::VerificationOutcome::try_from(v.outcome)?, v.detail))
+        .unwrap_or_default())
+}
+
+/// Verifies `id` as a consumer: the outcome and its detail.
+pub async fn verify_outcome(
+    lib: &Library,
+    id: &str,
+) -> anyhow::Result<(zhengzhao_proto::verification::v1::VerificationOutcome, String)> {
+    let v = verification_of(lib, id).await?;
+    Ok((zhengzhao_proto::verification::v1::VerificationOutcome::try_from(v.outcome)?, v.detail))
 }
 
 /// Runs `statements` on the issuance database behind the library's back.

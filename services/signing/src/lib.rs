@@ -16,9 +16,15 @@ pub mod events;
 mod foreign;
 mod metrics;
 pub use metrics::METRICS_INTERVAL;
+mod batch;
+mod certificates;
+mod custody;
 pub mod grpc;
 pub mod http;
 pub mod pkcs11;
+use batch::sign_all;
+pub(crate) use custody::blocking;
+use custody::{NewKey, Signer};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +34,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use zhengzhao_auth::{Action, Principal, authorize};
 use zhengzhao_core::{Reason, Uscc};
-use zhengzhao_crypto::{Algorithm, IssuerKeyPair, JwsHeader, MasterKey, jws};
+use zhengzhao_crypto::{Algorithm, JwsHeader, MasterKey, jws};
 use zhengzhao_proto::ServiceError;
 use zhengzhao_store::{Db, Migrations, StoreConfig, StoreError, format_time, now, parse_time};
 
@@ -70,72 +76,6 @@ struct ActiveKey {
     signer: Signer,
     /// Its certificate chain from a CA (JWS `x5c`), once attached.
     x5c: Option<Vec<String>>,
-}
-
-/// A key made and not yet recorded.
-struct NewKey {
-    key_id: String,
-    alg: Algorithm,
-    signer: Signer,
-    envelope: Vec<u8>,
-}
-
-/// What a token's refusal or failure is to a caller: UNAVAILABLE when it
-/// may work again, FAILED_PRECONDITION when an operator must look.
-fn token_error(e: pkcs11::TokenError) -> ServiceError {
-    tracing::error!(error = %e, "the PKCS#11 token");
-    match e {
-        pkcs11::TokenError::Unavailable(_) => {
-            ServiceError::Unavailable(
-                "the PKCS#11 token (HSM) failed or cannot be reached; nothing was signed or changed (the signing service's log says why)".into(),
-            )
-        }
-        pkcs11::TokenError::Refused(m) => ServiceError::FailedPrecondition(m),
-    }
-}
-
-/// Runs blocking work (a PKCS#11 call) off the async runtime's threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        if e.is_cancelled() {
-            SigningError::ShuttingDown.into()
-        } else {
-            ServiceError::internal(format!("a key operation failed: {e}"))
-        }
-    })
-}
-
-/// Where an issuer's private key is and signs.
-enum Signer {
-    /// In this process, opened from its envelope under the master key.
-    Software(IssuerKeyPair),
-    /// In the PKCS#11 token (ES256).
-    Token(pkcs11::TokenKey),
-}
-
-impl Signer {
-    fn algorithm(&self) -> Algorithm {
-        match self {
-            Signer::Software(p) => p.algorithm(),
-            Signer::Token(k) => k.public_key().algorithm(),
-        }
-    }
-
-    fn public_key(&self) -> zhengzhao_crypto::IssuerPublicKey {
-        match self {
-            Signer::Software(p) => p.public_key(),
-            Signer::Token(k) => k.public_key(),
-        }
-    }
-
-    /// A 64-byte `r || s` signature over `message`; a token that fails is
-    /// UNAVAILABLE (nothing is signed; try again).
-    fn sign(&self, message: &[u8]) -> Result<[u8; 64], ServiceError> {
-        match self {
-            Signer::Software(p) => Ok(p.sign(message)),
-            Signer::Token(k) => k.sign(message).map_err(token_error),
-        }
-    }
 }
 
 /// The signing service over its own tables.
@@ -501,155 +441,6 @@ impl Signing {
         })
     }
 
-    /// A PKCS#10 certificate request (PEM) for the active key `key_id`,
-    /// signed by it, under `subject` (RFC 4514; empty: `CN=<issuer code>`).
-    pub async fn certificate_request(
-        &self,
-        who: &Principal,
-        key_id: &str,
-        subject: &str,
-    ) -> Result<String, ServiceError> {
-        authorize(who, &Action::ManageKeys)?;
-        let row = sqlx::query(
-            "SELECT issuer_code, algorithm, status, private_envelope, public_jwk FROM issuer_keys WHERE key_id = $1",
-        )
-        .bind(key_id)
-        .fetch_optional(&self.db.pool)
-        .await?
-        .ok_or_else(|| SigningError::NoKey(key_id.to_owned()))?;
-        let issuer: String = row.try_get("issuer_code")?;
-        let status: String = row.try_get("status")?;
-        if status != KeyStatus::Active.name() {
-            return Err(SigningError::NotActive { key_id: key_id.to_owned(), status }.into());
-        }
-        let subject = if subject.trim().is_empty() { format!("CN={issuer}") } else { subject.to_owned() };
-        zhengzhao_crypto::x509::parse_subject(&subject).map_err(|e| ServiceError::invalid("subject", e))?;
-        let signer = self.signer(key_id, &row).await?;
-        let (pem, failed) = blocking(move || {
-            let mut failed = None;
-            let pem = zhengzhao_crypto::x509::certificate_request(&signer.public_key(), &subject, |m| {
-                signer.sign(m).map_err(|e| {
-                    let text = e.to_string();
-                    failed = Some(e);
-                    text
-                })
-            });
-            (pem, failed)
-        })
-        .await?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let pem = pem.map_err(|e| ServiceError::invalid("subject", e))?;
-        tracing::info!(key_id = %key_id, actor = %who.actor(), "certificate request made for an issuer key");
-        Ok(pem)
-    }
-
-    /// Attaches a CA's certificate chain (PEM, leaf first) to `key_id`: the
-    /// leaf must certify this key, for signatures, and be valid now; each
-    /// certificate must be signed by the next, a CA. Whether the CA is
-    /// trusted is each verifier's call. Recorded in the key's history; the
-    /// key's signatures carry the chain from then on.
-    pub async fn attach_certificate(
-        &self,
-        who: &Principal,
-        key_id: &str,
-        chain_pem: &str,
-        reason: &str,
-    ) -> Result<(PublicKeyRecord, String), ServiceError> {
-        use zhengzhao_crypto::x509::Chain;
-        authorize(who, &Action::ManageKeys)?;
-        let reason = Reason::parse_field("reason", reason)?;
-        if chain_pem.len() > MAX_CHAIN_PEM {
-            return Err(ServiceError::invalid("chain_pem", format!("at most {MAX_CHAIN_PEM} bytes")));
-        }
-        let chain = Chain::from_pem(chain_pem).map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?;
-        let mut tx = self.db.begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM issuer_keys WHERE key_id = $1")))
-            .bind(key_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let key = row.as_ref().map(key_from_row).transpose()?.ok_or_else(|| SigningError::NoKey(key_id.to_owned()))?;
-        if key.status == KeyStatus::Compromised {
-            return Err(SigningError::NotActive { key_id: key_id.to_owned(), status: key.status.name().into() }.into());
-        }
-        let public = zhengzhao_crypto::IssuerPublicKey::from_jwk(&key.jwk).map_err(ServiceError::internal)?;
-        chain.check_links(&public, &key.issuer_code).map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?;
-        let at = now();
-        if let Some(why) = chain.invalid_at(at) {
-            return Err(ServiceError::invalid("chain_pem", format!("{why}: attach a current certificate")));
-        }
-        let mut jwk = key.jwk.clone();
-        if let Some(o) = jwk.as_object_mut() {
-            o.insert("x5c".into(), chain.to_x5c().into());
-        }
-        // Not a key marked compromised meanwhile.
-        let done = sqlx::query("UPDATE issuer_keys SET public_jwk = $2 WHERE key_id = $1 AND status <> 'compromised'")
-            .bind(key_id)
-            .bind(jwk.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() != 1 {
-            return Err(SigningError::NotActive { key_id: key_id.to_owned(), status: "compromised".into() }.into());
-        }
-        let described = chain.describe();
-        log_key_event(&mut tx, key_id, &format!("certified: {described}"), &who.actor(), &reason, at).await?;
-        tx.commit().await?;
-        tracing::info!(key_id = %key_id, certificate = %described, "issuer key certified");
-        self.forget(&key.issuer_code);
-        self.events.changed().await;
-        Ok((PublicKeyRecord { jwk, ..key }, described))
-    }
-
-    /// A fresh key of `alg` for `issuer`, not yet recorded: in this process
-    /// (sealed under the master key) or, with a token, made in the token.
-    async fn new_key(&self, issuer: &str, alg: Algorithm) -> Result<NewKey, ServiceError> {
-        let key_id = format!("{issuer}.{}.{}", alg.short_name(), hex_id());
-        let (signer, envelope) = match &self.token {
-            None => {
-                let pair = IssuerKeyPair::generate(alg);
-                let envelope = self.master.seal(&key_id, &pair.secret_bytes());
-                (Signer::Software(pair), envelope)
-            }
-            Some(_) if alg != Algorithm::Es256 => return Err(SigningError::NoSm2InToken.into()),
-            Some(token) => {
-                let (token, id) = (token.clone(), key_id.clone());
-                let key = blocking(move || token.generate_es256(&id)).await?.map_err(token_error)?;
-                let reference = [pkcs11::REFERENCE_PREFIX, key_id.as_bytes()].concat();
-                (Signer::Token(key), reference)
-            }
-        };
-        Ok(NewKey { key_id, alg, signer, envelope })
-    }
-
-    /// Makes a fresh key and runs `f` with it; when `f` fails, a key made in
-    /// the token is removed from it again (nothing recorded it).
-    async fn with_new_key<T>(
-        &self,
-        issuer: &str,
-        alg: Algorithm,
-        f: impl AsyncFnOnce(NewKey) -> Result<T, ServiceError>,
-    ) -> Result<T, ServiceError> {
-        let new = self.new_key(issuer, alg).await?;
-        let key_id = new.key_id.clone();
-        let outcome = f(new).await;
-        if outcome.is_err() {
-            self.discard(&key_id).await;
-        }
-        outcome
-    }
-
-    /// Removes from the token a key made for a change that did not happen.
-    async fn discard(&self, key_id: &str) {
-        let Some(token) = self.token.clone() else { return };
-        let id = key_id.to_owned();
-        match blocking(move || token.destroy(&id)).await {
-            Ok(Ok(())) => tracing::info!(key_id = %key_id, "unrecorded key removed from the token"),
-            Ok(Err(e)) => tracing::error!(key_id = %key_id, error = %e, "an unrecorded key stays in the token"),
-            Err(e) => tracing::error!(key_id = %key_id, error = %e, "an unrecorded key stays in the token"),
-        }
-    }
-
     /// Records `new` as `issuer`'s active key in `conn`'s transaction.
     async fn insert_key(
         &self,
@@ -766,28 +557,6 @@ impl Signing {
         Ok(Some(k))
     }
 
-    /// The private key of `key_id` from its row (`algorithm`,
-    /// `private_envelope`, `public_jwk`): opened from its envelope, or found
-    /// in the token.
-    async fn signer(&self, key_id: &str, row: &sqlx::any::AnyRow) -> Result<Signer, ServiceError> {
-        let alg: String = row.try_get("algorithm")?;
-        let alg = Algorithm::from_jws_alg(&alg).ok_or_else(|| ServiceError::internal("bad algorithm"))?;
-        let envelope: Vec<u8> = row.try_get("private_envelope")?;
-        if envelope.starts_with(pkcs11::REFERENCE_PREFIX) {
-            let token = self.token.as_ref().ok_or_else(|| {
-                ServiceError::internal(format!("key {key_id} is in a PKCS#11 token, but signing.pkcs11 is not set"))
-            })?;
-            let jwk: serde_json::Value =
-                serde_json::from_str(&row.try_get::<String, _>("public_jwk")?).map_err(ServiceError::internal)?;
-            let public = zhengzhao_crypto::IssuerPublicKey::from_jwk(&jwk).map_err(ServiceError::internal)?;
-            let (token, id) = (token.clone(), key_id.to_owned());
-            return blocking(move || token.find(&id, public)).await?.map(Signer::Token).map_err(token_error);
-        }
-        let secret =
-            self.master.open(key_id, &envelope).map_err(|e| ServiceError::internal(format!("key {key_id}: {e}")))?;
-        IssuerKeyPair::from_secret_bytes(alg, &secret).map(Signer::Software).map_err(ServiceError::internal)
-    }
-
     fn cached(&self, issuer: &str) -> Option<Arc<ActiveKey>> {
         let generation = self.events.counter();
         let m = self.active.lock().ok()?;
@@ -877,42 +646,6 @@ async fn log_key_event(
         .await?;
     events::bump_stored(conn).await?;
     Ok(())
-}
-
-/// Signs every payload with `sign`, spread over up to `threads` threads, in
-/// the payloads' order. All or nothing: a worker that fails (panics) fails
-/// the whole batch, so no caller can pair a document with another's signature.
-fn sign_all<F>(payloads: &[Vec<u8>], threads: usize, sign: F) -> Result<Vec<Signed>, ServiceError>
-where
-    F: Fn(&[u8]) -> Result<Signed, ServiceError> + Sync,
-{
-    let threads = threads.clamp(1, payloads.len().max(1));
-    let chunk = payloads.len().div_ceil(threads).max(1);
-    type Part = Result<Vec<Signed>, ServiceError>;
-    let parts: Vec<std::thread::Result<Part>> = std::thread::scope(|scope| {
-        let sign = &sign;
-        let handles: Vec<_> = payloads
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|p| sign(p)).collect::<Part>()))
-            .collect();
-        handles.into_iter().map(|h| h.join()).collect()
-    });
-    let mut out = Vec::with_capacity(payloads.len());
-    for part in parts {
-        match part {
-            Ok(Ok(signed)) => out.extend(signed),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(ServiceError::internal("a signing worker failed: the batch is not signed")),
-        }
-    }
-    if out.len() != payloads.len() {
-        return Err(ServiceError::internal(format!(
-            "signing made {} signatures for {} documents: the batch is not signed",
-            out.len(),
-            payloads.len()
-        )));
-    }
-    Ok(out)
 }
 
 fn sign_with(key: &ActiveKey, payload: &[u8], iat: i64) -> Result<Signed, ServiceError> {
@@ -1012,41 +745,5 @@ mod tests {
             Signing::open(&db.store(), master, Algorithm::Es256, None).await?;
         }
         Ok(())
-    }
-
-    fn fake_sign(p: &[u8]) -> Result<Signed, ServiceError> {
-        Ok(Signed { jws: String::from_utf8_lossy(p).into_owned(), key_id: "k".into(), algorithm: Algorithm::Es256 })
-    }
-
-    fn payloads(n: usize) -> Vec<Vec<u8>> {
-        (0..n).map(|i| format!("doc-{i}").into_bytes()).collect()
-    }
-
-    #[test]
-    fn a_batch_gets_one_signature_per_document_in_order() {
-        for (n, threads) in [(1, 1), (7, 2), (1000, 3), (5, 64), (0, 2)] {
-            let docs = payloads(n);
-            let signed = sign_all(&docs, threads, fake_sign).unwrap();
-            let got: Vec<&str> = signed.iter().map(|s| s.jws.as_str()).collect();
-            let want: Vec<String> = (0..n).map(|i| format!("doc-{i}")).collect();
-            assert_eq!(got, want, "{n} documents on {threads} threads");
-        }
-    }
-
-    #[test]
-    fn a_failing_document_fails_the_whole_batch() {
-        // One document makes its worker panic (as a signing fault would): the
-        // batch returns an error, never the other workers' signatures alone.
-        let docs = payloads(10);
-        for threads in [1, 2, 4] {
-            let got = sign_all(&docs, threads, |p| {
-                assert_ne!(p, b"doc-7", "injected signing fault");
-                fake_sign(p)
-            });
-            match got {
-                Err(ServiceError::Internal(m)) => assert!(m.contains("batch is not signed"), "{m}"),
-                other => panic!("{threads} threads: expected the batch to fail, got {other:?}"),
-            }
-        }
     }
 }
