@@ -533,6 +533,23 @@ async fn prometheus_and_the_status_page_see_a_city_and_its_district() -> anyhow:
         .join("\n");
     assert!(replaced >= 1, "the shipped config has static targets");
     std::fs::write(prom_dir.join("prometheus.yml"), config)?;
+    // The dashboard preview and the dashboards, served by Prometheus itself.
+    let assets = prom_dir.join("assets");
+    std::fs::create_dir_all(&assets)?;
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana");
+    std::fs::copy(deploy.join("preview/index.html"), assets.join("index.html"))?;
+    let mut dashboards = Vec::new();
+    for f in std::fs::read_dir(deploy.join("dashboards"))? {
+        let f = f?.path();
+        if f.extension().is_some_and(|e| e == "json")
+            && let Some(name) = f.file_name().and_then(|n| n.to_str())
+        {
+            std::fs::copy(&f, assets.join(name))?;
+            dashboards.push(name.to_owned());
+        }
+    }
+    dashboards.sort();
+    assert_eq!(dashboards.len(), 5, "five dashboards ship: {dashboards:?}");
     let web = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut prom = tokio::process::Command::new(prometheus)
         .current_dir(&prom_dir)
@@ -540,6 +557,7 @@ async fn prometheus_and_the_status_page_see_a_city_and_its_district() -> anyhow:
             &format!("--config.file={}", prom_dir.join("prometheus.yml").display()),
             &format!("--storage.tsdb.path={}", prom_dir.join("data").display()),
             &format!("--web.listen-address={web}"),
+            &format!("--web.user-assets={}", assets.display()),
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -610,6 +628,39 @@ async fn prometheus_and_the_status_page_see_a_city_and_its_district() -> anyhow:
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Every dashboard drawn from its JSON against this Prometheus: every
+    // query of every panel is one Prometheus answers (no PromQL error), and
+    // what the scenario did shows. The overview's picture is kept in target/.
+    for name in &dashboards {
+        let url = format!("http://{web}/user/index.html?dashboard={name}&minutes=3");
+        let page = chromium(&url).await?;
+        let attr = |a: &str| {
+            page.split(&format!("{a}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("").to_owned()
+        };
+        assert_eq!(attr("data-done"), "1", "{name}: the preview finished: {}", visible_text(&page));
+        assert_eq!(attr("data-errors"), "0", "{name}: every query answered: {}", visible_text(&page));
+        let panels: u32 = attr("data-panels").parse()?;
+        let with_data: u32 = attr("data-with-data").parse()?;
+        assert!(
+            panels >= 8 && with_data >= panels / 2,
+            "{name}: {with_data} of {panels} panels drew data: {}",
+            visible_text(&page)
+        );
+    }
+    let picture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-overview.png");
+    let profile = tempfile::tempdir()?;
+    let shot = tokio::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=10000"])
+        .args(["--window-size=1600,1800", &format!("--screenshot={}", picture.display())])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://{web}/user/index.html?dashboard=overview.json&minutes=3"))
+        .output()
+        .await?;
+    assert!(
+        shot.status.success() && picture.exists(),
+        "chromium drew the overview: {}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
     let _ = prom.kill().await;
     assert!(rules_loaded, "prometheus loaded the shipped alert rules");
     let missing: Vec<_> = DOMAIN_METRICS.iter().filter(|m| !scraped.contains(**m)).collect();

@@ -136,6 +136,18 @@ async fn the_sync_job_replicates_a_district_and_the_city_checks_every_batch() ->
         );
         resume(&city, &admin, false).await?;
 
+        // A document not in its canonical form, even one its signature
+        // covers: verification relies on held documents being canonical.
+        let mut forged = batch(&district, &sync, 0, 0).await?;
+        let spaced = format!(" {}", forged.licences[0].document_json);
+        let mut parts: Vec<String> = forged.licences[0].jws.split('.').map(str::to_owned).collect();
+        parts[1] = zhengzhao_crypto::b64url(spaced.as_bytes());
+        forged.licences[0].jws = parts.join(".");
+        forged.licences[0].document_json = spaced;
+        client(&city, &sync)?.apply_replica(forged).await.expect_err("non-canonical document");
+        assert!(replica(&city, &sync).await?.expect("replica").reason.contains("not in canonical form"), "{engine}");
+        resume(&city, &admin, false).await?;
+
         // A row whose indexed columns are not what its signed document says.
         let mut forged = batch(&district, &sync, 0, 0).await?;
         forged.licences[0].holder_id_number = "110101199003074477".into();

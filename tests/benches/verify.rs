@@ -22,7 +22,8 @@
 //!
 //! Build the binaries first: `cargo build --release --bins`, then
 //! `cargo bench -p zhengzhao-e2e --bench verify` (`BENCH_SECONDS`, default
-//! 10, per measurement). `scripts/bench-read` does both.
+//! 10, per measurement; `BENCH_ONLY`, a comma-separated subset of echo,
+//! verify, one, document, sm2, fetch, split). `scripts/bench-read` does both.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -48,6 +49,13 @@ fn verdict(ratio: f64, goal: Option<f64>) -> String {
         Some(g) => format!("goal >= {g}: NOT met"),
         None => String::new(),
     }
+}
+
+/// Whether measurement `name` runs: all of them unless `BENCH_ONLY` lists
+/// some (comma-separated: echo, verify, one, document, sm2, fetch, split), e.g. to
+/// profile the server under one call.
+fn wanted(name: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|n| n.trim() == name))
 }
 
 fn env(name: &str, default: u64) -> u64 {
@@ -158,7 +166,11 @@ fn h2load(server: &str, token: &str, method: &str, body: &str, streams: u32, sec
     Some((rate, mean_ms))
 }
 
-fn line(name: &str, m: &Measured, raw: f64, goal: Option<f64>) {
+fn line(name: &str, m: Option<&Measured>, raw: f64, goal: Option<f64>) {
+    let Some(m) = m else {
+        println!("{name:<46} skipped (BENCH_ONLY)");
+        return;
+    };
     let ratio = m.rate / raw;
     let verdict = verdict(ratio, goal);
     println!(
@@ -209,31 +221,35 @@ async fn all_in_one(seconds: u64, concurrency: u32, raw_es: f64, raw_sm2: f64) -
 
     let s = seconds;
     let c = concurrency;
-    let echo = load(&url, &consumer, "echo", c, s, &[]);
-    let verify = load(&url, &consumer, "verify", c, s, &["--identifier", &es.identifier]);
-    let one = load(&url, &consumer, "verify", 1, s, &["--identifier", &es.identifier]);
-    let document = load(&url, &consumer, "verify-document", c, s, &["--jws-file", &jws_path]);
-    let verify_sm2 = load(&url, &consumer, "verify", c, s, &["--identifier", &sm2.identifier]);
-    let fetch = load(&url, &consumer, "fetch", c, s, &["--identifier", &es.identifier, "--service-item", ITEM]);
+    let echo = wanted("echo").then(|| load(&url, &consumer, "echo", c, s, &[]));
+    let verify = wanted("verify").then(|| load(&url, &consumer, "verify", c, s, &["--identifier", &es.identifier]));
+    let one = wanted("one").then(|| load(&url, &consumer, "verify", 1, s, &["--identifier", &es.identifier]));
+    let document =
+        wanted("document").then(|| load(&url, &consumer, "verify-document", c, s, &["--jws-file", &jws_path]));
+    let verify_sm2 = wanted("sm2").then(|| load(&url, &consumer, "verify", c, s, &["--identifier", &sm2.identifier]));
+    let fetch = wanted("fetch")
+        .then(|| load(&url, &consumer, "fetch", c, s, &["--identifier", &es.identifier, "--service-item", ITEM]));
     let peak = memory(pid, "VmHWM");
     let after = memory(pid, "VmRSS");
 
     println!("all-in-one on SQLite, {c} calls in flight over one HTTP/2 connection, {s} s each");
     println!("{:<46} {:>8.0}/s", "raw ES256 verify, every core (the floor)", raw_es);
     println!("{:<46} {:>8.0}/s", "raw SM2 verify, every core", raw_sm2);
-    line("echo: gRPC health check (transport ceiling)", &echo, raw_es, None);
-    line("VerifyLicence, ES256", &verify, raw_es, Some(0.4));
-    line("VerifyLicence, SM2", &verify_sm2, raw_sm2, Some(0.4));
-    line("VerifyDocument, ES256", &document, raw_es, Some(0.5));
-    line("FetchLicence (use-list check + usage log)", &fetch, raw_es, Some(0.3));
-    line("VerifyLicence, one call at a time", &one, raw_es, None);
-    println!(
-        "VerifyLicence p99 at {c} in flight: {:.2} ms (goal < 10: {}); one at a time p50 {:.3} ms (goal < 0.3: {})",
-        verify.p99_ms,
-        if verify.p99_ms < 10.0 { "met" } else { "NOT met" },
-        one.p50_ms,
-        if one.p50_ms < 0.3 { "met" } else { "NOT met" }
-    );
+    line("echo: gRPC health check (transport ceiling)", echo.as_ref(), raw_es, None);
+    line("VerifyLicence, ES256", verify.as_ref(), raw_es, Some(0.4));
+    line("VerifyLicence, SM2", verify_sm2.as_ref(), raw_sm2, Some(0.4));
+    line("VerifyDocument, ES256", document.as_ref(), raw_es, Some(0.5));
+    line("FetchLicence (use-list check + usage log)", fetch.as_ref(), raw_es, Some(0.3));
+    line("VerifyLicence, one call at a time", one.as_ref(), raw_es, None);
+    if let (Some(verify), Some(one)) = (&verify, &one) {
+        println!(
+            "VerifyLicence p99 at {c} in flight: {:.2} ms (goal < 10: {}); one at a time p50 {:.3} ms (goal < 0.3: {})",
+            verify.p99_ms,
+            if verify.p99_ms < 10.0 { "met" } else { "NOT met" },
+            one.p50_ms,
+            if one.p50_ms < 0.3 { "met" } else { "NOT met" }
+        );
+    }
     println!(
         "resident memory: idle {idle:.1} MB (goal < 50: {}), peak under load {peak:.1} MB (goal < 150: {}), after {after:.1} MB",
         if idle < 50.0 { "met" } else { "NOT met" },
@@ -269,10 +285,11 @@ async fn all_in_one(seconds: u64, concurrency: u32, raw_es: f64, raw_sm2: f64) -
         let verify = "/zhengzhao.verification.v1.VerificationService/VerifyLicence";
         println!("the same with h2load (1 connection, 1 thread), rate and mean latency:");
         let rows = [
-            ("echo: gRPC health check", "/grpc.health.v1.Health/Check", &echo, c, raw_es, None),
-            ("VerifyLicence, ES256", verify, &verify_es, c, raw_es, Some(0.4)),
-            ("VerifyLicence, SM2", verify, &verify_sm2, c, raw_sm2, Some(0.4)),
+            ("echo", "echo: gRPC health check", "/grpc.health.v1.Health/Check", &echo, c, raw_es, None),
+            ("verify", "VerifyLicence, ES256", verify, &verify_es, c, raw_es, Some(0.4)),
+            ("sm2", "VerifyLicence, SM2", verify, &verify_sm2, c, raw_sm2, Some(0.4)),
             (
+                "document",
                 "VerifyDocument, ES256",
                 "/zhengzhao.verification.v1.VerificationService/VerifyDocument",
                 &document,
@@ -280,10 +297,21 @@ async fn all_in_one(seconds: u64, concurrency: u32, raw_es: f64, raw_sm2: f64) -
                 raw_es,
                 Some(0.5),
             ),
-            ("FetchLicence", "/zhengzhao.exchange.v1.ExchangeService/FetchLicence", &fetch, c, raw_es, Some(0.3)),
-            ("VerifyLicence, one call at a time", verify, &verify_es, 1, raw_es, None),
+            (
+                "fetch",
+                "FetchLicence",
+                "/zhengzhao.exchange.v1.ExchangeService/FetchLicence",
+                &fetch,
+                c,
+                raw_es,
+                Some(0.3),
+            ),
+            ("one", "VerifyLicence, one call at a time", verify, &verify_es, 1, raw_es, None),
         ];
-        for (name, method, body, streams, raw, goal) in rows {
+        for (key, name, method, body, streams, raw, goal) in rows {
+            if !wanted(key) {
+                continue;
+            }
             match h2load(&url, &consumer, method, body, streams, s) {
                 Some((rate, mean)) => {
                     let ratio = rate / raw;
@@ -308,7 +336,7 @@ async fn split(db: &TestDb, seconds: u64, concurrency: u32, raw_es: f64) -> anyh
     let url = split.verification.url();
     let verify = load(&url, &consumer, "verify", concurrency, seconds, &["--identifier", &licence.identifier]);
     println!("services as separate processes on PostgreSQL (verification -> issuance, keys cached from signing):");
-    line("VerifyLicence, ES256", &verify, raw_es, None);
+    line("VerifyLicence, ES256", Some(&verify), raw_es, None);
     split.stop().await;
     Ok(())
 }
@@ -340,6 +368,9 @@ async fn main() -> anyhow::Result<()> {
         raws.push(raw_rate(cores, Duration::from_secs(3), || public.verify(input.as_bytes(), &sig)));
     }
     all_in_one(seconds, concurrency, raws[0], raws[1]).await?;
+    if !wanted("split") {
+        return Ok(());
+    }
     match TestDb::postgres().await {
         Ok(db) => split(&db, seconds, concurrency, raws[0]).await?,
         Err(e) => println!("split services on PostgreSQL: skipped ({e})"),

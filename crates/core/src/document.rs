@@ -67,8 +67,78 @@ pub struct LicenceDocument {
 pub struct CanonicalError(String);
 
 /// RFC 8785 canonical JSON of any serialisable value.
+///
+/// Values of strings, integers within ±2^53, booleans, nulls, arrays and
+/// objects whose keys are in the Basic Multilingual Plane — every document,
+/// usage record and log leaf the library makes — are written directly:
+/// keys sorted by UTF-16 code units (for such keys, the order of their
+/// UTF-8 bytes), strings escaped as `serde_json` escapes them (exactly RFC
+/// 8785's rules: `\b \t \n \f \r`, other controls as lower-case `\u00xx`,
+/// `"` and `\`, nothing else), integers in plain decimal (ECMAScript's form
+/// for them). Anything else (a fraction, a larger number, a key beyond the
+/// BMP) goes through `serde_json_canonicalizer`; a property test holds the
+/// two to the same bytes.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    serde_json_canonicalizer::to_vec(value).map_err(|e| CanonicalError(e.to_string()))
+    let v = serde_json::to_value(value).map_err(|e| CanonicalError(e.to_string()))?;
+    let mut out = Vec::with_capacity(512);
+    if write_plain(&v, &mut out) {
+        return Ok(out);
+    }
+    serde_json_canonicalizer::to_vec(&v).map_err(|e| CanonicalError(e.to_string()))
+}
+
+/// Writes `v` in canonical form if it is plain (see [`canonical_json`]);
+/// false, with `out` partly written, if it is not.
+fn write_plain(v: &serde_json::Value, out: &mut Vec<u8>) -> bool {
+    use serde_json::Value;
+    const EXACT: u64 = 1 << 53;
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) if u <= EXACT => out.extend_from_slice(u.to_string().as_bytes()),
+            (None, Some(i)) if i.unsigned_abs() <= EXACT => out.extend_from_slice(i.to_string().as_bytes()),
+            _ => return false,
+        },
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if !write_plain(item, out) {
+                    return false;
+                }
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            if map.keys().any(|k| k.chars().any(|c| u32::from(c) > 0xFFFF)) {
+                return false;
+            }
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(k, out);
+                out.push(b':');
+                if !write_plain(item, out) {
+                    return false;
+                }
+            }
+            out.push(b'}');
+        }
+    }
+    true
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 impl LicenceDocument {
@@ -145,6 +215,31 @@ mod tests {
         }
     }
 
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let edge = (1i64 << 53) - 2..(1i64 << 53) + 3;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            edge.clone().prop_map(Value::from),
+            edge.prop_map(|i| Value::from(-i)),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[\\u{0}-\\u{7f}\"\\\\]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(any::<String>(), inner.clone(), 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                proptest::collection::btree_map("[a-zA-Z0-9\u{80}-\u{ffff}]{0,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
         #[test]
         fn canonical_form_round_trips_and_is_stable(fields in proptest::collection::btree_map("[a-z_]{1,8}", ".*", 0..6)) {
@@ -155,6 +250,15 @@ mod tests {
             prop_assert_eq!(back.canonical_bytes().unwrap(), bytes.clone());
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             prop_assert_eq!(canonical_json(&v).unwrap(), bytes);
+        }
+
+        /// The direct writer and `serde_json_canonicalizer` agree on every
+        /// value, plain or not (keys and strings from all of Unicode,
+        /// integers around 2^53, fractions).
+        #[test]
+        fn direct_canonical_form_is_rfc8785(v in json_value()) {
+            let reference = serde_json_canonicalizer::to_vec(&v).unwrap();
+            prop_assert_eq!(canonical_json(&v).unwrap(), reference);
         }
 
         #[test]

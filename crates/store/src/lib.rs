@@ -285,6 +285,47 @@ impl Db {
     }
 }
 
+/// A row's columns by name, whichever driver read it: sqlx (either engine),
+/// or a direct SQLite read ([`Db::sqlite_read`]), so that one function
+/// reads a table's rows on every path. A direct read's errors come as
+/// `sqlx::Error::Decode`.
+pub trait Columns {
+    fn text(&self, c: &str) -> Result<String, sqlx::Error>;
+    fn opt_text(&self, c: &str) -> Result<Option<String>, sqlx::Error>;
+    fn int(&self, c: &str) -> Result<i64, sqlx::Error>;
+    fn opt_int(&self, c: &str) -> Result<Option<i64>, sqlx::Error>;
+}
+
+impl Columns for sqlx::any::AnyRow {
+    fn text(&self, c: &str) -> Result<String, sqlx::Error> {
+        sqlx::Row::try_get(self, c)
+    }
+    fn opt_text(&self, c: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::Row::try_get(self, c)
+    }
+    fn int(&self, c: &str) -> Result<i64, sqlx::Error> {
+        sqlx::Row::try_get(self, c)
+    }
+    fn opt_int(&self, c: &str) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::Row::try_get(self, c)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, c: &str) -> Result<String, sqlx::Error> {
+        self.get(c).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+    fn opt_text(&self, c: &str) -> Result<Option<String>, sqlx::Error> {
+        self.get(c).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+    fn int(&self, c: &str) -> Result<i64, sqlx::Error> {
+        self.get(c).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+    fn opt_int(&self, c: &str) -> Result<Option<i64>, sqlx::Error> {
+        self.get(c).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
 /// Read-only connections of a SQLite database.
 const SQLITE_READERS: u32 = 4;
 

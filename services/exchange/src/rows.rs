@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use zhengzhao_auth::Principal;
 use zhengzhao_core::date::{format_date, read_date};
 use zhengzhao_proto::ServiceError;
-use zhengzhao_store::{format_time, parse_time};
+use zhengzhao_store::{Columns, format_time, parse_time};
 
 use crate::model::{Application, ApplicationState, Change, Entry, EntryState, Level, Terms};
 use crate::usagelog::{UsageFilter, UsageRecord};
@@ -16,8 +16,8 @@ fn bad(what: &str) -> ServiceError {
     ServiceError::internal(format!("unreadable {what} in the exchange database"))
 }
 
-fn json_list<T: serde::de::DeserializeOwned>(row: &sqlx::any::AnyRow, column: &str) -> Result<Vec<T>, ServiceError> {
-    let text: String = row.try_get(column)?;
+fn json_list<T: serde::de::DeserializeOwned>(row: &impl Columns, column: &str) -> Result<Vec<T>, ServiceError> {
+    let text = row.text(column)?;
     serde_json::from_str(&text).map_err(|_| bad(column))
 }
 
@@ -25,45 +25,41 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, ServiceError> {
     serde_json::to_string(v).map_err(ServiceError::internal)
 }
 
-fn time_of(row: &sqlx::any::AnyRow, column: &str) -> Result<OffsetDateTime, ServiceError> {
-    let text: String = row.try_get(column)?;
-    parse_time(&text).ok_or_else(|| bad(column))
+fn time_of(row: &impl Columns, column: &str) -> Result<OffsetDateTime, ServiceError> {
+    parse_time(&row.text(column)?).ok_or_else(|| bad(column))
 }
 
-fn terms_of(row: &sqlx::any::AnyRow) -> Result<Terms, ServiceError> {
-    let from: String = row.try_get("effective_from")?;
-    let until: Option<String> = row.try_get("effective_until")?;
-    let all: i64 = row.try_get("all_fields")?;
+fn terms_of(row: &impl Columns) -> Result<Terms, ServiceError> {
+    let from = row.text("effective_from")?;
+    let until = row.opt_text("effective_until")?;
     Ok(Terms {
-        purpose: row.try_get("purpose")?,
+        purpose: row.text("purpose")?,
         fields: json_list(row, "fields_json")?,
-        all_fields: all != 0,
+        all_fields: row.int("all_fields")? != 0,
         from: read_date(&from).map_err(|_| bad("effective_from"))?,
         until: until.map(|u| read_date(&u).map_err(|_| bad("effective_until"))).transpose()?,
     })
 }
 
-fn level_of(row: &sqlx::any::AnyRow) -> Result<Level, ServiceError> {
-    let s: String = row.try_get("level")?;
-    Level::parse(&s).ok_or_else(|| bad("level"))
+fn level_of(row: &impl Columns) -> Result<Level, ServiceError> {
+    Level::parse(&row.text("level")?).ok_or_else(|| bad("level"))
 }
 
 const ENTRY_COLUMNS: &str = "id, agency_code, level, type_code, service_item_code, purpose, fields_json, all_fields, \
     effective_from, effective_until, state, application_id, created_at, created_by";
 
-fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<Entry, ServiceError> {
-    let state: String = row.try_get("state")?;
+fn entry_from_row(row: &impl Columns) -> Result<Entry, ServiceError> {
     Ok(Entry {
-        id: row.try_get("id")?,
-        agency_code: row.try_get("agency_code")?,
+        id: row.int("id")?,
+        agency_code: row.text("agency_code")?,
         level: level_of(row)?,
-        type_code: row.try_get("type_code")?,
-        service_item_code: row.try_get("service_item_code")?,
+        type_code: row.text("type_code")?,
+        service_item_code: row.text("service_item_code")?,
         terms: terms_of(row)?,
-        state: EntryState::parse(&state).ok_or_else(|| bad("state"))?,
-        application_id: row.try_get("application_id")?,
+        state: EntryState::parse(&row.text("state")?).ok_or_else(|| bad("state"))?,
+        application_id: row.opt_int("application_id")?,
         created_at: time_of(row, "created_at")?,
-        created_by: row.try_get("created_by")?,
+        created_by: row.text("created_by")?,
     })
 }
 
@@ -137,21 +133,40 @@ pub(crate) async fn entry_state(conn: &mut AnyConnection, id: i64) -> Result<Opt
 }
 
 /// Every entry of `agency` for `service_item` (and `type_code`, when given), any state.
+static ENTRIES_FOR_USE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {ENTRY_COLUMNS} FROM usage_entries
+         WHERE agency_code = $1 AND service_item_code = $2 AND ($3 = '' OR type_code = $3) ORDER BY id DESC"
+    )
+});
+
+/// The caller's entries for a service item (and type), newest first; on
+/// SQLite read directly on this thread (the hot path of every use).
 pub(crate) async fn entries_for_use(
-    conn: &mut AnyConnection,
+    db: &zhengzhao_store::Db,
     agency: &str,
     service_item: &str,
     type_code: Option<&str>,
 ) -> Result<Vec<Entry>, ServiceError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {ENTRY_COLUMNS} FROM usage_entries
-         WHERE agency_code = $1 AND service_item_code = $2 AND ($3 = '' OR type_code = $3) ORDER BY id DESC"
-    )))
-    .bind(agency)
-    .bind(service_item)
-    .bind(type_code.unwrap_or_default())
-    .fetch_all(&mut *conn)
-    .await?;
+    let type_code = type_code.unwrap_or_default();
+    let direct = db.sqlite_read(|c| {
+        let mut statement = c.prepare_cached(&ENTRIES_FOR_USE)?;
+        let mut rows = statement.query([agency, service_item, type_code])?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next()? {
+            entries.push(entry_from_row(row));
+        }
+        Ok(entries)
+    });
+    if let Some(read) = direct {
+        return read.map_err(ServiceError::internal)?.into_iter().collect();
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(ENTRIES_FOR_USE.as_str()))
+        .bind(agency)
+        .bind(service_item)
+        .bind(type_code)
+        .fetch_all(db.reader())
+        .await?;
     rows.iter().map(entry_from_row).collect()
 }
 

@@ -198,10 +198,8 @@ impl Exchange {
         // The identifier names the type: read the licence and the caller's
         // entries for that type side by side.
         let type_code = id.type_code().as_str();
-        let entries = async {
-            let mut conn = self.db.reader().acquire().await.map_err(ServiceError::from)?;
-            rows::entries_for_use(&mut conn, &caller.principal.agency, &use_.service_item_code, Some(type_code)).await
-        };
+        let entries =
+            rows::entries_for_use(&self.db, &caller.principal.agency, &use_.service_item_code, Some(type_code));
         let (licence, entries) = tokio::join!(self.issuance.get(identifier), entries);
         let licence = match licence {
             Ok(l) => l,
@@ -273,10 +271,7 @@ impl Exchange {
         };
         r.holder_digest = holder_digest(&query.holder_id_type, &number);
         r.holder_masked = mask_id_number(&number);
-        let entries = {
-            let mut conn = self.db.reader().acquire().await?;
-            rows::entries_for_use(&mut conn, &caller.principal.agency, &use_.service_item_code, None).await
-        };
+        let entries = rows::entries_for_use(&self.db, &caller.principal.agency, &use_.service_item_code, None).await;
         let entries = match entries {
             Ok(e) => e,
             Err(e) => return Err(self.refuse_use(r, e.into()).await),

@@ -286,6 +286,8 @@ async fn commit(
     let mut index = start;
     let mut leaves = Vec::new();
     let mut out = Vec::with_capacity(jobs.len());
+    // Each entry's state, read once per commit (a group is mostly one caller's).
+    let mut states: std::collections::HashMap<i64, Option<String>> = std::collections::HashMap::new();
     for job in jobs {
         let records: Vec<&UsageRecord> = match job {
             Job::Records(r) => r.iter().collect(),
@@ -297,7 +299,15 @@ async fn commit(
             if let (true, Some(entry)) = (r.granted, r.entry_id) {
                 // The entry was effective when the use was decided; if it was
                 // suspended or ended since, the use is refused, not granted.
-                if let Some(state) = rows::entry_state(&mut tx, entry).await?
+                let state = match states.get(&entry) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let read = rows::entry_state(&mut tx, entry).await?;
+                        states.insert(entry, read.clone());
+                        read
+                    }
+                };
+                if let Some(state) = state
                     && state != "active"
                 {
                     r.granted = false;

@@ -6,7 +6,7 @@ use zhengzhao_core::date::read_date;
 pub use zhengzhao_core::record::{EventDetails, EventRecord, FeedEntry, LastCheck, LicenceRecord, started};
 use zhengzhao_core::{LicenceStatus, LifecycleAction};
 use zhengzhao_proto::ServiceError;
-use zhengzhao_store::parse_time;
+use zhengzhao_store::{Columns, parse_time};
 
 fn bad(what: &str) -> ServiceError {
     ServiceError::internal(format!("unreadable {what} in database"))
@@ -15,42 +15,10 @@ fn bad(what: &str) -> ServiceError {
 pub(crate) const LICENCE_COLUMNS: &str = "identifier, type_code, issuer_code, template_version, status, valid_until, \
     document_json, jws, key_id, recorded_at, updated_at, reported_lost, mortgaged, superseded_by, replaces, successor_from, last_check_kind, last_check_result, last_check_invalidates";
 
-/// A row's columns by name, whichever driver read it: sqlx, or a direct
-/// SQLite read (`Db::sqlite_read`).
-pub(crate) trait Columns {
-    fn text(&self, c: &str) -> Result<String, ServiceError>;
-    fn int(&self, c: &str) -> Result<i64, ServiceError>;
-    fn opt_text(&self, c: &str) -> Result<Option<String>, ServiceError>;
-}
-
-impl Columns for sqlx::any::AnyRow {
-    fn text(&self, c: &str) -> Result<String, ServiceError> {
-        self.try_get(c).map_err(ServiceError::internal)
-    }
-    fn int(&self, c: &str) -> Result<i64, ServiceError> {
-        self.try_get(c).map_err(ServiceError::internal)
-    }
-    fn opt_text(&self, c: &str) -> Result<Option<String>, ServiceError> {
-        self.try_get(c).map_err(ServiceError::internal)
-    }
-}
-
-impl Columns for zhengzhao_store::rusqlite::Row<'_> {
-    fn text(&self, c: &str) -> Result<String, ServiceError> {
-        self.get(c).map_err(ServiceError::internal)
-    }
-    fn int(&self, c: &str) -> Result<i64, ServiceError> {
-        self.get(c).map_err(ServiceError::internal)
-    }
-    fn opt_text(&self, c: &str) -> Result<Option<String>, ServiceError> {
-        self.get(c).map_err(ServiceError::internal)
-    }
-}
-
 pub(crate) fn licence_from_row(row: &impl Columns, today: Date) -> Result<LicenceRecord, ServiceError> {
-    let s = |c: &str| row.text(c);
-    let i = |c: &str| row.int(c);
-    let o = |c: &str| row.opt_text(c);
+    let s = |c: &str| row.text(c).map_err(ServiceError::from);
+    let i = |c: &str| row.int(c).map_err(ServiceError::from);
+    let o = |c: &str| row.opt_text(c).map_err(ServiceError::from);
     let stored_status = LicenceStatus::from_name(&s("status")?).ok_or_else(|| bad("status"))?;
     let valid_until = o("valid_until")?.map(|d| read_date(&d).map_err(|_| bad("valid_until"))).transpose()?;
     let successor_from = o("successor_from")?.map(|d| read_date(&d).map_err(|_| bad("successor_from"))).transpose()?;

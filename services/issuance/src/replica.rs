@@ -640,6 +640,10 @@ fn check_licence_row(l: &ReplicaLicence) -> Result<(), String> {
     }
     let doc: LicenceDocument =
         serde_json::from_str(&l.document_json).map_err(|e| format!("unreadable document: {e}"))?;
+    // Held documents are canonical (verification relies on it).
+    if doc.canonical_bytes().ok().as_deref() != Some(l.document_json.as_bytes()) {
+        return Err("its document is not in canonical form (RFC 8785)".into());
+    }
     if doc.identifier != l.identifier
         || doc.type_code != l.type_code
         || doc.issuer.code != l.issuer_code
