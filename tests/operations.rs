@@ -575,6 +575,8 @@ async fn prometheus_and_the_status_page_see_a_city_and_its_district() -> anyhow:
         "max(zhengzhao_log_size) >= 1",
         r#"max(zhengzhao_keys{status="active"}) >= 1"#,
         "max(zhengzhao_outages_overdue) >= 1",
+        // Enough scrapes of every process for the dashboards' rates.
+        "min(count_over_time(up[30s])) >= 6",
         "sum(zhengzhao_sync_events_applied_total) >= 1",
         r#"sum(zhengzhao_grpc_requests_total{code="7"}) >= 1"#,
     ];
@@ -634,20 +636,23 @@ async fn prometheus_and_the_status_page_see_a_city_and_its_district() -> anyhow:
     for name in &dashboards {
         let url = format!("http://{web}/user/index.html?dashboard={name}&minutes=3");
         let page = chromium(&url).await?;
+        // The attributes of the <body> tag itself (the page's comments name them too).
+        let body = format!(" {}", page.split("<body ").nth(1).and_then(|b| b.split('>').next()).unwrap_or(""));
         let attr = |a: &str| {
-            page.split(&format!("{a}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("").to_owned()
+            body.split(&format!(" {a}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("").to_owned()
         };
         assert_eq!(attr("data-done"), "1", "{name}: the preview finished: {}", visible_text(&page));
         assert_eq!(attr("data-errors"), "0", "{name}: every query answered: {}", visible_text(&page));
-        let panels: u32 = attr("data-panels").parse()?;
-        let with_data: u32 = attr("data-with-data").parse()?;
+        let count = |a: &str| attr(a).parse::<u32>().map_err(|e| anyhow::anyhow!("{name}: {a} in <body{body}>: {e}"));
+        let (panels, with_data) = (count("data-panels")?, count("data-with-data")?);
         assert!(
             panels >= 8 && with_data >= panels / 2,
             "{name}: {with_data} of {panels} panels drew data: {}",
             visible_text(&page)
         );
     }
-    let picture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-overview.png");
+    let picture = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-overview.png");
+    let _ = std::fs::remove_file(&picture);
     let profile = tempfile::tempdir()?;
     let shot = tokio::process::Command::new("chromium")
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=10000"])

@@ -136,8 +136,8 @@ async fn the_sync_job_replicates_a_district_and_the_city_checks_every_batch() ->
         );
         resume(&city, &admin, false).await?;
 
-        // A document not in its canonical form, even one its signature
-        // covers: verification relies on held documents being canonical.
+        // A document not in its canonical form (row and payload agreeing):
+        // verification relies on held documents being canonical.
         let mut forged = batch(&district, &sync, 0, 0).await?;
         let spaced = format!(" {}", forged.licences[0].document_json);
         let mut parts: Vec<String> = forged.licences[0].jws.split('.').map(str::to_owned).collect();

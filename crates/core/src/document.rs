@@ -76,8 +76,9 @@ pub struct CanonicalError(String);
 /// 8785's rules: `\b \t \n \f \r`, other controls as lower-case `\u00xx`,
 /// `"` and `\`, nothing else), integers in plain decimal (ECMAScript's form
 /// for them). Anything else (a fraction, a larger number, a key beyond the
-/// BMP) goes through `serde_json_canonicalizer`; a property test holds the
-/// two to the same bytes.
+/// BMP) goes through `serde_json_canonicalizer`; property tests hold the
+/// two to the same bytes. A non-finite float (which no canonicalised type
+/// holds) becomes `null`, as `serde_json::to_value` makes it.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, CanonicalError> {
     let v = serde_json::to_value(value).map_err(|e| CanonicalError(e.to_string()))?;
     let mut out = Vec::with_capacity(512);
@@ -240,6 +241,26 @@ mod tests {
         })
     }
 
+    fn plain_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        const EXACT: i64 = 1 << 53;
+        let text = "[\\u{0}-\\u{7f}\\u{2028}\\u{e000}-\\u{ffff}\\u{4e00}-\\u{4e0f}]{0,6}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-1000i64..1000).prop_map(Value::from),
+            (-EXACT..=EXACT).prop_map(Value::from),
+            prop_oneof![Just(EXACT), Just(-EXACT), Just(0)].prop_map(Value::from),
+            text.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(text, inner, 0..5).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
         #[test]
         fn canonical_form_round_trips_and_is_stable(fields in proptest::collection::btree_map("[a-z_]{1,8}", ".*", 0..6)) {
@@ -252,13 +273,24 @@ mod tests {
             prop_assert_eq!(canonical_json(&v).unwrap(), bytes);
         }
 
-        /// The direct writer and `serde_json_canonicalizer` agree on every
-        /// value, plain or not (keys and strings from all of Unicode,
-        /// integers around 2^53, fractions).
+        /// `canonical_json` and `serde_json_canonicalizer` agree on any
+        /// value, plain or not (keys beyond the BMP, integers around 2^53,
+        /// fractions).
         #[test]
-        fn direct_canonical_form_is_rfc8785(v in json_value()) {
+        fn canonical_json_is_rfc8785(v in json_value()) {
             let reference = serde_json_canonicalizer::to_vec(&v).unwrap();
             prop_assert_eq!(canonical_json(&v).unwrap(), reference);
+        }
+
+        /// On plain values the direct writer itself runs and gives
+        /// `serde_json_canonicalizer`'s bytes (controls in keys and
+        /// strings, keys up to U+FFFF, small and boundary integers).
+        #[test]
+        fn direct_writer_is_rfc8785(v in plain_value()) {
+            let reference = serde_json_canonicalizer::to_vec(&v).unwrap();
+            let mut out = Vec::new();
+            prop_assert!(write_plain(&v, &mut out), "plain: {}", v);
+            prop_assert_eq!(out, reference);
         }
 
         #[test]

@@ -132,7 +132,7 @@ pub(crate) async fn entry_state(conn: &mut AnyConnection, id: i64) -> Result<Opt
     Ok(sqlx::query_scalar("SELECT state FROM usage_entries WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?)
 }
 
-/// Every entry of `agency` for `service_item` (and `type_code`, when given), any state.
+/// The entries of an agency for a service item (and type), any state.
 static ENTRIES_FOR_USE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT {ENTRY_COLUMNS} FROM usage_entries
@@ -140,8 +140,9 @@ static ENTRIES_FOR_USE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     )
 });
 
-/// The caller's entries for a service item (and type), newest first; on
-/// SQLite read directly on this thread (the hot path of every use).
+/// Every entry of `agency` for `service_item` (and `type_code`, when
+/// given), any state, newest first; on SQLite read directly on this thread
+/// (the hot path of every use).
 pub(crate) async fn entries_for_use(
     db: &zhengzhao_store::Db,
     agency: &str,
@@ -151,7 +152,8 @@ pub(crate) async fn entries_for_use(
     let type_code = type_code.unwrap_or_default();
     let direct = db.sqlite_read(|c| {
         let mut statement = c.prepare_cached(&ENTRIES_FOR_USE)?;
-        let mut rows = statement.query([agency, service_item, type_code])?;
+        // By name: SQLite takes `$N` as a name, not a position.
+        let mut rows = statement.query(&[("$1", agency), ("$2", service_item), ("$3", type_code)][..])?;
         let mut entries = Vec::new();
         while let Some(row) = rows.next()? {
             entries.push(entry_from_row(row));
