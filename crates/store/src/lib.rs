@@ -313,17 +313,22 @@ impl Columns for sqlx::any::AnyRow {
 
 impl Columns for rusqlite::Row<'_> {
     fn text(&self, c: &str) -> Result<String, sqlx::Error> {
-        self.get(c).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        self.get(c).map_err(decode)
     }
     fn opt_text(&self, c: &str) -> Result<Option<String>, sqlx::Error> {
-        self.get(c).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        self.get(c).map_err(decode)
     }
     fn int(&self, c: &str) -> Result<i64, sqlx::Error> {
-        self.get(c).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        self.get(c).map_err(decode)
     }
     fn opt_int(&self, c: &str) -> Result<Option<i64>, sqlx::Error> {
-        self.get(c).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        self.get(c).map_err(decode)
     }
+}
+
+/// A direct read's column error, as sqlx reports one.
+fn decode(e: rusqlite::Error) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
 }
 
 /// Read-only connections of a SQLite database.
